@@ -1,0 +1,238 @@
+"""The `fmtransfer` command: parses options into a Config and calls `experiment`.
+
+Imports no TensorFlow: `--help` and usage errors answer at once; the stages import it on use.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from fmtransfer import FmtError, UsageError, __version__
+
+# option name -> config key, per option; shared by every subcommand that takes the option
+OPTION_KEYS = {
+    "data_dir": "data.dir", "b_classes": "data.b_classes", "b_train_size": "data.b_train_size",
+    "valid_size": "data.valid_size", "arch": "model.arch", "hidden": "model.hidden",
+    "activation": "model.activation", "batch_size": "batch_size", "seed": "seed",
+    "a_epochs": "train_a.epochs", "a_learning_rate": "train_a.learning_rate",
+    "b_epochs": "baseline.epochs", "b_learning_rate": "baseline.learning_rate",
+    "reuse_layers": "transfer.reuse_layers", "freeze_epochs": "transfer.freeze_epochs",
+    "fine_tune_epochs": "transfer.fine_tune_epochs", "frozen_learning_rate": "transfer.frozen_learning_rate",
+    "fine_tune_learning_rate": "transfer.fine_tune_learning_rate", "unfreeze": "transfer.unfreeze",
+}
+
+
+def _option(name: str, key: str, type=str, help: str = ""):
+    return click.option(name, key, type=type, default=None, help=help)
+
+
+def common(f):
+    """--run, --config, --seed, --json, --verbose: every subcommand takes them."""
+    for decorator in reversed([
+        click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
+                     help="Run directory: holds the split, models, results and remembered settings."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="TOML settings file (see configs/); options override it."),
+        _option("--seed", "seed", int, "Seed for every random number generator."),
+        click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout."),
+        click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+data_options = [
+    _option("--data-dir", "data_dir", help="Folder holding the four Fashion-MNIST .gz files."),
+    _option("--b-classes", "b_classes", help="Task B's two classes, negative,positive  [5,6]."),
+    _option("--b-train-size", "b_train_size", int, "Task-B training images kept  [200]."),
+    _option("--valid-size", "valid_size", int, "Training images held out for validation  [5000]."),
+    click.option("--no-verify", is_flag=True, help="Skip the SHA-256 check (for a dataset of your own)."),
+]
+model_options = [
+    _option("--arch", "arch", click.Choice(["dense", "cnn"]), "Network family  [dense]."),
+    _option("--hidden", "hidden", help="Hidden layer sizes (dense) or filters per block (cnn)  [300,100,50,50,50]."),
+    _option("--activation", "activation", help="Hidden activation  [selu]."),
+    _option("--batch-size", "batch_size", int, "Mini-batch size  [32]."),
+]
+transfer_options = [
+    _option("--reuse-layers", "reuse_layers", help="How many of A's hidden layers to reuse, or all  [all]."),
+    _option("--freeze-epochs", "freeze_epochs", int, "Phase 1 epochs, reused layers frozen  [4]."),
+    _option("--fine-tune-epochs", "fine_tune_epochs", int, "Phase 2 epochs, unfrozen  [16]."),
+    _option("--frozen-learning-rate", "frozen_learning_rate", float, "Phase 1 learning rate  [1e-2]."),
+    _option("--fine-tune-learning-rate", "fine_tune_learning_rate", float, "Phase 2 learning rate  [1e-4]."),
+    _option("--unfreeze", "unfreeze", help="Phase 2 unfreezes all reused layers, or top:K  [all]."),
+]
+
+
+def options(decorators):
+    def wrap(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return wrap
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"fmtransfer: error: {message}", err=True)
+    sys.exit(code)
+
+
+def stage(f):
+    """Turn a subcommand into: resolve the config, call the stage, print a table or JSON.
+
+    Failures the user can act on become one line on stderr; Ctrl-C stops cleanly.
+    """
+
+    @functools.wraps(f)
+    def wrapper(run_dir, config_path, as_json, verbose, no_verify=False, **kwargs):
+        from fmtransfer import experiment
+        from fmtransfer.report import Reporter
+
+        overrides = {key: kwargs.pop(name) for name, key in OPTION_KEYS.items() if name in kwargs}
+        if no_verify:
+            overrides["data.verify_checksums"] = False
+        run_path = Path(run_dir)
+        try:
+            cfg = experiment.resolve_config(run_path, config_path, overrides)
+            if verbose:
+                from fmtransfer import runtime
+
+                runtime.start(verbose=True)
+            reporter = Reporter(quiet=as_json)
+            result, show = f(cfg, run_path, reporter, **kwargs)
+        except FmtError as e:
+            _fail(_name_option(str(e), overrides), e.exit_code)
+        except KeyboardInterrupt:
+            _fail(f"interrupted; results already in {run_path} are intact", 130)
+        except Exception as e:  # a bug or an environment failure: one line, traceback on request
+            if verbose:
+                raise
+            _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+                  "(rerun with --verbose for the traceback)", 1)
+        from fmtransfer.report import to_json
+
+        if as_json:
+            click.echo(to_json(result))
+        else:
+            show(_console(), result)
+
+    return wrapper
+
+
+def _name_option(message: str, overrides: dict) -> str:
+    """Say which option set a bad value, not only its config key."""
+    match = re.match(r"config key ([\w.]+):", message)
+    if match and overrides.get(match.group(1)) is not None:
+        for name, key in OPTION_KEYS.items():
+            if key == match.group(1):
+                return f"option --{name.replace('_', '-')} ({message})"
+    return message
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fmtransfer")
+def cli():
+    """Run, and honestly audit, the Fashion-MNIST A->B transfer experiment (Hands-On ML, 11.2).
+
+    \b
+    fmtransfer run --config configs/book.toml     # everything, then the comparison
+    fmtransfer split; fmtransfer train-a; fmtransfer transfer; fmtransfer compare
+    """
+
+
+@cli.command()
+@common
+@options(data_options)
+@stage
+def split(cfg, run_dir, reporter):
+    """Find and verify Fashion-MNIST, make the book's A/B split, save it in the run directory."""
+    from fmtransfer import experiment, report
+
+    result = experiment.split(cfg, run_dir, reporter)
+    return result, lambda console, r: console.print(report.split_table(r))
+
+
+@cli.command("train-a")
+@common
+@_option("--epochs", "a_epochs", int, "Epochs  [20].")
+@_option("--learning-rate", "a_learning_rate", float, "SGD learning rate  [1e-3].")
+@options(model_options)
+@stage
+def train_a(cfg, run_dir, reporter):
+    """Train model A on the eight task-A classes and save it (.keras) with its history."""
+    from fmtransfer import experiment, report
+
+    result = experiment.train_a(cfg, run_dir, reporter)
+    return result, lambda console, r: console.print(report.history_table("Model A (8 classes)", r))
+
+
+@cli.command()
+@common
+@click.option("--model-a", type=click.Path(dir_okay=False),
+              help="Model A to reuse (.keras or legacy .h5, e.g. the book's my_model_A.h5)  [RUN/model_a.keras].")
+@options(transfer_options)
+@stage
+def transfer(cfg, run_dir, reporter, model_a):
+    """Build model_B_on_A on a clone of A's lower layers; train frozen, then fine-tune."""
+    from fmtransfer import experiment, report
+
+    result = experiment.transfer(cfg, run_dir, reporter, model_a_path=model_a)
+    return result, lambda console, r: console.print(report.history_table("model_B_on_A", r))
+
+
+@cli.command()
+@common
+@_option("--epochs", "b_epochs", int, "Baseline epochs  [20].")
+@_option("--learning-rate", "b_learning_rate", float, "Baseline SGD learning rate  [1e-3].")
+@stage
+def compare(cfg, run_dir, reporter):
+    """Train (or reuse) the from-scratch baseline; compare it with transfer on test B."""
+    from fmtransfer import experiment, report
+
+    result = experiment.compare(cfg, run_dir, reporter)
+    return result, lambda console, r: console.print(report.compare_table(r))
+
+
+@cli.command()
+@common
+@options(data_options + model_options)
+@_option("--a-epochs", "a_epochs", int, "Model A epochs  [20].")
+@_option("--b-epochs", "b_epochs", int, "Baseline epochs  [20].")
+@options(transfer_options)
+@stage
+def run(cfg, run_dir, reporter):
+    """Run split, train-a, transfer and compare in order: the whole experiment."""
+    from fmtransfer import experiment, report
+
+    result = experiment.run(cfg, run_dir, reporter)
+    return result, lambda console, r: console.print(report.compare_table(r))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click's own usage errors are shortened to one line, exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="fmtransfer", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
+    except click.ClickException as e:
+        _fail(e.format_message(), e.exit_code)
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

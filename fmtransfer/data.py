@@ -1,0 +1,303 @@
+"""Fashion-MNIST: find the four files, parse IDX ourselves, verify them, make the book's split.
+
+Pure numpy; no TensorFlow here, so `split` runs and fails fast.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmtransfer import FmtError, UsageError
+from fmtransfer.config import DataConfig
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+PUBLISHED_SHA256 = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+# The mirror keras.datasets.fashion_mnist.load_data() downloads from.
+KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "fashion-mnist"
+
+
+def search_path(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """Where the files are looked for, in order, each with the reason it is on the list."""
+    places = []
+    if data_dir:
+        places.append(("--data-dir", Path(data_dir)))
+    if os.environ.get("FMTRANSFER_DATA"):
+        places.append(("$FMTRANSFER_DATA", Path(os.environ["FMTRANSFER_DATA"])))
+    places.append(("Keras' cache", keras_cache_dir()))
+    places.append(("the dataset-fashion-mnist package", Path("/usr/share/datasets/fashion-mnist")))
+    return places
+
+
+def _has_all(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in FILES.values())
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The first place holding all four files; else download them into Keras' cache.
+
+    A directory the user named (`--data-dir`, `$FMTRANSFER_DATA`) must hold the files: falling
+    through to another copy would silently run on data the user did not ask for.
+    """
+    for reason, place in search_path(data_dir):
+        if _has_all(place):
+            return place
+        if reason in ("--data-dir", "$FMTRANSFER_DATA"):
+            missing = [n for n in FILES.values() if not (place / n).is_file()]
+            raise UsageError(
+                f"{reason} {place} lacks {', '.join(missing)}; put the four Fashion-MNIST .gz files there"
+            )
+    if not download:
+        raise UsageError("Fashion-MNIST not found; pass --data-dir DIR or install dataset-fashion-mnist")
+    return download_dataset(keras_cache_dir())
+
+
+def download_dataset(target: Path, mirror: str = KERAS_MIRROR, expected: dict[str, str] | None = None) -> Path:
+    """Download the four files from Keras' mirror into `target`, checking each file's SHA-256."""
+    expected = PUBLISHED_SHA256 if expected is None else expected
+    target.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        if (target / name).is_file():
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=target)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(mirror + name, timeout=60) as response:
+                shutil.copyfileobj(response, out)
+            digest = sha256(Path(tmp))
+            if expected.get(name) and digest != expected[name]:
+                raise FmtError(f"downloaded {name} has SHA-256 {digest}, expected {expected[name]}; try again later")
+            os.replace(tmp, target / name)
+        except OSError as e:
+            raise FmtError(
+                f"Fashion-MNIST is not on this machine and downloading {mirror + name} failed ({e}); "
+                "pass --data-dir DIR, set $FMTRANSFER_DATA, or install dataset-fashion-mnist"
+            ) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse a gzip-compressed IDX file of unsigned bytes: magic, dimension sizes, then the data."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise UsageError(f"{path}: not a readable gzip file ({e}); replace it with a fresh copy") from None
+    if len(raw) < 4:
+        raise UsageError(f"{path}: truncated IDX file ({len(raw)} bytes); replace it with a fresh copy")
+    (found,) = struct.unpack(">I", raw[:4])
+    if found != magic:
+        raise UsageError(f"{path}: wrong IDX magic number 0x{found:08x}, expected 0x{magic:08x}; "
+                         "is it the right file?")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UsageError(f"{path}: truncated IDX header; replace it with a fresh copy")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    size = int(np.prod(shape))
+    if len(raw) - header != size:
+        raise UsageError(f"{path}: IDX header promises {size} bytes of data, file holds {len(raw) - header}; "
+                         "it is truncated or corrupt, replace it with a fresh copy")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+@dataclass
+class Raw:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: Path
+    sha256: dict[str, str]
+
+
+def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256) -> Raw:
+    """Read and check the four files in `directory`; `expected=None` skips the checksum check."""
+    hashes = {}
+    for name in FILES.values():
+        path = directory / name
+        if not path.is_file():
+            raise UsageError(f"{path}: file not found; put the four Fashion-MNIST .gz files in {directory}")
+        hashes[name] = sha256(path)
+        if expected is not None and hashes[name] != expected[name]:
+            raise UsageError(f"{path}: SHA-256 {hashes[name][:16]}... does not match the published "
+                             f"{expected[name][:16]}...; the file is corrupt or not Fashion-MNIST, "
+                             "replace it (or pass --no-verify to use it anyway)")
+    arrays = {key: read_idx(directory / name, LABELS_MAGIC if key.endswith("labels") else IMAGES_MAGIC)
+              for key, name in FILES.items()}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise UsageError(f"{directory / FILES[part + '_images']}: images are {images.shape[1:]}, expected 28x28")
+        if len(images) != len(labels):
+            raise UsageError(f"{directory}: {len(images)} {part} images but {len(labels)} {part} labels; "
+                             "the files do not belong together")
+        if labels.size and labels.max() > 9:
+            raise UsageError(f"{directory / FILES[part + '_labels']}: label {labels.max()} is outside 0..9")
+    return Raw(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
+               arrays["test_labels"], directory, hashes)
+
+
+@dataclass
+class Split:
+    """The book's split. Images stay uint8 28x28 on disk; `scaled` gives float32 in [0, 1]."""
+
+    a_train: tuple[np.ndarray, np.ndarray]
+    a_valid: tuple[np.ndarray, np.ndarray]
+    a_test: tuple[np.ndarray, np.ndarray]
+    b_train: tuple[np.ndarray, np.ndarray]
+    b_valid: tuple[np.ndarray, np.ndarray]
+    b_test: tuple[np.ndarray, np.ndarray]
+    b_classes: tuple[int, int]
+    unlabelled: np.ndarray  # every training image (not validation), labels dropped: for pretraining
+
+    PARTS = ("a_train", "a_valid", "a_test", "b_train", "b_valid", "b_test")
+
+    def sizes(self) -> dict[str, int]:
+        return {p: int(len(getattr(self, p)[1])) for p in self.PARTS}
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        counts = {}
+        for p in self.PARTS:
+            labels = getattr(self, p)[1]
+            values, n = np.unique(labels, return_counts=True)
+            counts[p] = {str(int(v)): int(k) for v, k in zip(values, n)}
+        return counts
+
+    @property
+    def a_classes(self) -> list[int]:
+        return [k for k in range(10) if k not in self.b_classes]
+
+    def save(self, path: Path) -> None:
+        arrays = {f"{p}_{xy}": getattr(self, p)[i] for p in self.PARTS for i, xy in enumerate("xy")}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, b_classes=np.array(self.b_classes), unlabelled=self.unlabelled, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "Split":
+        try:
+            with np.load(path) as z:
+                parts = {p: (z[f"{p}_x"], z[f"{p}_y"]) for p in cls.PARTS}
+                return cls(**parts, b_classes=tuple(int(k) for k in z["b_classes"]), unlabelled=z["unlabelled"])
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # a half-copied or foreign file: numpy raises many kinds
+            raise UsageError(f"{path}: unreadable split ({e}); run `fmtransfer split` again") from None
+
+
+def scaled(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) / 255.0
+
+
+def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int = 200,
+               valid_size: int = 5000) -> Split:
+    """The book's split: first `valid_size` training images validate, task B keeps only its first
+    `b_train_size` training images, task A's eight classes are renumbered 0..7 in order."""
+    neg, pos = b_classes
+    x_valid, y_valid = raw.x_train[:valid_size], raw.y_train[:valid_size]
+    x_train, y_train = raw.x_train[valid_size:], raw.y_train[valid_size:]
+    a_classes = [k for k in range(10) if k not in b_classes]
+    remap = np.full(10, -1, dtype=np.int64)
+    remap[a_classes] = np.arange(8)
+
+    def task_a(x, y):
+        keep = remap[y] >= 0
+        return x[keep], remap[y[keep]]
+
+    def task_b(x, y, limit=None):
+        keep = np.flatnonzero((y == neg) | (y == pos))[:limit]
+        return x[keep], (y[keep] == pos).astype(np.float32)
+
+    split = Split(
+        a_train=task_a(x_train, y_train), a_valid=task_a(x_valid, y_valid), a_test=task_a(raw.x_test, raw.y_test),
+        b_train=task_b(x_train, y_train, b_train_size), b_valid=task_b(x_valid, y_valid),
+        b_test=task_b(raw.x_test, raw.y_test), b_classes=(neg, pos), unlabelled=x_train,
+    )
+    available = int(np.sum((y_train == neg) | (y_train == pos)))
+    if available < b_train_size:
+        raise UsageError(f"option --b-train-size: only {available} task-B training images exist, "
+                         f"asked for {b_train_size}")
+    if len(split.b_train[1]) and len(np.unique(split.b_train[1])) < 2:
+        raise UsageError(f"option --b-train-size: the first {b_train_size} task-B images hold only one class; "
+                         "use more images")
+    return split
+
+
+def load_split_from_files(cfg: DataConfig) -> tuple[Split, Raw]:
+    directory = find_data_dir(cfg.dir or None)
+    raw = load_raw(directory, PUBLISHED_SHA256 if cfg.verify_checksums else None)
+    return make_split(raw, cfg.b_classes, cfg.b_train_size, cfg.valid_size), raw
+
+
+class atomic_path:
+    """A temporary path beside `path`, renamed onto it only when the block succeeds.
+
+    The temporary name keeps `path`'s suffix, since Keras picks the format from it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}",
+                                   dir=self.path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

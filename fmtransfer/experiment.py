@@ -1,0 +1,329 @@
+"""The experiment's stages: split, train-a, transfer, compare, and all four in order.
+
+Each stage reads what earlier stages left in the run directory, checks that it belongs to the
+same split (a model A trained with other task-B classes has seen the task-B images), writes its
+artifacts atomically, and returns a JSON-ready dict. The run directory remembers its settings in
+`config.json`, so `fmtransfer split --b-classes 0,2` followed by a bare `fmtransfer train-a`
+trains on that split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fmtransfer import UsageError
+from fmtransfer.config import Config, apply_overrides, load_config
+from fmtransfer.data import Split, load_split_from_files, scaled, write_text_atomic
+from fmtransfer.report import Reporter
+
+SPLIT, SPLIT_JSON, CONFIG_JSON = "split.npz", "split.json", "config.json"
+MODEL_A, MODEL_A_JSON = "model_a.keras", "model_a.json"
+BASELINE, BASELINE_JSON = "model_b.keras", "baseline.json"
+COMPARE_JSON = "compare.json"
+SOURCES = ("a", "autoencoder", "greedy")  # what model B can be built on
+CONTENDER_NAMES = {"a": "transfer from A", "autoencoder": "autoencoder-pretrained",
+                   "greedy": "greedy-pretrained"}
+
+
+def transfer_paths(source: str) -> tuple[str, str]:
+    return f"model_b_on_{source}.keras", f"transfer_{source}.json"
+
+
+# ----------------------------------------------------------------------------- configuration
+
+def resolve_config(run_dir: Path, config_path: str | None, overrides: dict[str, Any]) -> Config:
+    """`--config FILE` if given, else the run directory's remembered settings, else the book's;
+    then the command-line options on top."""
+    if config_path:
+        return load_config(config_path, overrides)
+    remembered = Path(run_dir) / CONFIG_JSON
+    if remembered.is_file():
+        try:
+            flat = _flatten(json.loads(remembered.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UsageError(f"{remembered}: unreadable ({e}); delete it or pass --config FILE") from None
+        return apply_overrides(apply_overrides(Config(), flat), overrides)
+    return load_config(None, overrides)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from fmtransfer.report import to_json
+
+    write_text_atomic(path, to_json(obj) + "\n")
+
+
+def read_json(path: Path, needed_by: str, made_by: str) -> dict:
+    if not path.is_file():
+        raise UsageError(f"{needed_by} needs {path}; run `fmtransfer {made_by} --run {path.parent}` first")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: unreadable ({e}); run `fmtransfer {made_by}` again") from None
+
+
+def _remember(cfg: Config, run_dir: Path) -> None:
+    _write_json(run_dir / CONFIG_JSON, cfg.to_dict())
+
+
+def _with_split_data(cfg: Config, manifest: dict) -> Config:
+    """Later stages train on the split that exists, so record its data settings as theirs."""
+    data = manifest["data"]
+    return cfg.replace(**{f"data.{k}": v for k, v in data.items()})
+
+
+# ----------------------------------------------------------------------------- stages
+
+def split(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
+    """Find and verify Fashion-MNIST, make the book's split, save it with a manifest."""
+    reporter = reporter or Reporter(quiet=True)
+    started = time.perf_counter()
+    the_split, raw = load_split_from_files(cfg.data)
+    data = {"b_classes": list(cfg.data.b_classes), "b_train_size": cfg.data.b_train_size,
+            "valid_size": cfg.data.valid_size, "verify_checksums": cfg.data.verify_checksums}
+    manifest = {
+        "stage": "split", "data": data, "b_classes": list(the_split.b_classes),
+        "a_classes": the_split.a_classes, "sizes": the_split.sizes(), "class_counts": the_split.class_counts(),
+        "source": str(raw.source), "sha256": raw.sha256,
+        "fingerprint": fingerprint(data, raw.sha256),
+    }
+    the_split.save(run_dir / SPLIT)
+    manifest["seconds"] = round(time.perf_counter() - started, 3)
+    _write_json(run_dir / SPLIT_JSON, manifest)
+    _remember(cfg, run_dir)
+    return manifest
+
+
+def load_split(run_dir: Path, needed_by: str) -> tuple[Split, dict]:
+    manifest = read_json(run_dir / SPLIT_JSON, needed_by, "split")
+    path = run_dir / SPLIT
+    if not path.is_file():
+        raise UsageError(f"{needed_by} needs {path}; run `fmtransfer split --run {run_dir}` first")
+    return Split.load(path), manifest
+
+
+def train_a(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
+    """Train model A on task A's eight classes; save it with its history and test accuracy."""
+    reporter = reporter or Reporter(quiet=True)
+    the_split, manifest = load_split(run_dir, "train-a")
+    cfg = _with_split_data(cfg, manifest)
+    from fmtransfer import models, runtime, training
+    started = time.perf_counter()
+    runtime.seed_everything(cfg.seed)
+    model = models.build_model_a(cfg.model, n_classes=len(the_split.a_classes))
+    x, y = the_split.a_train
+    with reporter.training("model A", cfg.train_a.epochs) as on_epoch:
+        history = training.fit(model, scaled(x), y, task=training.MULTICLASS, epochs=cfg.train_a.epochs,
+                               learning_rate=cfg.train_a.learning_rate, batch_size=cfg.batch_size,
+                               seed=cfg.seed, validation=_scaled(the_split.a_valid), on_epoch=on_epoch)
+    test = training.evaluate(model, *_scaled(the_split.a_test), task=training.MULTICLASS)
+    models.save_model(model, run_dir / MODEL_A)
+    result = {
+        "stage": "train-a", "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "epochs": cfg.train_a.epochs, "learning_rate": cfg.train_a.learning_rate, "history": history,
+        "seconds": round(time.perf_counter() - started, 3), "split_fingerprint": manifest["fingerprint"],
+        "model": cfg.to_dict()["model"], "seed": cfg.seed, "batch_size": cfg.batch_size,
+        "config": cfg.to_dict(), "versions": runtime.versions(),
+    }
+    _write_json(run_dir / MODEL_A_JSON, result)
+    _remember(cfg, run_dir)
+    return result
+
+
+def _scaled(part: tuple) -> tuple:
+    return scaled(part[0]), part[1]
+
+
+def weights_digest(model) -> str:
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(w.tobytes())
+    return h.hexdigest()[:16]
+
+
+def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model_a_path: str | None = None,
+             source: str = "a") -> dict:
+    """Build model B on a clone of a pretrained model's lower layers; train frozen, then unfrozen."""
+    from fmtransfer.config import reuse_count, unfreeze_top
+
+    reporter = reporter or Reporter(quiet=True)
+    the_split, manifest = load_split(run_dir, "transfer")
+    cfg = _with_split_data(cfg, manifest)
+    base_path, base_meta = _pretrained_source(run_dir, source, model_a_path, manifest)
+    from fmtransfer import models, runtime, training
+    base = models.load_model(base_path)
+    before = weights_digest(base)
+    started = time.perf_counter()
+    runtime.seed_everything(cfg.seed)
+    n_hidden = len(models.blocks(base)[1])
+    t = cfg.transfer
+    if t.reuse_layers != "all" and int(t.reuse_layers) > n_hidden:
+        raise UsageError(f"option --reuse-layers: {base_path} has {n_hidden} hidden layers, asked for {t.reuse_layers}")
+    reused = reuse_count(t.reuse_layers, n_hidden)
+    top = unfreeze_top(t.unfreeze)
+    if top is not None and top > reused:
+        raise UsageError(f"option --unfreeze: top:{top} asks for more than the {reused} reused layers")
+    model = models.build_b_on_a(base, reused)
+    x, y = _scaled(the_split.b_train)
+    phases = []
+    plan = [("frozen", False, None, t.freeze_epochs, t.frozen_learning_rate),
+            ("fine-tune", True, top, t.fine_tune_epochs, t.fine_tune_learning_rate)]
+    for i, (name, trainable, top_k, epochs, lr) in enumerate(plan):
+        models.set_reused_trainable(model, trainable, top_k)
+        with reporter.training(f"B on {source}: {name}", epochs) as on_epoch:
+            history = training.fit(model, x, y, task=training.BINARY, epochs=epochs, learning_rate=lr,
+                                   batch_size=cfg.batch_size, seed=[cfg.seed, i + 1],
+                                   validation=_scaled(the_split.b_valid), on_epoch=on_epoch)
+        phases.append({"name": name, "epochs": epochs, "learning_rate": lr,
+                       "trainable_weights": len(model.trainable_weights), "history": history})
+    test = training.evaluate(model, *_scaled(the_split.b_test), task=training.BINARY)
+    model_path, json_name = transfer_paths(source)
+    models.save_model(model, run_dir / model_path)
+    result = {
+        "stage": "transfer", "source": source, "pretrained": str(base_path),
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "phases": phases,
+        "reuse_layers": reused, "unfreeze": t.unfreeze,
+        "pretrained_unchanged": weights_digest(base) == before,
+        "seconds": round(time.perf_counter() - started, 3), "split_fingerprint": manifest["fingerprint"],
+        "pretrained_meta": base_meta, "config": cfg.to_dict(), "versions": runtime.versions(),
+    }
+    _write_json(run_dir / json_name, result)
+    _remember(cfg, run_dir)
+    return result
+
+
+def _pretrained_source(run_dir: Path, source: str, explicit: str | None, manifest: dict) -> tuple[Path, dict]:
+    """The model to build B on, checked to come from this split (its pretraining saw no task B)."""
+    if explicit:
+        return Path(explicit), {"path": explicit, "checked_against_split": False}
+    if source == "a":
+        path, meta_name, made_by = run_dir / MODEL_A, MODEL_A_JSON, "train-a"
+    else:
+        path, meta_name, made_by = run_dir / f"encoder_{source}.keras", f"pretrain_{source}.json", \
+            f"pretrain --method {source}"
+    meta = read_json(run_dir / meta_name, "transfer", made_by)
+    if meta.get("split_fingerprint") != manifest["fingerprint"]:
+        raise UsageError(f"{path} was trained on another split than {run_dir / SPLIT}; "
+                         f"run `fmtransfer {made_by} --run {run_dir}` first")
+    if not path.is_file():
+        raise UsageError(f"transfer needs {path}; run `fmtransfer {made_by} --run {run_dir}` first")
+    return path, {"path": str(path), "checked_against_split": True, "test_accuracy": meta.get("test_accuracy")}
+
+
+def baseline(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
+    """Model B from scratch on the same task-B images; reused if already trained with these settings."""
+    reporter = reporter or Reporter(quiet=True)
+    the_split, manifest = load_split(run_dir, "compare")
+    cfg = _with_split_data(cfg, manifest)
+    settings = {"split": manifest["fingerprint"], "model": cfg.to_dict()["model"],
+                "baseline": cfg.to_dict()["baseline"], "seed": cfg.seed, "batch_size": cfg.batch_size}
+    key = fingerprint(settings)
+    meta_path = run_dir / BASELINE_JSON
+    if meta_path.is_file() and (run_dir / BASELINE).is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == key:
+            reporter.info(f"baseline: reusing {run_dir / BASELINE} (trained with the same settings)")
+            return meta
+    from fmtransfer import models, runtime, training
+
+    started = time.perf_counter()
+    runtime.seed_everything(cfg.seed)
+    model = models.build_model_b(cfg.model)
+    with reporter.training("baseline B", cfg.baseline.epochs) as on_epoch:
+        history = training.fit(model, *_scaled(the_split.b_train), task=training.BINARY,
+                               epochs=cfg.baseline.epochs, learning_rate=cfg.baseline.learning_rate,
+                               batch_size=cfg.batch_size, seed=cfg.seed,
+                               validation=_scaled(the_split.b_valid), on_epoch=on_epoch)
+    test = training.evaluate(model, *_scaled(the_split.b_test), task=training.BINARY)
+    models.save_model(model, run_dir / BASELINE)
+    result = {"stage": "baseline", "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+              "epochs": cfg.baseline.epochs, "learning_rate": cfg.baseline.learning_rate, "history": history,
+              "seconds": round(time.perf_counter() - started, 3), "fingerprint": key,
+              "split_fingerprint": manifest["fingerprint"], "config": cfg.to_dict(),
+              "versions": runtime.versions()}
+    _write_json(meta_path, result)
+    return result
+
+
+def compare(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
+    """Baseline against every model B built on pretrained layers, all on test B."""
+    the_split, manifest = load_split(run_dir, "compare")
+    trained = {s: read_json(run_dir / transfer_paths(s)[1], "compare", "transfer")
+               for s in SOURCES if (run_dir / transfer_paths(s)[1]).is_file()}
+    if not trained:
+        raise UsageError(f"compare needs a transferred model in {run_dir}; run `fmtransfer transfer --run {run_dir}` first")
+    for source, meta in trained.items():
+        if meta.get("split_fingerprint") != manifest["fingerprint"]:
+            raise UsageError(f"{run_dir / transfer_paths(source)[0]} was trained on another split; "
+                             f"run `fmtransfer transfer --run {run_dir}` first")
+    base = baseline(cfg, run_dir, reporter)
+    cfg = _with_split_data(cfg, manifest)
+    contenders = {"baseline": _scores(base)}
+    for source, meta in trained.items():
+        scores = _scores(meta)
+        scores["error_rate_ratio"] = error_rate_ratio(base["test_accuracy"], meta["test_accuracy"])
+        contenders[CONTENDER_NAMES[source]] = scores
+    first = "a" if "a" in trained else next(iter(trained))
+    transfer_meta, main = trained[first], contenders[CONTENDER_NAMES[first]]
+    t = transfer_meta["config"]["transfer"]
+    result = {
+        "stage": "compare",
+        "baseline": contenders["baseline"],
+        "transfer": {k: main[k] for k in ("test_accuracy", "test_loss")},
+        "error_rate_ratio": main["error_rate_ratio"],
+        "contenders": contenders,
+        "b_classes": list(the_split.b_classes), "b_train_size": len(the_split.b_train[1]),
+        "settings": {"seed": cfg.seed, "baseline_epochs": cfg.baseline.epochs,
+                     "baseline_lr": cfg.baseline.learning_rate,
+                     "reuse_layers": transfer_meta["reuse_layers"], "freeze_epochs": t["freeze_epochs"],
+                     "frozen_lr": t["frozen_learning_rate"], "fine_tune_epochs": t["fine_tune_epochs"],
+                     "fine_tune_lr": t["fine_tune_learning_rate"], "unfreeze": t["unfreeze"]},
+        "config": cfg.to_dict(),
+    }
+    _write_json(run_dir / COMPARE_JSON, result)
+    return result
+
+
+def _scores(meta: dict) -> dict:
+    return {"test_accuracy": meta["test_accuracy"], "test_loss": meta["test_loss"]}
+
+
+def error_rate_ratio(baseline_accuracy: float, transfer_accuracy: float) -> float:
+    """By how much transfer divided the error rate: >1 is a gain, <1 a loss, inf a perfect model."""
+    base_err, transfer_err = 1 - baseline_accuracy, 1 - transfer_accuracy
+    if transfer_err <= 0:
+        return float("inf") if base_err > 0 else 1.0
+    return base_err / transfer_err
+
+
+def run(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
+    """All four stages in order: the main job."""
+    reporter = reporter or Reporter(quiet=True)
+    started = time.perf_counter()
+    split_result = split(cfg, run_dir, reporter)
+    a = train_a(cfg, run_dir, reporter)
+    b_on_a = transfer(cfg, run_dir, reporter)
+    result = compare(cfg, run_dir, reporter)
+    result["stages"] = {"split": {"sizes": split_result["sizes"]},
+                        "train_a": {"test_accuracy": a["test_accuracy"], "seconds": a["seconds"]},
+                        "transfer": {"test_accuracy": b_on_a["test_accuracy"], "seconds": b_on_a["seconds"]}}
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    _write_json(run_dir / COMPARE_JSON, result)
+    return result

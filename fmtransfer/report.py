@@ -1,0 +1,139 @@
+"""What the user sees: progress while training, rich tables for results, JSON for machines.
+
+Everything human goes to stderr, so `--json` leaves stdout holding exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fmtransfer.config import CLASS_NAMES
+
+
+class Reporter:
+    """Progress bars and messages for a stage; `quiet` shows nothing (library use, --json)."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None):
+        self.quiet = quiet
+        self.console = console or Console(stderr=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message)
+
+    @contextmanager
+    def training(self, label: str, epochs: int):
+        """Yield an on_epoch callback that advances a bar showing epoch, loss and accuracy."""
+        if self.quiet or epochs == 0:
+            yield None
+            return
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
+                            console=self.console, transient=False)
+        with progress:
+            task = progress.add_task(label, total=epochs, metrics="epoch 0")
+
+            def on_epoch(epoch: int, record: dict) -> None:
+                metrics = f"loss {record['loss']:.4f}"
+                if "accuracy" in record:
+                    metrics += f"  acc {record['accuracy']:.4f}"
+                if "val_accuracy" in record:
+                    metrics += f"  val_acc {record['val_accuracy']:.4f}"
+                progress.update(task, completed=epoch, metrics=metrics)
+
+            yield on_epoch
+
+    @contextmanager
+    def grid(self, label: str, total: int, done: int = 0):
+        """Yield an advance(description) callback for a study's grid of runs."""
+        if self.quiet:
+            yield lambda *a, **k: None
+            return
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[now]}"), TimeElapsedColumn(), TextColumn("eta"),
+                            TimeRemainingColumn(), console=self.console)
+        with progress:
+            task = progress.add_task(label, total=total, completed=done, now="")
+
+            def advance(now: str = "", step: int = 1) -> None:
+                progress.update(task, advance=step, now=now)
+
+            yield advance
+
+
+def to_json(obj: Any) -> str:
+    """Strict JSON: infinities and NaN (a perfect transfer model's error ratio) become null."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def split_table(result: dict) -> Table:
+    neg, pos = result["b_classes"]
+    table = Table(title=f"Split: task B = {CLASS_NAMES[neg]} (0) vs {CLASS_NAMES[pos]} (1); task A = the other 8")
+    table.add_column("part")
+    table.add_column("images", justify="right")
+    for part, n in result["sizes"].items():
+        table.add_row(part, f"{n:,}")
+    table.caption = f"data: {result['source']}"
+    return table
+
+
+def history_table(title: str, result: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("phase")
+    table.add_column("epochs", justify="right")
+    table.add_column("learning rate", justify="right")
+    table.add_column("train acc", justify="right")
+    table.add_column("valid acc", justify="right")
+    for phase in result.get("phases", [result]):
+        last = phase["history"][-1] if phase["history"] else {}
+        table.add_row(phase.get("name", "train"), str(phase["epochs"]), f"{phase['learning_rate']:g}",
+                      pct(last.get("accuracy")), pct(last.get("val_accuracy")))
+    table.caption = f"test accuracy {pct(result['test_accuracy'])}  ({result['seconds']:.1f} s)"
+    return table
+
+
+def compare_table(result: dict) -> Table:
+    neg, pos = result["b_classes"]
+    table = Table(title=f"Task B test set: {CLASS_NAMES[neg]} vs {CLASS_NAMES[pos]} "
+                        f"({result['b_train_size']} training images)")
+    table.add_column("model")
+    table.add_column("test accuracy", justify="right")
+    table.add_column("error rate", justify="right")
+    table.add_column("test loss", justify="right")
+    table.add_column("error divided by", justify="right")
+    for name, scores in result["contenders"].items():
+        ratio = scores.get("error_rate_ratio")
+        table.add_row(name, pct(scores["test_accuracy"]), pct(1 - scores["test_accuracy"]),
+                      f"{scores['test_loss']:.4f}", "-" if name == "baseline" else _ratio(ratio))
+    settings = result["settings"]
+    table.caption = "  ".join(f"{k}={v}" for k, v in settings.items())
+    return table
+
+
+def _ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    if math.isinf(ratio):
+        return "inf (no transfer errors)"
+    return f"{ratio:.2f}x"
