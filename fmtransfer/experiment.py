@@ -89,6 +89,71 @@ def _with_split_data(cfg: Config, manifest: dict) -> Config:
     return cfg.replace(**{f"data.{k}": v for k, v in data.items()})
 
 
+# ----------------------------------------------------------------------------- training, in memory
+# The stages below and `study` share these: each seeds everything first, so a model depends only
+# on its settings, not on what ran before it in the process.
+
+def fit_model_a(cfg: Config, the_split: Split, reporter: Reporter):
+    """Model A trained on task A; returns (model, history, test scores)."""
+    from fmtransfer import models, runtime, training
+
+    runtime.seed_everything(cfg.seed)
+    model = models.build_model_a(cfg.model, n_classes=len(the_split.a_classes))
+    with reporter.training("model A", cfg.train_a.epochs) as on_epoch:
+        history = training.fit(model, *_scaled(the_split.a_train), task=training.MULTICLASS,
+                               epochs=cfg.train_a.epochs, learning_rate=cfg.train_a.learning_rate,
+                               batch_size=cfg.batch_size, seed=cfg.seed,
+                               validation=_scaled(the_split.a_valid), on_epoch=on_epoch)
+    return model, history, training.evaluate(model, *_scaled(the_split.a_test), task=training.MULTICLASS)
+
+
+def fit_baseline(cfg: Config, the_split: Split, reporter: Reporter):
+    """Model B from scratch on task B's few images; returns (model, history, test scores)."""
+    from fmtransfer import models, runtime, training
+
+    runtime.seed_everything(cfg.seed)
+    model = models.build_model_b(cfg.model)
+    with reporter.training("baseline B", cfg.baseline.epochs) as on_epoch:
+        history = training.fit(model, *_scaled(the_split.b_train), task=training.BINARY,
+                               epochs=cfg.baseline.epochs, learning_rate=cfg.baseline.learning_rate,
+                               batch_size=cfg.batch_size, seed=cfg.seed,
+                               validation=_scaled(the_split.b_valid), on_epoch=on_epoch)
+    return model, history, training.evaluate(model, *_scaled(the_split.b_test), task=training.BINARY)
+
+
+def fit_transfer(cfg: Config, the_split: Split, base, reporter: Reporter, label: str = "B on A",
+                 base_name: str = "model A"):
+    """model_B_on_A on a clone of `base`: phase 1 frozen, phase 2 unfrozen (all or top K) at the
+    lower learning rate. `base` itself is never changed. Returns (model, phases, test, reused)."""
+    from fmtransfer import models, runtime, training
+    from fmtransfer.config import reuse_count, unfreeze_top
+
+    runtime.seed_everything(cfg.seed)
+    n_hidden = len(models.blocks(base)[1])
+    t = cfg.transfer
+    if t.reuse_layers != "all" and int(t.reuse_layers) > n_hidden:
+        raise UsageError(f"option --reuse-layers: {base_name} has {n_hidden} hidden layers, asked for {t.reuse_layers}")
+    reused = reuse_count(t.reuse_layers, n_hidden)
+    top = unfreeze_top(t.unfreeze)
+    if top is not None and top > reused:
+        raise UsageError(f"option --unfreeze: top:{top} asks for more than the {reused} reused layers")
+    model = models.build_b_on_a(base, reused)
+    x, y = _scaled(the_split.b_train)
+    phases = []
+    plan = [("frozen", False, None, t.freeze_epochs, t.frozen_learning_rate),
+            ("fine-tune", True, top, t.fine_tune_epochs, t.fine_tune_learning_rate)]
+    for i, (name, trainable, top_k, epochs, lr) in enumerate(plan):
+        models.set_reused_trainable(model, trainable, top_k)
+        with reporter.training(f"{label}: {name}", epochs) as on_epoch:
+            history = training.fit(model, x, y, task=training.BINARY, epochs=epochs, learning_rate=lr,
+                                   batch_size=cfg.batch_size, seed=[cfg.seed, i + 1],
+                                   validation=_scaled(the_split.b_valid), on_epoch=on_epoch)
+        phases.append({"name": name, "epochs": epochs, "learning_rate": lr,
+                       "trainable_weights": len(model.trainable_weights), "history": history})
+    test = training.evaluate(model, *_scaled(the_split.b_test), task=training.BINARY)
+    return model, phases, test, reused
+
+
 # ----------------------------------------------------------------------------- stages
 
 def split(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
@@ -124,16 +189,10 @@ def train_a(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dic
     reporter = reporter or Reporter(quiet=True)
     the_split, manifest = load_split(run_dir, "train-a")
     cfg = _with_split_data(cfg, manifest)
-    from fmtransfer import models, runtime, training
+    from fmtransfer import models, runtime
+
     started = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
-    model = models.build_model_a(cfg.model, n_classes=len(the_split.a_classes))
-    x, y = the_split.a_train
-    with reporter.training("model A", cfg.train_a.epochs) as on_epoch:
-        history = training.fit(model, scaled(x), y, task=training.MULTICLASS, epochs=cfg.train_a.epochs,
-                               learning_rate=cfg.train_a.learning_rate, batch_size=cfg.batch_size,
-                               seed=cfg.seed, validation=_scaled(the_split.a_valid), on_epoch=on_epoch)
-    test = training.evaluate(model, *_scaled(the_split.a_test), task=training.MULTICLASS)
+    model, history, test = fit_model_a(cfg, the_split, reporter)
     models.save_model(model, run_dir / MODEL_A)
     result = {
         "stage": "train-a", "test_accuracy": test["accuracy"], "test_loss": test["loss"],
@@ -161,45 +220,23 @@ def weights_digest(model) -> str:
 def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model_a_path: str | None = None,
              source: str = "a") -> dict:
     """Build model B on a clone of a pretrained model's lower layers; train frozen, then unfrozen."""
-    from fmtransfer.config import reuse_count, unfreeze_top
-
     reporter = reporter or Reporter(quiet=True)
     the_split, manifest = load_split(run_dir, "transfer")
     cfg = _with_split_data(cfg, manifest)
     base_path, base_meta = _pretrained_source(run_dir, source, model_a_path, manifest)
-    from fmtransfer import models, runtime, training
+    from fmtransfer import models, runtime
+
     base = models.load_model(base_path)
     before = weights_digest(base)
     started = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
-    n_hidden = len(models.blocks(base)[1])
-    t = cfg.transfer
-    if t.reuse_layers != "all" and int(t.reuse_layers) > n_hidden:
-        raise UsageError(f"option --reuse-layers: {base_path} has {n_hidden} hidden layers, asked for {t.reuse_layers}")
-    reused = reuse_count(t.reuse_layers, n_hidden)
-    top = unfreeze_top(t.unfreeze)
-    if top is not None and top > reused:
-        raise UsageError(f"option --unfreeze: top:{top} asks for more than the {reused} reused layers")
-    model = models.build_b_on_a(base, reused)
-    x, y = _scaled(the_split.b_train)
-    phases = []
-    plan = [("frozen", False, None, t.freeze_epochs, t.frozen_learning_rate),
-            ("fine-tune", True, top, t.fine_tune_epochs, t.fine_tune_learning_rate)]
-    for i, (name, trainable, top_k, epochs, lr) in enumerate(plan):
-        models.set_reused_trainable(model, trainable, top_k)
-        with reporter.training(f"B on {source}: {name}", epochs) as on_epoch:
-            history = training.fit(model, x, y, task=training.BINARY, epochs=epochs, learning_rate=lr,
-                                   batch_size=cfg.batch_size, seed=[cfg.seed, i + 1],
-                                   validation=_scaled(the_split.b_valid), on_epoch=on_epoch)
-        phases.append({"name": name, "epochs": epochs, "learning_rate": lr,
-                       "trainable_weights": len(model.trainable_weights), "history": history})
-    test = training.evaluate(model, *_scaled(the_split.b_test), task=training.BINARY)
+    model, phases, test, reused = fit_transfer(cfg, the_split, base, reporter, label=f"B on {source}",
+                                               base_name=str(base_path))
     model_path, json_name = transfer_paths(source)
     models.save_model(model, run_dir / model_path)
     result = {
         "stage": "transfer", "source": source, "pretrained": str(base_path),
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "phases": phases,
-        "reuse_layers": reused, "unfreeze": t.unfreeze,
+        "reuse_layers": reused, "unfreeze": cfg.transfer.unfreeze,
         "pretrained_unchanged": weights_digest(base) == before,
         "seconds": round(time.perf_counter() - started, 3), "split_fingerprint": manifest["fingerprint"],
         "pretrained_meta": base_meta, "config": cfg.to_dict(), "versions": runtime.versions(),
@@ -241,17 +278,10 @@ def baseline(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> di
         if meta.get("fingerprint") == key:
             reporter.info(f"baseline: reusing {run_dir / BASELINE} (trained with the same settings)")
             return meta
-    from fmtransfer import models, runtime, training
+    from fmtransfer import models, runtime
 
     started = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
-    model = models.build_model_b(cfg.model)
-    with reporter.training("baseline B", cfg.baseline.epochs) as on_epoch:
-        history = training.fit(model, *_scaled(the_split.b_train), task=training.BINARY,
-                               epochs=cfg.baseline.epochs, learning_rate=cfg.baseline.learning_rate,
-                               batch_size=cfg.batch_size, seed=cfg.seed,
-                               validation=_scaled(the_split.b_valid), on_epoch=on_epoch)
-    test = training.evaluate(model, *_scaled(the_split.b_test), task=training.BINARY)
+    model, history, test = fit_baseline(cfg, the_split, reporter)
     models.save_model(model, run_dir / BASELINE)
     result = {"stage": "baseline", "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "epochs": cfg.baseline.epochs, "learning_rate": cfg.baseline.learning_rate, "history": history,

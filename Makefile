@@ -1,0 +1,35 @@
+# One command each: `make run` (the book's experiment) and `make test`; both set everything up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data run test bench study clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,plot]'
+	touch $@
+
+# Fashion-MNIST from Debian's package when we can install it; otherwise fmtransfer looks in
+# --data-dir, $$FMTRANSFER_DATA and Keras' cache, and downloads as a last resort.
+data:
+	@if [ -f $(DATA)/train-images-idx3-ubyte.gz ]; then echo "data: $(DATA)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "data: not in $(DATA); fmtransfer will search \$$FMTRANSFER_DATA and ~/.keras/datasets, then download"; fi
+
+run: install data
+	$(BIN)/fmtransfer run --config configs/book.toml
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+bench: install data
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf runs $(VENV) .pytest_cache
