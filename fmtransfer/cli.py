@@ -24,6 +24,8 @@ OPTION_KEYS = {
     "reuse_layers": "transfer.reuse_layers", "freeze_epochs": "transfer.freeze_epochs",
     "fine_tune_epochs": "transfer.fine_tune_epochs", "frozen_learning_rate": "transfer.frozen_learning_rate",
     "fine_tune_learning_rate": "transfer.fine_tune_learning_rate", "unfreeze": "transfer.unfreeze",
+    "seed_list": "study.seeds", "pairs": "study.pairs", "b_train_sizes": "study.b_train_sizes",
+    "study_reuse_layers": "study.reuse_layers", "presets": "study.presets",
 }
 
 
@@ -31,10 +33,12 @@ def _option(name: str, key: str, type=str, help: str = ""):
     return click.option(name, key, type=type, default=None, help=help)
 
 
-def common(f):
+def common(f=None, *, run_default: str = "runs/default"):
     """--run, --config, --seed, --json, --verbose: every subcommand takes them."""
+    if f is None:
+        return functools.partial(common, run_default=run_default)
     for decorator in reversed([
-        click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
+        click.option("--run", "run_dir", default=run_default, show_default=True, type=click.Path(file_okay=False),
                      help="Run directory: holds the split, models, results and remembered settings."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="TOML settings file (see configs/); options override it."),
@@ -89,10 +93,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def stage(f):
-    """Turn a subcommand into: resolve the config, call the stage, print a table or JSON.
-
-    Failures the user can act on become one line on stderr; Ctrl-C stops cleanly.
-    """
+    """Turn a subcommand into: resolve the config, call the stage, print a table or JSON."""
 
     @functools.wraps(f)
     def wrapper(run_dir, config_path, as_json, verbose, no_verify=False, **kwargs):
@@ -103,40 +104,54 @@ def stage(f):
         if no_verify:
             overrides["data.verify_checksums"] = False
         run_path = Path(run_dir)
-        try:
+
+        def body():
             cfg = experiment.resolve_config(run_path, config_path, overrides)
             if verbose:
                 from fmtransfer import runtime
 
                 runtime.start(verbose=True)
-            reporter = Reporter(quiet=as_json)
-            result, show = f(cfg, run_path, reporter, **kwargs)
-        except FmtError as e:
-            _fail(_name_option(str(e), overrides), e.exit_code)
-        except KeyboardInterrupt:
-            _fail(f"interrupted; results already in {run_path} are intact", 130)
-        except Exception as e:  # a bug or an environment failure: one line, traceback on request
-            if verbose:
-                raise
-            _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
-                  "(rerun with --verbose for the traceback)", 1)
-        from fmtransfer.report import to_json
+            return f(cfg, run_path, Reporter(quiet=as_json), **kwargs)
 
-        if as_json:
-            click.echo(to_json(result))
-        else:
-            show(_console(), result)
+        execute(body, as_json=as_json, verbose=verbose, run_path=run_path, overrides=overrides)
 
     return wrapper
 
 
+def execute(body, *, as_json: bool, verbose: bool, run_path: Path, overrides: dict | None = None) -> None:
+    """Run `body() -> (result, show)` and print its result as JSON or through `show`.
+
+    Failures the user can act on become one line on stderr; Ctrl-C stops cleanly.
+    """
+    try:
+        result, show = body()
+    except FmtError as e:
+        _fail(_name_option(str(e), overrides or {}), e.exit_code)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; results already in {run_path} are intact", 130)
+    except Exception as e:  # a bug or an environment failure: one line, traceback on request
+        if verbose:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        _fail(f"{type(e).__name__}: {first} (rerun with --verbose for the traceback)", 1)
+    from fmtransfer.report import to_json
+
+    if as_json:
+        click.echo(to_json(result))
+    else:
+        show(_console(), result)
+
+
 def _name_option(message: str, overrides: dict) -> str:
-    """Say which option set a bad value, not only its config key."""
+    """Say which option set a bad value, as the user typed it, not only its config key."""
     match = re.match(r"config key ([\w.]+):", message)
-    if match and overrides.get(match.group(1)) is not None:
-        for name, key in OPTION_KEYS.items():
-            if key == match.group(1):
-                return f"option --{name.replace('_', '-')} ({message})"
+    if not match or overrides.get(match.group(1)) is None:
+        return message
+    ctx = click.get_current_context(silent=True)
+    names = {name for name, key in OPTION_KEYS.items() if key == match.group(1)}
+    for param in ctx.command.params if ctx else []:
+        if param.name in names:
+            return f"option {param.opts[0]} ({message})"
     return message
 
 
@@ -217,6 +232,89 @@ def run(cfg, run_dir, reporter):
 
     result = experiment.run(cfg, run_dir, reporter)
     return result, lambda console, r: console.print(report.compare_table(r))
+
+
+@cli.group(invoke_without_command=True)
+@common(run_default="runs/study")
+@click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...")
+@click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1.")
+@click.option("--pairs", help="Task-B class pairs, e.g. 5:6,0:2,7:9  [5:6].")
+@click.option("--b-train-sizes", help="Task-B training sizes, e.g. 50,200,1000  [200].")
+@click.option("--reuse-layers", "study_reuse_layers", help="Reuse depths, e.g. 1,3,all  [all].")
+@click.option("--presets", help="Learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3)  [book].")
+@click.option("--shard", help="Run only slice I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/10.")
+@click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
+@_option("--a-epochs", "a_epochs", int, "Model A epochs  [20].")
+@_option("--b-epochs", "b_epochs", int, "Baseline epochs  [20].")
+@_option("--freeze-epochs", "freeze_epochs", int, "Phase 1 epochs  [4].")
+@_option("--fine-tune-epochs", "fine_tune_epochs", int, "Phase 2 epochs  [16].")
+@click.pass_context
+def study(ctx, run_dir, config_path, as_json, verbose, n_seeds, shard, plots, **kwargs):
+    """Is the gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets).
+
+    \b
+    fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped
+    fmtransfer study --shard $SLURM_ARRAY_TASK_ID/10 ... # one slice per array job
+    fmtransfer study report runs/study                   # merge what has finished
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    overrides = {key: kwargs.pop(name) for name, key in OPTION_KEYS.items() if name in kwargs}
+    run_path = Path(run_dir)
+
+    def body():
+        from fmtransfer import experiment
+        from fmtransfer import study as studies
+        from fmtransfer.report import Reporter
+
+        if n_seeds is not None and overrides["study.seeds"]:
+            raise UsageError("options --seeds and --seed-list: give one of them, not both")
+        if n_seeds is not None and n_seeds < 1:
+            raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
+        studies.parse_shard(shard)  # a bad --shard fails before TensorFlow loads
+        cfg = experiment.resolve_config(run_path, config_path, overrides)
+        if n_seeds is not None:
+            cfg = cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n_seeds))})
+        if verbose:
+            from fmtransfer import runtime
+
+            runtime.start(verbose=True)
+        summary = studies.run_study(cfg, run_path, Reporter(quiet=as_json), shard)
+        return _with_plots(summary, run_path, plots)
+
+    execute(body, as_json=as_json, verbose=verbose, run_path=run_path, overrides=overrides)
+
+
+def _with_plots(summary: dict, study_dir: Path, plots: bool | None):
+    from fmtransfer import report
+    from fmtransfer import study as studies
+
+    if plots is None:
+        import importlib.util
+
+        plots = importlib.util.find_spec("matplotlib") is not None
+    if plots and summary["cells"]:
+        summary["plots"] = [str(p) for p in studies.plot(study_dir, summary)]
+
+    def show(console, r):
+        console.print(report.study_table(r))
+        for p in r.get("plots", []):
+            console.print(f"plot: {p}")
+
+    return summary, show
+
+
+@study.command("report")
+@click.argument("study_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
+def study_report(study_dir, as_json, plots):
+    """Merge every finished run in STUDY_DIR (all shards) and print the statistics."""
+    from fmtransfer import study as studies
+
+    run_path = Path(study_dir)
+    execute(lambda: _with_plots(studies.report(run_path), run_path, plots),
+            as_json=as_json, verbose=False, run_path=run_path)
 
 
 def main(argv: list[str] | None = None) -> None:

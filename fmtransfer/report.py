@@ -137,3 +137,35 @@ def _ratio(ratio: float | None) -> str:
     if math.isinf(ratio):
         return "inf (no transfer errors)"
     return f"{ratio:.2f}x"
+
+
+def study_table(summary: dict) -> Table:
+    table = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
+                        "test-B accuracy, paired over seeds")
+    for name in ("B classes", "n B", "reuse", "lr", "seeds", "baseline", "transfer", "gain, pts (95% CI)",
+                 "err ÷", "W/T/L", "p"):
+        table.add_column(name, justify="left" if name in ("B classes", "lr") else "right")
+    for c in summary["cells"]:
+        ci = c["ci95"]
+        gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
+        table.add_row(f"{c['pair'][0]} vs {c['pair'][1]}", str(c["b_train_size"]), str(c["reuse_layers"]),
+                      c["preset"], str(c["n"]), _mean_std(c["baseline_mean"], c["baseline_std"]),
+                      _mean_std(c["transfer_mean"], c["transfer_std"]), gain, _ratio(c["error_rate_ratio"]),
+                      f"{c['wins']}/{c['ties']}/{c['losses']}",
+                      "-" if c["p_value"] is None else f"{c['p_value']:.2g}")
+    notes = []
+    for c in summary["cells"]:
+        if "book" in c:
+            b = c["book"]
+            notes.append(f"The book's {pct(b['baseline'])} -> {pct(b['transfer'])} (gain {100 * b['gain']:+.2f} pts, "
+                         f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
+                         f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
+                         "error rate as much.")
+    notes.append("Accuracies in %, mean±sd over seeds. Gain = transfer - baseline; CI: Student t; "
+                 "err ÷: baseline error / transfer error; p: Wilcoxon signed-rank, two-sided, Pratt's ties.")
+    table.caption = "\n".join(notes)
+    return table
+
+
+def _mean_std(mean: float, std: float | None) -> str:
+    return f"{100 * mean:.2f}" + ("" if std is None else f"±{100 * std:.2f}")
