@@ -26,6 +26,8 @@ OPTION_KEYS = {
     "fine_tune_learning_rate": "transfer.fine_tune_learning_rate", "unfreeze": "transfer.unfreeze",
     "seed_list": "study.seeds", "pairs": "study.pairs", "b_train_sizes": "study.b_train_sizes",
     "study_reuse_layers": "study.reuse_layers", "presets": "study.presets",
+    "cnn_dense": "model.cnn_dense", "method": "pretrain.method", "unlabelled_size": "pretrain.unlabelled_size",
+    "p_epochs": "pretrain.epochs", "p_learning_rate": "pretrain.learning_rate",
 }
 
 
@@ -59,7 +61,9 @@ data_options = [
 ]
 model_options = [
     _option("--arch", "arch", click.Choice(["dense", "cnn"]), "Network family  [dense]."),
-    _option("--hidden", "hidden", help="Hidden layer sizes (dense) or filters per block (cnn)  [300,100,50,50,50]."),
+    _option("--hidden", "hidden", help="Hidden layer sizes (dense)  [300,100,50,50,50], "
+                                      "or filters per conv-pool block (cnn)  [16,32,64]."),
+    _option("--cnn-dense", "cnn_dense", int, "cnn: units of the dense block on the conv blocks, 0 for none  [64]."),
     _option("--activation", "activation", help="Hidden activation  [selu]."),
     _option("--batch-size", "batch_size", int, "Mini-batch size  [32]."),
 ]
@@ -196,23 +200,54 @@ def train_a(cfg, run_dir, reporter):
 @common
 @click.option("--model-a", type=click.Path(dir_okay=False),
               help="Model A to reuse (.keras or legacy .h5, e.g. the book's my_model_A.h5)  [RUN/model_a.keras].")
+@click.option("--from", "source", type=click.Choice(["a", "autoencoder", "greedy"]), default="a", show_default=True,
+              help="What to build B on: model A, or the encoder of `pretrain --method autoencoder|greedy`.")
 @options(transfer_options)
 @stage
-def transfer(cfg, run_dir, reporter, model_a):
-    """Build model_B_on_A on a clone of A's lower layers; train frozen, then fine-tune."""
+def transfer(cfg, run_dir, reporter, model_a, source):
+    """Build model B on a clone of model A's (or a pretrained encoder's) lower layers; train
+    frozen, then fine-tune."""
     from fmtransfer import experiment, report
 
-    result = experiment.transfer(cfg, run_dir, reporter, model_a_path=model_a)
-    return result, lambda console, r: console.print(report.history_table("model_B_on_A", r))
+    if model_a and source != "a":
+        raise UsageError(f"option --model-a: only with --from a; --from {source} builds on "
+                         f"{run_dir / experiment.pretrain_paths(source)['encoder']}")
+    result = experiment.transfer(cfg, run_dir, reporter, model_a_path=model_a, source=source)
+    title = f"model_B_on_{'A' if source == 'a' else source}"
+    return result, lambda console, r: console.print(report.history_table(title, r))
+
+
+@cli.command()
+@common
+@click.option("--method", "method", type=click.Choice(["autoencoder", "greedy"]), default=None,
+              help="autoencoder: train the whole stacked autoencoder at once; greedy: one hidden layer "
+                   "at a time, the ones below frozen  [autoencoder].")
+@_option("--unlabelled-size", "unlabelled_size", int,
+         "Unlabelled images: the first N training images, labels ignored  [55000].")
+@_option("--epochs", "p_epochs", int, "Epochs (per layer for greedy)  [10].")
+@_option("--learning-rate", "p_learning_rate", float, "SGD learning rate  [0.1].")
+@click.option("--plot/--no-plot", default=None,
+              help="Write reconstructions_METHOD.png (needs fmtransfer[plot])  [if matplotlib is installed].")
+@options(model_options)
+@stage
+def pretrain(cfg, run_dir, reporter, plot):
+    """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
+    encoder for `transfer --from METHOD`."""
+    from fmtransfer import experiment, report
+
+    result = experiment.pretrain(cfg, run_dir, reporter, plot=plot)
+    return result, lambda console, r: console.print(report.pretrain_table(r))
 
 
 @cli.command()
 @common
 @_option("--epochs", "b_epochs", int, "Baseline epochs  [20].")
 @_option("--learning-rate", "b_learning_rate", float, "Baseline SGD learning rate  [1e-3].")
+@options(model_options)
 @stage
 def compare(cfg, run_dir, reporter):
-    """Train (or reuse) the from-scratch baseline; compare it with transfer on test B."""
+    """Train (or reuse) the from-scratch baseline of the run's architecture; compare it on test B
+    with every model B built on pretrained layers (from A, autoencoder, greedy)."""
     from fmtransfer import experiment, report
 
     result = experiment.compare(cfg, run_dir, reporter)
@@ -248,8 +283,9 @@ def run(cfg, run_dir, reporter):
 @_option("--b-epochs", "b_epochs", int, "Baseline epochs  [20].")
 @_option("--freeze-epochs", "freeze_epochs", int, "Phase 1 epochs  [4].")
 @_option("--fine-tune-epochs", "fine_tune_epochs", int, "Phase 2 epochs  [16].")
+@options([data_options[0], data_options[3], data_options[4]] + model_options)
 @click.pass_context
-def study(ctx, run_dir, config_path, as_json, verbose, n_seeds, shard, plots, **kwargs):
+def study(ctx, run_dir, config_path, as_json, verbose, n_seeds, shard, plots, no_verify, **kwargs):
     """Is the gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets).
 
     \b
@@ -260,6 +296,8 @@ def study(ctx, run_dir, config_path, as_json, verbose, n_seeds, shard, plots, **
     if ctx.invoked_subcommand is not None:
         return
     overrides = {key: kwargs.pop(name) for name, key in OPTION_KEYS.items() if name in kwargs}
+    if no_verify:
+        overrides["data.verify_checksums"] = False
     run_path = Path(run_dir)
 
     def body():

@@ -1,0 +1,222 @@
+"""`fmtransfer study`: the grid, resuming, sharding, merging, and the statistics it reports."""
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fmtransfer import UsageError
+from fmtransfer import study as studies
+from fmtransfer.cli import cli
+from fmtransfer.config import Config
+
+
+def _write_idx(path, array, magic):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A small Fashion-MNIST look-alike: ten classes, each a different bright band."""
+    folder = tmp_path_factory.mktemp("tiny-fmnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 700), ("t10k", 200)):
+        labels = np.tile(np.arange(10, dtype=np.uint8), n // 10)
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 * k:2 * k + 3, :] = 220
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
+    return folder
+
+
+@pytest.fixture
+def tiny_config(tiny_data):
+    return Config().replace(**{
+        "data.dir": str(tiny_data), "data.verify_checksums": False, "data.valid_size": 100,
+        "model.hidden": [16, 8], "train_a.epochs": 1, "baseline.epochs": 2,
+        "transfer.freeze_epochs": 1, "transfer.fine_tune_epochs": 1,
+        "study.seeds": [1, 2], "study.pairs": [[5, 6], [0, 2]], "study.b_train_sizes": [10, 20],
+        "study.reuse_layers": [1, "all"],
+    })
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def test_wilcoxon_p_value_matches_the_textbook_value():
+    """Darwin's paired plant heights (differences in eighths of an inch), the classic example:
+    two-sided exact Wilcoxon signed-rank p = 0.04126 (scipy documents the same value)."""
+    d = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75]
+    stats = studies.paired_stats([0.0] * len(d), d)
+    assert stats["p_value"] == pytest.approx(0.04126, abs=5e-5)
+    assert (stats["wins"], stats["ties"], stats["losses"]) == (13, 0, 2)
+
+
+def test_confidence_interval_is_students_t_on_the_paired_differences():
+    """Differences 1..5: mean 3, sd sqrt(2.5), t(0.975, 4) = 2.776445 -> 3 -/+ 1.963."""
+    stats = studies.paired_stats([0.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert stats["mean_difference"] == pytest.approx(3.0)
+    assert stats["ci95"] == pytest.approx([1.036757, 4.963243], abs=1e-5)
+
+
+def test_means_stds_and_error_rate_ratio_of_a_cell():
+    stats = studies.paired_stats([0.97, 0.96, 0.98], [0.99, 0.96, 0.97])
+    assert stats["n"] == 3
+    assert stats["baseline_mean"] == pytest.approx(0.97)
+    assert stats["baseline_std"] == pytest.approx(0.01)
+    assert stats["error_rate_ratio"] == pytest.approx(0.03 / (1 - np.mean([0.99, 0.96, 0.97])))
+    assert (stats["wins"], stats["ties"], stats["losses"]) == (1, 1, 1)
+
+
+def test_all_ties_give_p_one_and_a_single_seed_gives_no_interval():
+    assert studies.paired_stats([0.9, 0.8], [0.9, 0.8])["p_value"] == 1.0
+    single = studies.paired_stats([0.9], [0.95])
+    assert single["ci95"] is None and single["p_value"] is None and single["baseline_std"] is None
+
+
+def test_ties_use_the_normal_approximation_with_zeros_kept_in_the_ranking():
+    """Zero and tied differences void the exact distribution: the approximation with Pratt's
+    zero handling is used, which differs from dropping the zeros."""
+    from scipy import stats
+
+    base = [0.5] * 10
+    trans = [0.5, 0.5, 0.505, 0.505, 0.51, 0.515, 0.52, 0.495, 0.525, 0.53]
+    diff = np.round(np.subtract(trans, base), 9)
+    expected = stats.wilcoxon(diff, zero_method="pratt", method="approx").pvalue
+    dropped = stats.wilcoxon(diff, zero_method="wilcox", method="approx").pvalue
+    assert studies.paired_stats(base, trans)["p_value"] == pytest.approx(expected)
+    assert expected != pytest.approx(dropped, rel=1e-3)
+
+
+def test_the_book_result_is_placed_against_the_cell():
+    runs = [{"baseline": {"test_accuracy": b}, "transfer": {"test_accuracy": t}}
+            for b, t in [(0.97, 0.995), (0.98, 0.98), (0.99, 0.985)]]
+    placement = studies.book_placement(runs)
+    assert placement["gain"] == pytest.approx(0.022)
+    assert placement["seeds_with_gain_at_least_book"] == 1
+    assert placement["n"] == 3
+
+
+# ----------------------------------------------------------------------------- grid and shards
+
+def test_grid_is_the_product_of_the_axes_with_model_a_groups_adjacent(tiny_config):
+    keys = studies.grid(tiny_config)
+    assert len(keys) == 2 * 2 * 2 * 2 * 1
+    assert len({k.id for k in keys}) == len(keys)
+    groups = [k.group for k in keys]
+    assert groups == sorted(groups, key=groups.index)  # each group is one contiguous stretch
+
+
+def test_shards_are_disjoint_cover_the_grid_and_keep_model_a_groups_whole(tiny_config):
+    keys = studies.grid(tiny_config)
+    slices = [studies.shard(keys, i, 3) for i in range(3)]
+    ids = [k.id for s in slices for k in s]
+    assert sorted(ids) == sorted(k.id for k in keys)
+    assert len(ids) == len(set(ids))
+    for i, s in enumerate(slices):
+        others = {k.group for j, t in enumerate(slices) if j != i for k in t}
+        assert not {k.group for k in s} & others
+
+
+@pytest.mark.parametrize("bad", ["2/2", "x/3", "1", "0/0", "-1/2"])
+def test_a_bad_shard_is_a_usage_error(bad):
+    with pytest.raises(UsageError, match="--shard"):
+        studies.parse_shard(bad)
+
+
+# ----------------------------------------------------------------------------- results on disk
+
+def test_a_torn_last_line_is_ignored_and_cannot_swallow_the_next_result(tmp_path):
+    path = tmp_path / "results.jsonl"
+    studies.append_result(path, {"id": "a"})
+    with open(path, "a") as f:
+        f.write('{"id": "b", "trunc')  # a run killed mid-write
+    studies.append_result(path, {"id": "c"})
+    (tmp_path / "study.json").write_text("{}")
+    assert sorted(r["id"] for r in studies.load_results(tmp_path)) == ["a", "c"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_resumes_without_repeating_a_finished_run(tiny_config, tmp_path, monkeypatch):
+    from fmtransfer import experiment
+
+    calls = []
+    real = experiment.fit_transfer
+
+    def interrupted_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    tiny_config = tiny_config.replace(**{"study.pairs": [[5, 6]]})
+    monkeypatch.setattr(experiment, "fit_transfer", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        studies.run_study(tiny_config, tmp_path)
+    assert len(studies.load_results(tmp_path)) == 3
+    first_three = {r["id"]: r for r in studies.load_results(tmp_path)}
+    models_before = sorted(p.name for p in (tmp_path / "models").iterdir())
+
+    monkeypatch.setattr(experiment, "fit_transfer", real)
+    trained = []
+    real_fit_a = experiment.fit_model_a
+    monkeypatch.setattr(experiment, "fit_model_a", lambda *a, **k: trained.append(1) or real_fit_a(*a, **k))
+    summary = studies.run_study(tiny_config, tmp_path)
+    results = studies.load_results(tmp_path)
+    assert len(results) == len(studies.grid(tiny_config)) == summary["runs_finished"]
+    assert {r["id"]: r for r in results if r["id"] in first_three} == first_three  # kept, not redone
+    assert len(trained) == 2 - len(models_before) // 2  # saved model A's are reused, not retrained
+
+
+@pytest.mark.slow
+def test_shards_run_separately_merge_to_the_same_numbers_as_one_job(tiny_config, tmp_path):
+    cfg = tiny_config.replace(**{"study.b_train_sizes": [20], "study.reuse_layers": ["all"]})
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    studies.run_study(cfg, whole)
+    for spec in ("0/2", "1/2"):
+        studies.run_study(cfg, sharded, shard_spec=spec)
+    assert sorted(p.name for p in sharded.glob("results*.jsonl")) == ["results-0of2.jsonl", "results-1of2.jsonl"]
+    merged = {r["id"]: (r["baseline"], r["transfer"]) for r in studies.load_results(sharded)}
+    single = {r["id"]: (r["baseline"], r["transfer"]) for r in studies.load_results(whole)}
+    assert merged == single and len(merged) == 4
+    report = studies.report(sharded)
+    assert report["runs_finished"] == report["runs_in_grid"] == 4
+    assert [c["n"] for c in report["cells"]] == [2, 2]
+
+
+def test_a_study_directory_refuses_runs_made_with_other_settings(tiny_config, tmp_path):
+    studies._check_study_dir(tiny_config, tmp_path)
+    with pytest.raises(UsageError, match="other settings"):
+        studies._check_study_dir(tiny_config.replace(**{"train_a.epochs": 5}), tmp_path)
+    studies._check_study_dir(tiny_config.replace(**{"study.seeds": [7]}), tmp_path)  # axes may grow
+
+
+@pytest.mark.slow
+def test_study_cli_prints_json_and_report_merges_with_plots(tiny_data, tmp_path):
+    runner = CliRunner()
+    args = ["study", "--run", str(tmp_path), "--seeds", "2", "--pairs", "5:6", "--b-train-sizes", "20",
+            "--data-dir", str(tiny_data), "--no-verify", "--a-epochs", "1", "--b-epochs", "1",
+            "--freeze-epochs", "1", "--fine-tune-epochs", "1", "--hidden", "16,8", "--valid-size", "100",
+            "--json", "--no-plots"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["runs_finished"] == 2
+    assert out["cells"][0]["seeds"] == [42, 43]
+    report = runner.invoke(cli, ["study", "report", str(tmp_path), "--json", "--plots"])
+    assert report.exit_code == 0, report.output
+    merged = json.loads(report.stdout)
+    assert merged["cells"] == out["cells"]
+    assert all((tmp_path / "plots" / name).stat().st_size > 1000
+               for name in ("gain-vs-size.png", "paired-pair5v6-n20-reuseall-book.png"))
+
+
+def test_report_of_a_directory_that_holds_no_study_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["study", "report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a study directory" in result.stderr
