@@ -156,7 +156,7 @@ def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256
         if not path.is_file():
             raise UsageError(f"{path}: file not found; put the four Fashion-MNIST .gz files in {directory}")
         hashes[name] = sha256(path)
-        if expected is not None and hashes[name] != expected[name]:
+        if expected is not None and expected.get(name) and hashes[name] != expected[name]:
             raise UsageError(f"{path}: SHA-256 {hashes[name][:16]}... does not match the published "
                              f"{expected[name][:16]}...; the file is corrupt or not Fashion-MNIST, "
                              "replace it (or pass --no-verify to use it anyway)")
@@ -167,7 +167,8 @@ def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise UsageError(f"{directory / FILES[part + '_images']}: images are {images.shape[1:]}, expected 28x28")
         if len(images) != len(labels):
-            raise UsageError(f"{directory}: {len(images)} {part} images but {len(labels)} {part} labels; "
+            raise UsageError(f"{directory / FILES[part + '_images']} holds {len(images)} images but "
+                             f"{directory / FILES[part + '_labels']} holds {len(labels)} labels; "
                              "the files do not belong together")
         if labels.size and labels.max() > 9:
             raise UsageError(f"{directory / FILES[part + '_labels']}: label {labels.max()} is outside 0..9")

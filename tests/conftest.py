@@ -1,0 +1,199 @@
+"""Shared helpers for the fmtransfer test suite.
+
+- `write_idx` / `write_dataset`: generate small gzip IDX files (the Fashion-MNIST format).
+- `cli`: call `fmtransfer.cli.main([...])` in-process and capture exit code, stdout and stderr.
+- `real_raw` / `real_split`: the real Fashion-MNIST files, read and split once per session.
+
+Every test runs with $KERAS_HOME pointing at a temporary folder and $FMTRANSFER_DATA unset, so
+the search for the data never touches the real home directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
+
+FILE_NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+# ----------------------------------------------------------------------------- environment
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory):
+    """Keras' cache lives in a temporary $KERAS_HOME; $FMTRANSFER_DATA is unset."""
+    keras_home = tmp_path_factory.mktemp("keras_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KERAS_HOME", str(keras_home))
+        mp.delenv("FMTRANSFER_DATA", raising=False)
+        yield keras_home
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+def idx_bytes(array: np.ndarray, magic: int | None = None, dims: tuple[int, ...] | None = None) -> bytes:
+    """The uncompressed IDX encoding: big-endian uint32 magic, each dimension, then the bytes.
+
+    `magic` and `dims` override what is written in the header (to make broken files).
+    """
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    if magic is None:
+        magic = 0x00000800 | array.ndim
+    dims = array.shape if dims is None else dims
+    return struct.pack(f">I{len(dims)}I", magic, *dims) + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None,
+              dims: tuple[int, ...] | None = None) -> Path:
+    """Write `array` as a gzip-compressed IDX file (magic 0x803 for N,28,28 images, 0x801 for labels)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(idx_bytes(array, magic, dims))
+    return path
+
+
+@dataclass
+class Generated:
+    """A small generated dataset written as the four Fashion-MNIST files."""
+
+    directory: Path
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def path(self, key: str) -> Path:
+        return self.directory / FILE_NAMES[key]
+
+    def sha256(self) -> dict[str, str]:
+        return {name: hashlib.sha256((self.directory / name).read_bytes()).hexdigest()
+                for name in FILE_NAMES.values()}
+
+
+def make_arrays(n_train: int = 120, n_test: int = 40, seed: int = 0):
+    """Images that carry their own index in pixels (0,0) and (0,1), and labels cycling through 0..9."""
+    rng = np.random.default_rng(seed)
+
+    def images(n):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        x[:, 0, 0] = np.arange(n) % 256
+        x[:, 0, 1] = np.arange(n) // 256
+        return x
+
+    def labels(n):
+        return rng.permutation(np.arange(n) % 10).astype(np.uint8)
+
+    return images(n_train), labels(n_train), images(n_test), labels(n_test)
+
+
+def write_dataset(directory: Path, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Generated:
+    """Write the four gzip IDX files of a small generated dataset into `directory`."""
+    x_train, y_train, x_test, y_test = make_arrays(n_train, n_test, seed)
+    directory = Path(directory)
+    write_idx(directory / FILE_NAMES["train_images"], x_train)
+    write_idx(directory / FILE_NAMES["train_labels"], y_train)
+    write_idx(directory / FILE_NAMES["test_images"], x_test)
+    write_idx(directory / FILE_NAMES["test_labels"], y_test)
+    return Generated(directory, x_train, y_train, x_test, y_test)
+
+
+@pytest.fixture
+def generated(tmp_path) -> Generated:
+    """A small, valid, generated Fashion-MNIST-format dataset in a temporary folder."""
+    return write_dataset(tmp_path / "generated")
+
+
+# ----------------------------------------------------------------------------- real data
+
+@pytest.fixture(scope="session")
+def real_raw():
+    """The real Fashion-MNIST files, checksums verified."""
+    from fmtransfer import data
+
+    return data.load_raw(REAL_DATA)
+
+
+@pytest.fixture(scope="session")
+def real_split(real_raw):
+    """The book's split of the real data (task B = sandal vs shirt)."""
+    from fmtransfer import data
+
+    return data.make_split(real_raw)
+
+
+# ----------------------------------------------------------------------------- command line
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.err.strip().splitlines()
+
+    def json(self) -> dict:
+        import json
+
+        obj = json.loads(self.out)  # fails on anything but exactly one JSON document
+        assert isinstance(obj, dict), f"stdout is not one JSON object: {self.out[:200]!r}"
+        return obj
+
+
+def run_cli(*args: str | os.PathLike) -> CliResult:
+    """Call `fmtransfer.cli.main` in-process, as the console script does; capture its output."""
+    from fmtransfer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """`cli("split", "--run", dir, ...)` -> CliResult(code, out, err)."""
+    return run_cli
+
+
+def assert_usage_error(result: CliResult, *names: str) -> str:
+    """Exit code 2, one stderr line starting 'fmtransfer: error:', naming each of `names`."""
+    assert result.code == 2, f"exit code {result.code}, stderr {result.err!r}"
+    assert "Traceback" not in result.err
+    lines = result.err_lines
+    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
+    assert lines[0].startswith("fmtransfer: error:"), lines[0]
+    for name in names:
+        assert name in lines[0], f"{name!r} not named in {lines[0]!r}"
+    assert result.out == "", f"nothing on stdout on error, got {result.out[:200]!r}"
+    return lines[0]
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, str]]:
+    """Every file in `directory` with its modification time (ns) and SHA-256."""
+    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(Path(directory).iterdir()) if p.is_file()}
