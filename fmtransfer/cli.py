@@ -167,6 +167,7 @@ def cli():
     \b
     fmtransfer run --config configs/book.toml     # everything, then the comparison
     fmtransfer split; fmtransfer train-a; fmtransfer transfer; fmtransfer compare
+    fmtransfer pretrain --method greedy; fmtransfer transfer --from greedy   # ch. 11.2.2
     """
 
 

@@ -1,4 +1,4 @@
-"""The experiment's stages: split, train-a, transfer, compare, and all four in order.
+"""The experiment's stages: split, train-a, pretrain, transfer, compare, and the main four in order.
 
 Each stage reads what earlier stages left in the run directory, checks that it belongs to the
 same split (a model A trained with other task-B classes has seen the task-B images), writes its
@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fmtransfer import UsageError
 from fmtransfer.config import Config, apply_overrides, load_config
@@ -31,6 +33,13 @@ CONTENDER_NAMES = {"a": "transfer from A", "autoencoder": "autoencoder-pretraine
 
 def transfer_paths(source: str) -> tuple[str, str]:
     return f"model_b_on_{source}.keras", f"transfer_{source}.json"
+
+
+def pretrain_paths(method: str) -> dict[str, str]:
+    """What `pretrain --method METHOD` writes: the encoder B is built on, the whole autoencoder,
+    the results, and the picture of test images beside their reconstructions."""
+    return {"encoder": f"encoder_{method}.keras", "autoencoder": f"autoencoder_{method}.keras",
+            "json": f"pretrain_{method}.json", "picture": f"reconstructions_{method}.png"}
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -234,7 +243,7 @@ def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model
     model_path, json_name = transfer_paths(source)
     models.save_model(model, run_dir / model_path)
     result = {
-        "stage": "transfer", "source": source, "pretrained": str(base_path),
+        "stage": "transfer", "source": source, "pretrained": str(base_path), "arch": models.arch_of(base),
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "phases": phases,
         "reuse_layers": reused, "unfreeze": cfg.transfer.unfreeze,
         "pretrained_unchanged": weights_digest(base) == before,
@@ -253,15 +262,72 @@ def _pretrained_source(run_dir: Path, source: str, explicit: str | None, manifes
     if source == "a":
         path, meta_name, made_by = run_dir / MODEL_A, MODEL_A_JSON, "train-a"
     else:
-        path, meta_name, made_by = run_dir / f"encoder_{source}.keras", f"pretrain_{source}.json", \
-            f"pretrain --method {source}"
+        names = pretrain_paths(source)
+        path, meta_name, made_by = run_dir / names["encoder"], names["json"], f"pretrain --method {source}"
     meta = read_json(run_dir / meta_name, "transfer", made_by)
     if meta.get("split_fingerprint") != manifest["fingerprint"]:
         raise UsageError(f"{path} was trained on another split than {run_dir / SPLIT}; "
                          f"run `fmtransfer {made_by} --run {run_dir}` first")
     if not path.is_file():
         raise UsageError(f"transfer needs {path}; run `fmtransfer {made_by} --run {run_dir}` first")
-    return path, {"path": str(path), "checked_against_split": True, "test_accuracy": meta.get("test_accuracy")}
+    scores = {k: meta[k] for k in ("test_accuracy", "reconstruction_loss") if k in meta}
+    return path, {"path": str(path), "checked_against_split": True, **scores}
+
+
+def pretrain(cfg: Config, run_dir: Path, reporter: Reporter | None = None, plot: bool | None = None) -> dict:
+    """Pretrain the hidden stack as an autoencoder on unlabelled training images (ch. 11.2.2).
+
+    Trains on the first `pretrain.unlabelled_size` of the split's training images, labels
+    ignored; never on validation images (they give the per-epoch loss) or test images (they give
+    the final reconstruction loss and the picture). `plot`: None draws the picture when
+    matplotlib is installed, True requires it, False skips it.
+    """
+    from fmtransfer import pretraining
+
+    reporter = reporter or Reporter(quiet=True)
+    if plot:
+        pretraining.pyplot()  # fail before training, not after
+    the_split, manifest = load_split(run_dir, "pretrain")
+    cfg = _with_split_data(cfg, manifest)
+    p = cfg.pretrain
+    available = len(the_split.unlabelled)
+    if p.unlabelled_size > available:
+        raise UsageError(f"option --unlabelled-size: the split has {available} training images, asked for "
+                         f"{p.unlabelled_size}")
+    from fmtransfer import models, runtime, training
+
+    started = time.perf_counter()
+    runtime.seed_everything(cfg.seed)
+    x = scaled(the_split.unlabelled[:p.unlabelled_size])
+    # Task A's and task B's parts of a set hold all its images between them.
+    x_valid = scaled(np.concatenate([the_split.a_valid[0], the_split.b_valid[0]]))
+    x_test = scaled(np.concatenate([the_split.a_test[0], the_split.b_test[0]]))
+    autoencoder, encoder, steps = pretraining.train(cfg, x, x_valid, reporter)
+    test = training.evaluate(autoencoder, x_test, x_test, task=training.RECONSTRUCTION)
+    valid = training.evaluate(autoencoder, x_valid, x_valid, task=training.RECONSTRUCTION) if len(x_valid) else {}
+    paths = {k: run_dir / name for k, name in pretrain_paths(p.method).items()}
+    models.save_model(encoder, paths["encoder"])
+    models.save_model(autoencoder, paths["autoencoder"])
+    picture = None
+    if plot or (plot is None and pretraining.plotting_available()):
+        labels = np.concatenate([np.array(the_split.a_classes)[the_split.a_test[1]],
+                                 np.array(the_split.b_classes)[the_split.b_test[1].astype(int)]])
+        images, classes = pretraining.one_per_class(x_test, labels)
+        pretraining.plot_reconstructions(
+            images, training.predict(autoencoder, images), classes, paths["picture"],
+            f"{p.method} ({cfg.model.arch}): test reconstruction loss {test['loss']:.4f}")
+        picture = str(paths["picture"])
+    result = {
+        "stage": "pretrain", "method": p.method, "arch": cfg.model.arch,
+        "reconstruction_loss": test["loss"], "valid_reconstruction_loss": valid.get("loss"),
+        "unlabelled_size": p.unlabelled_size, "epochs": p.epochs, "learning_rate": p.learning_rate,
+        "steps": steps, "encoder": str(paths["encoder"]), "autoencoder": str(paths["autoencoder"]),
+        "picture": picture, "seconds": round(time.perf_counter() - started, 3),
+        "split_fingerprint": manifest["fingerprint"], "config": cfg.to_dict(), "versions": runtime.versions(),
+    }
+    _write_json(paths["json"], result)
+    _remember(cfg, run_dir)
+    return result
 
 
 def baseline(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
@@ -303,6 +369,11 @@ def compare(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dic
         if meta.get("split_fingerprint") != manifest["fingerprint"]:
             raise UsageError(f"{run_dir / transfer_paths(source)[0]} was trained on another split; "
                              f"run `fmtransfer transfer --run {run_dir}` first")
+    for source, meta in trained.items():
+        # A baseline of another family would make the comparison say nothing about transfer.
+        if meta.get("arch", cfg.model.arch) != cfg.model.arch:
+            raise UsageError(f"{run_dir / transfer_paths(source)[0]} is a {meta['arch']} network but the baseline "
+                             f"would be {cfg.model.arch}; pass --arch {meta['arch']}, or retrain it in another --run")
     base = baseline(cfg, run_dir, reporter)
     cfg = _with_split_data(cfg, manifest)
     contenders = {"baseline": _scores(base)}
@@ -320,7 +391,7 @@ def compare(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dic
         "error_rate_ratio": main["error_rate_ratio"],
         "contenders": contenders,
         "b_classes": list(the_split.b_classes), "b_train_size": len(the_split.b_train[1]),
-        "settings": {"seed": cfg.seed, "baseline_epochs": cfg.baseline.epochs,
+        "settings": {"arch": cfg.model.arch, "seed": cfg.seed, "baseline_epochs": cfg.baseline.epochs,
                      "baseline_lr": cfg.baseline.learning_rate,
                      "reuse_layers": transfer_meta["reuse_layers"], "freeze_epochs": t["freeze_epochs"],
                      "frozen_lr": t["frozen_learning_rate"], "fine_tune_epochs": t["fine_tune_epochs"],

@@ -1,13 +1,22 @@
-"""Model building: model A, the from-scratch baseline B, and model B built on A's lower layers.
+"""Model building: model A, the from-scratch baseline B, model B built on pretrained lower layers,
+and the autoencoders that pretrain those layers without labels (ch. 11.2.2).
 
 A model is a stem (weightless reshaping: Flatten, Reshape), then hidden *blocks* (a layer with
-weights plus the weightless layers after it, such as pooling), then an output head. Reuse depth
-and freezing count blocks, so they mean the same for dense and convolutional models, and for
-legacy `.h5` files such as the book's `my_model_A.h5`.
+weights plus the weightless layers after it, such as pooling; a Flatten belongs to the dense layer
+it feeds), then an output head. Reuse depth and freezing count blocks, so they mean the same for
+dense and convolutional models, and for legacy `.h5` files such as the book's `my_model_A.h5`.
+
+The two architectures (`model.arch`):
+- dense: Flatten, then one Dense block per `model.hidden` size (the book's 300, 100, 50, 50, 50).
+- cnn: Reshape to 28x28x1, one Conv2D(3x3) + MaxPool(2) block per `model.hidden` filter count
+  (default 16, 32, 64), then a dense block of `model.cnn_dense` units (default 64; 0 for none).
+  The conv blocks and the dense block all count as hidden blocks: 4 by default.
 """
 
 from __future__ import annotations
 
+import math
+import zipfile
 from pathlib import Path
 
 from fmtransfer import UsageError
@@ -31,7 +40,15 @@ def hidden_stack(cfg: ModelConfig) -> list:
     for i, filters in enumerate(cfg.hidden):
         stack += [layers.Conv2D(filters, 3, padding="same", activation=cfg.activation, name=f"conv{i + 1}"),
                   layers.MaxPooling2D(2, name=f"pool{i + 1}")]
+    if cfg.cnn_dense:
+        stack += [layers.Flatten(name="flatten"),
+                  layers.Dense(cfg.cnn_dense, activation=cfg.activation, name="dense")]
     return stack
+
+
+def _flat_output(cfg: ModelConfig) -> bool:
+    """Whether the hidden stack already ends in a vector (else the head flattens first)."""
+    return cfg.arch == "dense" or bool(cfg.cnn_dense)
 
 
 def _head(units: int, activation: str, flatten: bool) -> list:
@@ -41,25 +58,42 @@ def _head(units: int, activation: str, flatten: bool) -> list:
 
 def build_model_a(cfg: ModelConfig, n_classes: int = 8):
     return keras.Sequential([keras.Input(INPUT_SHAPE), *hidden_stack(cfg),
-                             *_head(n_classes, "softmax", cfg.arch == "cnn")], name="model_A")
+                             *_head(n_classes, "softmax", not _flat_output(cfg))], name="model_A")
 
 
 def build_model_b(cfg: ModelConfig):
     return keras.Sequential([keras.Input(INPUT_SHAPE), *hidden_stack(cfg),
-                             *_head(1, "sigmoid", cfg.arch == "cnn")], name="model_B")
+                             *_head(1, "sigmoid", not _flat_output(cfg))], name="model_B")
 
 
 def blocks(model) -> tuple[list, list[list]]:
     """Split every layer but the output into (stem, hidden blocks)."""
-    stem, found = [], []
-    for layer in model.layers[:-1]:
+    return split_blocks(model.layers[:-1])
+
+
+def split_blocks(layer_list: list) -> tuple[list, list[list]]:
+    """Split layers into (stem, hidden blocks).
+
+    A Flatten after the first block opens the next block: a dense layer on conv features cannot
+    be reused without it. With no weighted layer after it, it is the output head's and is dropped.
+    """
+    stem, found, pending = [], [], []
+    for layer in layer_list:
         if layer.weights:
-            found.append([layer])
+            found.append([*pending, layer])
+            pending = []
         elif not found:
             stem.append(layer)
-        elif not isinstance(layer, layers.Flatten):  # a head's Flatten is not part of a block
+        elif pending or isinstance(layer, layers.Flatten):
+            pending.append(layer)
+        else:
             found[-1].append(layer)
     return stem, found
+
+
+def arch_of(model) -> str:
+    """The family a (possibly loaded) model belongs to: cnn if it convolves at all."""
+    return "cnn" if any(isinstance(layer, layers.Conv2D) for layer in model.layers) else "dense"
 
 
 def clone_with_weights(model):
@@ -87,6 +121,64 @@ def build_b_on_a(model_a, reuse: int | str = "all"):
     return model
 
 
+def autoencoder_parts(cfg: ModelConfig) -> tuple[list, list[list], list[list]]:
+    """Fresh (stem, encoder blocks, decoder blocks) of a stacked autoencoder for ch. 11.2.2.
+
+    The encoder is exactly models A and B's hidden stack, so B can be built on it as on A.
+    Decoder block i undoes encoder block i (maps its output back to its input shape), so the
+    autoencoder of depth k is: stem, encoder blocks 1..k, decoder blocks k..1. Greedy
+    pretraining grows it one depth at a time; the whole autoencoder is depth n.
+    """
+    encoder = keras.Sequential([keras.Input(INPUT_SHAPE), *hidden_stack(cfg)])  # builds the layers
+    stem, hidden = split_blocks(encoder.layers)
+    shape = (None, *INPUT_SHAPE)
+    for layer in stem:
+        shape = layer.compute_output_shape(shape)
+    decoders = []
+    for i, block in enumerate(hidden):
+        # The first decoder block outputs pixels, which lie in [0, 1] like a sigmoid.
+        activation = "sigmoid" if i == 0 else cfg.activation
+        decoders.append(_decoder_block(block, shape[1:], activation, f"decode{i + 1}"))
+        for layer in block:
+            shape = layer.compute_output_shape(shape)
+    return stem, hidden, decoders
+
+
+def _decoder_block(block: list, target: tuple, activation: str, name: str) -> list:
+    """Layers mapping `block`'s output back to `target`, the shape of its input."""
+    if len(target) == 1:  # a dense layer on a vector
+        return [layers.Dense(target[0], activation=activation, name=name)]
+    if isinstance(block[0], layers.Flatten):  # a dense layer on conv features
+        return [layers.Dense(math.prod(target), activation=activation, name=name),
+                layers.Reshape(target, name=f"{name}_reshape")]
+    # A conv-pool block halved the side (rounding down): a stride-2 transposed convolution doubles
+    # it, and with "valid" padding and a 3x3 kernel gives 2n + 1 for the odd sides (7 -> 3 -> 7).
+    padding = "same" if target[0] % 2 == 0 else "valid"
+    return [layers.Conv2DTranspose(target[-1], 3, strides=2, padding=padding, activation=activation, name=name)]
+
+
+def stack_autoencoder(parts: tuple[list, list[list], list[list]], depth: int | None = None):
+    """The autoencoder of the given depth on `parts`' layers (shared, not copied)."""
+    stem, hidden, decoders = parts
+    depth = len(hidden) if depth is None else depth
+    chosen = [layer for block in hidden[:depth] for layer in block]
+    chosen += [layer for block in reversed(decoders[:depth]) for layer in block]
+    return keras.Sequential([keras.Input(INPUT_SHAPE), *stem, *chosen,
+                             layers.Reshape(INPUT_SHAPE, name="reconstruction")], name=f"autoencoder_depth{depth}")
+
+
+def build_encoder(parts: tuple[list, list[list], list[list]]):
+    """The encoder as a model A look-alike: stem, hidden blocks, then an output layer.
+
+    The output is an Identity, which passes the code through: `blocks()` drops a model's last
+    layer as its head, so everything that builds B on model A (`build_b_on_a`, `load_model`,
+    `transfer --reuse-layers`) takes this file unchanged.
+    """
+    stem, hidden, _ = parts
+    return keras.Sequential([keras.Input(INPUT_SHAPE), *stem, *[layer for block in hidden for layer in block],
+                             layers.Identity(name="code")], name="encoder")
+
+
 def set_reused_trainable(model, trainable: bool, top: int | None = None) -> None:
     """Freeze (or unfreeze) the reused blocks; with `top`, unfreeze only the top `top` of them.
 
@@ -105,6 +197,8 @@ def load_model(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"model file {path} not found; run `fmtransfer train-a` first or pass --model-a FILE")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise UsageError(f"model file {path} is not a .keras (zip) file; retrain it with `fmtransfer train-a`")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad file

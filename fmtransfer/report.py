@@ -117,7 +117,7 @@ def compare_table(result: dict) -> Table:
     neg, pos = result["b_classes"]
     table = Table(title=f"Task B test set: {CLASS_NAMES[neg]} vs {CLASS_NAMES[pos]} "
                         f"({result['b_train_size']} training images)")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)  # the contenders' names are what the table is about
     table.add_column("test accuracy", justify="right")
     table.add_column("error rate", justify="right")
     table.add_column("test loss", justify="right")
@@ -169,3 +169,28 @@ def study_table(summary: dict) -> Table:
 
 def _mean_std(mean: float, std: float | None) -> str:
     return f"{100 * mean:.2f}" + ("" if std is None else f"±{100 * std:.2f}")
+
+
+def pretrain_table(result: dict) -> Table:
+    table = Table(title=f"Unsupervised pretraining: {result['method']} ({result['arch']}), "
+                        f"{result['unlabelled_size']:,} unlabelled images")
+    table.add_column("step")
+    table.add_column("trains")
+    table.add_column("epochs", justify="right")
+    table.add_column("train loss", justify="right")
+    table.add_column("valid loss", justify="right")
+    for step in result["steps"]:
+        last = step["history"][-1] if step["history"] else {}
+        trains = "every layer" if result["method"] == "autoencoder" else ", ".join(step["trains"])
+        table.add_row(f"depth {step['depth']}", trains, str(len(step["history"])),
+                      _loss(last.get("loss")), _loss(last.get("val_loss")))
+    lines = [f"test reconstruction loss (binary cross-entropy per pixel) {result['reconstruction_loss']:.4f}  "
+             f"({result['seconds']:.1f} s)", f"encoder: {result['encoder']}"]
+    if result.get("picture"):
+        lines.append(f"picture: {result['picture']}")
+    table.caption = "\n".join(lines)
+    return table
+
+
+def _loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"

@@ -1,0 +1,117 @@
+"""Unsupervised pretraining (Hands-On ML 11.2.2): an autoencoder learns the hidden stack from
+unlabelled images, so that task B can be built on its encoder when no similar labelled task exists.
+
+Two methods, one architecture (`models.autoencoder_parts`): the encoder is models A and B's hidden
+stack, each decoder block mirrors an encoder block.
+- autoencoder: train the whole stacked autoencoder at once (today's usual way).
+- greedy: the historical layer-wise way. Train the one-hidden-block autoencoder; freeze it; insert
+  the next encoder block and its decoder block in the middle; train again (only the new pair
+  moves); repeat. Every step reconstructs the pixels, so the same loss measures every step.
+
+Each step records digests of every encoder block before and after it trains, so anyone can
+check that greedy pretraining really froze the blocks below the one it was training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from fmtransfer import UsageError
+from fmtransfer.config import CLASS_NAMES, Config
+from fmtransfer.report import Reporter
+
+def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | None = None):
+    """Pretrain with `cfg.pretrain.method` on scaled images; return (autoencoder, encoder, steps)."""
+    from fmtransfer import models, training
+
+    reporter = reporter or Reporter(quiet=True)
+    p = cfg.pretrain
+    parts = models.autoencoder_parts(cfg.model)
+    _, hidden, decoders = parts
+    n = len(hidden)
+    # The whole autoencoder is one step at full depth; greedy is n steps, one per depth.
+    depths = range(1, n + 1) if p.method == "greedy" else [n]
+    steps = []
+    for depth in depths:
+        model = models.stack_autoencoder(parts, depth)
+        for i in range(depth):
+            # Greedy moves only the newest encoder/decoder pair; the whole autoencoder moves all.
+            trainable = p.method != "greedy" or i == depth - 1
+            for layer in hidden[i] + decoders[i]:
+                layer.trainable = trainable
+        trains = [layer.name for layer in model.layers if layer.trainable and layer.weights]
+        before = [_digest(block) for block in hidden[:depth]]
+        label = "autoencoder" if p.method != "greedy" else f"greedy {depth}/{n}"
+        with reporter.training(label, p.epochs) as on_epoch:
+            history = training.fit(model, x, x, task=training.RECONSTRUCTION, epochs=p.epochs,
+                                   learning_rate=p.learning_rate, batch_size=cfg.batch_size,
+                                   seed=[cfg.seed, depth], validation=(x_valid, x_valid), on_epoch=on_epoch)
+        steps.append({"depth": depth, "trains": trains, "history": history,
+                      "block_digests_before": before,
+                      "block_digests_after": [_digest(block) for block in hidden[:depth]]})
+    # Saved models carry their layers' trainable flags; transfer sets its own, but start clean.
+    for block in hidden + decoders:
+        for layer in block:
+            layer.trainable = True
+    return models.stack_autoencoder(parts), models.build_encoder(parts), steps
+
+
+def _digest(block: list) -> str:
+    h = hashlib.sha256()
+    for layer in block:
+        for w in layer.get_weights():
+            h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()[:16]
+
+
+def one_per_class(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The first image of each class present, in class order: a picture that shows every class."""
+    classes = [int(k) for k in np.unique(labels)]
+    return np.stack([x[np.flatnonzero(labels == k)[0]] for k in classes]), classes
+
+
+def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, classes: list[int], path,
+                         title: str) -> None:
+    """A PNG grid: the test images on the top row, their reconstructions below (needs matplotlib)."""
+    from fmtransfer.data import atomic_path
+
+    plt = pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 3.0), squeeze=False)
+    for j in range(n):
+        for row, picture in enumerate((images[j], reconstructions[j])):
+            ax = axes[row][j]
+            ax.imshow(picture, cmap="binary", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][j].set_title(CLASS_NAMES[classes[j]], fontsize=7)
+    axes[0][0].set_ylabel("test image", fontsize=8)
+    axes[1][0].set_ylabel("reconstructed", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def pyplot():
+    """matplotlib's pyplot on a file-only backend, or a one-line error saying how to get it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("option --plot needs matplotlib: pip install 'fmtransfer[plot]' "
+                         "(or pass --no-plot)") from None
+    return plt
+
+
+def plotting_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
