@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -250,7 +251,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 def validate(c: Config) -> None:
     """Reject impossible values, naming the key, before any work starts."""
     _check(c.batch_size >= 1, "batch_size", f"must be at least 1, got {c.batch_size}")
-    _check(c.seed >= 0, "seed", f"must be a non-negative integer, got {c.seed}")
+    _check(0 <= c.seed < 2**32, "seed", f"must be an integer from 0 to 2**32 - 1, got {c.seed}")
     _check_pair(c.data.b_classes, "data.b_classes")
     _check(c.data.b_train_size >= 1, "data.b_train_size", f"must be at least 1, got {c.data.b_train_size}")
     _check(0 <= c.data.valid_size < 60000, "data.valid_size",
@@ -267,23 +268,26 @@ def validate(c: Config) -> None:
     for name in ("train_a", "baseline", "pretrain"):
         section = getattr(c, name)
         _check(section.epochs >= 0, f"{name}.epochs", f"must be 0 or more, got {section.epochs}")
-        _check(section.learning_rate > 0, f"{name}.learning_rate",
+        _check(0 < section.learning_rate < math.inf, f"{name}.learning_rate",
                f"must be positive, got {section.learning_rate}")
     t = c.transfer
     for key in ("freeze_epochs", "fine_tune_epochs"):
         _check(getattr(t, key) >= 0, f"transfer.{key}", f"must be 0 or more, got {getattr(t, key)}")
     for key in ("frozen_learning_rate", "fine_tune_learning_rate"):
-        _check(getattr(t, key) > 0, f"transfer.{key}", f"must be positive, got {getattr(t, key)}")
+        _check(0 < getattr(t, key) < math.inf, f"transfer.{key}", f"must be positive, got {getattr(t, key)}")
     _check_reuse(t.reuse_layers, hidden_blocks(c.model), "transfer.reuse_layers")
-    unfreeze_top(t.unfreeze)  # raises on a bad value
+    _check_top(t.unfreeze, [t.reuse_layers], hidden_blocks(c.model))
     _check(c.pretrain.method in ("autoencoder", "greedy"), "pretrain.method",
            f"must be autoencoder or greedy, got {c.pretrain.method!r}")
-    _check(1 <= c.pretrain.unlabelled_size <= 60000 - c.data.valid_size, "pretrain.unlabelled_size",
-           f"must be between 1 and the {60000 - c.data.valid_size} training images, got {c.pretrain.unlabelled_size}")
+    # The upper bound depends on the split; `pretrain` checks it against the one it uses.
+    _check(c.pretrain.unlabelled_size >= 1, "pretrain.unlabelled_size",
+           f"must be at least 1, got {c.pretrain.unlabelled_size}")
     s = c.study
-    _check(len(s.seeds) >= 1 and all(x >= 0 for x in s.seeds), "study.seeds",
-           "must list at least one non-negative seed")
-    _check(len(set(s.seeds)) == len(s.seeds), "study.seeds", "lists a seed twice")
+    _check(len(s.seeds) >= 1 and all(0 <= x < 2**32 for x in s.seeds), "study.seeds",
+           "must list at least one seed, each from 0 to 2**32 - 1")
+    for key in ("seeds", "pairs", "b_train_sizes", "reuse_layers", "presets"):
+        values = getattr(s, key)
+        _check(len(set(values)) == len(values), f"study.{key}", f"lists a value twice: {list(values)}")
     _check(len(s.pairs) >= 1, "study.pairs", "must list at least one class pair")
     for pair in s.pairs:
         _check_pair(pair, "study.pairs")
@@ -292,6 +296,7 @@ def validate(c: Config) -> None:
     _check(len(s.reuse_layers) >= 1, "study.reuse_layers", "must list at least one value")
     for r in s.reuse_layers:
         _check_reuse(r, hidden_blocks(c.model), "study.reuse_layers")
+    _check_top(t.unfreeze, s.reuse_layers, hidden_blocks(c.model))
     _check(len(s.presets) >= 1 and all(p in LR_PRESETS for p in s.presets), "study.presets",
            f"must list presets among {', '.join(LR_PRESETS)}, got {list(s.presets)}")
 
@@ -311,6 +316,15 @@ def _check_reuse(reuse: int | str, n_hidden: int, key: str) -> None:
         return
     _check(1 <= int(reuse) <= n_hidden, key,
            f"model A has {n_hidden} hidden layers; reuse between 1 and {n_hidden}, or 'all', got {reuse}")
+
+
+def _check_top(unfreeze: str, reuses, n_hidden: int) -> None:
+    top = unfreeze_top(unfreeze)  # raises on a bad value
+    if top is None:
+        return
+    fewest = min(reuse_count(r, n_hidden) for r in reuses)
+    _check(top <= fewest, "transfer.unfreeze",
+           f"top:{top} unfreezes more than the {fewest} reused layers; use top:{fewest} or fewer")
 
 
 def reuse_count(reuse: int | str, n_hidden: int) -> int:

@@ -188,6 +188,7 @@ class Split:
     b_test: tuple[np.ndarray, np.ndarray]
     b_classes: tuple[int, int]
     unlabelled: np.ndarray  # every training image (not validation), labels dropped: for pretraining
+    fingerprint: str = ""  # the manifest's, saved inside the arrays so the two cannot be mismatched
 
     PARTS = ("a_train", "a_valid", "a_test", "b_train", "b_valid", "b_test")
 
@@ -210,14 +211,16 @@ class Split:
         arrays = {f"{p}_{xy}": getattr(self, p)[i] for p in self.PARTS for i, xy in enumerate("xy")}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, b_classes=np.array(self.b_classes), unlabelled=self.unlabelled, **arrays)
+                np.savez(f, b_classes=np.array(self.b_classes), unlabelled=self.unlabelled,
+                         fingerprint=np.array(self.fingerprint), **arrays)
 
     @classmethod
     def load(cls, path: Path) -> "Split":
         try:
             with np.load(path) as z:
                 parts = {p: (z[f"{p}_x"], z[f"{p}_y"]) for p in cls.PARTS}
-                return cls(**parts, b_classes=tuple(int(k) for k in z["b_classes"]), unlabelled=z["unlabelled"])
+                return cls(**parts, b_classes=tuple(int(k) for k in z["b_classes"]), unlabelled=z["unlabelled"],
+                           fingerprint=str(z["fingerprint"]) if "fingerprint" in z else "")
         except FileNotFoundError:
             raise
         except Exception as e:  # a half-copied or foreign file: numpy raises many kinds
@@ -254,11 +257,14 @@ def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int 
     )
     available = int(np.sum((y_train == neg) | (y_train == pos)))
     if available < b_train_size:
-        raise UsageError(f"option --b-train-size: only {available} task-B training images exist, "
-                         f"asked for {b_train_size}")
+        raise UsageError(f"config key data.b_train_size: only {available} training images of classes "
+                         f"{neg} and {pos} exist, asked for {b_train_size}")
     if len(split.b_train[1]) and len(np.unique(split.b_train[1])) < 2:
-        raise UsageError(f"option --b-train-size: the first {b_train_size} task-B images hold only one class; "
-                         "use more images")
+        raise UsageError(f"config key data.b_train_size: the first {b_train_size} images of classes {neg} and "
+                         f"{pos} hold only one of them; use more images")
+    if not len(split.a_test[1]) or not len(split.b_test[1]) or not len(split.a_train[1]):
+        raise UsageError(f"{raw.source}: too few images for task A and task B ({split.sizes()}); "
+                         "is this the whole dataset?")
     return split
 
 

@@ -52,10 +52,13 @@ def resolve_config(run_dir: Path, config_path: str | None, overrides: dict[str, 
     remembered = Path(run_dir) / CONFIG_JSON
     if remembered.is_file():
         try:
-            flat = _flatten(json.loads(remembered.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise UsageError(f"{remembered}: unreadable ({e}); delete it or pass --config FILE") from None
-        return apply_overrides(apply_overrides(Config(), flat), overrides)
+            stored = json.loads(remembered.read_text())
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+            base = apply_overrides(Config(), _flatten(stored))
+        except (OSError, ValueError, UsageError) as e:
+            raise UsageError(f"{remembered}: unusable remembered settings ({e}); delete it or pass --config FILE") from None
+        return apply_overrides(base, overrides)
     return load_config(None, overrides)
 
 
@@ -83,9 +86,12 @@ def read_json(path: Path, needed_by: str, made_by: str) -> dict:
     if not path.is_file():
         raise UsageError(f"{needed_by} needs {path}; run `fmtransfer {made_by} --run {path.parent}` first")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
         raise UsageError(f"{path}: unreadable ({e}); run `fmtransfer {made_by}` again") from None
+    if not isinstance(found, dict):
+        raise UsageError(f"{path}: not a results file of fmtransfer; run `fmtransfer {made_by}` again")
+    return found
 
 
 def _remember(cfg: Config, run_dir: Path) -> None:
@@ -176,8 +182,10 @@ def split(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
         "stage": "split", "data": data, "b_classes": list(the_split.b_classes),
         "a_classes": the_split.a_classes, "sizes": the_split.sizes(), "class_counts": the_split.class_counts(),
         "source": str(raw.source), "sha256": raw.sha256,
-        "fingerprint": fingerprint(data, raw.sha256),
+        # Whether checksums were checked changes nothing in the data, so not the fingerprint.
+        "fingerprint": fingerprint({k: v for k, v in data.items() if k != "verify_checksums"}, raw.sha256),
     }
+    the_split.fingerprint = manifest["fingerprint"]
     the_split.save(run_dir / SPLIT)
     manifest["seconds"] = round(time.perf_counter() - started, 3)
     _write_json(run_dir / SPLIT_JSON, manifest)
@@ -190,7 +198,11 @@ def load_split(run_dir: Path, needed_by: str) -> tuple[Split, dict]:
     path = run_dir / SPLIT
     if not path.is_file():
         raise UsageError(f"{needed_by} needs {path}; run `fmtransfer split --run {run_dir}` first")
-    return Split.load(path), manifest
+    the_split = Split.load(path)
+    if the_split.fingerprint != manifest.get("fingerprint"):
+        raise UsageError(f"{path} and {run_dir / SPLIT_JSON} come from different splits; "
+                         f"run `fmtransfer split --run {run_dir}` again")
+    return the_split, manifest
 
 
 def train_a(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
@@ -333,19 +345,23 @@ def pretrain(cfg: Config, run_dir: Path, reporter: Reporter | None = None, plot:
 def baseline(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
     """Model B from scratch on the same task-B images; reused if already trained with these settings."""
     reporter = reporter or Reporter(quiet=True)
-    the_split, manifest = load_split(run_dir, "compare")
+    manifest = read_json(run_dir / SPLIT_JSON, "compare", "split")
     cfg = _with_split_data(cfg, manifest)
     settings = {"split": manifest["fingerprint"], "model": cfg.to_dict()["model"],
                 "baseline": cfg.to_dict()["baseline"], "seed": cfg.seed, "batch_size": cfg.batch_size}
     key = fingerprint(settings)
     meta_path = run_dir / BASELINE_JSON
     if meta_path.is_file() and (run_dir / BASELINE).is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == key:
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            meta = {}  # unreadable: stale, train it again
+        if isinstance(meta, dict) and meta.get("fingerprint") == key:
             reporter.info(f"baseline: reusing {run_dir / BASELINE} (trained with the same settings)")
             return meta
     from fmtransfer import models, runtime
 
+    the_split, manifest = load_split(run_dir, "compare")
     started = time.perf_counter()
     model, history, test = fit_baseline(cfg, the_split, reporter)
     models.save_model(model, run_dir / BASELINE)
@@ -360,7 +376,7 @@ def baseline(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> di
 
 def compare(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dict:
     """Baseline against every model B built on pretrained layers, all on test B."""
-    the_split, manifest = load_split(run_dir, "compare")
+    manifest = read_json(run_dir / SPLIT_JSON, "compare", "split")
     trained = {s: read_json(run_dir / transfer_paths(s)[1], "compare", "transfer")
                for s in SOURCES if (run_dir / transfer_paths(s)[1]).is_file()}
     if not trained:
@@ -369,13 +385,20 @@ def compare(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dic
         if meta.get("split_fingerprint") != manifest["fingerprint"]:
             raise UsageError(f"{run_dir / transfer_paths(source)[0]} was trained on another split; "
                              f"run `fmtransfer transfer --run {run_dir}` first")
+    cfg = _with_split_data(cfg, manifest)
     for source, meta in trained.items():
         # A baseline of another family would make the comparison say nothing about transfer.
         if meta.get("arch", cfg.model.arch) != cfg.model.arch:
             raise UsageError(f"{run_dir / transfer_paths(source)[0]} is a {meta['arch']} network but the baseline "
                              f"would be {cfg.model.arch}; pass --arch {meta['arch']}, or retrain it in another --run")
+        # Nor would a baseline of another seed or shape: the comparison is paired.
+        theirs = meta.get("config", {})
+        for name, ours in (("seed", cfg.seed), ("batch_size", cfg.batch_size), ("model", cfg.to_dict()["model"])):
+            if name in theirs and theirs[name] != ours:
+                raise UsageError(f"{run_dir / transfer_paths(source)[0]} was trained with {name} {theirs[name]}, "
+                                 f"the baseline would use {ours}; give compare the same settings, or rerun "
+                                 f"`fmtransfer transfer --run {run_dir}` with these")
     base = baseline(cfg, run_dir, reporter)
-    cfg = _with_split_data(cfg, manifest)
     contenders = {"baseline": _scores(base)}
     for source, meta in trained.items():
         scores = _scores(meta)
@@ -390,7 +413,7 @@ def compare(cfg: Config, run_dir: Path, reporter: Reporter | None = None) -> dic
         "transfer": {k: main[k] for k in ("test_accuracy", "test_loss")},
         "error_rate_ratio": main["error_rate_ratio"],
         "contenders": contenders,
-        "b_classes": list(the_split.b_classes), "b_train_size": len(the_split.b_train[1]),
+        "b_classes": list(manifest["b_classes"]), "b_train_size": manifest["sizes"]["b_train"],
         "settings": {"arch": cfg.model.arch, "seed": cfg.seed, "baseline_epochs": cfg.baseline.epochs,
                      "baseline_lr": cfg.baseline.learning_rate,
                      "reuse_layers": transfer_meta["reuse_layers"], "freeze_epochs": t["freeze_epochs"],

@@ -26,7 +26,7 @@ import numpy as np
 
 from fmtransfer import UsageError
 from fmtransfer.config import LR_PRESETS, Config
-from fmtransfer.experiment import fingerprint
+from fmtransfer.experiment import error_rate_ratio, fingerprint
 from fmtransfer.report import Reporter
 
 STUDY_JSON = "study.json"
@@ -92,9 +92,9 @@ def shard(keys: list[RunKey], index: int, count: int) -> list[RunKey]:
 def settings_fingerprint(cfg: Config) -> str:
     """What every run of a study shares: the config without the grid's axes."""
     d = cfg.to_dict()
-    d.pop("study")
-    d.pop("seed")
-    for key in ("b_classes", "b_train_size"):
+    for section in ("study", "seed", "pretrain"):  # pretraining plays no part in a study's runs
+        d.pop(section)
+    for key in ("b_classes", "b_train_size", "dir"):  # where the files lie is no setting
         d["data"].pop(key)
     for key in ("reuse_layers", "frozen_learning_rate", "fine_tune_learning_rate"):
         d["transfer"].pop(key)
@@ -114,7 +114,8 @@ def load_results(study_dir: Path) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a run killed mid-write; it is simply run again
-            found.setdefault(record["id"], record)
+            if isinstance(record, dict) and "id" in record:
+                found.setdefault(record["id"], record)
     return list(found.values())
 
 
@@ -137,14 +138,26 @@ def _check_study_dir(cfg: Config, study_dir: Path) -> None:
 
     meta_path = study_dir / STUDY_JSON
     key = settings_fingerprint(cfg)
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("settings_fingerprint") != key:
-            raise UsageError(f"{study_dir} holds a study made with other settings (epochs, model, ...); "
-                             "use another --run DIR, or the same settings")
-        return
+    if meta_path.is_file() and _read_meta(study_dir).get("settings_fingerprint") != key:
+        raise UsageError(f"{study_dir} holds a study made with other settings (epochs, model, ...); "
+                         "use another --run DIR, or the same settings")
+    # The grid's axes may grow between invocations; the latest grid is the one to report against.
     study_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(meta_path, json.dumps({"settings_fingerprint": key, "config": cfg.to_dict()}, indent=2))
+
+
+def _read_meta(study_dir: Path) -> dict:
+    path = study_dir / STUDY_JSON
+    if not path.is_file():
+        raise UsageError(f"{study_dir} is not a study directory (no {STUDY_JSON}); "
+                         f"run `fmtransfer study --run {study_dir}` first")
+    try:
+        meta = json.loads(path.read_text())
+        if isinstance(meta, dict) and "config" in meta:
+            return meta
+    except (OSError, ValueError):
+        pass
+    raise UsageError(f"{path} is unreadable; delete it and run the study again (finished runs are kept)")
 
 
 def run_study(cfg: Config, study_dir: Path, reporter: Reporter | None = None,
@@ -163,7 +176,11 @@ def run_study(cfg: Config, study_dir: Path, reporter: Reporter | None = None,
     reporter.info(f"study {study_dir}: shard {index}/{count} has {len(keys)} runs, {len(keys) - len(todo)} "
                   f"already finished, {len(todo)} to run")
     if todo:
+        from fmtransfer.data import make_split
+
         raw = load_raw(find_data_dir(cfg.data.dir or None), PUBLISHED_SHA256 if cfg.data.verify_checksums else None)
+        for pair in cfg.study.pairs:  # fail now, not hours into the grid
+            make_split(raw, pair, max(cfg.study.b_train_sizes), cfg.data.valid_size)
         quiet = Reporter(quiet=True)
         with reporter.grid("study", total=len(keys), done=len(keys) - len(todo)) as advance:
             for group, runs in itertools.groupby(todo, key=lambda k: k.group):
@@ -239,7 +256,7 @@ def paired_stats(baseline: list[float], transfer: list[float]) -> dict:
         "baseline_mean": float(b.mean()), "baseline_std": float(b.std(ddof=1)) if n > 1 else None,
         "transfer_mean": float(t.mean()), "transfer_std": float(t.std(ddof=1)) if n > 1 else None,
         "mean_difference": float(diff.mean()), "ci95": None, "p_value": None,
-        "error_rate_ratio": _ratio(1 - b.mean(), 1 - t.mean()),
+        "error_rate_ratio": error_rate_ratio(float(b.mean()), float(t.mean())),
         "wins": int((diff > 0).sum()), "ties": int((diff == 0).sum()), "losses": int((diff < 0).sum()),
     }
     if n > 1:
@@ -256,19 +273,12 @@ def paired_stats(baseline: list[float], transfer: list[float]) -> dict:
     return out
 
 
-def _ratio(base_err: float, transfer_err: float) -> float:
-    if transfer_err <= 0:
-        return float("inf") if base_err > 0 else 1.0
-    return float(base_err / transfer_err)
-
-
 def report(study_dir: Path) -> dict:
     """Merge every finished run in `study_dir` and summarise each cell."""
     study_dir = Path(study_dir)
-    if not (study_dir / STUDY_JSON).is_file():
-        raise UsageError(f"{study_dir} is not a study directory (no {STUDY_JSON}); run `fmtransfer study --run {study_dir}` first")
+    meta = _read_meta(study_dir)
+    config = _config_from(meta["config"])
     results = load_results(study_dir)
-    meta = json.loads((study_dir / STUDY_JSON).read_text())
     cells: dict[tuple, list[dict]] = {}
     for r in sorted(results, key=lambda r: (r["pair"], r["b_train_size"], str(r["reuse_layers"]), r["preset"], r["seed"])):
         cells.setdefault((tuple(r["pair"]), r["b_train_size"], r["reuse_layers"], r["preset"]), []).append(r)
@@ -278,10 +288,11 @@ def report(study_dir: Path) -> dict:
                 "seeds": [r["seed"] for r in runs],
                 **paired_stats([r["baseline"]["test_accuracy"] for r in runs],
                                [r["transfer"]["test_accuracy"] for r in runs])}
-        if (pair, size, reuse, preset) == (BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]):
+        if (pair, size, reuse, preset) == (BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]) \
+                and settings_fingerprint(config) == settings_fingerprint(Config()):  # the book's epochs, model...
             cell["book"] = book_placement(runs)
         summary.append(cell)
-    total = len(grid(_config_from(meta["config"])))
+    total = len({k.id for k in grid(config)} | {r["id"] for r in results})
     return {"study": str(study_dir), "runs_finished": len(results), "runs_in_grid": total,
             "cells": summary, "config": meta["config"]}
 
@@ -296,11 +307,12 @@ def book_placement(runs: list[dict]) -> dict:
     """Where the book's published 97.05% -> 99.25% falls among this cell's seeds."""
     book_gain = BOOK["transfer"] - BOOK["baseline"]
     gains = np.array([r["transfer"]["test_accuracy"] - r["baseline"]["test_accuracy"] for r in runs])
-    ratios = np.array([_ratio(1 - r["baseline"]["test_accuracy"], 1 - r["transfer"]["test_accuracy"]) for r in runs])
+    ratios = np.array([error_rate_ratio(r["baseline"]["test_accuracy"], r["transfer"]["test_accuracy"]) for r in runs])
+    book_ratio = error_rate_ratio(BOOK["baseline"], BOOK["transfer"])
     return {"baseline": BOOK["baseline"], "transfer": BOOK["transfer"], "gain": book_gain,
-            "error_rate_ratio": _ratio(1 - BOOK["baseline"], 1 - BOOK["transfer"]),
+            "error_rate_ratio": book_ratio,
             "seeds_with_gain_at_least_book": int((gains >= book_gain - 1e-9).sum()),
-            "seeds_with_ratio_at_least_book": int((ratios >= _ratio(1 - BOOK["baseline"], 1 - BOOK["transfer"]) - 1e-9).sum()),
+            "seeds_with_ratio_at_least_book": int((ratios >= book_ratio - 1e-9).sum()),
             "n": len(runs)}
 
 

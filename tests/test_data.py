@@ -350,8 +350,9 @@ def test_book_remap_sends_7_8_9_to_5_6_7():
 
 
 def test_asking_for_more_task_b_images_than_exist_is_a_usage_error():
-    """b_train_size larger than the task-B training images available: UsageError naming the option."""
-    with pytest.raises(UsageError, match="b-train-size"):
+    """b_train_size larger than the task-B training images available: UsageError naming the key
+    (the CLI turns it into the option the user typed)."""
+    with pytest.raises(UsageError, match="data.b_train_size"):
         data.make_split(_raw(), (5, 6), b_train_size=10_000, valid_size=50)
 
 
