@@ -112,7 +112,7 @@ def fit_model_a(cfg: Config, the_split: Split, reporter: Reporter):
     """Model A trained on task A; returns (model, history, test scores)."""
     from fmtransfer import models, runtime, training
 
-    runtime.seed_everything(cfg.seed)
+    runtime.prepare(cfg.seed, cfg.model.arch)
     model = models.build_model_a(cfg.model, n_classes=len(the_split.a_classes))
     with reporter.training("model A", cfg.train_a.epochs) as on_epoch:
         history = training.fit(model, *_scaled(the_split.a_train), task=training.MULTICLASS,
@@ -126,7 +126,7 @@ def fit_baseline(cfg: Config, the_split: Split, reporter: Reporter):
     """Model B from scratch on task B's few images; returns (model, history, test scores)."""
     from fmtransfer import models, runtime, training
 
-    runtime.seed_everything(cfg.seed)
+    runtime.prepare(cfg.seed, cfg.model.arch)
     model = models.build_model_b(cfg.model)
     with reporter.training("baseline B", cfg.baseline.epochs) as on_epoch:
         history = training.fit(model, *_scaled(the_split.b_train), task=training.BINARY,
@@ -143,7 +143,7 @@ def fit_transfer(cfg: Config, the_split: Split, base, reporter: Reporter, label:
     from fmtransfer import models, runtime, training
     from fmtransfer.config import reuse_count, unfreeze_top
 
-    runtime.seed_everything(cfg.seed)
+    runtime.prepare(cfg.seed, cfg.model.arch)
     n_hidden = len(models.blocks(base)[1])
     t = cfg.transfer
     if t.reuse_layers != "all" and int(t.reuse_layers) > n_hidden:
@@ -247,6 +247,7 @@ def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model
     base_path, base_meta = _pretrained_source(run_dir, source, model_a_path, manifest)
     from fmtransfer import models, runtime
 
+    runtime.prepare(cfg.seed, cfg.model.arch)  # loading runs ops, which fixes TF's thread pools
     base = models.load_model(base_path)
     before = weights_digest(base)
     started = time.perf_counter()
@@ -309,7 +310,7 @@ def pretrain(cfg: Config, run_dir: Path, reporter: Reporter | None = None, plot:
     from fmtransfer import models, runtime, training
 
     started = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
+    runtime.prepare(cfg.seed, cfg.model.arch)
     x = scaled(the_split.unlabelled[:p.unlabelled_size])
     # Task A's and task B's parts of a set hold all its images between them.
     x_valid = scaled(np.concatenate([the_split.a_valid[0], the_split.b_valid[0]]))

@@ -42,7 +42,6 @@ def start(verbose: bool = False, deterministic: bool = True):
         import tensorflow as tf
         import keras
     if not _started:
-        _started = True
         if not verbose:
             tf.get_logger().setLevel("ERROR")
             warnings.filterwarnings("ignore", module="keras")
@@ -50,9 +49,63 @@ def start(verbose: bool = False, deterministic: bool = True):
                 import absl.logging
 
                 absl.logging.set_verbosity(absl.logging.ERROR)
+        _set_threads(tf)
         if deterministic:
+            # Bit-identical reruns, for 6-7% of an epoch: sparse cross-entropy then takes TF's
+            # deterministic formulation (bench/README.md).
             tf.config.experimental.enable_op_determinism()
+        _started = True  # last: a failure above (a bad $FMTRANSFER_THREADS) is raised again next time
     return keras
+
+
+def threads(arch: str = "dense") -> tuple[int, int]:
+    """(intra-op, inter-op) thread counts for training a model of `arch`.
+
+    `$FMTRANSFER_THREADS` ("N" or "INTRA,INTER"; 0 leaves TensorFlow's choice, every core)
+    decides when set. Otherwise a dense model gets one of each: a batch-32 step of these small
+    layers is ~150 ops of a few to ~50 microseconds, and handing them between threads costs more
+    than splitting them saves (TensorFlow's choice is 1.6-2x slower on 2 cores; bench/README.md).
+    A cnn's convolutions are big enough to split, so it keeps TensorFlow's choice.
+    """
+    value = os.environ.get("FMTRANSFER_THREADS", "").strip()
+    if not value:
+        return (1, 1) if arch == "dense" else (0, 0)
+    try:
+        parts = [int(v) for v in value.split(",")]
+        if len(parts) not in (1, 2) or min(parts) < 0:
+            raise ValueError
+    except ValueError:
+        from fmtransfer import UsageError
+
+        raise UsageError(f"FMTRANSFER_THREADS: expected N or INTRA,INTER (0: TensorFlow's default), "
+                         f"got {value!r}") from None
+    return parts[0], parts[-1]
+
+
+def use_threads_for(arch: str) -> None:
+    """Size TensorFlow's thread pools for training `arch` (see `threads`).
+
+    Takes effect only before TensorFlow runs its first op, so call it at the start of a stage,
+    before a model is built or loaded; `start` alone sizes them for a dense model.
+    """
+    start()
+    import tensorflow as tf
+
+    _set_threads(tf, arch)
+
+
+def _set_threads(tf, arch: str = "dense") -> None:
+    intra, inter = threads(arch)
+    # The pools are fixed once TensorFlow has run an op; then the first choice stays.
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def prepare(seed: int, arch: str = "dense") -> None:
+    """Before a stage builds or loads a model: thread pools sized for `arch`, every RNG seeded."""
+    use_threads_for(arch)
+    seed_everything(seed)
 
 
 def seed_everything(seed: int) -> None:

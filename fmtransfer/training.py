@@ -6,6 +6,9 @@ batches in-graph. Everything that defines the experiment is kept: the same optim
 (keras.optimizers.SGD), losses, batch size, a fresh shuffle of the whole training set every epoch
 with the last partial batch kept (fit's semantics), and metrics averaged over the epoch's
 samples as fit reports them.
+
+Evaluation likewise scores a whole set in one graph call, traced once per model. What was tried
+besides, and what it measured, is in bench/README.md.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
             correct += batch_correct
         return loss_sum / n, correct / n
 
+    # Converted once: the validation set is scored after every epoch.
+    valid = _tensors(*validation) if validation is not None and len(validation[0]) else None
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(epochs):
@@ -94,8 +99,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
         record = {"epoch": epoch + 1, "loss": float(loss)}
         if task is not RECONSTRUCTION:
             record["accuracy"] = float(accuracy)
-        if validation is not None and len(validation[0]):
-            scores = evaluate(model, *validation, task=task)
+        if valid is not None:
+            scores = _evaluate_tensors(model, *valid, task=task)
             record.update({f"val_{k}": v for k, v in scores.items()})
         record["seconds"] = round(time.perf_counter() - started, 4)
         history.append(record)
@@ -105,34 +110,70 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
-    forward = _forward(model)
+    if not len(x):
+        return np.zeros((0,))
+    forward = _compiled(model, "predict", lambda m: lambda xb: m(xb, training=False),
+                        tf.TensorSpec([None, *x.shape[1:]], tf.float32))
     return np.concatenate([forward(tf.constant(x[i:i + EVAL_BATCH], dtype=tf.float32)).numpy()
-                           for i in range(0, len(x), EVAL_BATCH)]) if len(x) else np.zeros((0,))
+                           for i in range(0, len(x), EVAL_BATCH)])
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, *, task: Task) -> dict[str, float]:
     """Mean loss and accuracy over the whole set, as `model.evaluate` reports them."""
-    forward = _forward(model)
-    loss_fn = task.loss()
-    loss_sum = correct = 0.0
-    for i in range(0, len(x), EVAL_BATCH):
-        xb = tf.constant(x[i:i + EVAL_BATCH], dtype=tf.float32)
-        yb = tf.constant(y[i:i + EVAL_BATCH])
-        pred = forward(xb)
-        loss_sum += float(loss_fn(yb, pred)) * len(xb)
-        correct += float(tf.reduce_sum(task.correct(yb, pred)))
-    scores = {"loss": loss_sum / len(x)}
+    return _evaluate_tensors(model, *_tensors(x, y), task=task)
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple:
+    return tf.constant(x, dtype=tf.float32), tf.constant(y)
+
+
+def _evaluate_tensors(model, x, y, *, task: Task) -> dict[str, float]:
+    n = int(x.shape[0])
+    score = _compiled(model, f"evaluate:{task.name}", lambda m: _scorer(m, task),
+                      tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None, *y.shape[1:]], y.dtype))
+    loss_sum, correct = score(x, y)
+    scores = {"loss": float(loss_sum) / n}
     if task is not RECONSTRUCTION:
-        scores["accuracy"] = correct / len(x)
+        scores["accuracy"] = float(correct) / n
     return scores
 
 
-def _forward(model):
-    """A compiled inference call, cached on the model (retracing per call costs more than it runs)."""
-    forward = _FORWARDS.get(model)
-    if forward is None:
-        forward = _FORWARDS[model] = tf.function(lambda xb: model(xb, training=False), reduce_retracing=True)
-    return forward
+def _scorer(model, task: Task):
+    """Loss and correct-prediction sums over a whole set in one graph call.
+
+    Batches of EVAL_BATCH keep memory flat; summing each batch's mean loss times its size gives
+    the per-sample mean `model.evaluate` reports, without a Python round trip per batch.
+    """
+    loss_fn = task.loss()
+
+    def score(x, y):
+        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
+        for start in tf.range(0, tf.shape(x)[0], EVAL_BATCH):
+            xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
+            pred = model(xb, training=False)
+            loss_sum += loss_fn(yb, pred) * tf.cast(tf.shape(xb)[0], tf.float32)
+            correct += tf.reduce_sum(task.correct(yb, pred))
+        return loss_sum, correct
+
+    return score
 
 
-_FORWARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def _compiled(model, kind: str, make: Callable, *specs: tf.TensorSpec):
+    """`make(model)` as a graph for inputs of `specs`, traced once per model, kind and specs.
+
+    Specs leave the batch size open, so the validation set, the test set and the last partial
+    batch share one trace: tracing costs more than a call. The cache holds the model weakly (also
+    inside the function), so the models a long study drops are freed with their graphs.
+    """
+    per_model = _COMPILED.setdefault(model, {})
+    if kind not in per_model:
+        ref = weakref.ref(model)
+
+        def call(*args):
+            return make(ref())(*args)
+
+        per_model[kind] = tf.function(call)
+    return per_model[kind].get_concrete_function(*specs)
+
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
