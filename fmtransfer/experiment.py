@@ -251,7 +251,7 @@ def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model
     base = models.load_model(base_path)
     before = weights_digest(base)
     started = time.perf_counter()
-    model, phases, test, reused = fit_transfer(cfg, the_split, base, reporter, label=f"B on {source}",
+    model, phases, test, reused = fit_transfer(cfg, the_split, base, reporter, label="B on A" if source == "a" else f"B on {source}",
                                                base_name=str(base_path))
     model_path, json_name = transfer_paths(source)
     models.save_model(model, run_dir / model_path)
