@@ -231,13 +231,6 @@ def _scaled(part: tuple) -> tuple:
     return scaled(part[0]), part[1]
 
 
-def weights_digest(model) -> str:
-    h = hashlib.sha256()
-    for w in model.get_weights():
-        h.update(w.tobytes())
-    return h.hexdigest()[:16]
-
-
 def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model_a_path: str | None = None,
              source: str = "a") -> dict:
     """Build model B on a clone of a pretrained model's lower layers; train frozen, then unfrozen."""
@@ -249,7 +242,7 @@ def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model
 
     runtime.prepare(cfg.seed, cfg.model.arch)  # loading runs ops, which fixes TF's thread pools
     base = models.load_model(base_path)
-    before = weights_digest(base)
+    before = models.weights_digest(base.get_weights())
     started = time.perf_counter()
     model, phases, test, reused = fit_transfer(cfg, the_split, base, reporter, label="B on A" if source == "a" else f"B on {source}",
                                                base_name=str(base_path))
@@ -259,7 +252,7 @@ def transfer(cfg: Config, run_dir: Path, reporter: Reporter | None = None, model
         "stage": "transfer", "source": source, "pretrained": str(base_path), "arch": models.arch_of(base),
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "phases": phases,
         "reuse_layers": reused, "unfreeze": cfg.transfer.unfreeze,
-        "pretrained_unchanged": weights_digest(base) == before,
+        "pretrained_unchanged": models.weights_digest(base.get_weights()) == before,
         "seconds": round(time.perf_counter() - started, 3), "split_fingerprint": manifest["fingerprint"],
         "pretrained_meta": base_meta, "config": cfg.to_dict(), "versions": runtime.versions(),
     }

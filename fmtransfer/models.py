@@ -15,9 +15,12 @@ The two architectures (`model.arch`):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from fmtransfer import UsageError
 from fmtransfer.config import ModelConfig
@@ -211,6 +214,14 @@ def load_model(path: str | Path):
     if not blocks(model)[1]:
         raise UsageError(f"model file {path} has no hidden layers to reuse")
     return model
+
+
+def weights_digest(weights: list) -> str:
+    """A short hash of weight arrays: proof that a model or block did (not) change."""
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()[:16]
 
 
 def save_model(model, path: Path) -> None:

@@ -14,7 +14,6 @@ check that greedy pretraining really froze the blocks below the one it was train
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 
@@ -59,11 +58,9 @@ def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | 
 
 
 def _digest(block: list) -> str:
-    h = hashlib.sha256()
-    for layer in block:
-        for w in layer.get_weights():
-            h.update(np.ascontiguousarray(w).tobytes())
-    return h.hexdigest()[:16]
+    from fmtransfer import models
+
+    return models.weights_digest([w for layer in block for w in layer.get_weights()])
 
 
 def one_per_class(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[int]]:

@@ -359,8 +359,7 @@ def plot(study_dir: Path, summary: dict) -> list[Path]:
         fig.tight_layout()
         path = out_dir / (f"paired-pair{cell['pair'][0]}v{cell['pair'][1]}-n{cell['b_train_size']}"
                           f"-reuse{cell['reuse_layers']}-{cell['preset']}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path)
         written.append(path)
     fig, ax = plt.subplots(figsize=(6, 4))
     lines: dict[tuple, list[dict]] = {}
@@ -382,7 +381,16 @@ def plot(study_dir: Path, summary: dict) -> list[Path]:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "gain-vs-size.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     written.append(path)
     return written
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from fmtransfer.data import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

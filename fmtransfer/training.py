@@ -148,8 +148,8 @@ def _scorer(model, task: Task):
 
     def score(x, y):
         loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-        for start in tf.range(0, tf.shape(x)[0], EVAL_BATCH):
-            xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
+        for i in tf.range(0, tf.shape(x)[0], EVAL_BATCH):
+            xb, yb = x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
             pred = model(xb, training=False)
             loss_sum += loss_fn(yb, pred) * tf.cast(tf.shape(xb)[0], tf.float32)
             correct += tf.reduce_sum(task.correct(yb, pred))
