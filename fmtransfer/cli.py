@@ -24,7 +24,7 @@ OPTION_KEYS = {
     "reuse_layers": "transfer.reuse_layers", "freeze_epochs": "transfer.freeze_epochs",
     "fine_tune_epochs": "transfer.fine_tune_epochs", "frozen_learning_rate": "transfer.frozen_learning_rate",
     "fine_tune_learning_rate": "transfer.fine_tune_learning_rate", "unfreeze": "transfer.unfreeze",
-    "seed_list": "study.seeds", "pairs": "study.pairs", "b_train_sizes": "study.b_train_sizes",
+    "pairs": "study.pairs", "b_train_sizes": "study.b_train_sizes",
     "study_reuse_layers": "study.reuse_layers", "presets": "study.presets",
     "cnn_dense": "model.cnn_dense", "method": "pretrain.method", "unlabelled_size": "pretrain.unlabelled_size",
     "p_epochs": "pretrain.epochs", "p_learning_rate": "pretrain.learning_rate",
@@ -103,6 +103,9 @@ def stage(f):
     def wrapper(run_dir, config_path, as_json, verbose, no_verify=False, **kwargs):
         from fmtransfer import experiment
         from fmtransfer.report import Reporter
+
+        if click.get_current_context().invoked_subcommand:  # a group's subcommand does the work
+            return
 
         overrides = {key: kwargs.pop(name) for name, key in OPTION_KEYS.items() if name in kwargs}
         if no_verify:
@@ -285,8 +288,8 @@ def run(cfg, run_dir, reporter):
 @_option("--freeze-epochs", "freeze_epochs", int, "Phase 1 epochs  [4].")
 @_option("--fine-tune-epochs", "fine_tune_epochs", int, "Phase 2 epochs  [16].")
 @options([data_options[0], data_options[3], data_options[4]] + model_options)
-@click.pass_context
-def study(ctx, run_dir, config_path, as_json, verbose, n_seeds, shard, plots, no_verify, **kwargs):
+@stage
+def study(cfg, run_dir, reporter, n_seeds, seed_list, shard, plots):
     """Is the gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets).
 
     \b
@@ -294,34 +297,21 @@ def study(ctx, run_dir, config_path, as_json, verbose, n_seeds, shard, plots, no
     fmtransfer study --shard $SLURM_ARRAY_TASK_ID/10 ... # one slice per array job
     fmtransfer study report runs/study                   # merge what has finished
     """
-    if ctx.invoked_subcommand is not None:
-        return
-    overrides = {key: kwargs.pop(name) for name, key in OPTION_KEYS.items() if name in kwargs}
-    if no_verify:
-        overrides["data.verify_checksums"] = False
-    run_path = Path(run_dir)
+    from fmtransfer import study as studies
 
-    def body():
-        from fmtransfer import experiment
-        from fmtransfer import study as studies
-        from fmtransfer.report import Reporter
-
-        if n_seeds is not None and overrides["study.seeds"]:
-            raise UsageError("options --seeds and --seed-list: give one of them, not both")
-        if n_seeds is not None and n_seeds < 1:
-            raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
-        studies.parse_shard(shard)  # a bad --shard fails before TensorFlow loads
-        cfg = experiment.resolve_config(run_path, config_path, overrides)
-        if n_seeds is not None:
-            cfg = cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n_seeds))})
-        if verbose:
-            from fmtransfer import runtime
-
-            runtime.start(verbose=True)
-        summary = studies.run_study(cfg, run_path, Reporter(quiet=as_json), shard)
-        return _with_plots(summary, run_path, plots)
-
-    execute(body, as_json=as_json, verbose=verbose, run_path=run_path, overrides=overrides)
+    if n_seeds is not None and seed_list:
+        raise UsageError("options --seeds and --seed-list: give one of them, not both")
+    if n_seeds is not None and n_seeds < 1:
+        raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
+    if n_seeds is not None:
+        cfg = cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n_seeds))})
+    elif seed_list:
+        try:
+            cfg = cfg.replace(**{"study.seeds": seed_list})
+        except UsageError as e:
+            raise UsageError(f"option --seed-list ({e})") from None
+    summary = studies.run_study(cfg, run_dir, reporter, shard)
+    return _with_plots(summary, run_dir, plots)
 
 
 def _with_plots(summary: dict, study_dir: Path, plots: bool | None):

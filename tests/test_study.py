@@ -220,3 +220,17 @@ def test_report_of_a_directory_that_holds_no_study_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["study", "report", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a study directory" in result.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--seeds", "2", "--seed-list", "1,2"], "give one of them"),
+    (["--seed-list", "1,1"], "option --seed-list"),
+    (["--seeds", "0"], "option --seeds"),
+    (["--pairs", "5:5"], "option --pairs"),
+    (["--shard", "2/2"], "option --shard"),
+])
+def test_bad_study_options_are_one_line_usage_errors_before_any_work(tmp_path, args, says):
+    result = CliRunner().invoke(cli, ["study", "--run", str(tmp_path / "s"), *args])
+    assert result.exit_code == 2
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
