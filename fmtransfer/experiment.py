@@ -114,12 +114,8 @@ def fit_model_a(cfg: Config, the_split: Split, reporter: Reporter):
 
     runtime.prepare(cfg.seed, cfg.model.arch)
     model = models.build_model_a(cfg.model, n_classes=len(the_split.a_classes))
-    with reporter.training("model A", cfg.train_a.epochs) as on_epoch:
-        history = training.fit(model, *_scaled(the_split.a_train), task=training.MULTICLASS,
-                               epochs=cfg.train_a.epochs, learning_rate=cfg.train_a.learning_rate,
-                               batch_size=cfg.batch_size, seed=cfg.seed,
-                               validation=_scaled(the_split.a_valid), on_epoch=on_epoch)
-    return model, history, training.evaluate(model, *_scaled(the_split.a_test), task=training.MULTICLASS)
+    return _fit_from_scratch(cfg, model, "model A", cfg.train_a, training.MULTICLASS,
+                             the_split.a_train, the_split.a_valid, the_split.a_test, reporter)
 
 
 def fit_baseline(cfg: Config, the_split: Split, reporter: Reporter):
@@ -128,12 +124,18 @@ def fit_baseline(cfg: Config, the_split: Split, reporter: Reporter):
 
     runtime.prepare(cfg.seed, cfg.model.arch)
     model = models.build_model_b(cfg.model)
-    with reporter.training("baseline B", cfg.baseline.epochs) as on_epoch:
-        history = training.fit(model, *_scaled(the_split.b_train), task=training.BINARY,
-                               epochs=cfg.baseline.epochs, learning_rate=cfg.baseline.learning_rate,
-                               batch_size=cfg.batch_size, seed=cfg.seed,
-                               validation=_scaled(the_split.b_valid), on_epoch=on_epoch)
-    return model, history, training.evaluate(model, *_scaled(the_split.b_test), task=training.BINARY)
+    return _fit_from_scratch(cfg, model, "baseline B", cfg.baseline, training.BINARY,
+                             the_split.b_train, the_split.b_valid, the_split.b_test, reporter)
+
+
+def _fit_from_scratch(cfg: Config, model, label: str, section, task, train, valid, test, reporter: Reporter):
+    from fmtransfer import training
+
+    with reporter.training(label, section.epochs) as on_epoch:
+        history = training.fit(model, *_scaled(train), task=task, epochs=section.epochs,
+                               learning_rate=section.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
+                               validation=_scaled(valid), on_epoch=on_epoch)
+    return model, history, training.evaluate(model, *_scaled(test), task=task)
 
 
 def fit_transfer(cfg: Config, the_split: Split, base, reporter: Reporter, label: str = "B on A",
