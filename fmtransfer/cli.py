@@ -319,9 +319,7 @@ def _with_plots(summary: dict, study_dir: Path, plots: bool | None):
     from fmtransfer import study as studies
 
     if plots is None:
-        import importlib.util
-
-        plots = importlib.util.find_spec("matplotlib") is not None
+        plots = report.plotting_available()
     if plots and summary["cells"]:
         summary["plots"] = [str(p) for p in studies.plot(study_dir, summary)]
 

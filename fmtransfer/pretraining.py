@@ -14,12 +14,11 @@ check that greedy pretraining really froze the blocks below the one it was train
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from fmtransfer import UsageError
 from fmtransfer.config import CLASS_NAMES, Config
-from fmtransfer.report import Reporter
+from fmtransfer.report import Reporter, pyplot, save_figure
+
 
 def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | None = None):
     """Pretrain with `cfg.pretrain.method` on scaled images; return (autoencoder, encoder, steps)."""
@@ -72,9 +71,7 @@ def one_per_class(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[i
 def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, classes: list[int], path,
                          title: str) -> None:
     """A PNG grid: the test images on the top row, their reconstructions below (needs matplotlib)."""
-    from fmtransfer.data import atomic_path
-
-    plt = pyplot()
+    plt = pyplot("--plot")
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 3.0), squeeze=False)
     for j in range(n):
@@ -88,27 +85,5 @@ def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, classe
     axes[1][0].set_ylabel("reconstructed", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
-
-def pyplot():
-    """matplotlib's pyplot on a file-only backend, or a one-line error saying how to get it."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("option --plot needs matplotlib: pip install 'fmtransfer[plot]' "
-                         "(or pass --no-plot)") from None
-    return plt
-
-
-def plotting_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None

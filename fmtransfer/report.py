@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from fmtransfer import UsageError
 from fmtransfer.config import CLASS_NAMES
 
 
@@ -66,6 +67,40 @@ class Reporter:
                 progress.update(task, advance=step, now=now)
 
             yield advance
+
+
+def plotting_available() -> bool:
+    """Whether the optional [plot] extra (matplotlib) is installed, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def pyplot(option: str):
+    """matplotlib's pyplot on a file-only backend; without the [plot] extra, a usage error naming
+    the option that asked for a plot."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError(f"option {option} needs matplotlib: pip install 'fmtransfer[plot]' "
+                         f"(or pass --no-{option[2:]})") from None
+    return plt
+
+
+def save_figure(fig, path, dpi: int = 110) -> None:
+    """Write `fig` as a PNG atomically, and free it."""
+    import matplotlib.pyplot as plt
+
+    from fmtransfer.data import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def to_json(obj: Any) -> str:

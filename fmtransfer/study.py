@@ -27,7 +27,7 @@ import numpy as np
 from fmtransfer import UsageError
 from fmtransfer.config import LR_PRESETS, Config
 from fmtransfer.experiment import error_rate_ratio, fingerprint
-from fmtransfer.report import Reporter
+from fmtransfer.report import Reporter, pyplot, save_figure
 
 STUDY_JSON = "study.json"
 BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "book",
@@ -320,13 +320,7 @@ def book_placement(runs: list[dict]) -> dict:
 
 def plot(study_dir: Path, summary: dict) -> list[Path]:
     """Per cell, the paired accuracies seed by seed; and the mean gain against task-B size."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("plots need matplotlib: pip install 'fmtransfer[plot]' (or pass --no-plots)") from None
+    plt = pyplot("--plots")
     study_dir = Path(study_dir)
     out_dir = study_dir / "plots"
     out_dir.mkdir(exist_ok=True)
@@ -359,7 +353,7 @@ def plot(study_dir: Path, summary: dict) -> list[Path]:
         fig.tight_layout()
         path = out_dir / (f"paired-pair{cell['pair'][0]}v{cell['pair'][1]}-n{cell['b_train_size']}"
                           f"-reuse{cell['reuse_layers']}-{cell['preset']}.png")
-        _save(fig, path)
+        save_figure(fig, path)
         written.append(path)
     fig, ax = plt.subplots(figsize=(6, 4))
     lines: dict[tuple, list[dict]] = {}
@@ -381,16 +375,7 @@ def plot(study_dir: Path, summary: dict) -> list[Path]:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "gain-vs-size.png"
-    _save(fig, path)
+    save_figure(fig, path)
     written.append(path)
     return written
 
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from fmtransfer.data import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
