@@ -20,7 +20,7 @@ import numpy as np
 from fmtransfer import UsageError
 from fmtransfer.config import Config, apply_overrides, load_config
 from fmtransfer.data import Split, load_split_from_files, scaled, write_text_atomic
-from fmtransfer.report import Reporter
+from fmtransfer.report import Reporter, plotting_available, pyplot
 
 SPLIT, SPLIT_JSON, CONFIG_JSON = "split.npz", "split.json", "config.json"
 MODEL_A, MODEL_A_JSON = "model_a.keras", "model_a.json"
@@ -146,15 +146,12 @@ def fit_transfer(cfg: Config, the_split: Split, base, reporter: Reporter, label:
     from fmtransfer.config import reuse_count, unfreeze_top
 
     runtime.prepare(cfg.seed, cfg.model.arch)
-    n_hidden = len(models.blocks(base)[1])
     t = cfg.transfer
-    if t.reuse_layers != "all" and int(t.reuse_layers) > n_hidden:
-        raise UsageError(f"option --reuse-layers: {base_name} has {n_hidden} hidden layers, asked for {t.reuse_layers}")
-    reused = reuse_count(t.reuse_layers, n_hidden)
+    reused = reuse_count(t.reuse_layers, len(models.blocks(base)[1]))
+    model = models.build_b_on_a(base, reused, name=base_name)  # refuses more layers than `base` has
     top = unfreeze_top(t.unfreeze)
     if top is not None and top > reused:
         raise UsageError(f"option --unfreeze: top:{top} asks for more than the {reused} reused layers")
-    model = models.build_b_on_a(base, reused)
     x, y = _scaled(the_split.b_train)
     phases = []
     plan = [("frozen", False, None, t.freeze_epochs, t.frozen_learning_rate),
@@ -294,7 +291,7 @@ def pretrain(cfg: Config, run_dir: Path, reporter: Reporter | None = None, plot:
 
     reporter = reporter or Reporter(quiet=True)
     if plot:
-        pretraining.pyplot()  # fail before training, not after
+        pyplot("--plot")  # fail before training, not after
     the_split, manifest = load_split(run_dir, "pretrain")
     cfg = _with_split_data(cfg, manifest)
     p = cfg.pretrain
@@ -317,7 +314,7 @@ def pretrain(cfg: Config, run_dir: Path, reporter: Reporter | None = None, plot:
     models.save_model(encoder, paths["encoder"])
     models.save_model(autoencoder, paths["autoencoder"])
     picture = None
-    if plot or (plot is None and pretraining.plotting_available()):
+    if plot or (plot is None and plotting_available()):
         labels = np.concatenate([np.array(the_split.a_classes)[the_split.a_test[1]],
                                  np.array(the_split.b_classes)[the_split.b_test[1].astype(int)]])
         images, classes = pretraining.one_per_class(x_test, labels)

@@ -106,7 +106,7 @@ def clone_with_weights(model):
     return clone
 
 
-def build_b_on_a(model_a, reuse: int | str = "all"):
+def build_b_on_a(model_a, reuse: int | str = "all", name: str = "model A"):
     """model_B_on_A: a clone of A's stem and lowest `reuse` blocks, then a new sigmoid output.
 
     Works on a clone, so training B never changes model A (RECIPE.md, pitfalls).
@@ -115,7 +115,7 @@ def build_b_on_a(model_a, reuse: int | str = "all"):
     stem, hidden = blocks(clone)
     n = len(hidden) if reuse == "all" else int(reuse)
     if not 1 <= n <= len(hidden):
-        raise UsageError(f"option --reuse-layers: model A has {len(hidden)} hidden layers, asked for {reuse}")
+        raise UsageError(f"option --reuse-layers: {name} has {len(hidden)} hidden layers, asked for {reuse}")
     reused = [layer for block in hidden[:n] for layer in block]
     model = keras.Sequential([keras.Input(INPUT_SHAPE), *stem, *reused], name="model_B_on_A")
     needs_flatten = len(model.compute_output_shape((None, *INPUT_SHAPE))) > 2
