@@ -1,20 +1,27 @@
 """fmtransfer: run, and honestly audit, the Fashion-MNIST A->B transfer experiment (Hands-On ML, 11.2).
 
-The package imports no TensorFlow at the top level, so the command line answers `--help` and
-reports usage errors at once; the modules that train (`models`, `training`, `experiment`) import
-it when they are first used.
+The Python API:
+
+    import fmtransfer
+    cfg = fmtransfer.load_config("configs/book.toml", seed=7)     # overrides as keyword arguments
+    result = fmtransfer.run_experiment(cfg)                       # in memory
+    result.baseline.test_accuracy
+    result.contenders["transfer from A"].error_rate_ratio
+    study = fmtransfer.run_study(cfg.replace(**{"study.seeds": [1, 2, 3]}), "runs/my-study")
+    study.cell("transfer").p_value
+
+Importing the package, or any module of it, changes no TensorFlow setting: `setup()` does that
+(threads, determinism, logging), and the entry points call it for you unless you did first.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from fmtransfer.errors import ConfigError, DataError, FmtError, UsageError  # noqa: E402
+from fmtransfer.config import Config, load_config  # noqa: E402
+from fmtransfer.contenders import Contender, ContenderResult, register  # noqa: E402
+from fmtransfer.pipeline import ExperimentResult, run_experiment  # noqa: E402
+from fmtransfer.runtime import setup  # noqa: E402
+from fmtransfer.study import Cell, StudyResult, run_study  # noqa: E402
 
-class FmtError(Exception):
-    """An error the user can act on: printed as one line, never as a traceback."""
-
-    exit_code = 1
-
-
-class UsageError(FmtError):
-    """Bad options, bad configuration, bad input files, or a stage run too early."""
-
-    exit_code = 2
+__all__ = ["Config", "load_config", "run_experiment", "run_study", "setup", "ExperimentResult", "StudyResult",
+           "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError"]

@@ -1,83 +1,52 @@
-"""The `fmtransfer` command: parses options into a Config and calls `experiment`.
+"""The `fmtransfer` command: options in, a Config built, a stage called, a table or JSON out.
 
-Imports no TensorFlow: `--help` and usage errors answer at once; the stages import it on use.
+The only module that knows option names and exit codes. Every option that sets a config key is
+built from the key's field in `config` (its help text and its default), so `--help` shows the
+defaults `Config()` really has. Imports no TensorFlow: `--help` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import sys
+import typing
 from pathlib import Path
 
 import click
 
-from fmtransfer import FmtError, UsageError, __version__
+from fmtransfer import __version__
+from fmtransfer.config import field_info, merge, read_toml
+from fmtransfer.errors import ConfigError, FmtError, UsageError
 
-# option name -> config key, per option; shared by every subcommand that takes the option
-OPTION_KEYS = {
-    "data_dir": "data.dir", "b_classes": "data.b_classes", "b_train_size": "data.b_train_size",
-    "valid_size": "data.valid_size", "arch": "model.arch", "hidden": "model.hidden",
-    "activation": "model.activation", "batch_size": "batch_size", "seed": "seed",
-    "a_epochs": "train_a.epochs", "a_learning_rate": "train_a.learning_rate",
-    "b_epochs": "baseline.epochs", "b_learning_rate": "baseline.learning_rate",
-    "reuse_layers": "transfer.reuse_layers", "freeze_epochs": "transfer.freeze_epochs",
-    "fine_tune_epochs": "transfer.fine_tune_epochs", "frozen_learning_rate": "transfer.frozen_learning_rate",
-    "fine_tune_learning_rate": "transfer.fine_tune_learning_rate", "unfreeze": "transfer.unfreeze",
-    "pairs": "study.pairs", "b_train_sizes": "study.b_train_sizes",
-    "study_reuse_layers": "study.reuse_layers", "presets": "study.presets",
-    "cnn_dense": "model.cnn_dense", "method": "pretrain.method", "unlabelled_size": "pretrain.unlabelled_size",
-    "p_epochs": "pretrain.epochs", "p_learning_rate": "pretrain.learning_rate",
-}
+CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
 
 
-def _option(name: str, key: str, type=str, help: str = ""):
-    return click.option(name, key, type=type, default=None, help=help)
+def show_default(value) -> str:
+    """A config value as an option would take it: 5,6 for a pair, 5:6,0:2 for pairs, 0.001."""
+    if isinstance(value, tuple):
+        if value and isinstance(value[0], tuple):
+            return ",".join(":".join(map(str, v)) for v in value)
+        return ",".join(show_default(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
-def common(f=None, *, run_default: str = "runs/default"):
-    """--run, --config, --seed, --json, --verbose: every subcommand takes them."""
-    if f is None:
-        return functools.partial(common, run_default=run_default)
-    for decorator in reversed([
-        click.option("--run", "run_dir", default=run_default, show_default=True, type=click.Path(file_okay=False),
-                     help="Run directory: holds the split, models, results and remembered settings."),
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="TOML settings file (see configs/); options override it."),
-        _option("--seed", "seed", int, "Seed for every random number generator."),
-        click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout."),
-        click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines."),
-    ]):
-        f = decorator(f)
-    return f
+def config_option(key: str, name: str | None = None):
+    """A click option setting config key `key`; help and shown default come from the field."""
+    f, hint, default = field_info(key)
+    name = name or f.metadata.get("option") or "--" + key.rpartition(".")[2].replace("_", "-")
+    shown = f.metadata.get("show") or show_default(default)
+    choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+    metavar = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}.get(hint, "LIST")
+    return click.option(name, CFG + key.replace(".", "__"), default=None,
+                        type=click.Choice(choices) if choices else None, metavar=None if choices else metavar,
+                        help=f"{f.metadata['help']}  [{shown}]")
 
 
-data_options = [
-    _option("--data-dir", "data_dir", help="Folder holding the four Fashion-MNIST .gz files."),
-    _option("--b-classes", "b_classes", help="Task B's two classes, negative,positive  [5,6]."),
-    _option("--b-train-size", "b_train_size", int, "Task-B training images kept  [200]."),
-    _option("--valid-size", "valid_size", int, "Training images held out for validation  [5000]."),
-    click.option("--no-verify", is_flag=True, help="Skip the SHA-256 check (for a dataset of your own)."),
-]
-model_options = [
-    _option("--arch", "arch", click.Choice(["dense", "cnn"]), "Network family  [dense]."),
-    _option("--hidden", "hidden", help="Hidden layer sizes (dense)  [300,100,50,50,50], "
-                                      "or filters per conv-pool block (cnn)  [16,32,64]."),
-    _option("--cnn-dense", "cnn_dense", int, "cnn: units of the dense block on the conv blocks, 0 for none  [64]."),
-    _option("--activation", "activation", help="Hidden activation  [selu]."),
-    _option("--batch-size", "batch_size", int, "Mini-batch size  [32]."),
-]
-transfer_options = [
-    _option("--reuse-layers", "reuse_layers", help="How many of A's hidden layers to reuse, or all  [all]."),
-    _option("--freeze-epochs", "freeze_epochs", int, "Phase 1 epochs, reused layers frozen  [4]."),
-    _option("--fine-tune-epochs", "fine_tune_epochs", int, "Phase 2 epochs, unfrozen  [16]."),
-    _option("--frozen-learning-rate", "frozen_learning_rate", float, "Phase 1 learning rate  [1e-2]."),
-    _option("--fine-tune-learning-rate", "fine_tune_learning_rate", float, "Phase 2 learning rate  [1e-4]."),
-    _option("--unfreeze", "unfreeze", help="Phase 2 unfreezes all reused layers, or top:K  [all]."),
-]
-
-
-def options(decorators):
+def options(*decorators):
     def wrap(f):
         for d in reversed(decorators):
             f = d(f)
@@ -85,55 +54,80 @@ def options(decorators):
     return wrap
 
 
-def _console():
-    from rich.console import Console
+def common(f=None, *, run_default: str = "runs/default"):
+    """--run, --config, --seed, --json, --verbose: every subcommand takes them."""
+    if f is None:
+        return functools.partial(common, run_default=run_default)
+    return options(
+        click.option("--run", "run_dir", default=run_default, show_default=True, type=click.Path(file_okay=False),
+                     help="Run directory: holds the split, models, results and remembered settings."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="TOML settings file (see configs/); options override it."),
+        config_option("seed"),
+        click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout."),
+        click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines, and tracebacks."),
+    )(f)
 
-    return Console()
 
+DATA = [config_option("data.dir"), config_option("data.b_classes"), config_option("data.b_train_size"),
+        config_option("data.valid_size"),
+        click.option("--no-verify", is_flag=True, help="Skip the SHA-256 check (for a dataset of your own).")]
+MODEL = [config_option("model.arch"), config_option("model.hidden"), config_option("model.cnn_dense"),
+         config_option("model.activation"), config_option("batch_size")]
+TRANSFER = [config_option(f"transfer.{k}") for k in ("reuse_layers", "freeze_epochs", "fine_tune_epochs",
+                                                     "frozen_learning_rate", "fine_tune_learning_rate", "unfreeze")]
+PRETRAIN = [config_option("pretrain.unlabelled_size")]
+
+
+def _contenders_help() -> str:
+    from fmtransfer import contenders
+
+    return "; ".join(f"{n}: {contenders.get(n).description}" for n in contenders.names())
+
+
+# ----------------------------------------------------------------------------- errors
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"fmtransfer: error: {message}", err=True)
     sys.exit(code)
 
 
-def stage(f):
-    """Turn a subcommand into: resolve the config, call the stage, print a table or JSON."""
-
-    @functools.wraps(f)
-    def wrapper(run_dir, config_path, as_json, verbose, no_verify=False, **kwargs):
-        from fmtransfer import experiment
-        from fmtransfer.report import Reporter
-
-        if click.get_current_context().invoked_subcommand:  # a group's subcommand does the work
-            return
-
-        overrides = {key: kwargs.pop(name) for name, key in OPTION_KEYS.items() if name in kwargs}
-        if no_verify:
-            overrides["data.verify_checksums"] = False
-        run_path = Path(run_dir)
-
-        def body():
-            cfg = experiment.resolve_config(run_path, config_path, overrides)
-            if verbose:
-                from fmtransfer import runtime
-
-                runtime.start(verbose=True)
-            return f(cfg, run_path, Reporter(quiet=as_json), **kwargs)
-
-        execute(body, as_json=as_json, verbose=verbose, run_path=run_path, overrides=overrides)
-
-    return wrapper
+def _option_for(key: str) -> str | None:
+    """The current command's option that sets config key `key`, as the user would type it."""
+    ctx = click.get_current_context(silent=True)
+    for param in ctx.command.params if ctx else []:
+        if param.name == CFG + key.replace(".", "__"):
+            return param.opts[0]
+    return None
 
 
-def execute(body, *, as_json: bool, verbose: bool, run_path: Path, overrides: dict | None = None) -> None:
+def explain(e: ConfigError, origins: dict[str, str]) -> str:
+    """A setting's error as the user made it: the option they typed, or where the value came from
+    (a config file, the run directory's config.json, the defaults) and how to change it."""
+    option = _option_for(e.key)
+    source = origins.get(e.key) or e.source
+    hint = f"pass {option} to change it" if option else "set it in a --config file"
+    if source == "options" and option:
+        return f"option {option} ({e.key}): {e.problem}"
+    if source and source.startswith("config file"):
+        return f"{source}: config key {e.key}: {e.problem}" + (f" (or override it with {option})" if option else "")
+    if source:  # a run directory's config.json
+        return (f"config key {e.key}: {e.problem} (remembered in {source}; {hint}, or run `fmtransfer split` "
+                "in a new --run directory)")
+    return f"config key {e.key}: {e.problem} ({hint})"
+
+
+def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict | None = None) -> None:
     """Run `body() -> (result, show)` and print its result as JSON or through `show`.
 
     Failures the user can act on become one line on stderr; Ctrl-C stops cleanly.
     """
     try:
         result, show = body()
+    except ConfigError as e:
+        _fail(explain(e, origins or {}), e.exit_code)
     except FmtError as e:
-        _fail(_name_option(str(e), overrides or {}), e.exit_code)
+        _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         _fail(f"interrupted; results already in {run_path} are intact", 130)
     except Exception as e:  # a bug or an environment failure: one line, traceback on request
@@ -144,23 +138,71 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, overrides: di
     from fmtransfer.report import to_json
 
     if as_json:
-        click.echo(to_json(result))
+        click.echo(to_json(result.to_dict() if hasattr(result, "to_dict") else result))
     else:
-        show(_console(), result)
+        show(_console(), result.to_dict() if hasattr(result, "to_dict") else result)
 
 
-def _name_option(message: str, overrides: dict) -> str:
-    """Say which option set a bad value, as the user typed it, not only its config key."""
-    match = re.match(r"config key ([\w.]+):", message)
-    if not match or overrides.get(match.group(1)) is None:
-        return message
-    ctx = click.get_current_context(silent=True)
-    names = {name for name, key in OPTION_KEYS.items() if key == match.group(1)}
-    for param in ctx.command.params if ctx else []:
-        if param.name in names:
-            return f"option {param.opts[0]} ({message})"
-    return message
+def _console():
+    from rich.console import Console
 
+    return Console()
+
+
+def layers(run_dir: Path, config_path: str | None, given: dict):
+    """The settings' layers, last wins: the run directory's remembered settings, --config FILE,
+    the options; and which layer set each key."""
+    from fmtransfer.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    found = [(str(rd.path / rd.CONFIG), rd.remembered())]
+    if config_path:
+        found.append((f"config file {config_path}", read_toml(config_path)))
+    found.append(("options", given))
+    origins = {}
+    for source, values in found:
+        origins.update({k: source for k, v in values.items() if v is not None})
+    return rd, found, origins
+
+
+def stage(tensorflow: bool = True, prepare=None):
+    """Turn a subcommand into: resolve the config, set TensorFlow up, call the stage, print.
+
+    `prepare(cfg, given, origins, **kwargs) -> cfg` adjusts the config from the command's own options.
+    """
+
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(run_dir, config_path, as_json, verbose, no_verify=False, **kwargs):
+            if click.get_current_context().invoked_subcommand:  # a group's subcommand does the work
+                return
+            given = {k[len(CFG):].replace("__", "."): kwargs.pop(k) for k in list(kwargs) if k.startswith(CFG)}
+            if no_verify:
+                given["data.verify_checksums"] = False
+            origins: dict = {}
+
+            def body():
+                from fmtransfer import runtime
+                from fmtransfer.report import Reporter
+
+                runtime.check_environment()
+                rd, found, where = layers(Path(run_dir), config_path, given)
+                origins.update(where)
+                cfg = merge(found)
+                if prepare:
+                    cfg = prepare(cfg, given, origins, **kwargs)
+                if tensorflow:
+                    runtime.setup(arch=cfg.model.arch, quiet=not verbose)
+                return f(cfg, rd, Reporter(quiet=as_json), **kwargs)
+
+            execute(body, as_json=as_json, verbose=verbose, run_path=Path(run_dir), origins=origins)
+
+        return wrapper
+
+    return decorate
+
+
+# ----------------------------------------------------------------------------- commands
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fmtransfer")
@@ -171,164 +213,209 @@ def cli():
     fmtransfer run --config configs/book.toml     # everything, then the comparison
     fmtransfer split; fmtransfer train-a; fmtransfer transfer; fmtransfer compare
     fmtransfer pretrain --method greedy; fmtransfer transfer --from greedy   # ch. 11.2.2
+    fmtransfer study --seeds 10 --contenders transfer,autoencoder           # is the gain real?
     """
 
 
 @cli.command()
 @common
-@options(data_options)
-@stage
-def split(cfg, run_dir, reporter):
+@options(*DATA)
+@stage(tensorflow=False)
+def split(cfg, rd, reporter):
     """Find and verify Fashion-MNIST, make the book's A/B split, save it in the run directory."""
-    from fmtransfer import experiment, report
+    from fmtransfer import report, stages
 
-    result = experiment.split(cfg, run_dir, reporter)
-    return result, lambda console, r: console.print(report.split_table(r))
+    return stages.split(cfg, rd, reporter), lambda console, r: console.print(report.split_table(r))
 
 
 @cli.command("train-a")
 @common
-@_option("--epochs", "a_epochs", int, "Epochs  [20].")
-@_option("--learning-rate", "a_learning_rate", float, "SGD learning rate  [1e-3].")
-@options(model_options)
-@stage
-def train_a(cfg, run_dir, reporter):
+@config_option("train_a.epochs", "--epochs")
+@config_option("train_a.learning_rate", "--learning-rate")
+@options(*MODEL)
+@stage()
+def train_a(cfg, rd, reporter):
     """Train model A on the eight task-A classes and save it (.keras) with its history."""
-    from fmtransfer import experiment, report
+    from fmtransfer import report, stages
 
-    result = experiment.train_a(cfg, run_dir, reporter)
-    return result, lambda console, r: console.print(report.history_table("Model A (8 classes)", r))
+    return stages.train_a(cfg, rd, reporter), lambda c, r: c.print(report.history_table("Model A (8 classes)", r))
+
+
+def _sources() -> list[str]:
+    from fmtransfer import contenders
+
+    return ["a", *contenders.pretraining_methods()]
 
 
 @cli.command()
 @common
 @click.option("--model-a", type=click.Path(dir_okay=False),
               help="Model A to reuse (.keras or legacy .h5, e.g. the book's my_model_A.h5)  [RUN/model_a.keras].")
-@click.option("--from", "source", type=click.Choice(["a", "autoencoder", "greedy"]), default="a", show_default=True,
-              help="What to build B on: model A, or the encoder of `pretrain --method autoencoder|greedy`.")
-@options(transfer_options)
-@stage
-def transfer(cfg, run_dir, reporter, model_a, source):
+@click.option("--from", "source", type=click.Choice(_sources()), default=None,
+              help="What to build B on: model A, or the encoder of `pretrain --method METHOD`  [a].")
+@click.option("--contender", default=None,
+              help="The contender to train (any but the baseline); --from a is transfer, --from METHOD is METHOD.")
+@options(*TRANSFER)
+@stage()
+def transfer(cfg, rd, reporter, model_a, source, contender):
     """Build model B on a clone of model A's (or a pretrained encoder's) lower layers; train
     frozen, then fine-tune."""
-    from fmtransfer import experiment, report
+    from fmtransfer import report, stages
 
-    if model_a and source != "a":
-        raise UsageError(f"option --model-a: only with --from a; --from {source} builds on "
-                         f"{run_dir / experiment.pretrain_paths(source)['encoder']}")
-    result = experiment.transfer(cfg, run_dir, reporter, model_a_path=model_a, source=source)
-    title = f"model_B_on_{'A' if source == 'a' else source}"
+    by_source = "transfer" if source in (None, "a") else source
+    if contender and source and contender != by_source:
+        raise UsageError(f"options --from and --contender: --from {source} trains {by_source}, not {contender}; "
+                         "give one of them")
+    name = contender or by_source
+    if model_a and name != "transfer":
+        raise UsageError(f"option --model-a: only with --from a; --from {source or name} builds on "
+                         f"{rd.pretrain_files(name)['encoder']}")
+    result = stages.transfer(cfg, rd, reporter, contender=name, model_a_path=model_a)
+    title = "model_B_on_A" if result["source"] == "a" else f"model_B_on_{result['source']}"
     return result, lambda console, r: console.print(report.history_table(title, r))
 
 
 @cli.command()
 @common
-@click.option("--method", "method", type=click.Choice(["autoencoder", "greedy"]), default=None,
+@click.option("--method", "method", type=click.Choice(_sources()[1:]), default=None,
               help="autoencoder: train the whole stacked autoencoder at once; greedy: one hidden layer "
                    "at a time, the ones below frozen  [autoencoder].")
-@_option("--unlabelled-size", "unlabelled_size", int,
-         "Unlabelled images: the first N training images, labels ignored  [55000].")
-@_option("--epochs", "p_epochs", int, "Epochs (per layer for greedy)  [10].")
-@_option("--learning-rate", "p_learning_rate", float, "SGD learning rate  [0.1].")
+@options(*PRETRAIN)
+@config_option("pretrain.epochs", "--epochs")
+@config_option("pretrain.learning_rate", "--learning-rate")
 @click.option("--plot/--no-plot", default=None,
               help="Write reconstructions_METHOD.png (needs fmtransfer[plot])  [if matplotlib is installed].")
-@options(model_options)
-@stage
-def pretrain(cfg, run_dir, reporter, plot):
+@options(*MODEL)
+@stage()
+def pretrain(cfg, rd, reporter, method, plot):
     """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
     encoder for `transfer --from METHOD`."""
-    from fmtransfer import experiment, report
+    from fmtransfer import report, stages
 
-    result = experiment.pretrain(cfg, run_dir, reporter, plot=plot)
+    result = stages.pretrain(cfg, rd, reporter, method=method, plot=plot)
     return result, lambda console, r: console.print(report.pretrain_table(r))
 
 
-@cli.command()
-@common
-@_option("--epochs", "b_epochs", int, "Baseline epochs  [20].")
-@_option("--learning-rate", "b_learning_rate", float, "Baseline SGD learning rate  [1e-3].")
-@options(model_options)
-@stage
-def compare(cfg, run_dir, reporter):
-    """Train (or reuse) the from-scratch baseline of the run's architecture; compare it on test B
-    with every model B built on pretrained layers (from A, autoencoder, greedy)."""
-    from fmtransfer import experiment, report
+def _compare_show(console, r):
+    from fmtransfer import report
 
-    result = experiment.compare(cfg, run_dir, reporter)
-    return result, lambda console, r: console.print(report.compare_table(r))
+    console.print(report.compare_table(r))
 
 
 @cli.command()
 @common
-@options(data_options + model_options)
-@_option("--a-epochs", "a_epochs", int, "Model A epochs  [20].")
-@_option("--b-epochs", "b_epochs", int, "Baseline epochs  [20].")
-@options(transfer_options)
-@stage
-def run(cfg, run_dir, reporter):
-    """Run split, train-a, transfer and compare in order: the whole experiment."""
-    from fmtransfer import experiment, report
+@config_option("baseline.epochs", "--epochs")
+@config_option("baseline.learning_rate", "--learning-rate")
+@config_option("contenders")
+@options(*MODEL)
+@stage()
+def compare(cfg, rd, reporter):
+    """Train (or reuse) the from-scratch baseline; compare it on test B with every contender
+    trained in the run directory (or those --contenders names)."""
+    from fmtransfer import stages
 
-    result = experiment.run(cfg, run_dir, reporter)
-    return result, lambda console, r: console.print(report.compare_table(r))
+    return stages.compare(cfg, rd, reporter, chosen=cfg.selected_contenders if cfg.contenders else None), _compare_show
 
 
-@cli.group(invoke_without_command=True)
-@common(run_default="runs/study")
-@click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...")
-@click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1.")
-@click.option("--pairs", help="Task-B class pairs, e.g. 5:6,0:2,7:9  [5:6].")
-@click.option("--b-train-sizes", help="Task-B training sizes, e.g. 50,200,1000  [200].")
-@click.option("--reuse-layers", "study_reuse_layers", help="Reuse depths, e.g. 1,3,all  [all].")
-@click.option("--presets", help="Learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3)  [book].")
-@click.option("--shard", help="Run only slice I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/10.")
-@click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
-@_option("--a-epochs", "a_epochs", int, "Model A epochs  [20].")
-@_option("--b-epochs", "b_epochs", int, "Baseline epochs  [20].")
-@_option("--freeze-epochs", "freeze_epochs", int, "Phase 1 epochs  [4].")
-@_option("--fine-tune-epochs", "fine_tune_epochs", int, "Phase 2 epochs  [16].")
-@options([data_options[0], data_options[3], data_options[4]] + model_options)
-@stage
-def study(cfg, run_dir, reporter, n_seeds, seed_list, shard, plots):
-    """Is the gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets).
+@cli.command()
+@common
+@options(*DATA, *MODEL)
+@config_option("train_a.epochs")
+@config_option("baseline.epochs")
+@options(*TRANSFER)
+@config_option("contenders")
+@options(*PRETRAIN)
+@config_option("pretrain.epochs")
+@stage()
+def run(cfg, rd, reporter):
+    """Run every stage the contenders need, in order, then compare: the whole experiment.
 
-    \b
-    fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped
-    fmtransfer study --shard $SLURM_ARRAY_TASK_ID/10 ... # one slice per array job
-    fmtransfer study report runs/study                   # merge what has finished
+    The default contenders are the book's pair: the baseline and transfer from model A.
     """
-    from fmtransfer import study as studies
+    from fmtransfer import stages
 
+    return stages.run(cfg, rd, reporter), _compare_show
+
+
+def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
+    """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed."""
     if n_seeds is not None and seed_list:
         raise UsageError("options --seeds and --seed-list: give one of them, not both")
     if n_seeds is not None and n_seeds < 1:
         raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
     if n_seeds is not None:
-        cfg = cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n_seeds))})
-    elif seed_list:
+        return cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n_seeds))})
+    if seed_list:
         try:
-            cfg = cfg.replace(**{"study.seeds": seed_list})
-        except UsageError as e:
-            raise UsageError(f"option --seed-list ({e})") from None
-    summary = studies.run_study(cfg, run_dir, reporter, shard)
-    return _with_plots(summary, run_dir, plots)
+            return cfg.replace(**{"study.seeds": seed_list})
+        except ConfigError as e:
+            raise UsageError(f"option --seed-list ({e.problem})") from None
+    if "seed" in given and given["seed"] is not None and origins.get("study.seeds"):
+        raise UsageError(f"option --seed: {origins['study.seeds']} sets study.seeds; give --seeds N to run N "
+                         "seeds from --seed, or --seed-list")
+    return cfg
 
 
-def _with_plots(summary: dict, study_dir: Path, plots: bool | None):
+def _seed_options(f):
+    return options(
+        click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
+        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
+    )(f)
+
+
+@cli.group(invoke_without_command=True)
+@common(run_default="runs/study")
+@_seed_options
+@config_option("study.pairs")
+@config_option("study.b_train_sizes")
+@config_option("study.reuse_layers", "--reuse-layers")
+@config_option("study.presets")
+@config_option("contenders")
+@click.option("--shard", help="Run only slice I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/10.")
+@click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
+@config_option("train_a.epochs")
+@config_option("baseline.epochs")
+@config_option("transfer.freeze_epochs")
+@config_option("transfer.fine_tune_epochs")
+@options(DATA[0], DATA[3], DATA[4], *MODEL, *PRETRAIN)
+@config_option("pretrain.epochs")
+@stage(prepare=_prepare_study)
+def study(cfg, rd, reporter, n_seeds, seed_list, shard, plots):
+    """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each
+    contender paired with the baseline of the same seed.
+
+    \b
+    fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped
+    fmtransfer study --seeds 10 --contenders transfer,autoencoder,greedy
+    fmtransfer study --shard $SLURM_ARRAY_TASK_ID/10 ... # one slice per array job
+    fmtransfer study report runs/study                   # merge what has finished
+    """
+    from fmtransfer import study as studies
+
+    try:
+        result = studies.run_study(cfg, rd.path, shard_spec=shard, reporter=reporter)
+    except ConfigError as e:
+        if e.key == "shard":
+            raise UsageError(f"option --shard: {e.problem}") from None
+        raise
+    return _with_plots(result, rd.path, plots)
+
+
+def _with_plots(result, study_dir: Path, plots: bool | None):
     from fmtransfer import report
     from fmtransfer import study as studies
 
     if plots is None:
         plots = report.plotting_available()
-    if plots and summary["cells"]:
-        summary["plots"] = [str(p) for p in studies.plot(study_dir, summary)]
+    if plots and result.cells:
+        result.plots = [str(p) for p in studies.plot(study_dir, result)]
 
     def show(console, r):
         console.print(report.study_table(r))
         for p in r.get("plots", []):
             console.print(f"plot: {p}")
 
-    return summary, show
+    return result, show
 
 
 @study.command("report")

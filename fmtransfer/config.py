@@ -1,21 +1,32 @@
-"""The experiment's settings: one typed object, loaded from TOML and overridden by options.
+"""The experiment's settings: one typed, frozen, self-validating object.
 
-Every key has the book's value as its default (RECIPE.md), so an empty file is the book's
-experiment. Keys are addressed as `section.key` (`transfer.freeze_epochs`) in files, in
-overrides and in error messages.
+Every key defaults to the book's value (docs/experiment.md), so `Config()` and an empty TOML file
+are the book's experiment. Keys are addressed as `section.key` (`transfer.freeze_epochs`) in
+files, in overrides and in errors. Each section checks its own values when it is built, however
+it is built (directly, from a dict, from TOML), converting values by the fields' type hints; the
+whole `Config` then checks what spans sections (reuse depth against the model's depth).
+
+The defaults and help texts live here only: the CLI builds its options from these fields.
+
+Example:
+    >>> cfg = Config().replace(**{"transfer.freeze_epochs": 2})
+    >>> cfg.transfer.freeze_epochs
+    2
+    >>> ModelConfig(arch="cnn").hidden
+    (16, 32, 64)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Iterable, Literal, Mapping, Union
 
-from fmtransfer import UsageError
+from fmtransfer.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,80 +44,316 @@ LR_PRESETS = {
     "notebook": (1e-3, 1e-3),  # the book's notebook
 }
 
-
-@dataclass
-class DataConfig:
-    dir: str = ""  # empty: search the usual places (see data.find_data_dir)
-    b_classes: tuple[int, int] = (5, 6)  # task B: (negative, positive); 1.0 = the second
-    b_train_size: int = 200
-    valid_size: int = 5000
-    verify_checksums: bool = True
-
-
-# Each family's default `model.hidden`. Switching `model.arch` without giving `model.hidden`
-# swaps the other family's default for this one's, so `--arch cnn` alone is a working network.
+# Each family's default `model.hidden`: `ModelConfig(arch="cnn")` is a working network.
 DEFAULT_HIDDEN = {"dense": (300, 100, 50, 50, 50), "cnn": (16, 32, 64)}
+ACTIVATIONS = ("selu", "relu", "elu", "tanh", "sigmoid", "gelu", "swish", "leaky_relu")
+Reuse = Union[int, Literal["all"]]
 
 
-@dataclass
-class ModelConfig:
-    arch: str = "dense"  # dense | cnn
-    hidden: tuple[int, ...] = DEFAULT_HIDDEN["dense"]  # dense units, or cnn filters per conv-pool block
-    activation: str = "selu"
-    cnn_dense: int = 64  # cnn only: units of the dense hidden layer on the conv blocks (0: none)
+def setting(default: Any, help: str, *, option: str | None = None, show: str | None = None) -> Any:
+    """A config field: its default, the help text the CLI shows, and optionally its option name
+    (default: `--` + the key with dashes) and how `--help` shows the default."""
+    return field(default=default, metadata={"help": help, "option": option, "show": show})
 
 
-def hidden_blocks(m: ModelConfig) -> int:
-    """How many hidden blocks the network has: what reuse depth and freezing count."""
-    return len(m.hidden) + (1 if m.arch == "cnn" and m.cnn_dense else 0)
+# ----------------------------------------------------------------------------- coercion by type hint
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """`value` (from TOML, an option string or Python) as the type `hint` names, or ConfigError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for member in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, member, key)
+            except ConfigError as e:
+                errors.append(e.problem)
+        raise ConfigError(key, " or ".join(dict.fromkeys(e.split(", got")[0] for e in errors)) + f", got {value!r}")
+    if origin is Literal:
+        found = value.strip().lower() if isinstance(value, str) else value
+        if found in args:
+            return found
+        raise ConfigError(key, f"must be one of {', '.join(map(str, args))}, got {value!r}")
+    if origin is tuple:
+        return _tuple(value, args, key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        try:
+            return int(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(key, f"expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        try:
+            return float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"no coercion for {key}: {hint!r}")  # pragma: no cover - a new field's type
 
 
-@dataclass
-class TrainAConfig:
-    epochs: int = 20
-    learning_rate: float = 1e-3
+def _tuple(value: Any, args: tuple, key: str) -> tuple:
+    variadic = len(args) == 2 and args[1] is Ellipsis
+    if isinstance(value, str):
+        text = value.replace(" ", "")
+        # "5:6" is a pair; "5:6,0:2" a list of pairs; "300,100" a list of sizes.
+        sep = ":" if not variadic and ":" in text else ","
+        value = text.split(sep) if text else []
+        if any(item == "" for item in value):
+            raise ConfigError(key, f"has an empty item in {text!r}; separate values with single '{sep}'")
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(key, f"expected a list, got {value!r}")
+    if variadic:
+        return tuple(coerce(v, args[0], key) for v in value)
+    if len(value) != len(args):
+        raise ConfigError(key, f"must be {len(args)} values, got {list(value)}")
+    return tuple(coerce(v, a, key) for v, a in zip(value, args))
 
 
-@dataclass
-class BaselineConfig:
-    epochs: int = 20
-    learning_rate: float = 1e-3
+class Section:
+    """A frozen config section that converts and checks its own fields when built."""
+
+    NAME: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Section):
+                continue
+            if value is not None or type(None) not in typing.get_args(hints[f.name]):
+                object.__setattr__(self, f.name, coerce(value, hints[f.name], self.key(f.name)))
+        self.check()
+
+    def check(self) -> None:
+        """Reject impossible values; override in each section."""
+
+    def key(self, name: str) -> str:
+        return f"{self.NAME}.{name}" if self.NAME else name
+
+    def fail_unless(self, ok: bool, name: str, problem: str) -> None:
+        if not ok:
+            raise ConfigError(self.key(name), problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        if not isinstance(d, Mapping):
+            raise ConfigError(cls.NAME, f"must be a table of keys, got {d!r}")
+        known = {f.name for f in fields(cls)}
+        for name in d:
+            if name not in known:
+                raise ConfigError(f"{cls.NAME}.{name}" if cls.NAME else name, "unknown key")
+        return cls(**d)
 
 
-@dataclass
-class TransferConfig:
-    reuse_layers: int | str = "all"  # how many of A's hidden layers (from the bottom), or "all"
-    freeze_epochs: int = 4
-    fine_tune_epochs: int = 16
-    frozen_learning_rate: float = 1e-2
-    fine_tune_learning_rate: float = 1e-4
-    unfreeze: str = "all"  # all | top:K
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Section):
+        return value.to_dict()
+    return value
 
 
-@dataclass
-class PretrainConfig:
-    method: str = "autoencoder"  # autoencoder | greedy
-    unlabelled_size: int = 55000  # taken from the training images, labels ignored
-    epochs: int = 10  # per layer, for greedy
-    # SGD on a per-pixel cross-entropy needs a larger step than the classifiers: at 1e-2 the dense
-    # reconstruction loss was 0.55 after 3 epochs on 10,000 images, 0.37 at 0.1 (0.69: all grey).
-    # Larger steps (0.5, or the 1.5 of the book's shallower ch. 17 autoencoder) made it jump back up.
-    learning_rate: float = 0.1
+# ----------------------------------------------------------------------------- the sections
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """Where the data is and the book's split (docs/experiment.md, "Split")."""
+
+    NAME = "data"
+    dir: str = setting("", "Folder holding the four Fashion-MNIST .gz files (empty: search).", option="--data-dir",
+                       show="search")
+    b_classes: tuple[int, int] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive).")
+    b_train_size: int = setting(200, "Task-B training images kept.")
+    valid_size: int = setting(5000, "Training images held out for validation.")
+    verify_checksums: bool = setting(True, "Check the files against the published SHA-256 sums.")
+
+    def check(self) -> None:
+        check_pair(self.b_classes, self.key("b_classes"))
+        self.fail_unless(self.b_train_size >= 1, "b_train_size", f"must be at least 1, got {self.b_train_size}")
+        self.fail_unless(0 <= self.valid_size < 60000, "valid_size",
+                         f"must be between 0 and 59999 (of the 60,000 training images), got {self.valid_size}")
 
 
-@dataclass
-class StudyConfig:
-    seeds: tuple[int, ...] = (42,)
-    pairs: tuple[tuple[int, int], ...] = ((5, 6),)
-    b_train_sizes: tuple[int, ...] = (200,)
-    reuse_layers: tuple[int | str, ...] = ("all",)
-    presets: tuple[str, ...] = ("book",)
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    """The network family and its hidden stack; models A and B share it."""
+
+    NAME = "model"
+    arch: Literal["dense", "cnn"] = setting("dense", "Network family.")
+    hidden: Union[tuple[int, ...], None] = setting(
+        None, "Hidden layer sizes (dense), or filters per conv-pool block (cnn).",
+        show="300,100,50,50,50 (dense), 16,32,64 (cnn)")
+    activation: str = setting("selu", f"Hidden activation: {', '.join(ACTIVATIONS)}.")
+    cnn_dense: int = setting(64, "cnn only: units of the dense block on the conv blocks (0: none).")
+
+    def __post_init__(self) -> None:
+        if self.hidden is None:
+            arch = coerce(self.arch, Literal["dense", "cnn"], self.key("arch"))
+            object.__setattr__(self, "hidden", DEFAULT_HIDDEN[arch])
+        super().__post_init__()
+
+    def check(self) -> None:
+        self.fail_unless(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "hidden",
+                         f"must list at least one positive layer size, got {list(self.hidden)}")
+        if self.arch == "cnn":
+            self.fail_unless(len(self.hidden) <= 3, "hidden",
+                             "a cnn has at most 3 conv-pool blocks on 28x28 images (pooling halves each side)")
+        self.fail_unless(self.cnn_dense >= 0, "cnn_dense", f"must be 0 (none) or more units, got {self.cnn_dense}")
+        self.fail_unless(self.activation in ACTIVATIONS, "activation",
+                         f"must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+
+    @property
+    def blocks(self) -> int:
+        """How many hidden blocks the network has: what reuse depth and freezing count."""
+        return len(self.hidden) + (1 if self.arch == "cnn" and self.cnn_dense else 0)
 
 
-@dataclass
-class Config:
-    seed: int = 42
-    batch_size: int = 32
+class _Training(Section):
+    def check(self) -> None:
+        self.fail_unless(self.epochs >= 0, "epochs", f"must be 0 or more, got {self.epochs}")
+        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate",
+                         f"must be positive, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class TrainAConfig(_Training):
+    """Model A on task A's eight classes."""
+
+    NAME = "train_a"
+    epochs: int = setting(20, "Model A epochs.", option="--a-epochs")
+    learning_rate: float = setting(1e-3, "Model A SGD learning rate.", option="--a-learning-rate")
+
+
+@dataclass(frozen=True)
+class BaselineConfig(_Training):
+    """Model B from scratch on task B's few images."""
+
+    NAME = "baseline"
+    epochs: int = setting(20, "Baseline epochs.", option="--b-epochs")
+    learning_rate: float = setting(1e-3, "Baseline SGD learning rate.", option="--b-learning-rate")
+
+
+@dataclass(frozen=True)
+class TransferConfig(Section):
+    """The two phases of building model B on pretrained layers (model A's or an encoder's)."""
+
+    NAME = "transfer"
+    reuse_layers: Reuse = setting("all", "How many of the pretrained hidden layers to reuse (from the bottom), or all.")
+    freeze_epochs: int = setting(4, "Phase 1 epochs, reused layers frozen.")
+    fine_tune_epochs: int = setting(16, "Phase 2 epochs, reused layers unfrozen.")
+    frozen_learning_rate: float = setting(1e-2, "Phase 1 SGD learning rate.")
+    fine_tune_learning_rate: float = setting(1e-4, "Phase 2 SGD learning rate.")
+    unfreeze: str = setting("all", "Phase 2 unfreezes all reused layers, or the top K: top:K.")
+
+    def check(self) -> None:
+        if self.reuse_layers != "all":
+            self.fail_unless(self.reuse_layers >= 1, "reuse_layers", f"must be 'all' or at least 1, got {self.reuse_layers}")
+        for name in ("freeze_epochs", "fine_tune_epochs"):
+            self.fail_unless(getattr(self, name) >= 0, name, f"must be 0 or more, got {getattr(self, name)}")
+        for name in ("frozen_learning_rate", "fine_tune_learning_rate"):
+            self.fail_unless(0 < getattr(self, name) < math.inf, name, f"must be positive, got {getattr(self, name)}")
+        top = self.unfreeze_top
+        self.fail_unless(top is None or top >= 1, "unfreeze", "top:0 unfreezes nothing; use top:1 or more, or all")
+
+    @property
+    def unfreeze_top(self) -> int | None:
+        """None to unfreeze every reused layer, K for only the top K."""
+        if self.unfreeze == "all":
+            return None
+        head, _, k = self.unfreeze.partition(":")
+        if head == "top" and k.isdigit():
+            return int(k)
+        raise ConfigError(self.key("unfreeze"), f"must be 'all' or 'top:K' (K >= 1), got {self.unfreeze!r}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(Section):
+    """Unsupervised pretraining of the hidden stack (ch. 11.2.2)."""
+
+    NAME = "pretrain"
+    method: str = setting("autoencoder", "What `pretrain` trains: autoencoder (whole) or greedy (layer by layer).")
+    unlabelled_size: int = setting(0, "Unlabelled images: the first N training images, labels ignored (0: all).",
+                                   show="0: all")
+    epochs: int = setting(10, "Pretraining epochs (per layer for greedy).", option="--p-epochs")
+    # SGD on a per-pixel cross-entropy needs a larger step than the classifiers (docs/pretrain.md).
+    learning_rate: float = setting(0.1, "Pretraining SGD learning rate.", option="--p-learning-rate")
+
+    def check(self) -> None:
+        from fmtransfer.contenders import pretraining_methods
+
+        methods = pretraining_methods()
+        self.fail_unless(self.method in methods, "method", f"must be one of {', '.join(methods)}, got {self.method!r}")
+        # The upper bound depends on the split; pretraining checks it against the one it uses.
+        self.fail_unless(self.unlabelled_size >= 0, "unlabelled_size",
+                         f"must be 0 (all) or more, got {self.unlabelled_size}")
+        self.fail_unless(self.epochs >= 0, "epochs", f"must be 0 or more, got {self.epochs}")
+        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate", f"must be positive, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class StudyConfig(Section):
+    """The grid `study` runs; every run is a complete experiment."""
+
+    NAME = "study"
+    seeds: tuple[int, ...] = setting((), "Seeds to run (empty: the top-level seed only).", show="--seed")
+    pairs: tuple[tuple[int, int], ...] = setting(((5, 6),), "Task-B class pairs, e.g. 5:6,0:2,7:9.")
+    b_train_sizes: tuple[int, ...] = setting((200,), "Task-B training sizes, e.g. 50,200,1000.")
+    reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths")
+    presets: tuple[Literal["book", "notebook"], ...] = setting(
+        ("book",), "Transfer learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3).")
+
+    def check(self) -> None:
+        self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")
+        for name in ("seeds", "pairs", "b_train_sizes", "reuse_layers", "presets"):
+            values = getattr(self, name)
+            self.fail_unless(len(set(values)) == len(values), name, f"lists a value twice: {_plain(values)}")
+            if name != "seeds":
+                self.fail_unless(len(values) >= 1, name, "must list at least one value")
+        for pair in self.pairs:
+            check_pair(pair, self.key("pairs"))
+        self.fail_unless(all(n >= 1 for n in self.b_train_sizes), "b_train_sizes", "sizes must be positive")
+        self.fail_unless(all(r == "all" or r >= 1 for r in self.reuse_layers), "reuse_layers",
+                         "depths must be 'all' or at least 1")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train_a": TrainAConfig, "baseline": BaselineConfig,
+            "transfer": TransferConfig, "pretrain": PretrainConfig, "study": StudyConfig}
+
+
+@dataclass(frozen=True)
+class Config(Section):
+    """Every setting of an experiment, a study and the pretraining; the book's by default.
+
+    Sections may be given as section objects or as dicts. `contenders` names the ways to build
+    model B to compare (`fmtransfer.contenders`); the baseline is always one, and an empty tuple
+    means the book's pair, baseline and transfer from model A.
+
+    Example:
+        >>> Config(seed=7, transfer={"freeze_epochs": 2}).transfer.freeze_epochs
+        2
+    """
+
+    seed: int = setting(42, "Seed for every random number generator.")
+    batch_size: int = setting(32, "Mini-batch size.")
+    contenders: tuple[str, ...] = setting((), "Ways to build model B, e.g. transfer,autoencoder,greedy, or all.",
+                                          show="baseline,transfer")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train_a: TrainAConfig = field(default_factory=TrainAConfig)
@@ -115,227 +362,183 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                object.__setattr__(self, name, cls.from_dict(value))
+        super().__post_init__()
+
+    def check(self) -> None:
+        self.fail_unless(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        self.fail_unless(0 <= self.seed < 2**32, "seed", f"must be an integer from 0 to 2**32 - 1, got {self.seed}")
+        blocks = self.model.blocks
+        check_reuse(self.transfer.reuse_layers, blocks, "transfer.reuse_layers")
+        check_unfreeze(self.transfer, self.transfer.reuse_layers, blocks)
+        for reuse in self.study.reuse_layers:
+            check_reuse(reuse, blocks, "study.reuse_layers")
+        from fmtransfer.contenders import names as contender_names
+
+        known = contender_names()
+        for name in self.contenders:
+            self.fail_unless(name in known or name == "all", "contenders",
+                             f"unknown contender {name!r}; choose among {', '.join(known)}, or all")
+        self.fail_unless(len(set(self.contenders)) == len(self.contenders), "contenders",
+                         f"lists a contender twice: {list(self.contenders)}")
+
+    @property
+    def selected_contenders(self) -> tuple[str, ...]:
+        """The contenders to run, baseline first: the book's pair unless `contenders` says otherwise."""
+        from fmtransfer.contenders import names as contender_names
+
+        chosen = self.contenders or ("transfer",)
+        if "all" in chosen:
+            chosen = contender_names()
+        return ("baseline", *[c for c in chosen if c != "baseline"])
+
+    @property
+    def study_seeds(self) -> tuple[int, ...]:
+        return self.study.seeds or (self.seed,)
 
     def replace(self, **dotted: Any) -> "Config":
-        """A copy with `section.key` (or top-level) values replaced, validated."""
-        return apply_overrides(self, dotted)
+        """A validated copy with `section.key` (or top-level) values replaced.
+
+        Example:
+            >>> Config().replace(**{"model.arch": "cnn"}).model.hidden
+            (16, 32, 64)
+        """
+        return merge([(None, dotted)], base=self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        return merge([(None, flatten(d))])
 
 
-SECTIONS = {f.name: f for f in fields(Config) if dataclasses.is_dataclass(f.default_factory)}
+# ----------------------------------------------------------------------------- checks spanning keys
 
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Convert a TOML or option value to the type of the key's default, or raise naming the key."""
-    if isinstance(default, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"config key {key}: expected a list, got {value!r}")
-        if key in ("data.b_classes",):
-            value = [_coerce(key, v, 0) for v in value]
-        elif key == "study.pairs":
-            value = [_parse_pair(key, v) for v in value]
-        elif key == "study.reuse_layers":
-            value = [_reuse(key, v) for v in value]
-        elif key == "study.presets":
-            value = [_coerce(key, v, "") for v in value]
-        else:
-            value = [_coerce(key, v, 0) for v in value]
-        return tuple(value)
-    if key.endswith("reuse_layers"):
-        return _reuse(key, value)
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise UsageError(f"config key {key}: expected true or false, got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise UsageError(f"config key {key}: expected an integer, got {value!r}")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"config key {key}: expected an integer, got {value!r}") from None
-    if isinstance(default, float):
-        if isinstance(value, bool):
-            raise UsageError(f"config key {key}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"config key {key}: expected a number, got {value!r}") from None
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise UsageError(f"config key {key}: expected a string, got {value!r}")
-        return value
-    raise AssertionError(f"no coercion for {key}")  # pragma: no cover
-
-
-def _reuse(key: str, value: Any) -> int | str:
-    if isinstance(value, str) and value.strip().lower() == "all":
-        return "all"
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"config key {key}: expected a layer count or 'all', got {value!r}") from None
-
-
-def _parse_pair(key: str, value: Any) -> tuple[int, int]:
-    if isinstance(value, str):
-        value = value.split(":")
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise UsageError(f"config key {key}: a class pair is two classes such as 5:6, got {value!r}")
-    return tuple(_coerce(key, v, 0) for v in value)  # type: ignore[return-value]
-
-
-def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """Return a validated copy of `config` with `section.key` values replaced (None = keep)."""
-    new = dataclasses.replace(
-        config, **{name: dataclasses.replace(getattr(config, name)) for name in SECTIONS}
-    )
-    arch_before = new.model.arch
-    given = {dotted for dotted, value in overrides.items() if value is not None}
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, _, key = dotted.rpartition(".")
-        target = getattr(new, section) if section else new
-        if (section and section not in SECTIONS) or key not in {f.name for f in fields(target)}:
-            raise UsageError(f"unknown config key {dotted!r}")
-        if not section and key in SECTIONS:
-            raise UsageError(f"config key {dotted!r} is a section; set its keys, e.g. {key}.epochs")
-        setattr(target, key, _coerce(dotted, value, getattr(target, key)))
-    m = new.model
-    if m.arch != arch_before and "model.hidden" not in given and m.hidden == DEFAULT_HIDDEN.get(arch_before):
-        m.hidden = DEFAULT_HIDDEN.get(m.arch, m.hidden)
-    validate(new)
-    return new
-
-
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """The defaults, then the TOML file's values, then `overrides`; validated."""
-    flat: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} not found; pass an existing TOML file to --config") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"config file {path} cannot be read: {e}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"config file {path} is not valid TOML: {e}") from None
-        for key, value in raw.items():
-            if isinstance(value, dict):
-                if key not in SECTIONS:
-                    raise UsageError(f"config file {path}: unknown section [{key}]")
-                flat.update({f"{key}.{k}": v for k, v in value.items()})
-            else:
-                flat[key] = value
-    try:
-        config = apply_overrides(Config(), flat)
-    except UsageError as e:
-        raise UsageError(f"config file {path}: {e}" if path else str(e)) from None
-    return apply_overrides(config, overrides or {})
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UsageError(f"config key {key}: {message}")
-
-
-def validate(c: Config) -> None:
-    """Reject impossible values, naming the key, before any work starts."""
-    _check(c.batch_size >= 1, "batch_size", f"must be at least 1, got {c.batch_size}")
-    _check(0 <= c.seed < 2**32, "seed", f"must be an integer from 0 to 2**32 - 1, got {c.seed}")
-    _check_pair(c.data.b_classes, "data.b_classes")
-    _check(c.data.b_train_size >= 1, "data.b_train_size", f"must be at least 1, got {c.data.b_train_size}")
-    _check(0 <= c.data.valid_size < 60000, "data.valid_size",
-           f"must be between 0 and 59999 (of the 60,000 training images), got {c.data.valid_size}")
-    _check(c.model.arch in ("dense", "cnn"), "model.arch", f"must be dense or cnn, got {c.model.arch!r}")
-    _check(len(c.model.hidden) >= 1 and all(h >= 1 for h in c.model.hidden), "model.hidden",
-           f"must list at least one positive layer size, got {list(c.model.hidden)}")
-    if c.model.arch == "cnn":
-        _check(len(c.model.hidden) <= 3, "model.hidden",
-               "a cnn has at most 3 conv-pool blocks on 28x28 images (pooling halves each side)")
-    _check(c.model.cnn_dense >= 0, "model.cnn_dense", f"must be 0 (none) or more units, got {c.model.cnn_dense}")
-    _check(c.model.activation in ACTIVATIONS, "model.activation",
-           f"must be one of {', '.join(ACTIVATIONS)}, got {c.model.activation!r}")
-    for name in ("train_a", "baseline", "pretrain"):
-        section = getattr(c, name)
-        _check(section.epochs >= 0, f"{name}.epochs", f"must be 0 or more, got {section.epochs}")
-        _check(0 < section.learning_rate < math.inf, f"{name}.learning_rate",
-               f"must be positive, got {section.learning_rate}")
-    t = c.transfer
-    for key in ("freeze_epochs", "fine_tune_epochs"):
-        _check(getattr(t, key) >= 0, f"transfer.{key}", f"must be 0 or more, got {getattr(t, key)}")
-    for key in ("frozen_learning_rate", "fine_tune_learning_rate"):
-        _check(0 < getattr(t, key) < math.inf, f"transfer.{key}", f"must be positive, got {getattr(t, key)}")
-    _check_reuse(t.reuse_layers, hidden_blocks(c.model), "transfer.reuse_layers")
-    _check_top(t.unfreeze, [t.reuse_layers], hidden_blocks(c.model))
-    _check(c.pretrain.method in ("autoencoder", "greedy"), "pretrain.method",
-           f"must be autoencoder or greedy, got {c.pretrain.method!r}")
-    # The upper bound depends on the split; `pretrain` checks it against the one it uses.
-    _check(c.pretrain.unlabelled_size >= 1, "pretrain.unlabelled_size",
-           f"must be at least 1, got {c.pretrain.unlabelled_size}")
-    s = c.study
-    _check(len(s.seeds) >= 1 and all(0 <= x < 2**32 for x in s.seeds), "study.seeds",
-           "must list at least one seed, each from 0 to 2**32 - 1")
-    for key in ("seeds", "pairs", "b_train_sizes", "reuse_layers", "presets"):
-        values = getattr(s, key)
-        _check(len(set(values)) == len(values), f"study.{key}", f"lists a value twice: {list(values)}")
-    _check(len(s.pairs) >= 1, "study.pairs", "must list at least one class pair")
-    for pair in s.pairs:
-        _check_pair(pair, "study.pairs")
-    _check(len(s.b_train_sizes) >= 1 and all(n >= 1 for n in s.b_train_sizes), "study.b_train_sizes",
-           "must list at least one positive size")
-    _check(len(s.reuse_layers) >= 1, "study.reuse_layers", "must list at least one value")
-    for r in s.reuse_layers:
-        _check_reuse(r, hidden_blocks(c.model), "study.reuse_layers")
-    _check_top(t.unfreeze, s.reuse_layers, hidden_blocks(c.model))
-    _check(len(s.presets) >= 1 and all(p in LR_PRESETS for p in s.presets), "study.presets",
-           f"must list presets among {', '.join(LR_PRESETS)}, got {list(s.presets)}")
-
-
-ACTIVATIONS = ("selu", "relu", "elu", "tanh", "sigmoid", "gelu", "swish", "leaky_relu")
-
-
-def _check_pair(pair: tuple[int, ...], key: str) -> None:
-    _check(len(pair) == 2, key, f"must be two classes, got {list(pair)}")
+def check_pair(pair: tuple[int, ...], key: str) -> None:
+    if len(pair) != 2:
+        raise ConfigError(key, f"must be two classes, got {list(pair)}")
     for k in pair:
-        _check(0 <= k <= 9, key, f"class {k} is outside 0..9 ({', '.join(f'{i} {n}' for i, n in enumerate(CLASS_NAMES))})")
-    _check(pair[0] != pair[1], key, f"the two classes must differ, got {pair[0]} twice")
+        if not 0 <= k <= 9:
+            raise ConfigError(key, f"class {k} is outside 0..9 ({', '.join(f'{i} {n}' for i, n in enumerate(CLASS_NAMES))})")
+    if pair[0] == pair[1]:
+        raise ConfigError(key, f"the two classes must differ, got {pair[0]} twice")
 
 
-def _check_reuse(reuse: int | str, n_hidden: int, key: str) -> None:
-    if reuse == "all":
-        return
-    _check(1 <= int(reuse) <= n_hidden, key,
-           f"model A has {n_hidden} hidden layers; reuse between 1 and {n_hidden}, or 'all', got {reuse}")
+def check_reuse(reuse: Reuse, blocks: int, key: str) -> None:
+    if reuse != "all" and not 1 <= reuse <= blocks:
+        raise ConfigError(key, f"model A has {blocks} hidden layers; reuse between 1 and {blocks}, or 'all', got {reuse}")
 
 
-def _check_top(unfreeze: str, reuses, n_hidden: int) -> None:
-    top = unfreeze_top(unfreeze)  # raises on a bad value
-    if top is None:
-        return
-    fewest = min(reuse_count(r, n_hidden) for r in reuses)
-    _check(top <= fewest, "transfer.unfreeze",
-           f"top:{top} unfreezes more than the {fewest} reused layers; use top:{fewest} or fewer")
+def check_unfreeze(t: TransferConfig, reuse: Reuse, blocks: int) -> None:
+    """`top:K` must not unfreeze more layers than `reuse` keeps."""
+    top, kept = t.unfreeze_top, reuse_count(reuse, blocks)
+    if top is not None and top > kept:
+        raise ConfigError("transfer.unfreeze",
+                          f"top:{top} unfreezes more than the {kept} reused layers; use top:{kept} or fewer")
 
 
-def reuse_count(reuse: int | str, n_hidden: int) -> int:
-    return n_hidden if reuse == "all" else int(reuse)
+def reuse_count(reuse: Reuse, blocks: int) -> int:
+    return blocks if reuse == "all" else int(reuse)
 
 
-def unfreeze_top(unfreeze: str) -> int | None:
-    """Parse `transfer.unfreeze`: None for all reused layers, K for only the top K."""
-    if unfreeze == "all":
-        return None
-    head, _, k = unfreeze.partition(":")
-    if head == "top" and k.isdigit() and int(k) >= 0:
-        return int(k)
-    raise UsageError(f"config key transfer.unfreeze: must be 'all' or 'top:K' (K >= 0), got {unfreeze!r}")
+# ----------------------------------------------------------------------------- loading and merging
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"transfer": {"freeze_epochs": 4}} -> {"transfer.freeze_epochs": 4}."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def merge(layers: Iterable[tuple[str | None, Mapping[str, Any]]], base: Config | None = None) -> Config:
+    """`base` (default `Config()`) with each layer's `section.key` values applied in turn.
+
+    A layer is (source, values); `source` (a config file, a run directory's config.json) is named
+    in any error about a key that layer set. A value of None means "not given". Setting
+    `model.arch` without `model.hidden` brings the new family's default sizes, unless the hidden
+    sizes in force were chosen on purpose (not the old family's default).
+    """
+    values = flatten((base or Config()).to_dict())
+    origin: dict[str, str | None] = {}
+    for source, layer in layers:
+        given = {k: v for k, v in flatten(layer).items() if v is not None}
+        for key in given:
+            if key not in values:
+                section = key.partition(".")[0]
+                if "." in key and section not in SECTIONS:
+                    raise ConfigError(key, f"unknown section [{section}]", source=source)
+                raise ConfigError(key, "unknown key" if key not in SECTIONS else
+                                  f"is a section; set its keys, e.g. {key}.epochs", source=source)
+        if "model.arch" in given and "model.hidden" not in given:
+            old_default = DEFAULT_HIDDEN.get(str(values["model.arch"]))
+            if old_default is not None and tuple(values["model.hidden"]) == old_default:
+                values["model.hidden"] = None
+        values.update(given)
+        origin.update(dict.fromkeys(given, source))
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        section, _, name = key.rpartition(".")
+        (nested.setdefault(section, {}) if section else nested)[name] = value
+    try:
+        return Config(**nested)
+    except ConfigError as e:
+        raise e.with_source(origin.get(e.key)) from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's settings as `section.key` values, or a ConfigError-free UsageError naming it."""
+    from fmtransfer.errors import UsageError
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} not found; pass an existing TOML file", path=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {path} cannot be read: {e}", path=path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML: {e}", path=path) from None
+    for key, value in raw.items():
+        if isinstance(value, dict) and key not in SECTIONS:
+            raise ConfigError(key, f"unknown section [{key}]", source=f"config file {path}")
+    return flatten(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, /,
+                **kwargs: Any) -> Config:
+    """The defaults, then the TOML file's values, then `overrides`, then keyword overrides; validated.
+
+    Args:
+        path: a TOML file (sections as in configs/book.toml), or None for the book's defaults.
+        overrides: `section.key` -> value (None values are ignored).
+        **kwargs: top-level keys (`seed=7`), whole sections as dicts (`transfer={"freeze_epochs": 2}`),
+            or `section__key=value`.
+
+    Example:
+        >>> cfg = load_config("configs/book.toml", seed=7, transfer__freeze_epochs=2)
+        >>> (cfg.seed, cfg.transfer.freeze_epochs)
+        (7, 2)
+    """
+    layers: list[tuple[str | None, Mapping[str, Any]]] = []
+    if path is not None:
+        layers.append((f"config file {path}", read_toml(path)))
+    if overrides:
+        layers.append((None, dict(overrides)))
+    if kwargs:
+        layers.append((None, {k.replace("__", "."): v for k, v in kwargs.items()}))
+    return merge(layers)
+
+
+def field_info(key: str) -> tuple[dataclasses.Field, Any, Any]:
+    """(field, type hint, default) of a dotted key: what the CLI builds an option from."""
+    section, _, name = key.rpartition(".")
+    cls = SECTIONS[section] if section else Config
+    f = next(f for f in fields(cls) if f.name == name)
+    default = getattr(getattr(Config(), section) if section else Config(), name)
+    return f, typing.get_type_hints(cls)[name], default

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmtransfer import FmtError, UsageError
 from fmtransfer.config import DataConfig
+from fmtransfer.errors import ConfigError, DataError, FmtError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -69,11 +69,11 @@ def find_data_dir(data_dir: str | os.PathLike | None = None, download: bool = Tr
             return place
         if reason in ("--data-dir", "$FMTRANSFER_DATA"):
             missing = [n for n in FILES.values() if not (place / n).is_file()]
-            raise UsageError(
+            raise DataError(
                 f"{reason} {place} lacks {', '.join(missing)}; put the four Fashion-MNIST .gz files there"
             )
     if not download:
-        raise UsageError("Fashion-MNIST not found; pass --data-dir DIR or install dataset-fashion-mnist")
+        raise DataError("Fashion-MNIST not found; pass --data-dir DIR or install dataset-fashion-mnist")
     return download_dataset(keras_cache_dir())
 
 
@@ -117,23 +117,23 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise UsageError(f"{path}: file not found") from None
+        raise DataError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as e:
-        raise UsageError(f"{path}: not a readable gzip file ({e}); replace it with a fresh copy") from None
+        raise DataError(f"{path}: not a readable gzip file ({e}); replace it with a fresh copy") from None
     if len(raw) < 4:
-        raise UsageError(f"{path}: truncated IDX file ({len(raw)} bytes); replace it with a fresh copy")
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes); replace it with a fresh copy")
     (found,) = struct.unpack(">I", raw[:4])
     if found != magic:
-        raise UsageError(f"{path}: wrong IDX magic number 0x{found:08x}, expected 0x{magic:08x}; "
+        raise DataError(f"{path}: wrong IDX magic number 0x{found:08x}, expected 0x{magic:08x}; "
                          "is it the right file?")
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise UsageError(f"{path}: truncated IDX header; replace it with a fresh copy")
+        raise DataError(f"{path}: truncated IDX header; replace it with a fresh copy")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     size = int(np.prod(shape))
     if len(raw) - header != size:
-        raise UsageError(f"{path}: IDX header promises {size} bytes of data, file holds {len(raw) - header}; "
+        raise DataError(f"{path}: IDX header promises {size} bytes of data, file holds {len(raw) - header}; "
                          "it is truncated or corrupt, replace it with a fresh copy")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -154,10 +154,10 @@ def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256
     for name in FILES.values():
         path = directory / name
         if not path.is_file():
-            raise UsageError(f"{path}: file not found; put the four Fashion-MNIST .gz files in {directory}")
+            raise DataError(f"{path}: file not found; put the four Fashion-MNIST .gz files in {directory}")
         hashes[name] = sha256(path)
         if expected is not None and expected.get(name) and hashes[name] != expected[name]:
-            raise UsageError(f"{path}: SHA-256 {hashes[name][:16]}... does not match the published "
+            raise DataError(f"{path}: SHA-256 {hashes[name][:16]}... does not match the published "
                              f"{expected[name][:16]}...; the file is corrupt or not Fashion-MNIST, "
                              "replace it (or pass --no-verify to use it anyway)")
     arrays = {key: read_idx(directory / name, LABELS_MAGIC if key.endswith("labels") else IMAGES_MAGIC)
@@ -165,13 +165,13 @@ def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise UsageError(f"{directory / FILES[part + '_images']}: images are {images.shape[1:]}, expected 28x28")
+            raise DataError(f"{directory / FILES[part + '_images']}: images are {images.shape[1:]}, expected 28x28")
         if len(images) != len(labels):
-            raise UsageError(f"{directory / FILES[part + '_images']} holds {len(images)} images but "
+            raise DataError(f"{directory / FILES[part + '_images']} holds {len(images)} images but "
                              f"{directory / FILES[part + '_labels']} holds {len(labels)} labels; "
                              "the files do not belong together")
         if labels.size and labels.max() > 9:
-            raise UsageError(f"{directory / FILES[part + '_labels']}: label {labels.max()} is outside 0..9")
+            raise DataError(f"{directory / FILES[part + '_labels']}: label {labels.max()} is outside 0..9")
     return Raw(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
                arrays["test_labels"], directory, hashes)
 
@@ -208,6 +208,8 @@ class Split:
         return [k for k in range(10) if k not in self.b_classes]
 
     def save(self, path: Path) -> None:
+        from fmtransfer.rundir import atomic_path
+
         arrays = {f"{p}_{xy}": getattr(self, p)[i] for p in self.PARTS for i, xy in enumerate("xy")}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -224,7 +226,7 @@ class Split:
         except FileNotFoundError:
             raise
         except Exception as e:  # a half-copied or foreign file: numpy raises many kinds
-            raise UsageError(f"{path}: unreadable split ({e}); run `fmtransfer split` again") from None
+            raise DataError(f"{path}: unreadable split ({e}); run `fmtransfer split` again") from None
 
 
 def scaled(images: np.ndarray) -> np.ndarray:
@@ -257,54 +259,33 @@ def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int 
     )
     available = int(np.sum((y_train == neg) | (y_train == pos)))
     if available < b_train_size:
-        raise UsageError(f"config key data.b_train_size: only {available} training images of classes "
-                         f"{neg} and {pos} exist, asked for {b_train_size}")
+        raise ConfigError("data.b_train_size", f"only {available} training images of classes "
+                          f"{neg} and {pos} exist, asked for {b_train_size}")
     if len(split.b_train[1]) and len(np.unique(split.b_train[1])) < 2:
-        raise UsageError(f"config key data.b_train_size: the first {b_train_size} images of classes {neg} and "
-                         f"{pos} hold only one of them; use more images")
+        raise ConfigError("data.b_train_size", f"the first {b_train_size} images of classes {neg} and "
+                          f"{pos} hold only one of them; use more images")
     if not len(split.a_test[1]) or not len(split.b_test[1]) or not len(split.a_train[1]):
-        raise UsageError(f"{raw.source}: too few images for task A and task B ({split.sizes()}); "
+        raise DataError(f"{raw.source}: too few images for task A and task B ({split.sizes()}); "
                          "is this the whole dataset?")
     return split
 
 
-def load_split_from_files(cfg: DataConfig) -> tuple[Split, Raw]:
-    directory = find_data_dir(cfg.dir or None)
-    raw = load_raw(directory, PUBLISHED_SHA256 if cfg.verify_checksums else None)
-    return make_split(raw, cfg.b_classes, cfg.b_train_size, cfg.valid_size), raw
+def load(cfg: DataConfig) -> Raw:
+    """Find the four files as `cfg` says, verify and parse them."""
+    return load_raw(find_data_dir(cfg.dir or None), PUBLISHED_SHA256 if cfg.verify_checksums else None)
 
 
-class atomic_path:
-    """A temporary path beside `path`, renamed onto it only when the block succeeds.
-
-    The temporary name keeps `path`'s suffix, since Keras picks the format from it.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}",
-                                   dir=self.path.parent)
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, kind, value, tb) -> None:
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+def split_of(raw: Raw, cfg: DataConfig) -> Split:
+    """The book's split of `raw` with `cfg`'s classes and sizes, fingerprinted."""
+    split = make_split(raw, cfg.b_classes, cfg.b_train_size, cfg.valid_size)
+    split.fingerprint = split_fingerprint(cfg, raw.sha256)
+    return split
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def split_fingerprint(cfg: DataConfig, sha256: dict[str, str]) -> str:
+    """What identifies a split: its settings and the data files' hashes (where the files lie,
+    or whether their checksums were checked, changes nothing in the data)."""
+    from fmtransfer.rundir import fingerprint
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    settings = {"b_classes": list(cfg.b_classes), "b_train_size": cfg.b_train_size, "valid_size": cfg.valid_size}
+    return fingerprint(settings, sha256)

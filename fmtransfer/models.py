@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fmtransfer import UsageError
 from fmtransfer.config import ModelConfig
-from fmtransfer.runtime import start
+from fmtransfer.errors import ConfigError, DataError
+from fmtransfer.runtime import import_keras
 
-keras = start()
+keras = import_keras()
 layers = keras.layers
 
 INPUT_SHAPE = (28, 28)
@@ -109,13 +109,13 @@ def clone_with_weights(model):
 def build_b_on_a(model_a, reuse: int | str = "all", name: str = "model A"):
     """model_B_on_A: a clone of A's stem and lowest `reuse` blocks, then a new sigmoid output.
 
-    Works on a clone, so training B never changes model A (RECIPE.md, pitfalls).
+    Works on a clone, so training B never changes model A (docs/experiment.md, pitfalls).
     """
     clone = clone_with_weights(model_a)
     stem, hidden = blocks(clone)
     n = len(hidden) if reuse == "all" else int(reuse)
     if not 1 <= n <= len(hidden):
-        raise UsageError(f"option --reuse-layers: {name} has {len(hidden)} hidden layers, asked for {reuse}")
+        raise ConfigError("transfer.reuse_layers", f"{name} has {len(hidden)} hidden layers, asked for {reuse}")
     reused = [layer for block in hidden[:n] for layer in block]
     model = keras.Sequential([keras.Input(INPUT_SHAPE), *stem, *reused], name="model_B_on_A")
     needs_flatten = len(model.compute_output_shape((None, *INPUT_SHAPE))) > 2
@@ -199,20 +199,20 @@ def load_model(path: str | Path):
     """Load a `.keras` or legacy `.h5` model A, or fail with a one-line error."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"model file {path} not found; run `fmtransfer train-a` first or pass --model-a FILE")
+        raise DataError(f"model file {path} not found; run `fmtransfer train-a` first or pass --model-a FILE", path=path)
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise UsageError(f"model file {path} is not a .keras (zip) file; retrain it with `fmtransfer train-a`")
+        raise DataError(f"model file {path} is not a .keras (zip) file; retrain it with `fmtransfer train-a`", path=path)
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"model file {path} cannot be loaded ({first[:200]}); "
-                         "retrain it with `fmtransfer train-a`") from None
+        raise DataError(f"model file {path} cannot be loaded ({first[:200]}); "
+                        "retrain it with `fmtransfer train-a`", path=path) from None
     shape = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else None
     if shape != INPUT_SHAPE:
-        raise UsageError(f"model file {path} takes inputs of shape {shape}, not 28x28 images")
+        raise DataError(f"model file {path} takes inputs of shape {shape}, not 28x28 images", path=path)
     if not blocks(model)[1]:
-        raise UsageError(f"model file {path} has no hidden layers to reuse")
+        raise DataError(f"model file {path} has no hidden layers to reuse", path=path)
     return model
 
 
@@ -225,7 +225,7 @@ def weights_digest(weights: list) -> str:
 
 
 def save_model(model, path: Path) -> None:
-    from fmtransfer.data import atomic_path
+    from fmtransfer.rundir import atomic_path
 
     with atomic_path(path) as tmp:
         model.save(tmp)

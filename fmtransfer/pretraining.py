@@ -14,14 +14,71 @@ check that greedy pretraining really froze the blocks below the one it was train
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from fmtransfer.config import CLASS_NAMES, Config
+from fmtransfer.errors import ConfigError
 from fmtransfer.report import Reporter, pyplot, save_figure
 
 
-def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | None = None):
-    """Pretrain with `cfg.pretrain.method` on scaled images; return (autoencoder, encoder, steps)."""
+@dataclass
+class Pretrained:
+    """What pretraining made: the encoder model B builds on, the whole autoencoder, and scores."""
+
+    method: str
+    encoder: object
+    autoencoder: object
+    steps: list[dict]
+    unlabelled_size: int
+    reconstruction_loss: float  # on the test images, binary cross-entropy per pixel
+    valid_reconstruction_loss: float | None
+    seconds: float
+    test_images: np.ndarray = field(repr=False, default=None)
+    test_labels: np.ndarray = field(repr=False, default=None)
+
+
+def images(split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(unlabelled training images, validation images, test images, test classes), scaled.
+
+    The first `size` (0: all) training images, labels ignored; never validation images (they
+    give the per-epoch loss) nor test images (they give the final loss and the picture). Task A's
+    and task B's parts of a set hold all its images between them, so none of this depends on
+    which pair task B is.
+    """
+    available = len(split.unlabelled)
+    if size > available:
+        raise ConfigError("pretrain.unlabelled_size", f"the split has {available} training images, asked for {size}")
+    x = split.unlabelled[:size or available].astype(np.float32) / 255.0
+    x_valid = np.concatenate([split.a_valid[0], split.b_valid[0]]).astype(np.float32) / 255.0
+    x_test = np.concatenate([split.a_test[0], split.b_test[0]]).astype(np.float32) / 255.0
+    labels = np.concatenate([np.array(split.a_classes)[split.a_test[1]],
+                             np.array(split.b_classes)[split.b_test[1].astype(int)]])
+    return x, x_valid, x_test, labels
+
+
+def pretrain(cfg: Config, split, method: str, reporter: Reporter | None = None) -> Pretrained:
+    """Pretrain `method`'s encoder on `split`'s unlabelled images with `cfg.seed`."""
+    from fmtransfer import contenders, runtime, training
+
+    reporter = reporter or Reporter(quiet=True)
+    contender = contenders.get(method)
+    x, x_valid, x_test, labels = images(split, cfg.pretrain.unlabelled_size)
+    started = time.perf_counter()
+    runtime.seed_everything(cfg.seed)
+    autoencoder, encoder, steps = contender.pretrain(cfg, x, x_valid, reporter)
+    test = training.evaluate(autoencoder, x_test, x_test, task=training.RECONSTRUCTION)
+    valid = training.evaluate(autoencoder, x_valid, x_valid, task=training.RECONSTRUCTION) if len(x_valid) else {}
+    return Pretrained(method, encoder, autoencoder, steps, len(x), test["loss"], valid.get("loss"),
+                      round(time.perf_counter() - started, 3), x_test, labels)
+
+
+def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | None = None, *,
+          greedy: bool = False):
+    """Pretrain the stacked autoencoder on scaled images, whole or greedily; return
+    (autoencoder, encoder, steps)."""
     from fmtransfer import models, training
 
     reporter = reporter or Reporter(quiet=True)
@@ -30,18 +87,18 @@ def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | 
     _, hidden, decoders = parts
     n = len(hidden)
     # The whole autoencoder is one step at full depth; greedy is n steps, one per depth.
-    depths = range(1, n + 1) if p.method == "greedy" else [n]
+    depths = range(1, n + 1) if greedy else [n]
     steps = []
     for depth in depths:
         model = models.stack_autoencoder(parts, depth)
         for i in range(depth):
             # Greedy moves only the newest encoder/decoder pair; the whole autoencoder moves all.
-            trainable = p.method != "greedy" or i == depth - 1
+            trainable = not greedy or i == depth - 1
             for layer in hidden[i] + decoders[i]:
                 layer.trainable = trainable
         trains = [layer.name for layer in model.layers if layer.trainable and layer.weights]
         before = [_digest(block) for block in hidden[:depth]]
-        label = "autoencoder" if p.method != "greedy" else f"greedy {depth}/{n}"
+        label = f"greedy {depth}/{n}" if greedy else "autoencoder"
         with reporter.training(label, p.epochs) as on_epoch:
             history = training.fit(model, x, x, task=training.RECONSTRUCTION, epochs=p.epochs,
                                    learning_rate=p.learning_rate, batch_size=cfg.batch_size,

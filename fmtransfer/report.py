@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fmtransfer import UsageError
 from fmtransfer.config import CLASS_NAMES
+from fmtransfer.errors import UsageError
+from fmtransfer.rundir import to_json  # noqa: F401  (what the CLI prints with --json)
 
 
 class Reporter:
@@ -94,28 +95,13 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     """Write `fig` as a PNG atomically, and free it."""
     import matplotlib.pyplot as plt
 
-    from fmtransfer.data import atomic_path
+    from fmtransfer.rundir import atomic_path
 
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)
     finally:
         plt.close(fig)
-
-
-def to_json(obj: Any) -> str:
-    """Strict JSON: infinities and NaN (a perfect transfer model's error ratio) become null."""
-    return json.dumps(_finite(obj), indent=2, sort_keys=False)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -177,13 +163,13 @@ def _ratio(ratio: float | None) -> str:
 def study_table(summary: dict) -> Table:
     table = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
                         "test-B accuracy, paired over seeds")
-    for name in ("B classes", "n B", "reuse", "lr", "seeds", "baseline", "transfer", "gain, pts (95% CI)",
-                 "err ÷", "W/T/L", "p"):
-        table.add_column(name, justify="left" if name in ("B classes", "lr") else "right")
+    for name in ("contender", "B classes", "n B", "reuse", "lr", "seeds", "baseline", "contender acc",
+                 "gain, pts (95% CI)", "err ÷", "W/T/L", "p"):
+        table.add_column(name, justify="left" if name in ("contender", "B classes", "lr") else "right")
     for c in summary["cells"]:
         ci = c["ci95"]
         gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
-        table.add_row(f"{c['pair'][0]} vs {c['pair'][1]}", str(c["b_train_size"]), str(c["reuse_layers"]),
+        table.add_row(c["title"], f"{c['pair'][0]} vs {c['pair'][1]}", str(c["b_train_size"]), str(c["reuse_layers"]),
                       c["preset"], str(c["n"]), _mean_std(c["baseline_mean"], c["baseline_std"]),
                       _mean_std(c["transfer_mean"], c["transfer_std"]), gain, _ratio(c["error_rate_ratio"]),
                       f"{c['wins']}/{c['ties']}/{c['losses']}",
@@ -196,8 +182,8 @@ def study_table(summary: dict) -> Table:
                          f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
                          f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
                          "error rate as much.")
-    notes.append("Accuracies in %, mean±sd over seeds. Gain = transfer - baseline; CI: Student t; "
-                 "err ÷: baseline error / transfer error; p: Wilcoxon signed-rank, two-sided, Pratt's ties.")
+    notes.append("Accuracies in %, mean±sd over seeds. Gain = contender - baseline; CI: Student t; "
+                 "err ÷: baseline error / contender error; p: Wilcoxon signed-rank, two-sided, Pratt's ties.")
     table.caption = "\n".join(notes)
     return table
 

@@ -1,6 +1,12 @@
-"""TensorFlow start-up: a quiet import, thread settings for small machines, determinism.
+"""TensorFlow's set-up: one explicit call, `setup()`, for thread pools, determinism and logging.
 
-Kept apart so that nothing imports TensorFlow until a stage needs it.
+Importing any fmtransfer module changes no TensorFlow state. The CLI calls `setup()` before a
+stage; the library's entry points (`run_experiment`, `run_study`) call `ensure_setup()`, which
+does nothing if you called `setup()` yourself first, so your choice wins:
+
+    import fmtransfer
+    fmtransfer.setup(threads=(2, 2), deterministic=False)   # before anything trains
+    fmtransfer.run_experiment(fmtransfer.load_config())
 """
 
 from __future__ import annotations
@@ -11,7 +17,29 @@ import platform
 import sys
 import warnings
 
-_started = False
+_configured: dict | None = None
+
+
+def check_environment() -> None:
+    """Check fmtransfer's environment variables before TensorFlow's slow import."""
+    threads()
+
+
+def import_keras():
+    """Keras on TensorFlow, imported without changing any TensorFlow setting.
+
+    fmtransfer trains with TensorFlow graphs, so it always uses Keras' TensorFlow backend.
+    """
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        from fmtransfer.errors import FmtError
+
+        raise FmtError(f"Keras was imported with the {keras.backend.backend()} backend; fmtransfer needs "
+                       "TensorFlow: import fmtransfer before keras, or set KERAS_BACKEND=tensorflow")
+    return keras
 
 
 @contextlib.contextmanager
@@ -32,30 +60,45 @@ def _stderr_silenced(enabled: bool):
         os.close(devnull)
 
 
-def start(verbose: bool = False, deterministic: bool = True):
-    """Import TensorFlow and Keras once, quietly unless `verbose`; return the `keras` module."""
-    global _started
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    with _stderr_silenced(not verbose):
-        import tensorflow as tf
-        import keras
-    if not _started:
-        if not verbose:
-            tf.get_logger().setLevel("ERROR")
-            warnings.filterwarnings("ignore", module="keras")
-            with contextlib.suppress(ImportError):
-                import absl.logging
+def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, deterministic: bool = True,
+          quiet: bool = True) -> None:
+    """Configure TensorFlow for fmtransfer: call once, before anything trains.
 
-                absl.logging.set_verbosity(absl.logging.ERROR)
-        _set_threads(tf)
-        if deterministic:
-            # Bit-identical reruns, for 6-7% of an epoch: sparse cross-entropy then takes TF's
-            # deterministic formulation (bench/README.md).
-            tf.config.experimental.enable_op_determinism()
-        _started = True  # last: a failure above (a bad $FMTRANSFER_THREADS) is raised again next time
-    return keras
+    Args:
+        arch: the network family to size thread pools for (see `threads`).
+        threads: (intra-op, inter-op) pool sizes; None chooses as `threads(arch)` does, 0 is
+            TensorFlow's own choice (every core).
+        deterministic: bit-identical reruns (TensorFlow's op determinism); costs a few percent.
+        quiet: hide TensorFlow's and Keras' log lines and warnings.
+
+    Thread pools are fixed once TensorFlow has run an op; a later call cannot change them.
+    """
+    global _configured
+    intra, inter = threads if threads is not None else globals()["threads"](arch)
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_silenced(quiet):
+        import_keras()
+        import tensorflow as tf
+    if quiet:
+        tf.get_logger().setLevel("ERROR")
+        warnings.filterwarnings("ignore", module="keras")
+        with contextlib.suppress(ImportError):
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+    with contextlib.suppress(RuntimeError):  # already fixed by an earlier op: the first choice stays
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    _configured = {"arch": arch, "threads": (intra, inter), "deterministic": deterministic, "quiet": quiet}
+
+
+def ensure_setup(arch: str = "dense") -> None:
+    """`setup(arch=arch)` unless `setup` was already called (by you, or the CLI)."""
+    if _configured is None:
+        setup(arch=arch)
 
 
 def threads(arch: str = "dense") -> tuple[int, int]:
@@ -63,9 +106,9 @@ def threads(arch: str = "dense") -> tuple[int, int]:
 
     `$FMTRANSFER_THREADS` ("N" or "INTRA,INTER"; 0 leaves TensorFlow's choice, every core)
     decides when set. Otherwise a dense model gets one of each: a batch-32 step of these small
-    layers is ~150 ops of a few to ~50 microseconds, and handing them between threads costs more
-    than splitting them saves (TensorFlow's choice is 1.6-2x slower on 2 cores; bench/README.md).
-    A cnn's convolutions are big enough to split, so it keeps TensorFlow's choice.
+    layers is many tiny ops, and handing them between threads costs more than splitting them
+    saves (bench/README.md measures it). A cnn's convolutions are big enough to split, so it
+    keeps TensorFlow's choice.
     """
     value = os.environ.get("FMTRANSFER_THREADS", "").strip()
     if not value:
@@ -75,49 +118,23 @@ def threads(arch: str = "dense") -> tuple[int, int]:
         if len(parts) not in (1, 2) or min(parts) < 0:
             raise ValueError
     except ValueError:
-        from fmtransfer import UsageError
+        from fmtransfer.errors import UsageError
 
         raise UsageError(f"FMTRANSFER_THREADS: expected N or INTRA,INTER (0: TensorFlow's default), "
                          f"got {value!r}") from None
     return parts[0], parts[-1]
 
 
-def use_threads_for(arch: str) -> None:
-    """Size TensorFlow's thread pools for training `arch` (see `threads`).
-
-    Takes effect only before TensorFlow runs its first op, so call it at the start of a stage,
-    before a model is built or loaded; `start` alone sizes them for a dense model.
-    """
-    start()
-    import tensorflow as tf
-
-    _set_threads(tf, arch)
-
-
-def _set_threads(tf, arch: str = "dense") -> None:
-    intra, inter = threads(arch)
-    # The pools are fixed once TensorFlow has run an op; then the first choice stays.
-    with contextlib.suppress(RuntimeError):
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-
-
-def prepare(seed: int, arch: str = "dense") -> None:
-    """Before a stage builds or loads a model: thread pools sized for `arch`, every RNG seeded."""
-    use_threads_for(arch)
-    seed_everything(seed)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow, so a stage gives the same numbers on the same machine."""
-    keras = start()
-    keras.utils.set_random_seed(seed)
+def seed_everything(seed: int | list[int]) -> None:
+    """Seed Python, numpy and TensorFlow, so a model depends only on its settings, not on what
+    ran before it in the process."""
+    import_keras().utils.set_random_seed(seed)
 
 
 def versions() -> dict[str, str]:
+    import keras
     import numpy
     import tensorflow as tf
-    import keras
 
     from fmtransfer import __version__
 

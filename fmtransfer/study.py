@@ -1,15 +1,15 @@
-"""`fmtransfer study`: is the transfer gain real? A grid of complete experiments, and its statistics.
+"""`fmtransfer study`: is a gain real? A grid of complete experiments, and its statistics.
 
-A *run* is one complete experiment (model A, baseline B, model_B_on_A) at one point of the grid:
-seed x task-B class pair x task-B training size x reuse depth x learning-rate preset. A *cell* is
-every run sharing all axes but the seed; its statistics are paired over seeds, since baseline
-and transfer of the same seed share the split, the seed and the test images.
+A *run* is one contender at one point of the grid: seed x task-B class pair x task-B training
+size x reuse depth x learning-rate preset, paired with the baseline of the same seed, pair and
+size (same split, same seed, same test images). A *cell* is every run sharing all but the seed;
+its statistics are paired over seeds.
 
-Runs are grouped by (seed, pair): model A depends on nothing else, so it is trained once per
-group, saved in the study directory, and reused by every run of the group (and by a resumed
-study). Each finished run is appended as one JSON line, so an interrupted study resumes where it
-stopped. `--shard I/N` gives each job of an array every N-th group, written to its own results
-file, so jobs sharing a directory never write the same file; `report` merges them.
+What runs share is made once and kept in the study directory: model A per (seed, pair), each
+pretrained encoder per seed (pretraining never sees labels, so it does not depend on the pair),
+the baseline per (seed, pair, size). Each finished run is appended as one JSON line, so an
+interrupted study resumes where it stopped. `shard` gives each job of an array every N-th (seed,
+pair) group, written to its own results file; `report` merges them.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fmtransfer import UsageError
-from fmtransfer.config import LR_PRESETS, Config
-from fmtransfer.experiment import error_rate_ratio, fingerprint
+from fmtransfer import contenders
+from fmtransfer.config import LR_PRESETS, Config, check_unfreeze, flatten, merge
+from fmtransfer.errors import ConfigError, DataError, UsageError
+from fmtransfer.pipeline import error_rate_ratio
 from fmtransfer.report import Reporter, pyplot, save_figure
+from fmtransfer.rundir import fingerprint, write_text_atomic
 
 STUDY_JSON = "study.json"
 BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "book",
@@ -36,6 +39,8 @@ BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "b
 
 @dataclass(frozen=True)
 class RunKey:
+    """A grid point; each selected contender is one run there."""
+
     seed: int
     pair: tuple[int, int]
     b_train_size: int
@@ -47,9 +52,8 @@ class RunKey:
         return (f"seed{self.seed}-pair{self.pair[0]}v{self.pair[1]}-n{self.b_train_size}"
                 f"-reuse{self.reuse_layers}-{self.preset}")
 
-    @property
-    def cell(self) -> tuple:
-        return (self.pair, self.b_train_size, self.reuse_layers, self.preset)
+    def run_id(self, contender: str) -> str:
+        return f"{self.id}-{contender}"
 
     @property
     def group(self) -> tuple[int, tuple[int, int]]:
@@ -64,12 +68,82 @@ class RunKey:
                                "transfer.fine_tune_learning_rate": fine_tune_lr})
 
 
+@dataclass
+class Cell:
+    """The paired statistics of one contender against the baseline over the seeds of one cell."""
+
+    contender: str
+    title: str
+    pair: list[int]
+    b_train_size: int
+    reuse_layers: int | str
+    preset: str
+    seeds: list[int]
+    n: int
+    baseline_mean: float
+    baseline_std: float | None
+    transfer_mean: float  # the contender's mean test accuracy
+    transfer_std: float | None
+    mean_difference: float
+    ci95: list[float] | None
+    p_value: float | None
+    error_rate_ratio: float
+    wins: int
+    ties: int
+    losses: int
+    book: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["book"] is None:
+            del d["book"]
+        return d
+
+
+@dataclass
+class StudyResult:
+    """Every finished run of a study directory, summarised per cell."""
+
+    study: str
+    runs_finished: int
+    runs_in_grid: int
+    cells: list[Cell]
+    config: dict
+    plots: list[str] = field(default_factory=list)
+
+    def cell(self, contender: str = "transfer", **axes) -> Cell:
+        """The first cell of `contender` matching `axes` (pair=(5, 6), b_train_size=200, ...)."""
+        for c in self.cells:
+            if c.contender == contender and all(
+                    (list(v) if isinstance(v, tuple) else v) == getattr(c, k) for k, v in axes.items()):
+                return c
+        raise KeyError(f"no cell for {contender} with {axes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"study": self.study, "runs_finished": self.runs_finished, "runs_in_grid": self.runs_in_grid,
+             "cells": [c.to_dict() for c in self.cells], "config": self.config}
+        if self.plots:
+            d["plots"] = self.plots
+        return d
+
+
 def grid(cfg: Config) -> list[RunKey]:
-    """Every run of the study, those sharing model A next to each other."""
+    """Every grid point of the study, those sharing model A next to each other."""
     s = cfg.study
     return [RunKey(seed, tuple(pair), size, reuse, preset)
             for seed, pair, size, reuse, preset
-            in itertools.product(s.seeds, s.pairs, s.b_train_sizes, s.reuse_layers, s.presets)]
+            in itertools.product(cfg.study_seeds, s.pairs, s.b_train_sizes, s.reuse_layers, s.presets)]
+
+
+def study_contenders(cfg: Config) -> tuple[str, ...]:
+    """The contenders a study pairs against the baseline (every selected one but the baseline)."""
+    return tuple(c for c in cfg.selected_contenders if c != "baseline")
+
+
+def check_grid(cfg: Config) -> None:
+    """Settings every run of the grid must accept: `top:K` fits every reuse depth."""
+    for reuse in cfg.study.reuse_layers:
+        check_unfreeze(cfg.transfer, reuse, cfg.model.blocks)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -78,7 +152,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         return 0, 1
     head, _, tail = text.partition("/")
     if not (head.isdigit() and tail.isdigit()) or int(tail) < 1 or int(head) >= int(tail):
-        raise UsageError(f"option --shard: expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+        raise ConfigError("shard", f"expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
     return int(head), int(tail)
 
 
@@ -90,31 +164,44 @@ def shard(keys: list[RunKey], index: int, count: int) -> list[RunKey]:
 
 
 def settings_fingerprint(cfg: Config) -> str:
-    """What every run of a study shares: the config without the grid's axes."""
+    """What every run of a study shares: the settings that are not the grid's axes.
+
+    Pretraining settings are fingerprinted apart (`pretrain_fingerprint`), so a study of
+    transfer alone can later take pretraining contenders in.
+    """
     d = cfg.to_dict()
-    for section in ("study", "seed", "pretrain"):  # pretraining plays no part in a study's runs
-        d.pop(section)
-    for key in ("b_classes", "b_train_size", "dir"):  # where the files lie is no setting
-        d["data"].pop(key)
-    for key in ("reuse_layers", "frozen_learning_rate", "fine_tune_learning_rate"):
-        d["transfer"].pop(key)
-    return fingerprint(d)
+    shared = {"batch_size": d["batch_size"], "model": d["model"], "train_a": d["train_a"], "baseline": d["baseline"],
+              "data": {k: d["data"][k] for k in ("valid_size", "verify_checksums")},
+              "transfer": {k: d["transfer"][k] for k in ("freeze_epochs", "fine_tune_epochs", "unfreeze")}}
+    return fingerprint(shared)
+
+
+def pretrain_fingerprint(cfg: Config) -> str:
+    return fingerprint({k: v for k, v in cfg.pretrain.to_dict().items() if k != "method"})
 
 
 def results_path(study_dir: Path, index: int, count: int) -> Path:
     return study_dir / ("results.jsonl" if count == 1 else f"results-{index}of{count}.jsonl")
 
 
+def _normalised(record: dict) -> dict:
+    """A results line of an older fmtransfer (transfer only, no contender field) in today's form."""
+    if "contender" not in record and isinstance(record.get("transfer"), dict):
+        record = {**record, "contender": "transfer", "result": record["transfer"], "id": f"{record['id']}-transfer"}
+    return record
+
+
 def load_results(study_dir: Path) -> list[dict]:
     """Every finished run in the directory, merged over shards; a torn last line is ignored."""
     found: dict[str, dict] = {}
-    for path in sorted(study_dir.glob("results*.jsonl")):
+    for path in sorted(Path(study_dir).glob("results*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a run killed mid-write; it is simply run again
             if isinstance(record, dict) and "id" in record:
+                record = _normalised(record)
                 found.setdefault(record["id"], record)
     return list(found.values())
 
@@ -134,103 +221,165 @@ def append_result(path: Path, record: dict) -> None:
 
 def _check_study_dir(cfg: Config, study_dir: Path) -> None:
     """A directory holds one study: runs made with other fixed settings must not be mixed in."""
-    from fmtransfer.data import write_text_atomic
-
     meta_path = study_dir / STUDY_JSON
-    key = settings_fingerprint(cfg)
-    if meta_path.is_file() and _read_meta(study_dir).get("settings_fingerprint") != key:
-        raise UsageError(f"{study_dir} holds a study made with other settings (epochs, model, ...); "
-                         "use another --run DIR, or the same settings")
+    meta = {"settings_fingerprint": settings_fingerprint(cfg)}
+    if any(contenders.get(c).needs != ("model_a",) and contenders.get(c).needs for c in study_contenders(cfg)):
+        meta["pretrain_fingerprint"] = pretrain_fingerprint(cfg)
+    if meta_path.is_file():
+        old = _read_meta(study_dir)
+        for key, what in (("settings_fingerprint", "epochs, model, ..."), ("pretrain_fingerprint", "pretraining")):
+            if key in old and key in meta and old[key] != meta[key]:
+                raise UsageError(f"{study_dir} holds a study made with other settings ({what}); "
+                                 "use another directory, or the same settings", path=study_dir)
+            if key in old:
+                meta.setdefault(key, old[key])
     # The grid's axes may grow between invocations; the latest grid is the one to report against.
     study_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(meta_path, json.dumps({"settings_fingerprint": key, "config": cfg.to_dict()}, indent=2))
+    write_text_atomic(meta_path, json.dumps({**meta, "config": cfg.to_dict()}, indent=2))
 
 
 def _read_meta(study_dir: Path) -> dict:
     path = study_dir / STUDY_JSON
     if not path.is_file():
         raise UsageError(f"{study_dir} is not a study directory (no {STUDY_JSON}); "
-                         f"run `fmtransfer study --run {study_dir}` first")
+                         f"run `fmtransfer study --run {study_dir}` first", path=study_dir)
     try:
-        meta = json.loads(path.read_text())
-        if isinstance(meta, dict) and "config" in meta:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
             return meta
     except (OSError, ValueError):
         pass
-    raise UsageError(f"{path} is unreadable; delete it and run the study again (finished runs are kept)")
+    raise DataError(f"{path} is unreadable; delete it and run the study again (finished runs are kept)", path=path)
 
 
-def run_study(cfg: Config, study_dir: Path, reporter: Reporter | None = None,
-              shard_spec: str | None = None) -> dict:
-    """Run this shard's unfinished runs, appending each as it finishes; return the merged report."""
-    from fmtransfer.data import PUBLISHED_SHA256, find_data_dir, load_raw
+def _config_from(d: dict) -> Config:
+    """A study's stored config, keeping only the keys this version knows."""
+    known = flatten(Config().to_dict())
+    return merge([(None, {k: v for k, v in flatten(d).items() if k in known})])
 
-    reporter = reporter or Reporter(quiet=True)
+
+def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *, shard_spec: str | None = None,
+              progress: bool = False, reporter: Reporter | None = None) -> StudyResult:
+    """Run this shard's unfinished runs, appending each as it finishes; return the merged report.
+
+    Args:
+        cfg: the settings; `cfg.study` is the grid, `cfg.contenders` what to pair against the baseline.
+        study_dir: where models, results and the study's settings are kept; rerun to resume.
+        shard_spec: "I/N" to run only the I-th of N slices (for job arrays).
+        progress: show a progress bar over the grid.
+
+    Example:
+        >>> cfg = load_config("configs/quick.toml", study={"seeds": [1, 2, 3]}, contenders=["transfer"])
+        >>> result = run_study(cfg, "runs/study-quick")
+        >>> result.cell("transfer").p_value
+    """
+    from fmtransfer import data, runtime
+
+    cfg = cfg or Config()
+    reporter = reporter or Reporter(quiet=not progress)
     index, count = parse_shard(shard_spec)
+    check_grid(cfg)
     study_dir = Path(study_dir)
+    runtime.ensure_setup(cfg.model.arch)
     _check_study_dir(cfg, study_dir)
+    chosen = study_contenders(cfg)
     keys = shard(grid(cfg), index, count)
     done = {r["id"] for r in load_results(study_dir)}
-    todo = [k for k in keys if k.id not in done]
+    total = len(keys) * len(chosen)
+    todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
     out = results_path(study_dir, index, count)
-    reporter.info(f"study {study_dir}: shard {index}/{count} has {len(keys)} runs, {len(keys) - len(todo)} "
-                  f"already finished, {len(todo)} to run")
+    finished = sum(k.run_id(c) in done for k in keys for c in chosen)
+    reporter.info(f"study {study_dir}: shard {index}/{count} has {total} runs, {finished} already finished, "
+                  f"{total - finished} to run")
     if todo:
-        from fmtransfer.data import make_split
-
-        raw = load_raw(find_data_dir(cfg.data.dir or None), PUBLISHED_SHA256 if cfg.data.verify_checksums else None)
+        raw = data.load(cfg.data)
         for pair in cfg.study.pairs:  # fail now, not hours into the grid
-            make_split(raw, pair, max(cfg.study.b_train_sizes), cfg.data.valid_size)
-        quiet = Reporter(quiet=True)
-        with reporter.grid("study", total=len(keys), done=len(keys) - len(todo)) as advance:
-            for group, runs in itertools.groupby(todo, key=lambda k: k.group):
-                _run_group(list(runs), cfg, raw, study_dir, out, quiet, advance)
+            data.make_split(raw, pair, max(cfg.study.b_train_sizes), cfg.data.valid_size)
+        with reporter.grid("study", total=total, done=finished) as advance:
+            for _, runs in itertools.groupby(todo, key=lambda k: k.group):
+                _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance)
     return report(study_dir)
 
 
-def _run_group(runs: list[RunKey], cfg: Config, raw, study_dir: Path, out: Path, quiet: Reporter,
-               advance) -> None:
-    """The runs sharing one model A: train (or load) it once, then each baseline once per size."""
-    from fmtransfer import experiment, models
-    from fmtransfer.data import make_split, write_text_atomic
+class _Cache:
+    """Model A and pretrained encoders of a study, saved in its directory and loaded on resume."""
+
+    def __init__(self, study_dir: Path, cfg: Config, split, pair: tuple[int, int], seed: int):
+        self.dir, self.cfg, self.split, self.pair, self.seed = study_dir / "models", cfg, split, pair, seed
+        self.info: dict[str, dict] = {}
+        self.models: dict[str, Any] = {}
+
+    def __getitem__(self, need: str):
+        from fmtransfer import models, pipeline, pretraining
+
+        if need in self.models:
+            return self.models[need]
+        if need == "model_a":
+            path = self.dir / f"a-seed{self.seed}-pair{self.pair[0]}v{self.pair[1]}.keras"
+        else:
+            path = self.dir / f"encoder-{need.partition(':')[2]}-seed{self.seed}.keras"
+        meta = path.with_suffix(".json")
+        started = time.perf_counter()
+        if path.is_file() and meta.is_file():
+            try:
+                info = json.loads(meta.read_text(encoding="utf-8"))
+            except ValueError:
+                raise DataError(f"{meta} is unreadable; delete it and {path.name}, and run the study again "
+                                "(they are retrained)", path=meta) from None
+            model = models.load_model(path)
+        elif need == "model_a":
+            model, a = pipeline.train_model_a(self.cfg, self.split)
+            info = {"test_accuracy": a.test_accuracy, "seed": self.seed, "pair": list(self.pair)}
+        else:
+            made = pretraining.pretrain(self.cfg, self.split, need.partition(":")[2])
+            model = made.encoder
+            info = {"reconstruction_loss": made.reconstruction_loss, "seed": self.seed, "seconds": made.seconds}
+        if not (path.is_file() and meta.is_file()):
+            models.save_model(model, path)
+            write_text_atomic(meta, json.dumps(info))
+        self.models[need], self.info[need] = model, {**info, "seconds_here": round(time.perf_counter() - started, 2)}
+        return model
+
+
+def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
+               done: set[str], advance) -> None:
+    """The runs sharing one (seed, pair): model A and encoders made or loaded once, each baseline
+    once per size, then every unfinished contender."""
+    from fmtransfer import data
 
     first = runs[0]
-    a_cfg = first.config(cfg)
-    a_path = study_dir / "models" / f"a-seed{first.seed}-pair{first.pair[0]}v{first.pair[1]}.keras"
-    a_meta_path = a_path.with_suffix(".json")
-    started = time.perf_counter()
-    split = make_split(raw, first.pair, max(r.b_train_size for r in runs), cfg.data.valid_size)
-    if a_path.is_file() and a_meta_path.is_file():
-        model_a = models.load_model(a_path)
-        a_accuracy = json.loads(a_meta_path.read_text())["test_accuracy"]
-    else:
-        model_a, _, test = experiment.fit_model_a(a_cfg, split, quiet)
-        a_accuracy = test["accuracy"]
-        models.save_model(model_a, a_path)
-        write_text_atomic(a_meta_path, json.dumps({"test_accuracy": a_accuracy, "seed": first.seed,
-                                                   "pair": list(first.pair)}))
-    a_seconds = time.perf_counter() - started
+    split = data.make_split(raw, first.pair, max(r.b_train_size for r in runs), cfg.data.valid_size)
+    cache = _Cache(study_dir, first.config(cfg), split, first.pair, first.seed)
+    quiet = Reporter(quiet=True)
     for size, sized in itertools.groupby(runs, key=lambda k: k.b_train_size):
-        split = make_split(raw, first.pair, size, cfg.data.valid_size)
+        split = data.make_split(raw, first.pair, size, cfg.data.valid_size)
         started = time.perf_counter()
-        _, _, base = experiment.fit_baseline(first.config(cfg).replace(**{"data.b_train_size": size}), split, quiet)
-        base_seconds = time.perf_counter() - started
+        _, base = contenders.get("baseline").fit(first.config(cfg), split, {}, quiet)
+        base_seconds = round(time.perf_counter() - started, 2)
         for key in sized:
-            started = time.perf_counter()
-            _, _, test, reused = experiment.fit_transfer(key.config(cfg), split, model_a, quiet)
-            append_result(out, {
-                "id": key.id, "seed": key.seed, "pair": list(key.pair), "b_train_size": key.b_train_size,
-                "reuse_layers": key.reuse_layers, "preset": key.preset,
-                "learning_rates": list(LR_PRESETS[key.preset]),
-                "baseline": {"test_accuracy": base["accuracy"], "test_loss": base["loss"]},
-                "transfer": {"test_accuracy": test["accuracy"], "test_loss": test["loss"]},
-                "model_a_test_accuracy": a_accuracy,
-                "seconds": {"model_a": round(a_seconds, 2), "baseline": round(base_seconds, 2),
-                            "transfer": round(time.perf_counter() - started, 2)},
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            })
-            a_seconds = 0.0  # model A's time is counted once, with the group's first run
-            advance(key.id)
+            for name in chosen:
+                if key.run_id(name) in done:
+                    continue
+                contender = contenders.get(name)
+                deps = {need: cache[need] for need in contender.needs}
+                started = time.perf_counter()
+                _, r = contender.fit(key.config(cfg), split, deps, quiet)
+                record = {
+                    "id": key.run_id(name), "seed": key.seed, "pair": list(key.pair),
+                    "b_train_size": key.b_train_size, "reuse_layers": key.reuse_layers, "preset": key.preset,
+                    "contender": name, "learning_rates": list(LR_PRESETS[key.preset]),
+                    "baseline": {"test_accuracy": base.test_accuracy, "test_loss": base.test_loss},
+                    "result": {"test_accuracy": r.test_accuracy, "test_loss": r.test_loss},
+                    "built_on": {need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
+                                 for need in contender.needs},
+                    "seconds": {"baseline": base_seconds, "contender": round(time.perf_counter() - started, 2),
+                                **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs}},
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+                base_seconds = 0.0  # the baseline's time is counted once, with its first run
+                append_result(out, record)
+                done.add(record["id"])
+                advance(record["id"])
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -273,41 +422,39 @@ def paired_stats(baseline: list[float], transfer: list[float]) -> dict:
     return out
 
 
-def report(study_dir: Path) -> dict:
-    """Merge every finished run in `study_dir` and summarise each cell."""
+def report(study_dir: str | Path) -> StudyResult:
+    """Merge every finished run in `study_dir` and summarise each cell, per contender."""
     study_dir = Path(study_dir)
     meta = _read_meta(study_dir)
     config = _config_from(meta["config"])
     results = load_results(study_dir)
     cells: dict[tuple, list[dict]] = {}
-    for r in sorted(results, key=lambda r: (r["pair"], r["b_train_size"], str(r["reuse_layers"]), r["preset"], r["seed"])):
-        cells.setdefault((tuple(r["pair"]), r["b_train_size"], r["reuse_layers"], r["preset"]), []).append(r)
+    order = {name: i for i, name in enumerate(contenders.names())}
+    for r in sorted(results, key=lambda r: (r["pair"], r["b_train_size"], str(r["reuse_layers"]), r["preset"],
+                                            order.get(r["contender"], 99), r["contender"], r["seed"])):
+        cells.setdefault((tuple(r["pair"]), r["b_train_size"], r["reuse_layers"], r["preset"], r["contender"]),
+                         []).append(r)
     summary = []
-    for (pair, size, reuse, preset), runs in cells.items():
-        cell = {"pair": list(pair), "b_train_size": size, "reuse_layers": reuse, "preset": preset,
-                "seeds": [r["seed"] for r in runs],
-                **paired_stats([r["baseline"]["test_accuracy"] for r in runs],
-                               [r["transfer"]["test_accuracy"] for r in runs])}
-        if (pair, size, reuse, preset) == (BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]) \
-                and settings_fingerprint(config) == settings_fingerprint(Config()):  # the book's epochs, model...
-            cell["book"] = book_placement(runs)
+    book_settings = settings_fingerprint(config) == settings_fingerprint(Config())  # the book's epochs, model...
+    for (pair, size, reuse, preset, name), runs in cells.items():
+        title = contenders.get(name).title if name in contenders.names() else name
+        stats = paired_stats([r["baseline"]["test_accuracy"] for r in runs], [r["result"]["test_accuracy"] for r in runs])
+        cell = Cell(contender=name, title=title, pair=list(pair), b_train_size=size, reuse_layers=reuse, preset=preset,
+                    seeds=[r["seed"] for r in runs], **stats)
+        if name == "transfer" and book_settings and (pair, size, reuse, preset) == (
+                BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]):
+            cell.book = book_placement(runs)
         summary.append(cell)
-    total = len({k.id for k in grid(config)} | {r["id"] for r in results})
-    return {"study": str(study_dir), "runs_finished": len(results), "runs_in_grid": total,
-            "cells": summary, "config": meta["config"]}
-
-
-def _config_from(d: dict) -> Config:
-    from fmtransfer.experiment import _flatten
-
-    return Config().replace(**_flatten(d))
+    in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
+    return StudyResult(str(study_dir), len(results), len(in_grid | {r["id"] for r in results}), summary,
+                       meta["config"])
 
 
 def book_placement(runs: list[dict]) -> dict:
     """Where the book's published 97.05% -> 99.25% falls among this cell's seeds."""
     book_gain = BOOK["transfer"] - BOOK["baseline"]
-    gains = np.array([r["transfer"]["test_accuracy"] - r["baseline"]["test_accuracy"] for r in runs])
-    ratios = np.array([error_rate_ratio(r["baseline"]["test_accuracy"], r["transfer"]["test_accuracy"]) for r in runs])
+    gains = np.array([r["result"]["test_accuracy"] - r["baseline"]["test_accuracy"] for r in runs])
+    ratios = np.array([error_rate_ratio(r["baseline"]["test_accuracy"], r["result"]["test_accuracy"]) for r in runs])
     book_ratio = error_rate_ratio(BOOK["baseline"], BOOK["transfer"])
     return {"baseline": BOOK["baseline"], "transfer": BOOK["transfer"], "gain": book_gain,
             "error_rate_ratio": book_ratio,
@@ -318,26 +465,29 @@ def book_placement(runs: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- plots
 
-def plot(study_dir: Path, summary: dict) -> list[Path]:
-    """Per cell, the paired accuracies seed by seed; and the mean gain against task-B size."""
+def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
+    """Per cell, the paired accuracies seed by seed; the mean gain against task-B size; and, with
+    more than one contender, every contender's gain with its confidence interval."""
     plt = pyplot("--plots")
     study_dir = Path(study_dir)
     out_dir = study_dir / "plots"
     out_dir.mkdir(exist_ok=True)
     results = load_results(study_dir)
     written = []
-    for cell in summary["cells"]:
-        runs = sorted((r for r in results if (r["pair"], r["b_train_size"], r["reuse_layers"], r["preset"])
-                       == (cell["pair"], cell["b_train_size"], cell["reuse_layers"], cell["preset"])),
+    for cell in (c.to_dict() for c in summary.cells):
+        runs = sorted((r for r in results if (r["pair"], r["b_train_size"], r["reuse_layers"], r["preset"],
+                                              r["contender"]) == (cell["pair"], cell["b_train_size"],
+                                                                  cell["reuse_layers"], cell["preset"],
+                                                                  cell["contender"])),
                       key=lambda r: r["seed"])
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = np.arange(len(runs))
         base = [100 * r["baseline"]["test_accuracy"] for r in runs]
-        trans = [100 * r["transfer"]["test_accuracy"] for r in runs]
+        trans = [100 * r["result"]["test_accuracy"] for r in runs]
         for x, b, t in zip(xs, base, trans):
             ax.plot([x, x], [b, t], color="green" if t > b else "red" if t < b else "grey", lw=1)
         ax.scatter(xs, base, label="baseline (from scratch)", marker="o", color="tab:blue", zorder=3)
-        ax.scatter(xs, trans, label="transfer from A", marker="^", color="tab:orange", zorder=3)
+        ax.scatter(xs, trans, label=cell["title"], marker="^", color="tab:orange", zorder=3)
         if "book" in cell:
             ax.axhline(100 * BOOK["baseline"], color="tab:blue", ls=":", lw=1, label="book baseline 97.05%")
             ax.axhline(100 * BOOK["transfer"], color="tab:orange", ls=":", lw=1, label="book transfer 99.25%")
@@ -345,37 +495,60 @@ def plot(study_dir: Path, summary: dict) -> list[Path]:
         ax.set_xlabel("seed")
         ax.set_ylabel("test B accuracy (%)")
         p = cell["p_value"]
-        ax.set_title(f"classes {cell['pair'][0]} vs {cell['pair'][1]}, {cell['b_train_size']} images, "
+        ax.set_title(f"{cell['title']}: classes {cell['pair'][0]} vs {cell['pair'][1]}, {cell['b_train_size']} images, "
                      f"reuse {cell['reuse_layers']}, {cell['preset']}\n"
                      f"W/T/L {cell['wins']}/{cell['ties']}/{cell['losses']}"
                      + (f", Wilcoxon p={p:.3g}" if p is not None else ""), fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = out_dir / (f"paired-pair{cell['pair'][0]}v{cell['pair'][1]}-n{cell['b_train_size']}"
+        prefix = "" if cell["contender"] == "transfer" else f"{cell['contender']}-"
+        path = out_dir / (f"paired-{prefix}pair{cell['pair'][0]}v{cell['pair'][1]}-n{cell['b_train_size']}"
                           f"-reuse{cell['reuse_layers']}-{cell['preset']}.png")
         save_figure(fig, path)
         written.append(path)
     fig, ax = plt.subplots(figsize=(6, 4))
     lines: dict[tuple, list[dict]] = {}
-    for cell in summary["cells"]:
-        lines.setdefault((tuple(cell["pair"]), cell["reuse_layers"], cell["preset"]), []).append(cell)
-    for (pair, reuse, preset), cells in lines.items():
+    for cell in (c.to_dict() for c in summary.cells):
+        lines.setdefault((cell["title"], tuple(cell["pair"]), cell["reuse_layers"], cell["preset"]), []).append(cell)
+    for (title, pair, reuse, preset), cells in lines.items():
         cells = sorted(cells, key=lambda c: c["b_train_size"])
         sizes = [c["b_train_size"] for c in cells]
         means = [100 * c["mean_difference"] for c in cells]
         lo = [100 * (c["mean_difference"] - c["ci95"][0]) if c["ci95"] else 0 for c in cells]
         hi = [100 * (c["ci95"][1] - c["mean_difference"]) if c["ci95"] else 0 for c in cells]
         ax.errorbar(sizes, means, yerr=[lo, hi], marker="o", capsize=3,
-                    label=f"{pair[0]} vs {pair[1]}, reuse {reuse}, {preset}")
+                    label=f"{title}: {pair[0]} vs {pair[1]}, reuse {reuse}, {preset}")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("task-B training images")
-    ax.set_ylabel("transfer - baseline accuracy (points, mean, 95% CI)")
-    ax.set_title("Transfer gain against task-B training size")
+    ax.set_ylabel("contender - baseline accuracy (points, mean, 95% CI)")
+    ax.set_title("Gain over the baseline against task-B training size")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "gain-vs-size.png"
     save_figure(fig, path)
     written.append(path)
+    if len({c.contender for c in summary.cells}) > 1:
+        written.append(plot_contenders(out_dir, summary, plt))
     return written
 
+
+def plot_contenders(out_dir: Path, summary: StudyResult, plt) -> Path:
+    """One row per contender and cell: its mean gain over the baseline with the 95% CI."""
+    cells = sorted(summary.cells, key=lambda c: c.mean_difference)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(cells) + 1.2))
+    ys = np.arange(len(cells))
+    for y, c in zip(ys, cells):
+        lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))
+        colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
+        ax.plot([100 * lo, 100 * hi], [y, y], color=colour, lw=2)
+        ax.plot(100 * c.mean_difference, y, "o", color=colour)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ys, [f"{c.title} ({c.pair[0]} vs {c.pair[1]}, n={c.b_train_size}, {c.preset})" for c in cells],
+                  fontsize=7)
+    ax.set_xlabel("gain over the baseline, accuracy points (mean, 95% CI over seeds)")
+    ax.set_title("Contenders against the baseline", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "contenders.png"
+    save_figure(fig, path)
+    return path

@@ -20,10 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from fmtransfer.runtime import start
+from fmtransfer.runtime import import_keras
 
-keras = start()
-import tensorflow as tf  # noqa: E402  (after the quiet start above)
+keras = import_keras()
+import tensorflow as tf  # noqa: E402  (keras first: it pins the TensorFlow backend)
 
 EVAL_BATCH = 2048  # evaluation does no backward pass, so larger batches are just faster
 
@@ -107,6 +107,23 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
         if on_epoch:
             on_epoch(epoch + 1, record)
     return history
+
+
+def scaled_part(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A split part's (uint8 images, labels) as (float32 images in [0, 1], labels)."""
+    return part[0].astype(np.float32) / 255.0, part[1]
+
+
+def train_from_scratch(model, section, cfg, task: Task, train: tuple, valid: tuple, reporter, label: str) -> dict:
+    """Train a freshly built model for `section.epochs` at `section.learning_rate` (model A, the
+    baseline); return the phase record: epochs, learning rate, history, seconds."""
+    started = time.perf_counter()
+    with reporter.training(label, section.epochs) as on_epoch:
+        history = fit(model, *scaled_part(train), task=task, epochs=section.epochs,
+                      learning_rate=section.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
+                      validation=scaled_part(valid), on_epoch=on_epoch)
+    return {"name": "train", "epochs": section.epochs, "learning_rate": section.learning_rate,
+            "history": history, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:

@@ -47,6 +47,15 @@ def isolated_home(tmp_path_factory):
         yield keras_home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tensorflow_set_up():
+    """The one explicit TensorFlow set-up the CLI and the API's entry points make (tests that
+    call models or training directly need it too)."""
+    from fmtransfer import runtime
+
+    runtime.setup()
+
+
 # ----------------------------------------------------------------------------- IDX files
 
 def idx_bytes(array: np.ndarray, magic: int | None = None, dims: tuple[int, ...] | None = None) -> bytes:

@@ -108,7 +108,7 @@ def test_b_on_a_reuses_exactly_n_hidden_layers_with_a_weights(model_a, reuse):
 
 @pytest.mark.parametrize("reuse", [0, 4])
 def test_reusing_more_layers_than_a_has_is_a_usage_error(model_a, reuse):
-    with pytest.raises(UsageError, match="reuse-layers"):
+    with pytest.raises(UsageError, match="transfer.reuse_layers"):
         models.build_b_on_a(model_a, reuse)
 
 

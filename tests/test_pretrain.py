@@ -92,8 +92,9 @@ def test_greedy_pretraining_trains_one_layer_at_a_time(dense_run):
 
 def test_pretraining_sees_only_the_first_n_training_images(tmp_path, data_dir, monkeypatch):
     """The generated images carry their own index in pixels (0,0) and (0,1)."""
-    from fmtransfer import experiment, training
+    from fmtransfer import stages, training
     from fmtransfer.config import load_config
+    from fmtransfer.rundir import RunDir
 
     seen = []
     real_fit = training.fit
@@ -105,7 +106,7 @@ def test_pretraining_sees_only_the_first_n_training_images(tmp_path, data_dir, m
     monkeypatch.setattr(training, "fit", recording_fit)
     _split(tmp_path, data_dir)
     cfg = load_config(None, {"pretrain.unlabelled_size": 50, "pretrain.epochs": 1, "model.hidden": "8"})
-    experiment.pretrain(cfg, tmp_path, plot=False)
+    stages.pretrain(cfg, RunDir(tmp_path), plot=False)
     [(x, x_valid)] = seen
 
     def indices(images):
@@ -169,7 +170,7 @@ def test_transfer_from_an_encoder_not_yet_trained(tmp_path, data_dir):
 def test_pretrain_rejects_bad_input(tmp_path, data_dir, monkeypatch):
     _split(tmp_path, data_dir)
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--unlabelled-size", 5000), "--unlabelled-size", "600")
-    assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--unlabelled-size", 0), "--unlabelled-size")
+    assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--unlabelled-size", -1), "--unlabelled-size")
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--method", "rbm"), "--method")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the [plot] extra were not installed
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--plot", "--unlabelled-size", 50),
@@ -210,7 +211,7 @@ def test_cnn_for_every_stage(tmp_path, data_dir):
     baseline = models.load_model(tmp_path / "model_b.keras")
     assert models.arch_of(baseline) == "cnn"
     # A dense baseline against cnn contenders would compare architectures, not transfer.
-    assert_usage_error(run_cli("compare", "--run", tmp_path, "--arch", "dense"), "--arch cnn")
+    assert_usage_error(run_cli("compare", "--run", tmp_path, "--arch", "dense"), "--arch", "a cnn network")
 
 
 def test_arch_switch_brings_its_own_default_hidden_sizes(tmp_path):

@@ -94,7 +94,7 @@ def test_ties_use_the_normal_approximation_with_zeros_kept_in_the_ranking():
 
 
 def test_the_book_result_is_placed_against_the_cell():
-    runs = [{"baseline": {"test_accuracy": b}, "transfer": {"test_accuracy": t}}
+    runs = [{"baseline": {"test_accuracy": b}, "result": {"test_accuracy": t}}
             for b, t in [(0.97, 0.995), (0.98, 0.98), (0.99, 0.985)]]
     placement = studies.book_placement(runs)
     assert placement["gain"] == pytest.approx(0.022)
@@ -125,7 +125,7 @@ def test_shards_are_disjoint_cover_the_grid_and_keep_model_a_groups_whole(tiny_c
 
 @pytest.mark.parametrize("bad", ["2/2", "x/3", "1", "0/0", "-1/2"])
 def test_a_bad_shard_is_a_usage_error(bad):
-    with pytest.raises(UsageError, match="--shard"):
+    with pytest.raises(UsageError, match="shard"):
         studies.parse_shard(bad)
 
 
@@ -143,10 +143,11 @@ def test_a_torn_last_line_is_ignored_and_cannot_swallow_the_next_result(tmp_path
 
 @pytest.mark.slow
 def test_an_interrupted_study_resumes_without_repeating_a_finished_run(tiny_config, tmp_path, monkeypatch):
-    from fmtransfer import experiment
+    from fmtransfer import pipeline
+    from fmtransfer.contenders.transfer import TransferFromA
 
     calls = []
-    real = experiment.fit_transfer
+    real = TransferFromA.fit
 
     def interrupted_after_three(*args, **kwargs):
         if len(calls) == 3:
@@ -155,20 +156,20 @@ def test_an_interrupted_study_resumes_without_repeating_a_finished_run(tiny_conf
         return real(*args, **kwargs)
 
     tiny_config = tiny_config.replace(**{"study.pairs": [[5, 6]]})
-    monkeypatch.setattr(experiment, "fit_transfer", interrupted_after_three)
+    monkeypatch.setattr(TransferFromA, "fit", interrupted_after_three)
     with pytest.raises(KeyboardInterrupt):
         studies.run_study(tiny_config, tmp_path)
     assert len(studies.load_results(tmp_path)) == 3
     first_three = {r["id"]: r for r in studies.load_results(tmp_path)}
     models_before = sorted(p.name for p in (tmp_path / "models").iterdir())
 
-    monkeypatch.setattr(experiment, "fit_transfer", real)
+    monkeypatch.setattr(TransferFromA, "fit", real)
     trained = []
-    real_fit_a = experiment.fit_model_a
-    monkeypatch.setattr(experiment, "fit_model_a", lambda *a, **k: trained.append(1) or real_fit_a(*a, **k))
+    real_fit_a = pipeline.train_model_a
+    monkeypatch.setattr(pipeline, "train_model_a", lambda *a, **k: trained.append(1) or real_fit_a(*a, **k))
     summary = studies.run_study(tiny_config, tmp_path)
     results = studies.load_results(tmp_path)
-    assert len(results) == len(studies.grid(tiny_config)) == summary["runs_finished"]
+    assert len(results) == len(studies.grid(tiny_config)) == summary.runs_finished
     assert {r["id"]: r for r in results if r["id"] in first_three} == first_three  # kept, not redone
     assert len(trained) == 2 - len(models_before) // 2  # saved model A's are reused, not retrained
 
@@ -181,12 +182,12 @@ def test_shards_run_separately_merge_to_the_same_numbers_as_one_job(tiny_config,
     for spec in ("0/2", "1/2"):
         studies.run_study(cfg, sharded, shard_spec=spec)
     assert sorted(p.name for p in sharded.glob("results*.jsonl")) == ["results-0of2.jsonl", "results-1of2.jsonl"]
-    merged = {r["id"]: (r["baseline"], r["transfer"]) for r in studies.load_results(sharded)}
-    single = {r["id"]: (r["baseline"], r["transfer"]) for r in studies.load_results(whole)}
+    merged = {r["id"]: (r["baseline"], r["result"]) for r in studies.load_results(sharded)}
+    single = {r["id"]: (r["baseline"], r["result"]) for r in studies.load_results(whole)}
     assert merged == single and len(merged) == 4
     report = studies.report(sharded)
-    assert report["runs_finished"] == report["runs_in_grid"] == 4
-    assert [c["n"] for c in report["cells"]] == [2, 2]
+    assert report.runs_finished == report.runs_in_grid == 4
+    assert [c.n for c in report.cells] == [2, 2]
 
 
 def test_a_study_directory_refuses_runs_made_with_other_settings(tiny_config, tmp_path):

@@ -1,0 +1,57 @@
+"""The errors fmtransfer raises: each one a user can act on, carrying the config key or file it is about.
+
+The library never speaks of command-line options or exit codes; the CLI turns a `ConfigError`'s
+key into the option that set it, and an error's `exit_code` into the process's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FmtError(Exception):
+    """An error the user can act on: printed as one line, never as a traceback.
+
+    Args:
+        message: what went wrong and what to do about it.
+        path: the file or directory it is about, if any.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | Path | None = None):
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+
+class UsageError(FmtError):
+    """Bad settings, bad input files, or a stage run before the one it needs."""
+
+    exit_code = 2
+
+
+class DataError(UsageError):
+    """A data file, run-directory artifact or model file that is missing, corrupt or foreign."""
+
+
+class ConfigError(UsageError):
+    """A setting that cannot work.
+
+    Args:
+        key: the dotted config key (`transfer.freeze_epochs`, `seed`).
+        problem: what is wrong with its value, e.g. "must be 0 or more, got -1".
+        source: where the value came from (a config file, a run directory's config.json), when
+            the loader knows it; the CLI fills in option names itself.
+
+    Example:
+        >>> str(ConfigError("seed", "must be at least 0, got -1"))
+        'config key seed: must be at least 0, got -1'
+    """
+
+    def __init__(self, key: str, problem: str, *, source: str | None = None):
+        self.key, self.problem, self.source = key, problem, source
+        prefix = f"{source}: " if source else ""
+        super().__init__(f"{prefix}config key {key}: {problem}")
+
+    def with_source(self, source: str | None) -> "ConfigError":
+        return ConfigError(self.key, self.problem, source=source)

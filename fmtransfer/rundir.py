@@ -1,0 +1,220 @@
+"""The run directory: where the CLI's stages keep their artifacts, and what they remember.
+
+One class, `RunDir`, knows every artifact's path, reads and writes them atomically (a temporary
+file renamed into place, so a failed or interrupted stage leaves the previous good file), checks
+that what a stage reads back comes from the same split, and remembers the settings later stages
+depend on (the split, the architecture, the seed, the batch size) in `config.json`. A stage's own
+settings (epochs, learning rates, reuse depth) are not remembered: they default from the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fmtransfer.errors import DataError, UsageError
+
+# Keys later stages depend on: remembered, so a bare `train-a` after `split --b-classes 0,2` trains
+# on that split, and `transfer` after `train-a --arch cnn` builds a cnn.
+REMEMBERED = ("seed", "batch_size", "data.", "model.")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able settings: equal settings, equal fingerprint."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class atomic_path:
+    """A temporary path beside `path`, renamed onto it only when the block succeeds.
+
+    The temporary name keeps `path`'s suffix, since Keras picks the format from it.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}",
+                                   dir=self.path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def to_json(obj: Any) -> str:
+    """Strict JSON: infinities and NaN (a perfect model's error ratio) become null."""
+    return json.dumps(_finite(obj), indent=2)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+class RunDir:
+    """A run directory's artifacts, by stage.
+
+    Example:
+        >>> rd = RunDir("runs/default")
+        >>> rd.model_a.name, rd.contender_files("transfer")[1].name
+        ('model_a.keras', 'transfer_a.json')
+    """
+
+    CONFIG = "config.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.split_arrays = self.path / "split.npz"
+        self.split_json = self.path / "split.json"
+        self.model_a = self.path / "model_a.keras"
+        self.model_a_json = self.path / "model_a.json"
+        self.baseline_json = self.path / "baseline.json"
+        self.compare_json = self.path / "compare.json"
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ paths by contender or method
+
+    def contender_files(self, name: str) -> tuple[Path, Path]:
+        """(model, results) of a contender: model_b.keras and baseline.json for the baseline,
+        model_b_on_SOURCE.keras and transfer_SOURCE.json for one built on pretrained layers."""
+        from fmtransfer.contenders import get
+
+        artifact = get(name).artifact
+        if name == "baseline":
+            return self.path / "model_b.keras", self.baseline_json
+        return self.path / f"model_b_on_{artifact}.keras", self.path / f"transfer_{artifact}.json"
+
+    def pretrain_files(self, method: str) -> dict[str, Path]:
+        """What `pretrain --method METHOD` writes: the encoder B is built on, the whole
+        autoencoder, the results, and the picture of test images beside their reconstructions."""
+        return {"encoder": self.path / f"encoder_{method}.keras",
+                "autoencoder": self.path / f"autoencoder_{method}.keras",
+                "json": self.path / f"pretrain_{method}.json",
+                "picture": self.path / f"reconstructions_{method}.png"}
+
+    # ------------------------------------------------------------------ JSON and models
+
+    def read_json(self, path: Path, needed_by: str, made_by: str) -> dict:
+        """A results file an earlier stage wrote, or an error saying which command makes it."""
+        if not path.is_file():
+            raise UsageError(f"{needed_by} needs {path}; run `fmtransfer {made_by} --run {self.path}` first",
+                             path=path)
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable ({e}); run `fmtransfer {made_by} --run {self.path}` again",
+                            path=path) from None
+        if not isinstance(found, dict):
+            raise DataError(f"{path}: not a results file of fmtransfer; run `fmtransfer {made_by} --run "
+                            f"{self.path}` again", path=path)
+        return found
+
+    def write_json(self, path: Path, obj: dict) -> None:
+        write_text_atomic(path, to_json(obj) + "\n")
+
+    def load_model(self, path: Path, made_by: str):
+        from fmtransfer import models
+
+        if not path.is_file():
+            raise UsageError(f"{path} not found; run `fmtransfer {made_by} --run {self.path}` first", path=path)
+        return models.load_model(path)
+
+    @staticmethod
+    def save_model(model, path: Path) -> None:
+        from fmtransfer import models
+
+        models.save_model(model, path)
+
+    # ------------------------------------------------------------------ remembered settings
+
+    def remembered(self) -> dict[str, Any]:
+        """The `section.key` settings this directory remembers (empty for a new directory).
+
+        A config.json written by an older fmtransfer holds every setting; only the remembered
+        ones are taken from it.
+        """
+        from fmtransfer.config import flatten
+
+        path = self.path / self.CONFIG
+        if not path.is_file():
+            return {}
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unusable remembered settings ({e}); delete it, or run "
+                            f"`fmtransfer split --run {self.path}` again", path=path) from None
+        return {k: v for k, v in flatten(stored).items() if k.startswith(REMEMBERED)}
+
+    def remember(self, cfg) -> None:
+        flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k.startswith(REMEMBERED)}
+        nested: dict[str, Any] = {}
+        for key, value in flat.items():
+            section, _, name = key.rpartition(".")
+            (nested.setdefault(section, {}) if section else nested)[name] = value
+        self.write_json(self.path / self.CONFIG, nested)
+
+    # ------------------------------------------------------------------ the split
+
+    def save_split(self, split, manifest: dict) -> None:
+        split.save(self.split_arrays)
+        self.write_json(self.split_json, manifest)
+
+    def load_split(self, needed_by: str):
+        """(Split, manifest), checked to belong together."""
+        from fmtransfer.data import Split
+
+        manifest = self.read_json(self.split_json, needed_by, "split")
+        if not self.split_arrays.is_file():
+            raise UsageError(f"{needed_by} needs {self.split_arrays}; run `fmtransfer split --run {self.path}` first",
+                             path=self.split_arrays)
+        split = Split.load(self.split_arrays)
+        if split.fingerprint != manifest.get("fingerprint"):
+            raise DataError(f"{self.split_arrays} and {self.split_json} come from different splits; "
+                            f"run `fmtransfer split --run {self.path}` again", path=self.split_arrays)
+        return split, manifest
+
+    def check_same_split(self, meta: dict, manifest: dict, what: Path, made_by: str) -> None:
+        """`what` must have been trained on this directory's split: a model A trained with other
+        task-B classes has seen the task-B images."""
+        if meta.get("split_fingerprint") != manifest.get("fingerprint"):
+            raise UsageError(f"{what} was trained on another split than {self.split_arrays}; "
+                             f"run `fmtransfer {made_by} --run {self.path}` first", path=what)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    from fmtransfer.config import flatten
+
+    return flatten(d, prefix)

@@ -1,0 +1,252 @@
+"""The CLI's stages: the in-memory pipeline's steps, each reading and writing a run directory.
+
+Each stage reads what earlier stages left in the `RunDir`, checks it belongs to the same split
+(a model A trained with other task-B classes has seen the task-B images), trains, writes its
+artifacts atomically, and returns a JSON-ready dict (`run` and `compare`: an ExperimentResult).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fmtransfer import contenders, pipeline
+from fmtransfer.config import Config
+from fmtransfer.errors import ConfigError, UsageError
+from fmtransfer.report import Reporter, plotting_available, pyplot
+from fmtransfer.rundir import RunDir, fingerprint
+
+
+def _quiet(reporter: Reporter | None) -> Reporter:
+    return reporter or Reporter(quiet=True)
+
+
+def with_split(cfg: Config, manifest: dict) -> Config:
+    """Later stages train on the split that exists, so its data settings are theirs."""
+    return cfg.replace(**{f"data.{k}": v for k, v in manifest["data"].items()})
+
+
+def _stamp(cfg: Config, started: float, manifest: dict) -> dict:
+    from fmtransfer import runtime
+
+    return {"seconds": round(time.perf_counter() - started, 3), "split_fingerprint": manifest["fingerprint"],
+            "config": cfg.to_dict(), "versions": runtime.versions()}
+
+
+def split(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
+    """Find and verify Fashion-MNIST, make the book's split, save it with a manifest."""
+    from fmtransfer import data
+
+    started = time.perf_counter()
+    raw = data.load(cfg.data)
+    the_split = data.split_of(raw, cfg.data)
+    manifest = {
+        "stage": "split", "data": {k: v for k, v in cfg.data.to_dict().items() if k != "dir"},
+        "b_classes": list(the_split.b_classes), "a_classes": the_split.a_classes, "sizes": the_split.sizes(),
+        "class_counts": the_split.class_counts(), "source": str(raw.source), "sha256": raw.sha256,
+        "fingerprint": the_split.fingerprint, "seconds": round(time.perf_counter() - started, 3),
+    }
+    rd.save_split(the_split, manifest)
+    rd.remember(cfg)
+    return manifest
+
+
+def train_a(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
+    """Train model A on task A's eight classes; save it with its history and test accuracy."""
+    the_split, manifest = rd.load_split("train-a")
+    cfg = with_split(cfg, manifest)
+    started = time.perf_counter()
+    model, a = pipeline.train_model_a(cfg, the_split, _quiet(reporter))
+    rd.save_model(model, rd.model_a)
+    result = {"stage": "train-a", "test_accuracy": a.test_accuracy, "test_loss": a.test_loss, "epochs": a.epochs,
+              "learning_rate": a.learning_rate, "history": a.history, "model": cfg.model.to_dict(),
+              "seed": cfg.seed, "batch_size": cfg.batch_size, **_stamp(cfg, started, manifest)}
+    rd.write_json(rd.model_a_json, result)
+    rd.remember(cfg)
+    return result
+
+
+def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: str | None = None,
+             plot: bool | None = None) -> dict:
+    """Pretrain the hidden stack without labels (ch. 11.2.2) and save the encoder B builds on.
+
+    `plot`: None draws the reconstructions when matplotlib is installed, True requires it,
+    False skips it.
+    """
+    from fmtransfer import pretraining, training
+
+    method = method or cfg.pretrain.method
+    if plot:
+        pyplot("--plot")  # fail before training, not after
+    the_split, manifest = rd.load_split("pretrain")
+    cfg = with_split(cfg, manifest)
+    started = time.perf_counter()
+    made = pretraining.pretrain(cfg, the_split, method, _quiet(reporter))
+    paths = rd.pretrain_files(method)
+    rd.save_model(made.encoder, paths["encoder"])
+    rd.save_model(made.autoencoder, paths["autoencoder"])
+    picture = None
+    if plot or (plot is None and plotting_available()):
+        images, classes = pretraining.one_per_class(made.test_images, made.test_labels)
+        pretraining.plot_reconstructions(
+            images, training.predict(made.autoencoder, images), classes, paths["picture"],
+            f"{method} ({cfg.model.arch}): test reconstruction loss {made.reconstruction_loss:.4f}")
+        picture = str(paths["picture"])
+    p = cfg.pretrain
+    result = {
+        "stage": "pretrain", "method": method, "arch": cfg.model.arch,
+        "reconstruction_loss": made.reconstruction_loss, "valid_reconstruction_loss": made.valid_reconstruction_loss,
+        "unlabelled_size": made.unlabelled_size, "epochs": p.epochs, "learning_rate": p.learning_rate,
+        "steps": made.steps, "encoder": str(paths["encoder"]), "autoencoder": str(paths["autoencoder"]),
+        "picture": picture, **_stamp(cfg, started, manifest),
+    }
+    rd.write_json(paths["json"], result)
+    rd.remember(cfg)
+    return result
+
+
+def _base(rd: RunDir, contender, manifest: dict, explicit: str | Path | None) -> tuple[Path, dict]:
+    """The model `contender` builds on, checked to come from this split (its training saw no task B)."""
+    if explicit:
+        return Path(explicit), {"path": str(explicit), "checked_against_split": False}
+    need = contender.needs[0]
+    if need == "model_a":
+        path, meta_path, made_by = rd.model_a, rd.model_a_json, "train-a"
+    else:
+        method = need.partition(":")[2]
+        files = rd.pretrain_files(method)
+        path, meta_path, made_by = files["encoder"], files["json"], f"pretrain --method {method}"
+    meta = rd.read_json(meta_path, "transfer", made_by)
+    rd.check_same_split(meta, manifest, path, made_by)
+    if not path.is_file():
+        raise UsageError(f"transfer needs {path}; run `fmtransfer {made_by} --run {rd.path}` first", path=path)
+    scores = {k: meta[k] for k in ("test_accuracy", "reconstruction_loss") if k in meta}
+    return path, {"path": str(path), "checked_against_split": True, **scores}
+
+
+def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contender: str = "transfer",
+             model_a_path: str | Path | None = None) -> dict:
+    """Build model B on a clone of a pretrained model's lower layers; train it through the
+    contender's phases; save it."""
+    from fmtransfer import models
+
+    chosen = contenders.get(contender)
+    if not chosen.needs:
+        raise ConfigError("contenders", f"{contender} builds on nothing pretrained; `compare` trains it")
+    if model_a_path and chosen.needs != ("model_a",):
+        raise ConfigError("contenders", f"a model A file is only for contenders built on model A, not {contender}")
+    the_split, manifest = rd.load_split("transfer")
+    cfg = with_split(cfg, manifest)
+    base_path, base_meta = _base(rd, chosen, manifest, model_a_path)
+    base = models.load_model(base_path)
+    before = models.weights_digest(base.get_weights())
+    started = time.perf_counter()
+    model, r = chosen.fit(cfg, the_split, {chosen.needs[0]: base}, _quiet(reporter), source=str(base_path))
+    model_path, json_path = rd.contender_files(contender)
+    rd.save_model(model, model_path)
+    result = {
+        "stage": "transfer", "contender": contender, "source": chosen.artifact, "pretrained": str(base_path),
+        "arch": models.arch_of(base), "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
+        "phases": r.phases, "reuse_layers": r.details["reuse_layers"], "unfreeze": cfg.transfer.unfreeze,
+        "pretrained_unchanged": models.weights_digest(base.get_weights()) == before,
+        "pretrained_meta": base_meta, **_stamp(cfg, started, manifest),
+    }
+    rd.write_json(json_path, result)
+    rd.remember(cfg)
+    return result
+
+
+def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
+    """Model B from scratch on the same task-B images; reused if already trained with these settings."""
+    reporter = _quiet(reporter)
+    manifest = rd.read_json(rd.split_json, "compare", "split")
+    cfg = with_split(cfg, manifest)
+    settings = {"split": manifest["fingerprint"], "model": cfg.model.to_dict(), "baseline": cfg.baseline.to_dict(),
+                "seed": cfg.seed, "batch_size": cfg.batch_size}
+    key = fingerprint(settings)
+    model_path, meta_path = rd.contender_files("baseline")
+    if meta_path.is_file() and model_path.is_file():
+        try:
+            meta = rd.read_json(meta_path, "compare", "compare")
+        except UsageError:
+            meta = {}  # unreadable: stale, train it again
+        if meta.get("fingerprint") == key:
+            reporter.info(f"baseline: reusing {model_path} (trained with the same settings)")
+            return meta
+    the_split, manifest = rd.load_split("compare")
+    started = time.perf_counter()
+    model, r = contenders.get("baseline").fit(cfg, the_split, {}, reporter)
+    rd.save_model(model, model_path)
+    result = {"stage": "baseline", "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
+              "epochs": cfg.baseline.epochs, "learning_rate": cfg.baseline.learning_rate,
+              "history": r.phases[0]["history"], "fingerprint": key, **_stamp(cfg, started, manifest)}
+    rd.write_json(meta_path, result)
+    return result
+
+
+def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
+            chosen: tuple[str, ...] | None = None) -> pipeline.ExperimentResult:
+    """The baseline against every contender trained in the run directory (or those `chosen`), on test B."""
+    manifest = rd.read_json(rd.split_json, "compare", "split")
+    names = [n for n in (chosen or contenders.names()) if n != "baseline"]
+    trained = {n: rd.read_json(rd.contender_files(n)[1], "compare", f"transfer --contender {n}")
+               for n in names if chosen or rd.contender_files(n)[1].is_file()}
+    if not trained:
+        raise UsageError(f"compare needs a transferred model in {rd.path}; run `fmtransfer transfer --run {rd.path}` first",
+                         path=rd.path)
+    cfg = with_split(cfg, manifest)
+    for name, meta in trained.items():
+        what = rd.contender_files(name)[0]
+        rd.check_same_split(meta, manifest, what, f"transfer --contender {name}")
+        # A baseline of another family, seed or shape would make the comparison say nothing about
+        # transfer: the comparison is paired.
+        if meta.get("arch", cfg.model.arch) != cfg.model.arch:
+            raise ConfigError("model.arch", f"{what} is a {meta['arch']} network but the baseline would be "
+                                            f"{cfg.model.arch}; compare them with the same architecture")
+        theirs = meta.get("config", {})
+        for key, ours in (("seed", cfg.seed), ("batch_size", cfg.batch_size), ("model", cfg.model.to_dict())):
+            if key in theirs and theirs[key] != ours:
+                raise ConfigError(key, f"{what} was trained with {key} {theirs[key]}, the baseline would use "
+                                       f"{ours}; give compare the same settings, or retrain {what.name}")
+    base = baseline(cfg, rd, reporter)
+    results = {"baseline": contenders.ContenderResult("baseline", "baseline", base["test_accuracy"],
+                                                      base["test_loss"], seconds=base.get("seconds", 0.0))}
+    for name, meta in trained.items():
+        c = contenders.get(name)
+        results[c.title] = contenders.ContenderResult(name, c.title, meta["test_accuracy"], meta["test_loss"],
+                                                      phases=meta.get("phases", []), seconds=meta.get("seconds", 0.0),
+                                                      details={"reuse_layers": meta.get("reuse_layers")})
+    # The settings line describes the contenders as they were trained.
+    first = trained.get("transfer") or next(iter(trained.values()))
+    t = Config().transfer.to_dict() | first.get("config", {}).get("transfer", {})
+    shown = cfg.replace(**{f"transfer.{k}": v for k, v in t.items()})
+    result = pipeline.ExperimentResult(shown, tuple(manifest["b_classes"]), manifest["sizes"],
+                                       pipeline.paired_with_baseline(results))
+    rd.write_json(rd.compare_json, result.to_dict())
+    return result
+
+
+def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> pipeline.ExperimentResult:
+    """Every stage the selected contenders need, in order, then the comparison."""
+    reporter = _quiet(reporter)
+    started = time.perf_counter()
+    split(cfg, rd, reporter)
+    chosen = cfg.selected_contenders
+    needs = {need for name in chosen for need in contenders.get(name).needs}
+    a = train_a(cfg, rd, reporter) if "model_a" in needs else None
+    pretrained = {}
+    for need in sorted(n for n in needs if n.startswith("encoder:")):
+        method = need.partition(":")[2]
+        made = pretrain(cfg, rd, reporter, method=method, plot=False)
+        pretrained[method] = {"reconstruction_loss": made["reconstruction_loss"], "seconds": made["seconds"]}
+    for name in chosen:
+        if name != "baseline":
+            transfer(cfg, rd, reporter, contender=name)
+    result = compare(cfg, rd, reporter, chosen=chosen)
+    if a is not None:
+        result.model_a = pipeline.ModelAResult(a["test_accuracy"], a["test_loss"], a["epochs"], a["learning_rate"],
+                                               a["history"], a["seconds"])
+    result.pretrained = pretrained
+    result.seconds = round(time.perf_counter() - started, 3)
+    rd.write_json(rd.compare_json, result.to_dict())
+    return result
