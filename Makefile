@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data run test bench study clean
+.PHONY: install data run test test-fast bench study clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,13 @@ data:
 run: install data
 	$(BIN)/fmtransfer run --config configs/book.toml
 
+# Everything, what CI runs: real-data training and the notebook included.
 test: install data
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: no long real-data training, no notebook (well under 2 minutes).
+test-fast: install data
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install data
 	$(BIN)/python bench/bench.py
