@@ -47,10 +47,10 @@ def isolated_home(tmp_path_factory):
         yield keras_home
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def tensorflow_set_up():
-    """The one explicit TensorFlow set-up the CLI and the API's entry points make (tests that
-    call models or training directly need it too)."""
+    """The one explicit TensorFlow set-up the CLI and the API's entry points make: tests that
+    call models or training directly use it (`pytestmark = pytest.mark.usefixtures(...)`)."""
     from fmtransfer import runtime
 
     runtime.setup()
@@ -123,6 +123,31 @@ def write_dataset(directory: Path, n_train: int = 120, n_test: int = 40, seed: i
     write_idx(directory / FILE_NAMES["test_images"], x_test)
     write_idx(directory / FILE_NAMES["test_labels"], y_test)
     return Generated(directory, x_train, y_train, x_test, y_test)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small Fashion-MNIST look-alike that models can learn: ten classes, each a bright band
+    at its own height; 700 training and 200 test images."""
+    folder = tmp_path_factory.mktemp("tiny-fmnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 700), ("t10k", 200)):
+        labels = np.tile(np.arange(10, dtype=np.uint8), n // 10)
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 * k:2 * k + 3, :] = 220
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def tiny_settings(tiny_data: Path) -> dict:
+    """Settings that train everything in seconds on `tiny_data`."""
+    return {"data.dir": str(tiny_data), "data.verify_checksums": False, "data.valid_size": 100,
+            "data.b_train_size": 20, "model.hidden": [16, 8], "train_a.epochs": 1, "baseline.epochs": 2,
+            "transfer.freeze_epochs": 1, "transfer.fine_tune_epochs": 1, "pretrain.epochs": 1,
+            "pretrain.unlabelled_size": 200}
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """fmtransfer.config: the book's defaults, the shipped TOML files, and rejecting impossible settings.
 
-Every key defaults to the book's value (RECIPE.md), files override defaults, options override files,
+Every key defaults to the book's value (docs/experiment.md), files override defaults, options override files,
 and a bad key or value is a UsageError naming the key.
 """
 

@@ -1,6 +1,6 @@
 """fmtransfer.data: IDX parsing, file checks, where the data is found, download, the book's split.
 
-RECIPE.md, "Data" and "Split".
+docs/experiment.md, "Data" and "Split".
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from conftest import (FILE_NAMES, IMAGES_MAGIC, LABELS_MAGIC, REAL_DATA, idx_byt
                       write_dataset, write_idx)
 from fmtransfer import FmtError, UsageError, data
 
-# The SHA-256 of the published files, as RECIPE.md lists them.
-RECIPE_SHA256 = {
+# The SHA-256 of the published files, as docs/experiment.md lists them.
+PUBLISHED_SHA256_IN_DOCS = {
     "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
     "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
     "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
@@ -388,13 +388,13 @@ def test_an_unreadable_split_file_is_a_usage_error(tmp_path):
 # ============================================================================ the real data
 
 def test_published_checksums_are_the_recipes():
-    """The package checks the SHA-256 values RECIPE.md lists."""
-    assert data.PUBLISHED_SHA256 == RECIPE_SHA256
+    """The package checks the SHA-256 values docs/experiment.md lists."""
+    assert data.PUBLISHED_SHA256 == PUBLISHED_SHA256_IN_DOCS
 
 
 def test_real_files_verify_and_parse(real_raw):
     """The installed Fashion-MNIST verifies: 60,000 + 10,000 images of 28x28, balanced classes."""
-    assert real_raw.sha256 == RECIPE_SHA256
+    assert real_raw.sha256 == PUBLISHED_SHA256_IN_DOCS
     assert real_raw.x_train.shape == (60000, 28, 28) and real_raw.x_train.dtype == np.uint8
     assert real_raw.x_test.shape == (10000, 28, 28)
     assert np.bincount(real_raw.y_train).tolist() == [6000] * 10
@@ -402,7 +402,7 @@ def test_real_files_verify_and_parse(real_raw):
 
 
 def test_real_split_sizes_are_the_books(real_split):
-    """Task A trains on 43,986 images; task B trains on 200 and tests on 2,000 (RECIPE.md)."""
+    """Task A trains on 43,986 images; task B trains on 200 and tests on 2,000 (docs/experiment.md)."""
     assert real_split.sizes() == {"a_train": 43986, "a_valid": 4014, "a_test": 8000,
                                   "b_train": 200, "b_valid": 986, "b_test": 2000}
     assert sorted(np.unique(real_split.b_train[1]).tolist()) == [0.0, 1.0]

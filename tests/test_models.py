@@ -1,6 +1,6 @@
 """fmtransfer.models: the book's architectures, model_B_on_A built on a clone of A, freezing.
 
-RECIPE.md, "Models" and "Pitfalls": clone A and copy its weights so training B never changes A;
+docs/experiment.md, "Models" and "Pitfalls": clone A and copy its weights so training B never changes A;
 take every layer but A's output; freeze the reused layers, then unfreeze (all, or the top K).
 """
 
@@ -12,6 +12,8 @@ import pytest
 from fmtransfer import UsageError
 from fmtransfer.config import ModelConfig
 from fmtransfer import models, runtime, training
+
+pytestmark = pytest.mark.usefixtures("tensorflow_set_up")
 
 SMALL = ModelConfig(hidden=(32, 16, 16))  # three hidden layers: enough to tell them apart, quick to train
 

@@ -1,8 +1,6 @@
 """`fmtransfer study`: the grid, resuming, sharding, merging, and the statistics it reports."""
 
-import gzip
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -12,27 +10,6 @@ from fmtransfer import UsageError
 from fmtransfer import study as studies
 from fmtransfer.cli import cli
 from fmtransfer.config import Config
-
-
-def _write_idx(path, array, magic):
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A small Fashion-MNIST look-alike: ten classes, each a different bright band."""
-    folder = tmp_path_factory.mktemp("tiny-fmnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 700), ("t10k", 200)):
-        labels = np.tile(np.arange(10, dtype=np.uint8), n // 10)
-        rng.shuffle(labels)
-        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
-        for i, k in enumerate(labels):
-            images[i, 2 * k:2 * k + 3, :] = 220
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 0x803)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
-    return folder
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from fmtransfer import models, runtime, training
 from fmtransfer.config import ModelConfig
 from fmtransfer.data import scaled
 
+pytestmark = pytest.mark.usefixtures("tensorflow_set_up")
+
 SMALL = ModelConfig(hidden=(64, 32))
 
 

@@ -37,9 +37,9 @@ class TransferFromA(Contender):
         from fmtransfer import models, runtime, training
 
         source = source or self.source
+        base = deps[self.needs[0]]  # may train it: seed after, so B's numbers never depend on how it came
         runtime.seed_everything(cfg.seed)
         started = time.perf_counter()
-        base = deps[self.needs[0]]
         reused = reuse_count(cfg.transfer.reuse_layers, len(models.blocks(base)[1]))
         model = models.build_b_on_a(base, reused, name=source)  # refuses more layers than `base` has
         x, y = training.scaled_part(split.b_train)

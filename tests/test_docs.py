@@ -1,0 +1,105 @@
+"""The documentation is self-contained: every relative link in it points at something inside the
+repository, and no tracked text refers to material that lives outside it.
+
+Fast and TensorFlow-free: it only reads files.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# `[text](target)` and `![alt](target)`; the target ends at whitespace (an optional "title"
+# may follow) or at the closing parenthesis. `<target>` form is unwrapped below.
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*(<[^>]*>|[^)\s]+)(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+EXTERNAL = re.compile(r"^(https?:|mailto:)", re.I)
+
+# Built from parts so that this file does not itself contain the strings it looks for.
+FORBIDDEN = ("RECIPE" + ".md", ".." + "/shared")
+
+
+def markdown_files() -> list[Path]:
+    files = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [f for f in files if f.is_file()]
+
+
+def text_files() -> list[Path]:
+    patterns = ("fmtransfer/**/*.py", "tests/**/*.py", "bench/*.py", "configs/*.toml")
+    files = set(markdown_files())
+    for pattern in patterns:
+        files.update(ROOT.glob(pattern))
+    this = Path(__file__).resolve()
+    return sorted(f for f in files if f.is_file() and f.resolve() != this)
+
+
+def relative_links(md: Path) -> list[str]:
+    """The relative link targets in `md`, anchors stripped; code blocks and inline code skipped."""
+    text = INLINE_CODE.sub("", FENCE.sub("", md.read_text(encoding="utf-8")))
+    targets = []
+    for match in LINK.finditer(text):
+        target = match.group(1).strip("<>")
+        if EXTERNAL.match(target) or target.startswith("#"):
+            continue
+        target = target.split("#", 1)[0].split("?", 1)[0]
+        if target:
+            targets.append(target)
+    return targets
+
+
+def resolve(md: Path, target: str) -> Path:
+    return (ROOT / target.lstrip("/")).resolve() if target.startswith("/") else (md.parent / target).resolve()
+
+
+def ids(paths: list[Path]) -> list[str]:
+    return [p.relative_to(ROOT).as_posix() for p in paths]
+
+
+MARKDOWN = markdown_files()
+TEXT = text_files()
+
+
+def test_the_documents_to_check_exist():
+    """README.md and the experiment's specification are among the checked documents."""
+    checked = set(ids(MARKDOWN))
+    assert "README.md" in checked
+    assert "docs/experiment.md" in checked
+
+
+@pytest.mark.parametrize("md", MARKDOWN, ids=ids(MARKDOWN))
+def test_every_relative_link_resolves_to_a_file_in_the_repository(md: Path):
+    """Each relative link or image in a document names an existing file or directory of the
+    repository (a path outside it does not count, even where it exists on this machine)."""
+    missing = [t for t in relative_links(md) if not (resolve(md, t).is_relative_to(ROOT) and resolve(md, t).exists())]
+    assert not missing, f"{md.relative_to(ROOT)} links to missing paths: {missing}"
+
+
+@pytest.mark.parametrize("md", MARKDOWN, ids=ids(MARKDOWN))
+def test_no_link_leaves_the_repository(md: Path):
+    """No relative link reaches above the repository root, even one that happens to exist."""
+    outside = [t for t in relative_links(md) if not resolve(md, t).is_relative_to(ROOT)]
+    assert not outside, f"{md.relative_to(ROOT)} links outside the repository: {outside}"
+
+
+@pytest.mark.parametrize("path", TEXT, ids=ids(TEXT))
+def test_no_text_refers_to_material_outside_the_repository(path: Path):
+    """The repository stands alone: docs/experiment.md is the specification, not an outside file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    hits = [f"{n}: {line.strip()}" for n, line in enumerate(lines, 1) if any(s in line for s in FORBIDDEN)]
+    assert not hits, f"{path.relative_to(ROOT)} mentions {' or '.join(FORBIDDEN)}:\n" + "\n".join(hits)
+
+
+def test_the_link_finder_sees_inline_links_and_images(tmp_path: Path):
+    """Sanity check of the parser these tests rely on: links, images, anchors, externals, code."""
+    md = tmp_path / "x.md"
+    md.write_text(
+        "See [a](docs/a.md#part) and ![pic](img/p.png \"title\"), [web](https://example.org),\n"
+        "[mail](mailto:x@y.z), [here](#top), `[code](no.md)` and\n```\n[fenced](no2.md)\n```\n",
+        encoding="utf-8",
+    )
+    assert relative_links(md) == ["docs/a.md", "img/p.png"]
