@@ -114,6 +114,8 @@ def _tuple(value: Any, args: tuple, key: str) -> tuple:
         value = text.split(sep) if text else []
         if any(item == "" for item in value):
             raise ConfigError(key, f"has an empty item in {text!r}; separate values with single '{sep}'")
+    if isinstance(value, range):
+        value = list(value)
     if not isinstance(value, (list, tuple)):
         raise ConfigError(key, f"expected a list, got {value!r}")
     if variadic:
