@@ -40,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fmtransfer.config import Config, load_config, reuse_count, unfreeze_top  # noqa: E402  (no TensorFlow)
-from fmtransfer.runtime import threads  # noqa: E402  (imports TensorFlow only in start())
+from fmtransfer.config import Config, load_config, reuse_count  # noqa: E402  (no TensorFlow)
+from fmtransfer.runtime import threads  # noqa: E402  (imports TensorFlow only in setup())
 
 STAGES = ("split", "train-a", "transfer", "baseline")
 SIDES = ("keras", "fmtransfer")
@@ -79,7 +79,7 @@ def stage_flops(cfg: Config, sizes: dict[str, int]) -> dict[str, float]:
     t = cfg.transfer
     reused = reuse_count(t.reuse_layers, n_hidden)
     b_on_a = [28 * 28, *cfg.model.hidden[:reused], 1]
-    top = unfreeze_top(t.unfreeze)
+    top = t.unfreeze_top
     frozen = [False] * reused + [True]
     unfrozen = [top is None or i >= reused - top for i in range(reused)] + [True]
     flops["transfer"] = (sizes["b_train"] * (t.freeze_epochs * train_flops(b_on_a, frozen)
@@ -116,11 +116,11 @@ def keras_side(cfg: Config) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["BENCH_KERAS_THREADS"]))
         tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["BENCH_KERAS_THREADS"]))
 
-    from fmtransfer.data import load_split_from_files, scaled
+    from fmtransfer.data import load, scaled, split_of
 
     times, accuracy = {"import": time.perf_counter() - started}, {}
     clock = time.perf_counter()
-    the_split, _ = load_split_from_files(cfg.data)
+    the_split = split_of(load(cfg.data), cfg.data)
     X_train_A, y_train_A = scaled(the_split.a_train[0]), the_split.a_train[1]
     X_valid_A, y_valid_A = scaled(the_split.a_valid[0]), the_split.a_valid[1]
     X_test_A, y_test_A = scaled(the_split.a_test[0]), the_split.a_test[1]
@@ -160,7 +160,7 @@ def keras_side(cfg: Config) -> dict:
                          optimizer=keras.optimizers.SGD(learning_rate=t.frozen_learning_rate), metrics=["accuracy"])
     model_B_on_A.fit(X_train_B, y_train_B, epochs=t.freeze_epochs, batch_size=cfg.batch_size,
                      validation_data=(X_valid_B, y_valid_B), verbose=0)
-    top = unfreeze_top(t.unfreeze)  # None: every reused layer, as the book does
+    top = t.unfreeze_top  # None: every reused layer, as the book does
     reused_layers = model_B_on_A.layers[1:-1]
     for layer in model_B_on_A.layers[:-1] if top is None else reused_layers[len(reused_layers) - top:]:
         layer.trainable = True
@@ -186,15 +186,18 @@ def keras_side(cfg: Config) -> dict:
 def fmtransfer_side(cfg: Config) -> dict:
     """fmtransfer's own stages, as `fmtransfer run` calls them, into a temporary run directory."""
     started = time.perf_counter()
-    from fmtransfer import experiment, models, training  # noqa: F401  (imports TensorFlow, as the Keras side does)
+    from fmtransfer import models, runtime, stages, training  # noqa: F401  (imports TensorFlow, as the Keras side does)
+    from fmtransfer.rundir import RunDir
 
+    runtime.setup(arch=cfg.model.arch)
     times, accuracy = {"import": time.perf_counter() - started}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp)
-        for stage, call in [("split", experiment.split), ("train-a", experiment.train_a),
-                            ("transfer", experiment.transfer), ("baseline", experiment.compare)]:
+        run_dir = RunDir(tmp)
+        for stage, call in [("split", stages.split), ("train-a", stages.train_a),
+                            ("transfer", stages.transfer), ("baseline", stages.compare)]:
             clock = time.perf_counter()
             result = call(cfg, run_dir)
+            result = result.to_dict() if hasattr(result, "to_dict") else result
             times[stage] = time.perf_counter() - clock
             if stage == "split":
                 sizes = result["sizes"]

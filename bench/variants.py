@@ -47,7 +47,8 @@ def worker(epochs: int, fit: bool = False, validation: bool = False, determinist
            epoch_gather: bool = False, jit_step: bool = False, grappler: bool = True) -> dict:
     from fmtransfer import runtime
 
-    keras = runtime.start(deterministic=deterministic)  # the first start() decides
+    runtime.setup(deterministic=deterministic)  # the first set-up's thread pools stay
+    keras = runtime.import_keras()
     import numpy as np
     import tensorflow as tf
 
@@ -55,10 +56,10 @@ def worker(epochs: int, fit: bool = False, validation: bool = False, determinist
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from fmtransfer import models, training
     from fmtransfer.config import load_config
-    from fmtransfer.data import load_split_from_files, scaled
+    from fmtransfer.data import load, scaled, split_of
 
     cfg = load_config(ROOT / "configs/book.toml")
-    the_split, _ = load_split_from_files(cfg.data)
+    the_split = split_of(load(cfg.data), cfg.data)
     x, y = scaled(the_split.a_train[0]), the_split.a_train[1]
     valid = (scaled(the_split.a_valid[0]), the_split.a_valid[1])
     runtime.seed_everything(cfg.seed)

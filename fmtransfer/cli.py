@@ -34,6 +34,12 @@ def show_default(value) -> str:
     return str(value)
 
 
+def _contenders_help() -> str:
+    from fmtransfer import contenders
+
+    return " ".join(f"{n}: {contenders.get(n).description}" for n in contenders.names())
+
+
 def config_option(key: str, name: str | None = None):
     """A click option setting config key `key`; help and shown default come from the field."""
     f, hint, default = field_info(key)
@@ -41,9 +47,12 @@ def config_option(key: str, name: str | None = None):
     shown = f.metadata.get("show") or show_default(default)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
     metavar = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}.get(hint, "LIST")
+    text = f.metadata["help"]
+    if key == "contenders":  # the registry is open: say what is registered now
+        text += " " + _contenders_help()
     return click.option(name, CFG + key.replace(".", "__"), default=None,
                         type=click.Choice(choices) if choices else None, metavar=None if choices else metavar,
-                        help=f"{f.metadata['help']}  [{shown}]")
+                        help=f"{text}  [{shown}]")
 
 
 def options(*decorators):
@@ -77,12 +86,6 @@ MODEL = [config_option("model.arch"), config_option("model.hidden"), config_opti
 TRANSFER = [config_option(f"transfer.{k}") for k in ("reuse_layers", "freeze_epochs", "fine_tune_epochs",
                                                      "frozen_learning_rate", "fine_tune_learning_rate", "unfreeze")]
 PRETRAIN = [config_option("pretrain.unlabelled_size")]
-
-
-def _contenders_help() -> str:
-    from fmtransfer import contenders
-
-    return "; ".join(f"{n}: {contenders.get(n).description}" for n in contenders.names())
 
 
 # ----------------------------------------------------------------------------- errors
