@@ -21,7 +21,7 @@ import numpy as np
 
 from fmtransfer.config import CLASS_NAMES, Config
 from fmtransfer.errors import ConfigError
-from fmtransfer.report import Reporter, pyplot, save_figure
+from fmtransfer.report import Reporter, figures, save_figure
 
 
 @dataclass
@@ -128,9 +128,9 @@ def one_per_class(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[i
 def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, classes: list[int], path,
                          title: str) -> None:
     """A PNG grid: the test images on the top row, their reconstructions below (needs matplotlib)."""
-    plt = pyplot("--plot")
+    figs = figures("--plot")
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 3.0), squeeze=False)
+    fig, axes = figs.subplots(2, n, figsize=(1.2 * n, 3.0), squeeze=False)
     for j in range(n):
         for row, picture in enumerate((images[j], reconstructions[j])):
             ax = axes[row][j]

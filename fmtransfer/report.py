@@ -24,7 +24,7 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
-        self.console = console or Console(stderr=True)
+        self.console = console or _console()
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -70,6 +70,17 @@ class Reporter:
             yield advance
 
 
+def _console() -> Console:
+    """stderr; in Jupyter without ipywidgets (which rich's live bars need there), plain text that
+    prints each bar once, when it is done, instead of a warning and nothing."""
+    import importlib.util
+
+    console = Console(stderr=True)
+    if console.is_jupyter and importlib.util.find_spec("ipywidgets") is None:
+        console = Console(stderr=True, force_jupyter=False, force_terminal=False, width=110)
+    return console
+
+
 def plotting_available() -> bool:
     """Whether the optional [plot] extra (matplotlib) is installed, without importing it."""
     import importlib.util
@@ -77,31 +88,35 @@ def plotting_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def pyplot(option: str):
-    """matplotlib's pyplot on a file-only backend; without the [plot] extra, a usage error naming
-    the option that asked for a plot."""
-    try:
-        import matplotlib
+class Figures:
+    """Makes matplotlib figures without pyplot: no global backend is chosen or switched, so a
+    notebook's own plots keep working after fmtransfer has written its PNGs."""
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+
+def figures(option: str) -> Figures:
+    """A figure factory; without the [plot] extra, a usage error naming the option that asked
+    for a plot."""
+    try:
+        import matplotlib.figure  # noqa: F401
     except ImportError:
         raise UsageError(f"option {option} needs matplotlib: pip install 'fmtransfer[plot]' "
                          f"(or pass --no-{option[2:]})") from None
-    return plt
+    return Figures()
 
 
 def save_figure(fig, path, dpi: int = 110) -> None:
-    """Write `fig` as a PNG atomically, and free it."""
-    import matplotlib.pyplot as plt
-
+    """Write `fig` as a PNG atomically."""
     from fmtransfer.rundir import atomic_path
 
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
 
 
 def pct(x: float | None, digits: int = 2) -> str:

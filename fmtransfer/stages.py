@@ -13,7 +13,7 @@ from pathlib import Path
 from fmtransfer import contenders, pipeline
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, UsageError
-from fmtransfer.report import Reporter, plotting_available, pyplot
+from fmtransfer.report import Reporter, figures, plotting_available
 from fmtransfer.rundir import RunDir, fingerprint
 
 
@@ -77,7 +77,7 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
 
     method = method or cfg.pretrain.method
     if plot:
-        pyplot("--plot")  # fail before training, not after
+        figures("--plot")  # fail before training, not after
     the_split, manifest = rd.load_split("pretrain")
     cfg = with_split(cfg, manifest)
     started = time.perf_counter()

@@ -29,7 +29,7 @@ from fmtransfer import contenders
 from fmtransfer.config import LR_PRESETS, Config, check_unfreeze, flatten, merge
 from fmtransfer.errors import ConfigError, DataError, UsageError
 from fmtransfer.pipeline import error_rate_ratio
-from fmtransfer.report import Reporter, pyplot, save_figure
+from fmtransfer.report import Reporter, figures, save_figure
 from fmtransfer.rundir import fingerprint, write_text_atomic
 
 STUDY_JSON = "study.json"
@@ -91,6 +91,8 @@ class Cell:
     wins: int
     ties: int
     losses: int
+    baseline_accuracies: list[float] = field(default_factory=list)  # per seed, in `seeds` order
+    accuracies: list[float] = field(default_factory=list)  # the contender's, per seed
     book: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -438,9 +440,11 @@ def report(study_dir: str | Path) -> StudyResult:
     book_settings = settings_fingerprint(config) == settings_fingerprint(Config())  # the book's epochs, model...
     for (pair, size, reuse, preset, name), runs in cells.items():
         title = contenders.get(name).title if name in contenders.names() else name
-        stats = paired_stats([r["baseline"]["test_accuracy"] for r in runs], [r["result"]["test_accuracy"] for r in runs])
+        base = [r["baseline"]["test_accuracy"] for r in runs]
+        mine = [r["result"]["test_accuracy"] for r in runs]
         cell = Cell(contender=name, title=title, pair=list(pair), b_train_size=size, reuse_layers=reuse, preset=preset,
-                    seeds=[r["seed"] for r in runs], **stats)
+                    seeds=[r["seed"] for r in runs], **paired_stats(base, mine), baseline_accuracies=base,
+                    accuracies=mine)
         if name == "transfer" and book_settings and (pair, size, reuse, preset) == (
                 BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]):
             cell.book = book_placement(runs)
@@ -468,7 +472,7 @@ def book_placement(runs: list[dict]) -> dict:
 def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     """Per cell, the paired accuracies seed by seed; the mean gain against task-B size; and, with
     more than one contender, every contender's gain with its confidence interval."""
-    plt = pyplot("--plots")
+    figs = figures("--plots")
     study_dir = Path(study_dir)
     out_dir = study_dir / "plots"
     out_dir.mkdir(exist_ok=True)
@@ -480,7 +484,7 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
                                                                   cell["reuse_layers"], cell["preset"],
                                                                   cell["contender"])),
                       key=lambda r: r["seed"])
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = figs.subplots(figsize=(6, 4))
         xs = np.arange(len(runs))
         base = [100 * r["baseline"]["test_accuracy"] for r in runs]
         trans = [100 * r["result"]["test_accuracy"] for r in runs]
@@ -506,7 +510,7 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
                           f"-reuse{cell['reuse_layers']}-{cell['preset']}.png")
         save_figure(fig, path)
         written.append(path)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figs.subplots(figsize=(6, 4))
     lines: dict[tuple, list[dict]] = {}
     for cell in (c.to_dict() for c in summary.cells):
         lines.setdefault((cell["title"], tuple(cell["pair"]), cell["reuse_layers"], cell["preset"]), []).append(cell)
@@ -536,7 +540,7 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
 def plot_contenders(out_dir: Path, summary: StudyResult, plt) -> Path:
     """One row per contender and cell: its mean gain over the baseline with the 95% CI."""
     cells = sorted(summary.cells, key=lambda c: c.mean_difference)
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(cells) + 1.2))
+    fig, ax = figs.subplots(figsize=(7, 0.45 * len(cells) + 1.2))
     ys = np.arange(len(cells))
     for y, c in zip(ys, cells):
         lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))
