@@ -16,7 +16,7 @@ Importing the package, or any module of it, changes no TensorFlow setting: `setu
 
 __version__ = "0.2.0"
 
-from fmtransfer.errors import ConfigError, DataError, FmtError, UsageError  # noqa: E402
+from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError  # noqa: E402
 from fmtransfer.config import Config, load_config  # noqa: E402
 from fmtransfer.contenders import Contender, ContenderResult, register  # noqa: E402
 from fmtransfer.pipeline import ExperimentResult, run_experiment  # noqa: E402
@@ -24,4 +24,4 @@ from fmtransfer.runtime import setup  # noqa: E402
 from fmtransfer.study import Cell, StudyResult, run_study  # noqa: E402
 
 __all__ = ["Config", "load_config", "run_experiment", "run_study", "setup", "ExperimentResult", "StudyResult",
-           "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError"]
+           "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError", "DivergedError"]

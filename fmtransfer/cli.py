@@ -16,7 +16,7 @@ import click
 
 from fmtransfer import __version__
 from fmtransfer.config import field_info, merge, read_toml
-from fmtransfer.errors import ConfigError, FmtError, UsageError
+from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
 
@@ -129,6 +129,10 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
         result, show = body()
     except ConfigError as e:
         _fail(explain(e, origins or {}), e.exit_code)
+    except DivergedError as e:
+        option = _option_for(e.key) if e.key else None
+        message = str(e).replace(f"lower {e.key}", f"lower {option} ({e.key})") if option else str(e)
+        _fail(f"{message}; nothing it trained was saved", e.exit_code)
     except FmtError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:

@@ -55,3 +55,19 @@ class ConfigError(UsageError):
 
     def with_source(self, source: str | None) -> "ConfigError":
         return ConfigError(self.key, self.problem, source=source)
+
+
+class DivergedError(FmtError):
+    """Training whose loss became NaN or infinite: nothing it made is kept or scored.
+
+    Args:
+        what: what was training ("model A", "B on A: frozen", "greedy 2/5").
+        epoch: the epoch (from 1) whose loss was not finite; 0 when found at evaluation.
+        key: the learning-rate key to lower.
+    """
+
+    def __init__(self, what: str, epoch: int, key: str | None = None):
+        self.what, self.epoch, self.key = what, epoch, key
+        when = f"at epoch {epoch}" if epoch else "(its predictions are not finite)"
+        advice = f"; lower {key}" if key else ""
+        super().__init__(f"{what} diverged {when}: the loss is not finite{advice}")

@@ -102,7 +102,8 @@ def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | 
         with reporter.training(label, p.epochs) as on_epoch:
             history = training.fit(model, x, x, task=training.RECONSTRUCTION, epochs=p.epochs,
                                    learning_rate=p.learning_rate, batch_size=cfg.batch_size,
-                                   seed=[cfg.seed, depth], validation=(x_valid, x_valid), on_epoch=on_epoch)
+                                   seed=[cfg.seed, depth], validation=(x_valid, x_valid), on_epoch=on_epoch,
+                                   what=label, key="pretrain.learning_rate")
         steps.append({"depth": depth, "trains": trains, "history": history,
                       "block_digests_before": before,
                       "block_digests_after": [_digest(block) for block in hidden[:depth]]})

@@ -50,7 +50,11 @@ class Reporter:
                     metrics += f"  val_acc {record['val_accuracy']:.4f}"
                 progress.update(task, completed=epoch, metrics=metrics)
 
-            yield on_epoch
+            try:
+                yield on_epoch
+            except BaseException:
+                progress.remove_task(task)  # a failed stage leaves its one error line, not a half bar
+                raise
 
     @contextmanager
     def grid(self, label: str, total: int, done: int = 0):
@@ -197,6 +201,11 @@ def study_table(summary: dict) -> Table:
                          f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
                          f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
                          "error rate as much.")
+    diverged = [c for c in summary["cells"] if c.get("diverged") or c.get("baseline_diverged")]
+    for c in diverged:
+        notes.append(f"{c['title']}, {c['pair'][0]} vs {c['pair'][1]}, n={c['b_train_size']}, {c['preset']}: "
+                     f"{c['diverged']} of {c['n']} runs diverged (baseline: {c['baseline_diverged']}), "
+                     "counted at chance accuracy.")
     notes.append("Accuracies in %, mean±sd over seeds. Gain = contender - baseline; CI: Student t; "
                  "err ÷: baseline error / contender error; p: Wilcoxon signed-rank, two-sided, Pratt's ties.")
     table.caption = "\n".join(notes)

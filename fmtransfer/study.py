@@ -27,7 +27,7 @@ import numpy as np
 
 from fmtransfer import contenders
 from fmtransfer.config import LR_PRESETS, Config, check_unfreeze, flatten, merge
-from fmtransfer.errors import ConfigError, DataError, UsageError
+from fmtransfer.errors import ConfigError, DataError, DivergedError, UsageError
 from fmtransfer.pipeline import error_rate_ratio
 from fmtransfer.report import Reporter, figures, save_figure
 from fmtransfer.rundir import fingerprint, write_text_atomic
@@ -91,6 +91,8 @@ class Cell:
     wins: int
     ties: int
     losses: int
+    diverged: int = 0  # runs of the contender that diverged, counted at chance accuracy
+    baseline_diverged: int = 0
     baseline_accuracies: list[float] = field(default_factory=list)  # per seed, in `seeds` order
     accuracies: list[float] = field(default_factory=list)  # the contender's, per seed
     book: dict | None = None
@@ -315,6 +317,8 @@ class _Cache:
         from fmtransfer import models, pipeline, pretraining
 
         if need in self.models:
+            if isinstance(self.models[need], DivergedError):
+                raise self.models[need]
             return self.models[need]
         if need == "model_a":
             path = self.dir / f"a-seed{self.seed}-pair{self.pair[0]}v{self.pair[1]}.keras"
@@ -329,18 +333,44 @@ class _Cache:
                 raise DataError(f"{meta} is unreadable; delete it and {path.name}, and run the study again "
                                 "(they are retrained)", path=meta) from None
             model = models.load_model(path)
-        elif need == "model_a":
-            model, a = pipeline.train_model_a(self.cfg, self.split)
-            info = {"test_accuracy": a.test_accuracy, "seed": self.seed, "pair": list(self.pair)}
         else:
-            made = pretraining.pretrain(self.cfg, self.split, need.partition(":")[2])
-            model = made.encoder
-            info = {"reconstruction_loss": made.reconstruction_loss, "seed": self.seed, "seconds": made.seconds}
+            try:
+                if need == "model_a":
+                    model, a = pipeline.train_model_a(self.cfg, self.split)
+                    info = {"test_accuracy": a.test_accuracy, "seed": self.seed, "pair": list(self.pair)}
+                else:
+                    made = pretraining.pretrain(self.cfg, self.split, need.partition(":")[2])
+                    model = made.encoder
+                    info = {"reconstruction_loss": made.reconstruction_loss, "seed": self.seed,
+                            "seconds": made.seconds}
+            except DivergedError as e:  # every run built on it diverged too; do not train it again
+                self.models[need] = e
+                raise
         if not (path.is_file() and meta.is_file()):
             models.save_model(model, path)
             write_text_atomic(meta, json.dumps(info))
         self.models[need], self.info[need] = model, {**info, "seconds_here": round(time.perf_counter() - started, 2)}
         return model
+
+
+def chance_accuracy(split) -> float:
+    """What a model that predicts nothing scores: the majority class's share of test B."""
+    positives = float(np.mean(split.b_test[1]))
+    return max(positives, 1.0 - positives)
+
+
+def _scores(fit, split) -> dict:
+    """A run's test-B scores; a run that diverged is recorded as such, at chance accuracy.
+
+    Divergence is a real outcome of a setting (the book's phase-1 rate with few images), so it
+    stays in the statistics rather than being dropped, which would flatter the setting: it enters
+    as a model that predicts nothing, the majority-class accuracy, with no loss.
+    """
+    try:
+        r = fit()
+    except DivergedError as e:
+        return {"test_accuracy": chance_accuracy(split), "test_loss": None, "diverged": str(e)}
+    return {"test_accuracy": r.test_accuracy, "test_loss": r.test_loss}
 
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
@@ -356,26 +386,26 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
     for size, sized in itertools.groupby(runs, key=lambda k: k.b_train_size):
         split = data.make_split(raw, first.pair, size, cfg.data.valid_size)
         started = time.perf_counter()
-        _, base = contenders.get("baseline").fit(first.config(cfg), split, {}, quiet)
+        base = _scores(lambda: contenders.get("baseline").fit(first.config(cfg), split, {}, quiet)[1], split)
         base_seconds = round(time.perf_counter() - started, 2)
         for key in sized:
             for name in chosen:
                 if key.run_id(name) in done:
                     continue
                 contender = contenders.get(name)
-                deps = {need: cache[need] for need in contender.needs}
                 started = time.perf_counter()
-                _, r = contender.fit(key.config(cfg), split, deps, quiet)
+                result = _scores(lambda: contender.fit(key.config(cfg), split,
+                                                       {need: cache[need] for need in contender.needs}, quiet)[1], split)
                 record = {
                     "id": key.run_id(name), "seed": key.seed, "pair": list(key.pair),
                     "b_train_size": key.b_train_size, "reuse_layers": key.reuse_layers, "preset": key.preset,
                     "contender": name, "learning_rates": list(LR_PRESETS[key.preset]),
-                    "baseline": {"test_accuracy": base.test_accuracy, "test_loss": base.test_loss},
-                    "result": {"test_accuracy": r.test_accuracy, "test_loss": r.test_loss},
+                    "baseline": base, "result": result,
                     "built_on": {need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
-                                 for need in contender.needs},
+                                 for need in contender.needs if need in cache.info},
                     "seconds": {"baseline": base_seconds, "contender": round(time.perf_counter() - started, 2),
-                                **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs}},
+                                **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
+                                   if need in cache.info}},
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 }
                 base_seconds = 0.0  # the baseline's time is counted once, with its first run
@@ -444,7 +474,8 @@ def report(study_dir: str | Path) -> StudyResult:
         mine = [r["result"]["test_accuracy"] for r in runs]
         cell = Cell(contender=name, title=title, pair=list(pair), b_train_size=size, reuse_layers=reuse, preset=preset,
                     seeds=[r["seed"] for r in runs], **paired_stats(base, mine), baseline_accuracies=base,
-                    accuracies=mine)
+                    accuracies=mine, diverged=sum("diverged" in r["result"] for r in runs),
+                    baseline_diverged=sum("diverged" in r["baseline"] for r in runs))
         if name == "transfer" and book_settings and (pair, size, reuse, preset) == (
                 BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]):
             cell.book = book_placement(runs)

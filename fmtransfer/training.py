@@ -13,6 +13,7 @@ besides, and what it measured, is in bench/README.md.
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from fmtransfer.errors import DivergedError
 from fmtransfer.runtime import import_keras
 
 keras = import_keras()
@@ -53,10 +55,12 @@ EpochCallback = Callable[[int, dict], None]
 
 def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
         batch_size: int = 32, seed: int | list[int] = 42, validation: tuple[np.ndarray, np.ndarray] | None = None,
-        on_epoch: EpochCallback | None = None) -> list[dict]:
+        on_epoch: EpochCallback | None = None, what: str = "training", key: str | None = None) -> list[dict]:
     """Train `model` in place with SGD; return one record per epoch (loss, accuracy, validation).
 
-    Only the variables trainable now move: freeze or unfreeze layers before calling.
+    Only the variables trainable now move: freeze or unfreeze layers before calling. A loss that
+    stops being finite raises DivergedError naming `what` and the learning-rate `key` at once:
+    a diverged model is never scored or saved.
     """
     variables = model.trainable_variables
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
@@ -96,11 +100,15 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     for epoch in range(epochs):
         started = time.perf_counter()
         loss, accuracy = run_epoch(tf.constant(rng.permutation(n), dtype=tf.int32))
+        if not math.isfinite(float(loss)):
+            raise DivergedError(what, epoch + 1, key)
         record = {"epoch": epoch + 1, "loss": float(loss)}
         if task is not RECONSTRUCTION:
             record["accuracy"] = float(accuracy)
         if valid is not None:
-            scores = _evaluate_tensors(model, *valid, task=task)
+            scores = _evaluate_tensors(model, *valid, task=task, check=False)
+            if not math.isfinite(scores["loss"]):
+                raise DivergedError(what, epoch + 1, key)
             record.update({f"val_{k}": v for k, v in scores.items()})
         record["seconds"] = round(time.perf_counter() - started, 4)
         history.append(record)
@@ -121,7 +129,8 @@ def train_from_scratch(model, section, cfg, task: Task, train: tuple, valid: tup
     with reporter.training(label, section.epochs) as on_epoch:
         history = fit(model, *scaled_part(train), task=task, epochs=section.epochs,
                       learning_rate=section.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
-                      validation=scaled_part(valid), on_epoch=on_epoch)
+                      validation=scaled_part(valid), on_epoch=on_epoch, what=label,
+                      key=f"{section.NAME}.learning_rate")
     return {"name": "train", "epochs": section.epochs, "learning_rate": section.learning_rate,
             "history": history, "seconds": round(time.perf_counter() - started, 3)}
 
@@ -144,12 +153,14 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple:
     return tf.constant(x, dtype=tf.float32), tf.constant(y)
 
 
-def _evaluate_tensors(model, x, y, *, task: Task) -> dict[str, float]:
+def _evaluate_tensors(model, x, y, *, task: Task, check: bool = True) -> dict[str, float]:
     n = int(x.shape[0])
     score = _compiled(model, f"evaluate:{task.name}", lambda m: _scorer(m, task),
                       tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None, *y.shape[1:]], y.dtype))
     loss_sum, correct = score(x, y)
     scores = {"loss": float(loss_sum) / n}
+    if check and not math.isfinite(scores["loss"]):  # NaN predictions would score as class 0, not as failure
+        raise DivergedError("the model", 0)
     if task is not RECONSTRUCTION:
         scores["accuracy"] = float(correct) / n
     return scores

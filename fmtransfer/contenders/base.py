@@ -17,7 +17,8 @@ _REGISTRY: dict[str, type["Contender"]] = {}
 class Phase:
     """One training phase of model B: which reused layers move, for how long, how fast.
 
-    `top` None with `trainable` True unfreezes every reused layer; K unfreezes the top K.
+    `top` None with `trainable` True unfreezes every reused layer; K unfreezes the top K. `key`
+    is the config key the learning rate came from, named if the phase diverges.
     """
 
     name: str
@@ -25,6 +26,7 @@ class Phase:
     learning_rate: float
     trainable: bool
     top: int | None = None
+    key: str | None = None
 
 
 @dataclass

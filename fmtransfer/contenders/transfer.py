@@ -28,9 +28,10 @@ class TransferFromA(Contender):
         fine-tuning rate. Keras needs a compile between them; our loop reads the trainable
         variables afresh each phase, which is the same."""
         t = cfg.transfer
-        return [Phase("frozen", t.freeze_epochs, t.frozen_learning_rate, trainable=False),
+        return [Phase("frozen", t.freeze_epochs, t.frozen_learning_rate, trainable=False,
+                      key="transfer.frozen_learning_rate"),
                 Phase("fine-tune", t.fine_tune_epochs, t.fine_tune_learning_rate, trainable=True,
-                      top=t.unfreeze_top)]
+                      top=t.unfreeze_top, key="transfer.fine_tune_learning_rate")]
 
     def fit(self, cfg, split, deps, reporter, source: str | None = None):
         """model B on a clone of `deps[needs[0]]`, which itself is never changed."""
@@ -54,7 +55,8 @@ class TransferFromA(Contender):
             with reporter.training(f"{label}: {phase.name}", phase.epochs) as on_epoch:
                 history = training.fit(model, x, y, task=training.BINARY, epochs=phase.epochs,
                                        learning_rate=phase.learning_rate, batch_size=cfg.batch_size,
-                                       seed=[cfg.seed, i + 1], validation=valid, on_epoch=on_epoch)
+                                       seed=[cfg.seed, i + 1], validation=valid, on_epoch=on_epoch,
+                                       what=f"{label}: {phase.name}", key=phase.key)
             phases.append({"name": phase.name, "epochs": phase.epochs, "learning_rate": phase.learning_rate,
                            "trainable_weights": len(model.trainable_weights), "history": history})
         test = training.evaluate(model, *training.scaled_part(split.b_test), task=training.BINARY)
