@@ -20,6 +20,7 @@ TINY = ["--valid-size", "100", "--no-verify", "--b-train-size", "20"]
 
 def _diverges(result, *names):
     assert result.code == 1, result.err
+    assert result.out == ""
     lines = result.err_lines
     assert len(lines) == 1 and "Traceback" not in result.err, lines
     assert "diverged at epoch 1" in lines[0] and "nothing it trained was saved" in lines[0]
@@ -36,7 +37,7 @@ def run(tiny_data, tmp_path):
 
 def test_train_a_that_diverges_keeps_the_good_model_a(run):
     before = snapshot(run)
-    _diverges(run_cli("train-a", "--run", run, "--epochs", "1", "--hidden", "16,8", "--learning-rate", "1e4"),
+    _diverges(run_cli("train-a", "--run", run, "--epochs", "1", "--hidden", "16,8", "--learning-rate", "1e4", "--json"),
               "model A", "--learning-rate", "train_a.learning_rate")
     assert snapshot(run) == before
 
@@ -44,7 +45,7 @@ def test_train_a_that_diverges_keeps_the_good_model_a(run):
 def test_a_transfer_phase_that_diverges_names_its_learning_rate(run):
     before = snapshot(run)
     _diverges(run_cli("transfer", "--run", run, "--freeze-epochs", "1", "--fine-tune-epochs", "1",
-                      "--fine-tune-learning-rate", "1e38"), "B on A: fine-tune", "--fine-tune-learning-rate")
+                      "--fine-tune-learning-rate", "1e38", "--json"), "B on A: fine-tune", "--fine-tune-learning-rate")
     assert snapshot(run) == before and not (run / "model_b_on_a.keras").exists()
 
 
