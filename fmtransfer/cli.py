@@ -135,8 +135,9 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
         _fail(f"{message}; nothing it trained was saved", e.exit_code)
     except FmtError as e:
         _fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; results already in {run_path} are intact", 130)
+    except KeyboardInterrupt as e:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        _fail(f"{how}; results already in {run_path} are intact", code)
     except Exception as e:  # a bug or an environment failure: one line, traceback on request
         if verbose:
             raise
@@ -438,8 +439,20 @@ def study_report(study_dir, as_json, plots):
             as_json=as_json, verbose=False, run_path=run_path)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm and Kubernetes send at a time limit or preemption), handled as Ctrl-C
+    is: the stage stops, its temporary files go, earlier artifacts stay."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's own usage errors are shortened to one line, exit code 2."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="fmtransfer", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:  # pragma: no cover - click >= 8.2
@@ -447,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except click.ClickException as e:
         _fail(e.format_message(), e.exit_code)
+    except Terminated:
+        _fail("terminated (SIGTERM)", 143)
     except click.exceptions.Abort:
         _fail("interrupted", 130)
     except click.exceptions.Exit as e:

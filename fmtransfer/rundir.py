@@ -9,6 +9,8 @@ settings (epochs, learning rates, reuse depth) are not remembered: they default 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -80,6 +82,46 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+_HELD: dict[tuple[str, str], list] = {}  # (directory, lock file) -> [fd, depth]: re-entrant in one process
+
+
+@contextlib.contextmanager
+def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, create: bool = True):
+    """Hold an OS lock on `directory` (a file in it) while a process writes there.
+
+    The lock is flock(2)'s: released when the process ends however it ends, so a crashed holder
+    never blocks the directory. A second writer is refused at once, naming the directory. Shared
+    holders (shards of one study) exclude only an exclusive one. Without `create`, a directory
+    that does not exist yet is not created just to be locked.
+    """
+    directory = Path(directory)
+    if not directory.is_dir() and not create:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    key = (str(directory.resolve()), name)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{directory} is in use by another fmtransfer process; wait for it to finish, "
+                         "or use another directory", path=directory) from None
+    _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        os.close(fd)
+
+
 class RunDir:
     """A run directory's artifacts, by stage.
 
@@ -102,6 +144,10 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+    def writing(self, create: bool = False):
+        """The directory's lock, held by the stage that writes it (see `locked`)."""
+        return locked(self.path, create=create)
 
     # ------------------------------------------------------------------ paths by contender or method
 

@@ -7,6 +7,7 @@ artifacts atomically, and returns a JSON-ready dict (`run` and `compare`: an Exp
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -15,6 +16,21 @@ from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, UsageError
 from fmtransfer.report import Reporter, figures, plotting_available
 from fmtransfer.rundir import RunDir, fingerprint
+
+
+def _writing(create: bool = False):
+    """A stage holds its run directory's lock while it runs: a second process writing the same
+    directory is refused, not interleaved."""
+
+    def decorate(stage):
+        @functools.wraps(stage)
+        def wrapper(cfg: Config, rd: RunDir, *args, **kwargs):
+            with rd.writing(create=create):
+                return stage(cfg, rd, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _quiet(reporter: Reporter | None) -> Reporter:
@@ -33,6 +49,7 @@ def _stamp(cfg: Config, started: float, manifest: dict) -> dict:
             "config": cfg.to_dict(), "versions": runtime.versions()}
 
 
+@_writing(create=True)
 def split(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     """Find and verify Fashion-MNIST, make the book's split, save it with a manifest."""
     from fmtransfer import data
@@ -51,6 +68,7 @@ def split(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     return manifest
 
 
+@_writing(create=False)
 def train_a(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     """Train model A on task A's eight classes; save it with its history and test accuracy."""
     the_split, manifest = rd.load_split("train-a")
@@ -66,6 +84,7 @@ def train_a(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     return result
 
 
+@_writing(create=False)
 def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: str | None = None,
              plot: bool | None = None) -> dict:
     """Pretrain the hidden stack without labels (ch. 11.2.2) and save the encoder B builds on.
@@ -124,6 +143,7 @@ def _base(rd: RunDir, contender, manifest: dict, explicit: str | Path | None) ->
     return path, {"path": str(path), "checked_against_split": True, **scores}
 
 
+@_writing(create=False)
 def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contender: str = "transfer",
              model_a_path: str | Path | None = None) -> dict:
     """Build model B on a clone of a pretrained model's lower layers; train it through the
@@ -156,6 +176,7 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
     return result
 
 
+@_writing(create=False)
 def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     """Model B from scratch on the same task-B images; reused if already trained with these settings."""
     reporter = _quiet(reporter)
@@ -184,6 +205,7 @@ def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     return result
 
 
+@_writing(create=False)
 def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
             chosen: tuple[str, ...] | None = None) -> pipeline.ExperimentResult:
     """The baseline against every contender trained in the run directory (or those `chosen`), on test B."""
@@ -226,6 +248,7 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     return result
 
 
+@_writing(create=True)
 def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> pipeline.ExperimentResult:
     """Every stage the selected contenders need, in order, then the comparison."""
     reporter = _quiet(reporter)

@@ -14,6 +14,7 @@ pair) group, written to its own results file; `report` merges them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -30,7 +31,7 @@ from fmtransfer.config import LR_PRESETS, Config, check_unfreeze, flatten, merge
 from fmtransfer.errors import ConfigError, DataError, DivergedError, UsageError
 from fmtransfer.pipeline import error_rate_ratio
 from fmtransfer.report import Reporter, figures, save_figure
-from fmtransfer.rundir import fingerprint, write_text_atomic
+from fmtransfer.rundir import fingerprint, locked, write_text_atomic
 
 STUDY_JSON = "study.json"
 BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "book",
@@ -277,7 +278,7 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
         >>> result = run_study(cfg, "runs/study-quick")
         >>> result.cell("transfer").p_value
     """
-    from fmtransfer import data, runtime
+    from fmtransfer import runtime
 
     cfg = cfg or Config()
     reporter = reporter or Reporter(quiet=not progress)
@@ -285,6 +286,15 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     check_grid(cfg)
     study_dir = Path(study_dir)
     runtime.ensure_setup(cfg.model.arch)
+    # One unsharded study per directory; the shards of an array side by side, one process each.
+    with locked(study_dir, shared=count > 1), \
+            (locked(study_dir, f".lock-{index}of{count}") if count > 1 else contextlib.nullcontext()):
+        return _run_study(cfg, study_dir, index, count, reporter)
+
+
+def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter) -> StudyResult:
+    from fmtransfer import data
+
     _check_study_dir(cfg, study_dir)
     chosen = study_contenders(cfg)
     keys = shard(grid(cfg), index, count)

@@ -228,6 +228,7 @@ def assert_usage_error(result: CliResult, *names: str) -> str:
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, str]]:
-    """Every file in `directory` with its modification time (ns) and SHA-256."""
+    """Every file in `directory` (temporary ones too) with its modification time (ns) and SHA-256;
+    not the empty lock files a stage holds while it writes."""
     return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(Path(directory).iterdir()) if p.is_file()}
+            for p in sorted(Path(directory).iterdir()) if p.is_file() and not p.name.startswith(".lock")}

@@ -1,0 +1,154 @@
+"""Failing safely. A model whose loss stops being finite is a failure, never a result: the stage
+stops at once, names the stage, the epoch and the setting to lower, keeps the previous good
+artifact, and a study records the run as diverged, at chance accuracy. SIGTERM stops a stage as
+Ctrl-C does. One process writes a directory at a time, and a killed one blocks nothing.
+
+Runs on `tiny_data`, with learning rates large enough to make these small networks diverge in
+their first epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fmtransfer
+from conftest import run_cli, snapshot, tiny_settings
+from fmtransfer import DivergedError
+
+TINY = ["--valid-size", "100", "--no-verify", "--b-train-size", "20"]
+
+
+def _diverges(result, *names):
+    assert result.code == 1, result.err
+    assert result.out == ""
+    lines = result.err_lines
+    assert len(lines) == 1 and "Traceback" not in result.err, lines
+    assert "diverged at epoch 1" in lines[0] and "nothing it trained was saved" in lines[0]
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+
+
+@pytest.fixture
+def run(tiny_data, tmp_path):
+    assert run_cli("split", "--run", tmp_path, "--data-dir", tiny_data, *TINY).code == 0
+    assert run_cli("train-a", "--run", tmp_path, "--epochs", "1", "--hidden", "16,8").code == 0
+    return tmp_path
+
+
+def test_train_a_that_diverges_keeps_the_good_model_a(run):
+    before = snapshot(run)
+    _diverges(run_cli("train-a", "--run", run, "--epochs", "1", "--hidden", "16,8", "--learning-rate", "1e4", "--json"),
+              "model A", "--learning-rate", "train_a.learning_rate")
+    assert snapshot(run) == before
+
+
+def test_a_transfer_phase_that_diverges_names_its_learning_rate(run):
+    before = snapshot(run)
+    _diverges(run_cli("transfer", "--run", run, "--freeze-epochs", "1", "--fine-tune-epochs", "1",
+                      "--fine-tune-learning-rate", "1e38", "--json"), "B on A: fine-tune", "--fine-tune-learning-rate")
+    assert snapshot(run) == before and not (run / "model_b_on_a.keras").exists()
+
+
+def test_no_accuracy_is_computed_from_nan_predictions(tiny_data):
+    from fmtransfer import models, training
+    from fmtransfer.config import ModelConfig
+
+    fmtransfer.setup()
+    model = models.build_model_b(ModelConfig(hidden=(4,)))
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+    with pytest.raises(DivergedError):
+        training.evaluate(model, np.zeros((8, 28, 28), np.float32), np.ones(8, np.float32), task=training.BINARY)
+
+
+def test_a_study_records_diverged_runs_at_chance_accuracy(tiny_data, tmp_path):
+    cfg = fmtransfer.load_config(None, {**tiny_settings(tiny_data), "study.seeds": [1, 2],
+                                        "study.b_train_sizes": [20], "train_a.learning_rate": 1e8,
+                                        "contenders": ["transfer", "autoencoder"]})
+    result = fmtransfer.run_study(cfg, tmp_path)
+    transfer = result.cell("transfer")
+    assert transfer.diverged == 2 and transfer.baseline_diverged == 0  # model A diverged: so did B on A
+    assert transfer.accuracies == [0.5, 0.5]  # sandal vs shirt's test images are balanced
+    assert result.cell("autoencoder").diverged == 0  # the encoder does not depend on model A
+    records = fmtransfer.study.load_results(tmp_path)
+    assert all("model A diverged" in r["result"]["diverged"] for r in records if r["contender"] == "transfer")
+
+
+# ----------------------------------------------------------------------------- SIGTERM
+
+def test_sigterm_stops_a_stage_like_ctrl_c_exit_143_with_nothing_lost(run, tmp_path):
+    """What Slurm and Kubernetes send at a time limit: a short message, exit 143, no temporary
+    file left, the earlier artifacts byte for byte as they were."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = snapshot(run)
+    proc = subprocess.Popen([sys.executable, "-m", "fmtransfer.cli", "train-a", "--run", str(run), "--epochs",
+                             "100000", "--hidden", "16,8", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(8)  # past start-up, into training
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [f"fmtransfer: error: terminated (SIGTERM); results already in {run} are intact"]
+    assert out == "" and snapshot(run) == before  # no temporary file either: snapshot lists every file
+
+
+# ----------------------------------------------------------------------------- one writer per directory
+
+HOLD = """
+import sys, time
+from fmtransfer.rundir import locked
+with locked(sys.argv[1], sys.argv[2], shared=sys.argv[3] == "shared"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(directory, name=".lock", mode="exclusive"):
+    """Another process holding `directory`'s lock until killed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(directory), name, mode], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_writing_a_run_directory_is_refused_and_a_killed_holder_blocks_nothing(run):
+    holder = _holder(run)
+    try:
+        before = snapshot(run)
+        result = run_cli("train-a", "--run", run, "--epochs", "1", "--hidden", "16,8")
+        assert result.code == 2 and "in use by another fmtransfer process" in result.err and str(run) in result.err
+        assert snapshot(run) == before
+    finally:
+        holder.kill()  # SIGKILL: the OS releases the lock with the process
+        holder.wait()
+    assert run_cli("train-a", "--run", run, "--epochs", "1", "--hidden", "16,8").code == 0
+
+
+def test_a_second_unsharded_study_is_refused_but_shards_run_side_by_side(tiny_data, tmp_path):
+    cfg = fmtransfer.load_config(None, {**tiny_settings(tiny_data), "study.seeds": [1, 2], "study.b_train_sizes": [20]})
+    holder = _holder(tmp_path)  # an unsharded study running there
+    try:
+        with pytest.raises(fmtransfer.UsageError, match="in use"):
+            fmtransfer.run_study(cfg, tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    shard0 = _holder(tmp_path, ".lock-0of2")  # shard 0 of 2 running, holding its shard lock
+    shard0_dir = _holder(tmp_path, ".lock", "shared")
+    try:
+        result = fmtransfer.run_study(cfg, tmp_path, shard_spec="1/2")  # shard 1 runs beside it
+        assert result.runs_finished == 1
+        with pytest.raises(fmtransfer.UsageError, match="in use"):
+            fmtransfer.run_study(cfg, tmp_path, shard_spec="0/2")  # the same shard twice: refused
+        with pytest.raises(fmtransfer.UsageError, match="in use"):
+            fmtransfer.run_study(cfg, tmp_path)  # unsharded beside shards: refused
+    finally:
+        for p in (shard0, shard0_dir):
+            p.kill()
+            p.wait()
