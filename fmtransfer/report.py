@@ -206,6 +206,8 @@ def study_table(summary: dict) -> Table:
         notes.append(f"{c['title']}, {c['pair'][0]} vs {c['pair'][1]}, n={c['b_train_size']}, {c['preset']}: "
                      f"{c['diverged']} of {c['n']} runs diverged (baseline: {c['baseline_diverged']}), "
                      "counted at chance accuracy.")
+    for reason, n in summary.get("skipped", {}).items():
+        notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
     notes.append("Accuracies in %, mean±sd over seeds. Gain = contender - baseline; CI: Student t; "
                  "err ÷: baseline error / contender error; p: Wilcoxon signed-rank, two-sided, Pratt's ties.")
     table.caption = "\n".join(notes)

@@ -115,6 +115,7 @@ class StudyResult:
     cells: list[Cell]
     config: dict
     plots: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # results lines left out, by reason
 
     def cell(self, contender: str = "transfer", **axes) -> Cell:
         """The first cell of `contender` matching `axes` (pair=(5, 6), b_train_size=200, ...)."""
@@ -126,7 +127,7 @@ class StudyResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {"study": self.study, "runs_finished": self.runs_finished, "runs_in_grid": self.runs_in_grid,
-             "cells": [c.to_dict() for c in self.cells], "config": self.config}
+             "cells": [c.to_dict() for c in self.cells], "config": self.config, "skipped": self.skipped}
         if self.plots:
             d["plots"] = self.plots
         return d
@@ -181,6 +182,15 @@ def settings_fingerprint(cfg: Config) -> str:
     return fingerprint(shared)
 
 
+def run_fingerprint(cfg: Config, contender: str) -> str:
+    """What a results line carries: the settings its run depended on beyond the grid's axes
+    (pretraining's too, for a contender built on a pretrained encoder), so a line made with other
+    settings is never mixed in, whatever study.json says."""
+    c = contenders.get(contender) if contender in contenders.names() else None
+    pretrained = c is not None and any(n.startswith("encoder:") for n in c.needs)
+    return fingerprint(settings_fingerprint(cfg), pretrain_fingerprint(cfg) if pretrained else None)
+
+
 def pretrain_fingerprint(cfg: Config) -> str:
     return fingerprint({k: v for k, v in cfg.pretrain.to_dict().items() if k != "method"})
 
@@ -189,26 +199,68 @@ def results_path(study_dir: Path, index: int, count: int) -> Path:
     return study_dir / ("results.jsonl" if count == 1 else f"results-{index}of{count}.jsonl")
 
 
-def _normalised(record: dict) -> dict:
+def _normalised(record: Any) -> Any:
     """A results line of an older fmtransfer (transfer only, no contender field) in today's form."""
-    if "contender" not in record and isinstance(record.get("transfer"), dict):
+    if isinstance(record, dict) and "contender" not in record and isinstance(record.get("transfer"), dict) \
+            and isinstance(record.get("id"), str):
         record = {**record, "contender": "transfer", "result": record["transfer"], "id": f"{record['id']}-transfer"}
     return record
 
 
-def load_results(study_dir: Path) -> list[dict]:
-    """Every finished run in the directory, merged over shards; a torn last line is ignored."""
+def _problem(record: Any) -> str | None:
+    """Why a results line is not a finished run, or None if it is one."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+
+    def accuracy(part: Any) -> bool:
+        return (isinstance(part, dict) and isinstance(part.get("test_accuracy"), (int, float))
+                and not isinstance(part.get("test_accuracy"), bool) and 0 <= part["test_accuracy"] <= 1)
+
+    checks = [("id", lambda v: isinstance(v, str)),
+              ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+              ("pair", lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(k, int) for k in v)),
+              ("b_train_size", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+              ("reuse_layers", lambda v: v == "all" or (isinstance(v, int) and not isinstance(v, bool))),
+              ("preset", lambda v: v in LR_PRESETS), ("contender", lambda v: isinstance(v, str)),
+              ("baseline", accuracy), ("result", accuracy)]
+    for key, ok in checks:
+        if key not in record or not ok(record[key]):
+            return f"a bad or missing {key!r}"
+    return None
+
+
+def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Every finished run in the directory, merged over shards, and how many lines were skipped, by reason.
+
+    A line that is not a finished run (a torn last line, a wrong shape, another type) is skipped,
+    and so is one made with other settings than `cfg`'s (its `run_fingerprint`); neither can hide
+    a valid record of the same run, which is looked for in every line. Lines of an older
+    fmtransfer, which carry no fingerprint, are taken as they are.
+    """
     found: dict[str, dict] = {}
+    skipped: dict[str, int] = {}
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a run killed mid-write; it is simply run again
-            if isinstance(record, dict) and "id" in record:
-                record = _normalised(record)
-                found.setdefault(record["id"], record)
-    return list(found.values())
+                record = _normalised(json.loads(line))
+            except (json.JSONDecodeError, TypeError, KeyError):
+                record = None
+            reason = "unreadable JSON" if record is None else _problem(record)
+            if reason is None and cfg is not None and "settings" in record \
+                    and record["settings"] != run_fingerprint(cfg, record["contender"]):
+                reason = "made with other settings"
+            if reason is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            found.setdefault(record["id"], record)
+    return list(found.values()), skipped
+
+
+def load_results(study_dir: Path, cfg: Config | None = None) -> list[dict]:
+    """Every finished run in the directory (see `read_results`)."""
+    return read_results(study_dir, cfg)[0]
 
 
 def append_result(path: Path, record: dict) -> None:
@@ -298,7 +350,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
     _check_study_dir(cfg, study_dir)
     chosen = study_contenders(cfg)
     keys = shard(grid(cfg), index, count)
-    done = {r["id"] for r in load_results(study_dir)}
+    done = {r["id"] for r in load_results(study_dir, cfg)}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
     out = results_path(study_dir, index, count)
@@ -410,6 +462,7 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                     "id": key.run_id(name), "seed": key.seed, "pair": list(key.pair),
                     "b_train_size": key.b_train_size, "reuse_layers": key.reuse_layers, "preset": key.preset,
                     "contender": name, "learning_rates": list(LR_PRESETS[key.preset]),
+                    "settings": run_fingerprint(cfg, name),
                     "baseline": base, "result": result,
                     "built_on": {need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
                                  for need in contender.needs if need in cache.info},
@@ -469,7 +522,7 @@ def report(study_dir: str | Path) -> StudyResult:
     study_dir = Path(study_dir)
     meta = _read_meta(study_dir)
     config = _config_from(meta["config"])
-    results = load_results(study_dir)
+    results, skipped = read_results(study_dir, config)
     cells: dict[tuple, list[dict]] = {}
     order = {name: i for i, name in enumerate(contenders.names())}
     for r in sorted(results, key=lambda r: (r["pair"], r["b_train_size"], str(r["reuse_layers"]), r["preset"],
@@ -492,7 +545,7 @@ def report(study_dir: str | Path) -> StudyResult:
         summary.append(cell)
     in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r["id"] for r in results}), summary,
-                       meta["config"])
+                       meta["config"], skipped=skipped)
 
 
 def book_placement(runs: list[dict]) -> dict:
@@ -517,7 +570,7 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     study_dir = Path(study_dir)
     out_dir = study_dir / "plots"
     out_dir.mkdir(exist_ok=True)
-    results = load_results(study_dir)
+    results = load_results(study_dir, _config_from(summary.config))
     written = []
     for cell in (c.to_dict() for c in summary.cells):
         runs = sorted((r for r in results if (r["pair"], r["b_train_size"], r["reuse_layers"], r["preset"],

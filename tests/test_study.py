@@ -108,12 +108,17 @@ def test_a_bad_shard_is_a_usage_error(bad):
 
 # ----------------------------------------------------------------------------- results on disk
 
+def _record(run_id: str, accuracy=0.9) -> dict:
+    return {"id": run_id, "seed": 1, "pair": [5, 6], "b_train_size": 20, "reuse_layers": "all", "preset": "book",
+            "contender": "transfer", "baseline": {"test_accuracy": 0.9}, "result": {"test_accuracy": accuracy}}
+
+
 def test_a_torn_last_line_is_ignored_and_cannot_swallow_the_next_result(tmp_path):
     path = tmp_path / "results.jsonl"
-    studies.append_result(path, {"id": "a"})
+    studies.append_result(path, _record("a"))
     with open(path, "a") as f:
         f.write('{"id": "b", "trunc')  # a run killed mid-write
-    studies.append_result(path, {"id": "c"})
+    studies.append_result(path, _record("c"))
     (tmp_path / "study.json").write_text("{}")
     assert sorted(r["id"] for r in studies.load_results(tmp_path)) == ["a", "c"]
 
@@ -212,3 +217,30 @@ def test_bad_study_options_are_one_line_usage_errors_before_any_work(tmp_path, a
     assert result.exit_code == 2
     assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("bad", [{"id": "x"}, {**_record("x"), "result": {"test_accuracy": "0.9"}},
+                                 {**_record("x"), "pair": "5:6"}, ["x"], {**_record("x"), "preset": "tuned"}],
+                         ids=["fields missing", "string accuracy", "pair as text", "a list", "unknown preset"])
+def test_a_malformed_line_is_skipped_counted_and_never_hides_the_valid_one(tmp_path, bad):
+    path = tmp_path / "results.jsonl"
+    studies.append_result(path, bad)  # first: "the first record for an id wins" must not pick it
+    studies.append_result(path, _record("x", accuracy=0.95))
+    results, skipped = studies.read_results(tmp_path)
+    assert [r["result"]["test_accuracy"] for r in results] == [0.95]
+    assert sum(skipped.values()) == 1
+
+
+@pytest.mark.slow
+def test_following_the_advice_to_delete_study_json_never_mixes_old_settings_in(tiny_config, tmp_path):
+    """"Delete study.json and run the study again": runs made with the old settings are skipped
+    (their lines carry the settings' fingerprint) and run again with the new ones."""
+    cfg = tiny_config.replace(**{"study.pairs": [[5, 6]], "study.b_train_sizes": [20], "study.reuse_layers": ["all"]})
+    studies.run_study(cfg, tmp_path)
+    (tmp_path / "study.json").unlink()
+    new = cfg.replace(**{"train_a.epochs": 2})
+    result = studies.run_study(new, tmp_path)
+    assert result.runs_finished == result.runs_in_grid == 2
+    assert result.skipped == {"made with other settings": 2}
+    assert all(r["settings"] == studies.run_fingerprint(new, "transfer") for r in studies.load_results(tmp_path, new))
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4  # nothing lost, nothing mixed
