@@ -8,6 +8,7 @@ defaults `Config()` really has. Imports no TensorFlow: `--help` and usage errors
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import typing
 from pathlib import Path
@@ -200,6 +201,10 @@ def stage(tensorflow: bool = True, prepare=None):
                 if prepare:
                     cfg = prepare(cfg, given, origins, **kwargs)
                 if tensorflow:
+                    asked = os.environ.get("KERAS_BACKEND", "tensorflow").strip().lower()
+                    if asked not in ("", "tensorflow") and "keras" not in sys.modules:
+                        click.echo(f"fmtransfer: note: KERAS_BACKEND={asked} ignored; fmtransfer trains with "
+                                   "TensorFlow graphs, so it uses Keras' TensorFlow backend", err=True)
                     runtime.setup(arch=cfg.model.arch, quiet=not verbose)
                 return f(cfg, rd, Reporter(quiet=as_json), **kwargs)
 

@@ -195,19 +195,24 @@ def set_reused_trainable(model, trainable: bool, top: int | None = None) -> None
             layer.trainable = wanted
 
 
-def load_model(path: str | Path):
-    """Load a `.keras` or legacy `.h5` model A, or fail with a one-line error."""
+def load_model(path: str | Path, remedy: str = "retrain it with `fmtransfer train-a`"):
+    """Load a `.keras` or legacy `.h5` model (model A, an encoder), or fail with one line naming
+    the file and `remedy`, what makes it again."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file {path} not found; run `fmtransfer train-a` first or pass --model-a FILE", path=path)
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise DataError(f"model file {path} is not a .keras (zip) file; retrain it with `fmtransfer train-a`", path=path)
+        raise DataError(f"model file {path} is not a .keras (zip) file; {remedy}", path=path)
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"model file {path} cannot be loaded ({first[:200]}); "
-                        "retrain it with `fmtransfer train-a`", path=path) from None
+        raise DataError(f"model file {path} cannot be loaded ({first[:200]}); {remedy}", path=path) from None
+    if not isinstance(model, keras.Sequential):
+        # Reuse takes "the lower layers": only a stack of layers has them in one order.
+        raise DataError(f"model file {path} is a {type(model).__name__} model, not a Sequential stack of layers; "
+                        "fmtransfer reuses the lower layers of a Sequential model (as the book's model A is)",
+                        path=path)
     shape = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else None
     if shape != INPUT_SHAPE:
         raise DataError(f"model file {path} takes inputs of shape {shape}, not 28x28 images", path=path)

@@ -10,16 +10,18 @@ settings (epochs, learning rates, reuse depth) are not remembered: they default 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from fmtransfer.errors import DataError, UsageError
+from fmtransfer.errors import DataError, FmtError, UsageError
 
 # Keys later stages depend on: remembered, so a bare `train-a` after `split --b-classes 0,2` trains
 # on that split, and `transfer` after `train-a --arch cnn` builds a cnn.
@@ -52,8 +54,18 @@ class atomic_path:
     def __exit__(self, kind, value, tb) -> None:
         if kind is None:
             os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
+            return
+        if self.tmp.exists():
             self.tmp.unlink()
+        if isinstance(value, OSError) and value.errno in WRITE_ERRORS:
+            raise FmtError(f"cannot write {self.path}: {value.strerror}; the previous file, if any, is intact",
+                           path=self.path) from None
+
+
+# The write failures a user can act on (a full disk, a read-only or forbidden place).
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# A stage refuses to start with less free space than its largest artifacts need.
+MIN_FREE_BYTES = 256 * 2**20
 
 
 def _umask() -> int:
@@ -98,7 +110,17 @@ def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, 
     if not directory.is_dir() and not create:
         yield
         return
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory).free
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as e:
+        raise UsageError(f"cannot write to {directory} ({e.strerror}); choose a writable directory",
+                         path=directory) from None
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"{directory} has {free // 2**20} MiB free, less than the {MIN_FREE_BYTES // 2**20} MiB "
+                         "a stage may write; free some space or choose another directory", path=directory)
     key = (str(directory.resolve()), name)
     if key in _HELD:
         _HELD[key][1] += 1
@@ -171,8 +193,9 @@ class RunDir:
 
     # ------------------------------------------------------------------ JSON and models
 
-    def read_json(self, path: Path, needed_by: str, made_by: str) -> dict:
-        """A results file an earlier stage wrote, or an error saying which command makes it."""
+    def read_json(self, path: Path, needed_by: str, made_by: str, schema: dict | None = None) -> dict:
+        """A results file an earlier stage wrote, checked against `schema` (key -> type), or an
+        error naming the file and the command that makes it again."""
         if not path.is_file():
             raise UsageError(f"{needed_by} needs {path}; run `fmtransfer {made_by} --run {self.path}` first",
                              path=path)
@@ -181,9 +204,13 @@ class RunDir:
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unreadable ({e}); run `fmtransfer {made_by} --run {self.path}` again",
                             path=path) from None
-        if not isinstance(found, dict):
-            raise DataError(f"{path}: not a results file of fmtransfer; run `fmtransfer {made_by} --run "
-                            f"{self.path}` again", path=path)
+        problem = None if isinstance(found, dict) else "not a JSON object"
+        for key, kind in (schema or {}).items():
+            if problem is None and not (isinstance(found.get(key), kind) and not isinstance(found.get(key), bool)):
+                problem = f"{key!r} is missing or not {' or '.join(k.__name__ for k in _tuple(kind))}"
+        if problem:
+            raise DataError(f"{path}: not a results file of fmtransfer ({problem}); run `fmtransfer {made_by} "
+                            f"--run {self.path}` again", path=path)
         return found
 
     def write_json(self, path: Path, obj: dict) -> None:
@@ -242,7 +269,7 @@ class RunDir:
         """(Split, manifest), checked to belong together."""
         from fmtransfer.data import Split
 
-        manifest = self.read_json(self.split_json, needed_by, "split")
+        manifest = self.read_json(self.split_json, needed_by, "split", SPLIT_SCHEMA)
         if not self.split_arrays.is_file():
             raise UsageError(f"{needed_by} needs {self.split_arrays}; run `fmtransfer split --run {self.path}` first",
                              path=self.split_arrays)
@@ -258,6 +285,17 @@ class RunDir:
         if meta.get("split_fingerprint") != manifest.get("fingerprint"):
             raise UsageError(f"{what} was trained on another split than {self.split_arrays}; "
                              f"run `fmtransfer {made_by} --run {self.path}` first", path=what)
+
+
+NUMBER = (int, float)
+# What later stages read back from each kind of results file.
+SPLIT_SCHEMA = {"fingerprint": str, "data": dict, "b_classes": list, "sizes": dict}
+TRAINED_SCHEMA = {"split_fingerprint": str}
+SCORED_SCHEMA = {"split_fingerprint": str, "test_accuracy": NUMBER, "test_loss": NUMBER}
+
+
+def _tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

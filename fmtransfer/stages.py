@@ -15,7 +15,8 @@ from fmtransfer import contenders, pipeline
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, UsageError
 from fmtransfer.report import Reporter, figures, plotting_available
-from fmtransfer.rundir import RunDir, fingerprint
+from fmtransfer.errors import DataError
+from fmtransfer.rundir import SCORED_SCHEMA, SPLIT_SCHEMA, TRAINED_SCHEMA, RunDir, fingerprint
 
 
 def _writing(create: bool = False):
@@ -37,9 +38,13 @@ def _quiet(reporter: Reporter | None) -> Reporter:
     return reporter or Reporter(quiet=True)
 
 
-def with_split(cfg: Config, manifest: dict) -> Config:
+def with_split(cfg: Config, manifest: dict, rd: RunDir) -> Config:
     """Later stages train on the split that exists, so its data settings are theirs."""
-    return cfg.replace(**{f"data.{k}": v for k, v in manifest["data"].items()})
+    try:
+        return cfg.replace(**{f"data.{k}": v for k, v in manifest["data"].items()})
+    except ConfigError as e:
+        raise DataError(f"{rd.split_json}: not a split of fmtransfer ({e}); run `fmtransfer split --run {rd.path}` "
+                        "again", path=rd.split_json) from None
 
 
 def _stamp(cfg: Config, started: float, manifest: dict) -> dict:
@@ -72,7 +77,7 @@ def split(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
 def train_a(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     """Train model A on task A's eight classes; save it with its history and test accuracy."""
     the_split, manifest = rd.load_split("train-a")
-    cfg = with_split(cfg, manifest)
+    cfg = with_split(cfg, manifest, rd)
     started = time.perf_counter()
     model, a = pipeline.train_model_a(cfg, the_split, _quiet(reporter))
     rd.save_model(model, rd.model_a)
@@ -98,7 +103,7 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     if plot:
         figures("--plot")  # fail before training, not after
     the_split, manifest = rd.load_split("pretrain")
-    cfg = with_split(cfg, manifest)
+    cfg = with_split(cfg, manifest, rd)
     started = time.perf_counter()
     made = pretraining.pretrain(cfg, the_split, method, _quiet(reporter))
     paths = rd.pretrain_files(method)
@@ -135,7 +140,7 @@ def _base(rd: RunDir, contender, manifest: dict, explicit: str | Path | None) ->
         method = need.partition(":")[2]
         files = rd.pretrain_files(method)
         path, meta_path, made_by = files["encoder"], files["json"], f"pretrain --method {method}"
-    meta = rd.read_json(meta_path, "transfer", made_by)
+    meta = rd.read_json(meta_path, "transfer", made_by, TRAINED_SCHEMA)
     rd.check_same_split(meta, manifest, path, made_by)
     if not path.is_file():
         raise UsageError(f"transfer needs {path}; run `fmtransfer {made_by} --run {rd.path}` first", path=path)
@@ -156,7 +161,7 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
     if model_a_path and chosen.needs != ("model_a",):
         raise ConfigError("contenders", f"a model A file is only for contenders built on model A, not {contender}")
     the_split, manifest = rd.load_split("transfer")
-    cfg = with_split(cfg, manifest)
+    cfg = with_split(cfg, manifest, rd)
     base_path, base_meta = _base(rd, chosen, manifest, model_a_path)
     base = models.load_model(base_path)
     before = models.weights_digest(base.get_weights())
@@ -180,15 +185,15 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
 def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     """Model B from scratch on the same task-B images; reused if already trained with these settings."""
     reporter = _quiet(reporter)
-    manifest = rd.read_json(rd.split_json, "compare", "split")
-    cfg = with_split(cfg, manifest)
+    manifest = rd.read_json(rd.split_json, "compare", "split", SPLIT_SCHEMA)
+    cfg = with_split(cfg, manifest, rd)
     settings = {"split": manifest["fingerprint"], "model": cfg.model.to_dict(), "baseline": cfg.baseline.to_dict(),
                 "seed": cfg.seed, "batch_size": cfg.batch_size}
     key = fingerprint(settings)
     model_path, meta_path = rd.contender_files("baseline")
     if meta_path.is_file() and model_path.is_file():
         try:
-            meta = rd.read_json(meta_path, "compare", "compare")
+            meta = rd.read_json(meta_path, "compare", "compare", {**SCORED_SCHEMA, "fingerprint": str})
         except UsageError:
             meta = {}  # unreadable: stale, train it again
         if meta.get("fingerprint") == key:
@@ -209,14 +214,14 @@ def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
 def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
             chosen: tuple[str, ...] | None = None) -> pipeline.ExperimentResult:
     """The baseline against every contender trained in the run directory (or those `chosen`), on test B."""
-    manifest = rd.read_json(rd.split_json, "compare", "split")
+    manifest = rd.read_json(rd.split_json, "compare", "split", SPLIT_SCHEMA)
     names = [n for n in (chosen or contenders.names()) if n != "baseline"]
-    trained = {n: rd.read_json(rd.contender_files(n)[1], "compare", f"transfer --contender {n}")
+    trained = {n: rd.read_json(rd.contender_files(n)[1], "compare", f"transfer --contender {n}", SCORED_SCHEMA)
                for n in names if chosen or rd.contender_files(n)[1].is_file()}
     if not trained:
         raise UsageError(f"compare needs a transferred model in {rd.path}; run `fmtransfer transfer --run {rd.path}` first",
                          path=rd.path)
-    cfg = with_split(cfg, manifest)
+    cfg = with_split(cfg, manifest, rd)
     for name, meta in trained.items():
         what = rd.contender_files(name)[0]
         rd.check_same_split(meta, manifest, what, f"transfer --contender {name}")
@@ -225,7 +230,7 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
         if meta.get("arch", cfg.model.arch) != cfg.model.arch:
             raise ConfigError("model.arch", f"{what} is a {meta['arch']} network but the baseline would be "
                                             f"{cfg.model.arch}; compare them with the same architecture")
-        theirs = meta.get("config", {})
+        theirs = meta["config"] if isinstance(meta.get("config"), dict) else {}
         for key, ours in (("seed", cfg.seed), ("batch_size", cfg.batch_size), ("model", cfg.model.to_dict())):
             if key in theirs and theirs[key] != ours:
                 raise ConfigError(key, f"{what} was trained with {key} {theirs[key]}, the baseline would use "
@@ -236,12 +241,16 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     for name, meta in trained.items():
         c = contenders.get(name)
         results[c.title] = contenders.ContenderResult(name, c.title, meta["test_accuracy"], meta["test_loss"],
-                                                      phases=meta.get("phases", []), seconds=meta.get("seconds", 0.0),
+                                                      phases=meta["phases"] if isinstance(meta.get("phases"), list) else [],
+                                                      seconds=meta.get("seconds", 0.0),
                                                       details={"reuse_layers": meta.get("reuse_layers")})
     # The settings line describes the contenders as they were trained.
     first = trained.get("transfer") or next(iter(trained.values()))
-    t = Config().transfer.to_dict() | first.get("config", {}).get("transfer", {})
-    shown = cfg.replace(**{f"transfer.{k}": v for k, v in t.items()})
+    theirs = first.get("config") if isinstance(first.get("config"), dict) else {}
+    try:
+        shown = cfg.replace(**{f"transfer.{k}": v for k, v in dict(theirs.get("transfer") or {}).items()})
+    except (ConfigError, TypeError, ValueError):
+        shown = cfg  # an older file's settings this version cannot read: show today's
     result = pipeline.ExperimentResult(shown, tuple(manifest["b_classes"]), manifest["sizes"],
                                        pipeline.paired_with_baseline(results))
     rd.write_json(rd.compare_json, result.to_dict())

@@ -309,10 +309,15 @@ def _read_meta(study_dir: Path) -> dict:
     raise DataError(f"{path} is unreadable; delete it and run the study again (finished runs are kept)", path=path)
 
 
-def _config_from(d: dict) -> Config:
+def _config_from(d: dict, study_dir: Path | None = None) -> Config:
     """A study's stored config, keeping only the keys this version knows."""
     known = flatten(Config().to_dict())
-    return merge([(None, {k: v for k, v in flatten(d).items() if k in known})])
+    try:
+        return merge([(None, {k: v for k, v in flatten(d).items() if k in known})])
+    except ConfigError as e:
+        where = Path(study_dir or ".") / STUDY_JSON
+        raise DataError(f"{where}: unusable settings ({e}); delete it and run the study again "
+                        "(finished runs are kept, and checked against the new settings)", path=where) from None
 
 
 def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *, shard_spec: str | None = None,
@@ -391,10 +396,13 @@ class _Cache:
         if path.is_file() and meta.is_file():
             try:
                 info = json.loads(meta.read_text(encoding="utf-8"))
+                if not isinstance(info, dict):
+                    raise ValueError("not a JSON object")
             except ValueError:
                 raise DataError(f"{meta} is unreadable; delete it and {path.name}, and run the study again "
                                 "(they are retrained)", path=meta) from None
-            model = models.load_model(path)
+            model = models.load_model(path, remedy=f"delete it and {meta.name}, and run the study again "
+                                                   "(they are retrained)")
         else:
             try:
                 if need == "model_a":
@@ -521,7 +529,7 @@ def report(study_dir: str | Path) -> StudyResult:
     """Merge every finished run in `study_dir` and summarise each cell, per contender."""
     study_dir = Path(study_dir)
     meta = _read_meta(study_dir)
-    config = _config_from(meta["config"])
+    config = _config_from(meta["config"], study_dir)
     results, skipped = read_results(study_dir, config)
     cells: dict[tuple, list[dict]] = {}
     order = {name: i for i, name in enumerate(contenders.names())}

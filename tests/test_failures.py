@@ -152,3 +152,128 @@ def test_a_second_unsharded_study_is_refused_but_shards_run_side_by_side(tiny_da
         for p in (shard0, shard0_dir):
             p.kill()
             p.wait()
+
+
+# ----------------------------------------------------------------------------- what the tool reads back
+
+@pytest.fixture
+def trained(run):
+    assert run_cli("transfer", "--run", run, "--freeze-epochs", "1", "--fine-tune-epochs", "1").code == 0
+    return run
+
+
+CORRUPT = {
+    "split.json fingerprint a number": ("split.json", lambda d: {**d, "fingerprint": 7}, "train-a", "split"),
+    "split.json impossible classes": ("split.json", lambda d: {**d, "data": {**d["data"], "b_classes": [5, 5]}},
+                                      "train-a", "split"),
+    "split.json a list": ("split.json", lambda d: [d], "transfer", "split"),
+    "model_a.json without its split": ("model_a.json", lambda d: {k: v for k, v in d.items() if k != "split_fingerprint"},
+                                       "transfer", "train-a"),
+    "transfer_a.json string accuracy": ("transfer_a.json", lambda d: {**d, "test_accuracy": "0.9"}, "compare",
+                                        "transfer"),
+    "transfer_a.json config a list": ("transfer_a.json", lambda d: {**d, "config": [1]}, None, None),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+def test_a_corrupt_file_the_tool_wrote_is_exit_2_naming_it_and_the_command_that_remakes_it(trained, case):
+    import json
+
+    name, corrupt, stage, made_by = CORRUPT[case]
+    path = trained / name
+    path.write_text(json.dumps(corrupt(json.loads(path.read_text()))))
+    if stage is None:  # harmless to read: compare shows today's settings instead
+        assert run_cli("compare", "--run", trained, "--epochs", "1").code == 0
+        return
+    args = {"train-a": ["--epochs", "1", "--hidden", "16,8"], "transfer": ["--freeze-epochs", "1"],
+            "compare": ["--epochs", "1"]}[stage]
+    result = run_cli(stage, "--run", trained, *args)
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    [line] = result.err_lines
+    assert str(path) in line and f"`fmtransfer {made_by}" in line
+
+
+def test_a_corrupt_study_file_names_it_and_says_what_to_do(tiny_data, tmp_path):
+    import json
+
+    cfg = fmtransfer.load_config(None, {**tiny_settings(tiny_data), "study.b_train_sizes": [20]})
+    fmtransfer.run_study(cfg, tmp_path)
+    meta = json.loads((tmp_path / "study.json").read_text())
+    (tmp_path / "study.json").write_text(json.dumps({**meta, "config": {"model": {"hidden": [0]}}}))
+    with pytest.raises(fmtransfer.DataError, match="study.json.*delete it"):
+        fmtransfer.study.report(tmp_path)
+    (tmp_path / "study.json").write_text(json.dumps(meta))
+    [a_json] = (tmp_path / "models").glob("a-*.json")
+    a_json.write_text("[]")
+    (tmp_path / "results.jsonl").unlink()  # so the study needs model A again
+    with pytest.raises(fmtransfer.DataError, match=f"{a_json.name} is unreadable; delete it"):
+        fmtransfer.run_study(cfg, tmp_path)
+    [a_model] = (tmp_path / "models").glob("a-*.keras")
+    a_json.write_text("{}")
+    a_model.write_bytes(b"garbage")
+    with pytest.raises(fmtransfer.DataError) as info:
+        fmtransfer.run_study(cfg, tmp_path)
+    assert "run the study again" in str(info.value) and "fmtransfer train-a" not in str(info.value)
+
+
+def test_a_branching_functional_model_a_is_refused_in_one_line(run, tmp_path):
+    import keras
+
+    inputs = keras.Input((28, 28))
+    flat = keras.layers.Flatten()(inputs)
+    merged = keras.layers.Concatenate()([keras.layers.Dense(8)(flat), keras.layers.Dense(8)(flat)])
+    path = tmp_path / "branchy.keras"
+    keras.Model(inputs, keras.layers.Dense(8, activation="softmax")(merged)).save(path)
+    result = run_cli("transfer", "--run", run, "--model-a", path)
+    assert result.code == 2 and "not a Sequential stack" in result.err and str(path) in result.err
+
+
+def test_keras_backend_set_to_another_is_overridden_with_a_note(run):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fmtransfer.cli", "train-a", "--run", str(run), "--epochs", "1",
+                           "--hidden", "16,8", "--json"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "fmtransfer: note: KERAS_BACKEND=jax ignored; fmtransfer trains with TensorFlow graphs, so it uses "
+        "Keras' TensorFlow backend"]
+
+
+def test_a_bad_fmtransfer_threads_is_reported_before_tensorflow_loads(run):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from fmtransfer.cli import main\ntry: main(sys.argv[1:])\nexcept SystemExit as e: "
+            "print('exit', e.code, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, "train-a", "--run", str(run)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "FMTRANSFER_THREADS": "two"})
+    assert proc.stdout.strip() == "exit 2 False" and "FMTRANSFER_THREADS" in proc.stderr
+
+
+def test_too_little_free_space_is_refused_before_training(run, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 2**20, 2**20))
+    before = snapshot(run)
+    result = run_cli("train-a", "--run", run, "--epochs", "1")
+    assert result.code == 2 and str(run) in result.err and "1 MiB free" in result.err
+    assert snapshot(run) == before
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path):
+    import errno
+
+    from fmtransfer.rundir import atomic_path
+
+    target = tmp_path / "model_a.keras"
+    target.write_bytes(b"good")
+    with pytest.raises(fmtransfer.FmtError, match=f"cannot write {target}: No space left on device"):
+        with atomic_path(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["model_a.keras"] and target.read_bytes() == b"good"
