@@ -148,14 +148,17 @@ class Raw:
     sha256: dict[str, str]
 
 
-def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256) -> Raw:
-    """Read and check the four files in `directory`; `expected=None` skips the checksum check."""
-    hashes = {}
+def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256,
+             hashes: dict[str, str] | None = None) -> Raw:
+    """Read and check the four files in `directory`; `expected=None` skips the checksum check.
+    `hashes`: the files' SHA-256s if the caller has just computed them."""
+    hashes = dict(hashes or {})
     for name in FILES.values():
         path = directory / name
         if not path.is_file():
             raise DataError(f"{path}: file not found; put the four Fashion-MNIST .gz files in {directory}")
-        hashes[name] = sha256(path)
+        if name not in hashes:
+            hashes[name] = sha256(path)
         if expected is not None and expected.get(name) and hashes[name] != expected[name]:
             raise DataError(f"{path}: SHA-256 {hashes[name][:16]}... does not match the published "
                              f"{expected[name][:16]}...; the file is corrupt or not Fashion-MNIST, "
@@ -178,7 +181,12 @@ def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256
 
 @dataclass
 class Split:
-    """The book's split. Images stay uint8 28x28 on disk; `scaled` gives float32 in [0, 1]."""
+    """The book's split: uint8 28x28 images and their labels per part; `scaled` gives float32 in [0, 1].
+
+    `indices` says where each part's images lie in the dataset (part -> ("train" or "test", row
+    numbers)): that, with the files' SHA-256s, is all a run directory keeps, kilobytes instead of
+    a copy of the images.
+    """
 
     a_train: tuple[np.ndarray, np.ndarray]
     a_valid: tuple[np.ndarray, np.ndarray]
@@ -188,9 +196,12 @@ class Split:
     b_test: tuple[np.ndarray, np.ndarray]
     b_classes: tuple[int, int]
     unlabelled: np.ndarray  # every training image (not validation), labels dropped: for pretraining
-    fingerprint: str = ""  # the manifest's, saved inside the arrays so the two cannot be mismatched
+    fingerprint: str = ""  # the manifest's, saved with the indices so the two cannot be mismatched
+    indices: dict[str, np.ndarray] | None = None
 
     PARTS = ("a_train", "a_valid", "a_test", "b_train", "b_valid", "b_test")
+    SOURCE = {"a_train": "train", "a_valid": "train", "a_test": "test", "b_train": "train", "b_valid": "train",
+              "b_test": "test", "unlabelled": "train"}
 
     def sizes(self) -> dict[str, int]:
         return {p: int(len(getattr(self, p)[1])) for p in self.PARTS}
@@ -207,56 +218,90 @@ class Split:
     def a_classes(self) -> list[int]:
         return [k for k in range(10) if k not in self.b_classes]
 
-    def save(self, path: Path) -> None:
+    @classmethod
+    def from_indices(cls, raw: "Raw", b_classes: tuple[int, int], indices: dict[str, np.ndarray],
+                     fingerprint: str = "") -> "Split":
+        """The parts' images and labels, gathered from `raw` at `indices`."""
+        neg, pos = b_classes
+        a_classes = [k for k in range(10) if k not in b_classes]
+        remap = np.full(10, -1, dtype=np.int64)
+        remap[a_classes] = np.arange(len(a_classes))
+        data = {"train": (raw.x_train, raw.y_train), "test": (raw.x_test, raw.y_test)}
+        parts = {}
+        for part in cls.PARTS:
+            x, y = data[cls.SOURCE[part]]
+            rows = indices[part]
+            labels = remap[y[rows]] if part.startswith("a_") else (y[rows] == pos).astype(np.float32)
+            parts[part] = (x[rows], labels)
+        return cls(**parts, b_classes=(neg, pos), unlabelled=raw.x_train[indices["unlabelled"]],
+                   fingerprint=fingerprint, indices=indices)
+
+    def save(self, path: Path, manifest: dict) -> None:
+        """The indices, the fingerprint and `manifest` in one file, replaced at once."""
+        import json
+
         from fmtransfer.rundir import atomic_path
 
-        arrays = {f"{p}_{xy}": getattr(self, p)[i] for p in self.PARTS for i, xy in enumerate("xy")}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, b_classes=np.array(self.b_classes), unlabelled=self.unlabelled,
-                         fingerprint=np.array(self.fingerprint), **arrays)
+                np.savez_compressed(f, b_classes=np.array(self.b_classes), fingerprint=np.array(self.fingerprint),
+                                    manifest=np.array(json.dumps(manifest)),
+                                    **{f"rows_{k}": v.astype(np.int32) for k, v in self.indices.items()})
 
     @classmethod
-    def load(cls, path: Path) -> "Split":
+    def read(cls, path: Path) -> tuple[dict, dict[str, np.ndarray] | None, "Split | None"]:
+        """(manifest, indices, None) of a split file; an older fmtransfer's copy of the arrays
+        loads as ({}, None, Split)."""
+        import json
+
         try:
             with np.load(path) as z:
-                parts = {p: (z[f"{p}_x"], z[f"{p}_y"]) for p in cls.PARTS}
-                return cls(**parts, b_classes=tuple(int(k) for k in z["b_classes"]), unlabelled=z["unlabelled"],
-                           fingerprint=str(z["fingerprint"]) if "fingerprint" in z else "")
+                if "a_train_x" in z:  # written by fmtransfer 0.1, with the images in it
+                    parts = {p: (z[f"{p}_x"], z[f"{p}_y"]) for p in cls.PARTS}
+                    return {}, None, cls(**parts, b_classes=tuple(int(k) for k in z["b_classes"]),
+                                         unlabelled=z["unlabelled"],
+                                         fingerprint=str(z["fingerprint"]) if "fingerprint" in z else "")
+                manifest = json.loads(str(z["manifest"]))
+                indices = {k[len("rows_"):]: z[k].astype(np.int64) for k in z.files if k.startswith("rows_")}
         except FileNotFoundError:
             raise
         except Exception as e:  # a half-copied or foreign file: numpy raises many kinds
-            raise DataError(f"{path}: unreadable split ({e}); run `fmtransfer split` again") from None
+            raise DataError(f"{path}: unreadable split ({type(e).__name__}); run `fmtransfer split` again",
+                            path=path) from None
+        if not isinstance(manifest, dict) or set(indices) != {*cls.PARTS, "unlabelled"}:
+            raise DataError(f"{path}: not a split of fmtransfer; run `fmtransfer split` again", path=path)
+        return manifest, indices, None
 
 
 def scaled(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
+def split_indices(y_train: np.ndarray, y_test: np.ndarray, b_classes: tuple[int, int] = (5, 6),
+                  b_train_size: int = 200, valid_size: int = 5000) -> dict[str, np.ndarray]:
+    """Where the book's split takes each part: the first `valid_size` training images validate,
+    task B keeps only its first `b_train_size` training images, task A is the other eight classes."""
+    neg, pos = b_classes
+    valid, train, test = np.arange(valid_size), np.arange(valid_size, len(y_train)), np.arange(len(y_test))
+
+    def task_a(rows, y):
+        return rows[(y[rows] != neg) & (y[rows] != pos)]
+
+    def task_b(rows, y, limit=None):
+        return rows[(y[rows] == neg) | (y[rows] == pos)][:limit]
+
+    return {"a_train": task_a(train, y_train), "a_valid": task_a(valid, y_train), "a_test": task_a(test, y_test),
+            "b_train": task_b(train, y_train, b_train_size), "b_valid": task_b(valid, y_train),
+            "b_test": task_b(test, y_test), "unlabelled": train}
+
+
 def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int = 200,
                valid_size: int = 5000) -> Split:
-    """The book's split: first `valid_size` training images validate, task B keeps only its first
-    `b_train_size` training images, task A's eight classes are renumbered 0..7 in order."""
+    """The book's split of `raw` (see `split_indices`); task A's classes renumbered 0..7 in order."""
     neg, pos = b_classes
-    x_valid, y_valid = raw.x_train[:valid_size], raw.y_train[:valid_size]
-    x_train, y_train = raw.x_train[valid_size:], raw.y_train[valid_size:]
-    a_classes = [k for k in range(10) if k not in b_classes]
-    remap = np.full(10, -1, dtype=np.int64)
-    remap[a_classes] = np.arange(8)
-
-    def task_a(x, y):
-        keep = remap[y] >= 0
-        return x[keep], remap[y[keep]]
-
-    def task_b(x, y, limit=None):
-        keep = np.flatnonzero((y == neg) | (y == pos))[:limit]
-        return x[keep], (y[keep] == pos).astype(np.float32)
-
-    split = Split(
-        a_train=task_a(x_train, y_train), a_valid=task_a(x_valid, y_valid), a_test=task_a(raw.x_test, raw.y_test),
-        b_train=task_b(x_train, y_train, b_train_size), b_valid=task_b(x_valid, y_valid),
-        b_test=task_b(raw.x_test, raw.y_test), b_classes=(neg, pos), unlabelled=x_train,
-    )
+    split = Split.from_indices(raw, (neg, pos), split_indices(raw.y_train, raw.y_test, b_classes, b_train_size,
+                                                              valid_size))
+    y_train = raw.y_train[valid_size:]
     available = int(np.sum((y_train == neg) | (y_train == pos)))
     if available < b_train_size:
         raise ConfigError("data.b_train_size", f"only {available} training images of classes "
@@ -266,7 +311,7 @@ def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int 
                           f"{pos} hold only one of them; use more images")
     if not len(split.a_test[1]) or not len(split.b_test[1]) or not len(split.a_train[1]):
         raise DataError(f"{raw.source}: too few images for task A and task B ({split.sizes()}); "
-                         "is this the whole dataset?")
+                        "is this the whole dataset?")
     return split
 
 

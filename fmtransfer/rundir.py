@@ -262,21 +262,60 @@ class RunDir:
     # ------------------------------------------------------------------ the split
 
     def save_split(self, split, manifest: dict) -> None:
-        split.save(self.split_arrays)
+        """split.npz (the dataset rows of every part, and the manifest) is the commit, one file
+        replaced at once; split.json is its readable copy, written after."""
+        split.save(self.split_arrays, manifest)
         self.write_json(self.split_json, manifest)
 
-    def load_split(self, needed_by: str):
-        """(Split, manifest), checked to belong together."""
-        from fmtransfer.data import Split
+    def split_manifest(self, needed_by: str) -> dict:
+        """The split's manifest, without loading the data."""
+        return self._read_split(needed_by)[0]
 
-        manifest = self.read_json(self.split_json, needed_by, "split", SPLIT_SCHEMA)
+    def _read_split(self, needed_by: str):
+        from fmtransfer import data
+
         if not self.split_arrays.is_file():
+            self.read_json(self.split_json, needed_by, "split")  # names split.json if it is missing too
             raise UsageError(f"{needed_by} needs {self.split_arrays}; run `fmtransfer split --run {self.path}` first",
                              path=self.split_arrays)
-        split = Split.load(self.split_arrays)
-        if split.fingerprint != manifest.get("fingerprint"):
-            raise DataError(f"{self.split_arrays} and {self.split_json} come from different splits; "
-                            f"run `fmtransfer split --run {self.path}` again", path=self.split_arrays)
+        manifest, indices, old = data.Split.read(self.split_arrays)
+        if old is not None:
+            manifest = self.read_json(self.split_json, needed_by, "split", SPLIT_SCHEMA)
+        return manifest, indices, old
+
+    def load_split(self, needed_by: str):
+        """(Split, manifest): the parts rebuilt from the dataset files, checked to be the very
+        files (SHA-256) the split was made from."""
+        from fmtransfer import data
+
+        manifest, indices, old = self._read_split(needed_by)
+        if old is not None:  # an fmtransfer 0.1 split, with the images inside: still loads
+            if old.fingerprint != manifest.get("fingerprint"):
+                raise DataError(f"{self.split_arrays} and {self.split_json} come from different splits; "
+                                f"run `fmtransfer split --run {self.path}` again", path=self.split_arrays)
+            return old, manifest
+        again = f"run `fmtransfer split --run {self.path}` again"
+        for key, kind in {**SPLIT_SCHEMA, "sha256": dict, "source": str}.items():
+            if not isinstance(manifest.get(key), kind):
+                raise DataError(f"{self.split_arrays}: not a split of fmtransfer ({key!r}); {again}",
+                                path=self.split_arrays)
+        if not self.split_json.is_file() or _json_or_none(self.split_json).get("fingerprint") != manifest["fingerprint"]:
+            self.write_json(self.split_json, manifest)  # killed between the two writes: the copy follows
+        source = Path(manifest["source"])
+        if not all((source / name).is_file() for name in data.FILES.values()):
+            raise DataError(f"{self.split_arrays} was made from the dataset in {source}, which is no longer there; "
+                            f"put the files back, or {again}", path=source)
+        hashes = {name: data.sha256(source / name) for name in data.FILES.values()}
+        if hashes != manifest["sha256"]:
+            raise DataError(f"the dataset files in {source} are not the ones {self.split_arrays} was made from "
+                            f"(SHA-256 differs); {again}", path=source)
+        raw = data.load_raw(source, expected=None, hashes=hashes)
+        b_classes = tuple(manifest["b_classes"])
+        try:
+            split = data.Split.from_indices(raw, b_classes, indices, manifest["fingerprint"])
+        except (IndexError, ValueError, TypeError):
+            raise DataError(f"{self.split_arrays}: its rows do not fit the dataset in {source}; {again}",
+                            path=self.split_arrays) from None
         return split, manifest
 
     def check_same_split(self, meta: dict, manifest: dict, what: Path, made_by: str) -> None:
@@ -285,6 +324,14 @@ class RunDir:
         if meta.get("split_fingerprint") != manifest.get("fingerprint"):
             raise UsageError(f"{what} was trained on another split than {self.split_arrays}; "
                              f"run `fmtransfer {made_by} --run {self.path}` first", path=what)
+
+
+def _json_or_none(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 NUMBER = (int, float)

@@ -16,7 +16,7 @@ from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, UsageError
 from fmtransfer.report import Reporter, figures, plotting_available
 from fmtransfer.errors import DataError
-from fmtransfer.rundir import SCORED_SCHEMA, SPLIT_SCHEMA, TRAINED_SCHEMA, RunDir, fingerprint
+from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir, fingerprint
 
 
 def _writing(create: bool = False):
@@ -185,7 +185,7 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
 def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     """Model B from scratch on the same task-B images; reused if already trained with these settings."""
     reporter = _quiet(reporter)
-    manifest = rd.read_json(rd.split_json, "compare", "split", SPLIT_SCHEMA)
+    manifest = rd.split_manifest("compare")
     cfg = with_split(cfg, manifest, rd)
     settings = {"split": manifest["fingerprint"], "model": cfg.model.to_dict(), "baseline": cfg.baseline.to_dict(),
                 "seed": cfg.seed, "batch_size": cfg.batch_size}
@@ -214,7 +214,7 @@ def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
 def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
             chosen: tuple[str, ...] | None = None) -> pipeline.ExperimentResult:
     """The baseline against every contender trained in the run directory (or those `chosen`), on test B."""
-    manifest = rd.read_json(rd.split_json, "compare", "split", SPLIT_SCHEMA)
+    manifest = rd.split_manifest("compare")
     names = [n for n in (chosen or contenders.names()) if n != "baseline"]
     trained = {n: rd.read_json(rd.contender_files(n)[1], "compare", f"transfer --contender {n}", SCORED_SCHEMA)
                for n in names if chosen or rd.contender_files(n)[1].is_file()}

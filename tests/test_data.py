@@ -366,15 +366,20 @@ def test_images_stay_uint8_and_scale_to_float32_in_0_1():
     assert x.min() >= 0.0 and x.max() <= 1.0
 
 
-def test_split_saves_and_loads_unchanged(tmp_path):
-    """Split.save / Split.load round-trip every part and the task-B classes."""
-    split = data.make_split(_raw(), (0, 2), b_train_size=10, valid_size=50)
-    split.save(tmp_path / "split.npz")
-    back = data.Split.load(tmp_path / "split.npz")
+def test_split_saves_indices_and_rebuilds_every_part_unchanged(tmp_path):
+    """A split is saved as row numbers into the dataset (and its manifest), not as images; the
+    same rows of the same data give back every part, images and labels."""
+    raw = _raw()
+    split = data.make_split(raw, (0, 2), b_train_size=10, valid_size=50)
+    split.save(tmp_path / "split.npz", {"note": "manifest"})
+    manifest, indices, old = data.Split.read(tmp_path / "split.npz")
+    assert manifest == {"note": "manifest"} and old is None
+    back = data.Split.from_indices(raw, (0, 2), indices)
     assert back.b_classes == (0, 2)
     for part in data.Split.PARTS:
         for a, b in zip(getattr(split, part), getattr(back, part)):
             np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.unlabelled, split.unlabelled)
 
 
 def test_an_unreadable_split_file_is_a_usage_error(tmp_path):
@@ -382,7 +387,7 @@ def test_an_unreadable_split_file_is_a_usage_error(tmp_path):
     path = tmp_path / "split.npz"
     path.write_bytes(b"not a zip")
     with pytest.raises(UsageError, match="fmtransfer split"):
-        data.Split.load(path)
+        data.Split.read(path)
 
 
 # ============================================================================ the real data

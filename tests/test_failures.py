@@ -163,10 +163,6 @@ def trained(run):
 
 
 CORRUPT = {
-    "split.json fingerprint a number": ("split.json", lambda d: {**d, "fingerprint": 7}, "train-a", "split"),
-    "split.json impossible classes": ("split.json", lambda d: {**d, "data": {**d["data"], "b_classes": [5, 5]}},
-                                      "train-a", "split"),
-    "split.json a list": ("split.json", lambda d: [d], "transfer", "split"),
     "model_a.json without its split": ("model_a.json", lambda d: {k: v for k, v in d.items() if k != "split_fingerprint"},
                                        "transfer", "train-a"),
     "transfer_a.json string accuracy": ("transfer_a.json", lambda d: {**d, "test_accuracy": "0.9"}, "compare",
@@ -191,6 +187,24 @@ def test_a_corrupt_file_the_tool_wrote_is_exit_2_naming_it_and_the_command_that_
     assert result.code == 2 and "Traceback" not in result.err, result.err
     [line] = result.err_lines
     assert str(path) in line and f"`fmtransfer {made_by}" in line
+
+
+def test_split_json_is_a_copy_rewritten_from_split_npz(trained):
+    """split.npz holds the split and its manifest in one file, replaced at once; a split.json
+    that is missing, stale or corrupt (a kill between the two writes) is rewritten from it."""
+    import json
+
+    good = json.loads((trained / "split.json").read_text())
+    (trained / "split.json").write_text(json.dumps({**good, "fingerprint": 7}))
+    assert run_cli("compare", "--run", trained, "--epochs", "1").code == 0
+    assert run_cli("train-a", "--run", trained, "--epochs", "1", "--hidden", "16,8").code == 0
+    assert json.loads((trained / "split.json").read_text()) == good
+
+
+def test_a_corrupt_split_npz_is_exit_2_naming_it(trained):
+    (trained / "split.npz").write_bytes(b"PK\x03\x04 torn")
+    result = run_cli("train-a", "--run", trained, "--epochs", "1")
+    assert result.code == 2 and str(trained / "split.npz") in result.err and "`fmtransfer split" in result.err
 
 
 def test_a_corrupt_study_file_names_it_and_says_what_to_do(tiny_data, tmp_path):
@@ -277,3 +291,33 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path):
         with atomic_path(target):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert [p.name for p in tmp_path.iterdir()] == ["model_a.keras"] and target.read_bytes() == b"good"
+
+
+def test_a_split_npz_of_fmtransfer_0_1_with_the_images_still_loads(trained):
+    """Run directories made before splits were saved as indices keep working."""
+    import numpy as np
+
+    from fmtransfer.rundir import RunDir
+
+    split, manifest = RunDir(trained).load_split("test")
+    arrays = {f"{p}_{xy}": getattr(split, p)[i] for p in split.PARTS for i, xy in enumerate("xy")}
+    with open(trained / "split.npz", "wb") as f:
+        np.savez(f, b_classes=np.array(split.b_classes), unlabelled=split.unlabelled,
+                 fingerprint=np.array(split.fingerprint), **arrays)
+    assert run_cli("transfer", "--run", trained, "--freeze-epochs", "1", "--fine-tune-epochs", "1").code == 0
+
+
+def test_a_split_is_kilobytes_and_checks_the_dataset_it_was_made_from(tiny_data, tmp_path):
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_data, data_dir)
+    run = tmp_path / "run"
+    assert run_cli("split", "--run", run, "--data-dir", data_dir, *TINY).code == 0
+    assert (run / "split.npz").stat().st_size < 20_000
+    (data_dir / "t10k-labels-idx1-ubyte.gz").write_bytes((tiny_data / "train-labels-idx1-ubyte.gz").read_bytes())
+    result = run_cli("train-a", "--run", run, "--epochs", "1")
+    assert result.code == 2 and "not the ones" in result.err and "`fmtransfer split" in result.err
+    shutil.rmtree(data_dir)
+    result = run_cli("train-a", "--run", run, "--epochs", "1")
+    assert result.code == 2 and "no longer there" in result.err
