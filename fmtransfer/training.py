@@ -71,7 +71,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     y_all = tf.constant(y)
     full_batches, rest = divmod(n, batch_size)
 
-    def step(indices):
+    # The data are arguments of the graph, not constants captured in it: a captured constant
+    # lives as long as TensorFlow keeps the traced graph, which is the whole process.
+    def step(indices, x_all, y_all):
         xb, yb = tf.gather(x_all, indices), tf.gather(y_all, indices)
         with tf.GradientTape() as tape:
             pred = model(xb, training=True)
@@ -81,14 +83,14 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
         return loss * size, tf.reduce_sum(task.correct(yb, pred))
 
     @tf.function
-    def run_epoch(order):
+    def run_epoch(order, x_all, y_all):
         loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
         for i in tf.range(full_batches):
-            batch_loss, batch_correct = step(order[i * batch_size:(i + 1) * batch_size])
+            batch_loss, batch_correct = step(order[i * batch_size:(i + 1) * batch_size], x_all, y_all)
             loss_sum += batch_loss
             correct += batch_correct
         if rest:
-            batch_loss, batch_correct = step(order[full_batches * batch_size:])
+            batch_loss, batch_correct = step(order[full_batches * batch_size:], x_all, y_all)
             loss_sum += batch_loss
             correct += batch_correct
         return loss_sum / n, correct / n
@@ -99,7 +101,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     history = []
     for epoch in range(epochs):
         started = time.perf_counter()
-        loss, accuracy = run_epoch(tf.constant(rng.permutation(n), dtype=tf.int32))
+        loss, accuracy = run_epoch(tf.constant(rng.permutation(n), dtype=tf.int32), x_all, y_all)
         if not math.isfinite(float(loss)):
             raise DivergedError(what, epoch + 1, key)
         record = {"epoch": epoch + 1, "loss": float(loss)}
