@@ -137,6 +137,10 @@ def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, 
         raise UsageError(f"{directory} is in use by another fmtransfer process; wait for it to finish, "
                          "or use another directory", path=directory) from None
     _HELD[key] = [fd, 1]
+    if not shared:  # the only writer now: temporary files here are an earlier killed writer's
+        for leftover in [*directory.glob(".*.tmp*"), *directory.glob("*/.*.tmp*")]:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
     try:
         yield
     finally:
