@@ -280,6 +280,15 @@ def test_too_little_free_space_is_refused_before_training(run, monkeypatch):
     assert snapshot(run) == before
 
 
+def test_a_read_only_run_directory_is_refused_before_training(run, monkeypatch):
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(run) else real(p, mode))
+    result = run_cli("train-a", "--run", run, "--epochs", "1")
+    assert result.code == 2 and f"cannot write to {run}" in result.err
+
+
 def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path):
     import errno
 
@@ -356,6 +365,8 @@ def test_a_study_killed_with_sigkill_and_sigterm_resumes_to_the_uninterrupted_re
 
     code, _ = started_then(signal.SIGKILL, 1)
     assert code == -signal.SIGKILL
+    with open(results, "a") as f:  # and a corrupt line between runs
+        f.write('{"id": "seed42-pair5v6-n20-reuseall-book-transfer"}\n')
     code, err = started_then(signal.SIGTERM, 2)
     assert code in (143, 0), err  # 0: it finished before the signal arrived
     resumed = run_cli(*args, "--run", tmp_path / "killed").json()
