@@ -284,7 +284,7 @@ def test_a_read_only_run_directory_is_refused_before_training(run, monkeypatch):
     import os
 
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(run) else real(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode: False if (str(p), mode) == (str(run), os.W_OK) else real(p, mode))
     result = run_cli("train-a", "--run", run, "--epochs", "1")
     assert result.code == 2 and f"cannot write to {run}" in result.err
 
@@ -354,27 +354,34 @@ def test_a_study_killed_with_sigkill_and_sigterm_resumes_to_the_uninterrupted_re
     whole = run_cli(*args, "--run", tmp_path / "whole").json()
     results = tmp_path / "killed" / "results.jsonl"
 
-    def started_then(sig, after_lines):
+    def lines():
+        return len(results.read_text().splitlines()) if results.exists() else 0
+
+    def started_then(sig):
+        """Start the study, and send `sig` once it has appended one more run."""
+        after_lines = lines() + 1
         proc = subprocess.Popen([sys.executable, "-m", "fmtransfer.cli", *args, "--run", str(tmp_path / "killed")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
-        while time.time() < deadline and (not results.exists() or len(results.read_text().splitlines()) < after_lines):
+        while time.time() < deadline and lines() < after_lines:
             time.sleep(0.05)
         proc.send_signal(sig)
         return proc.wait(timeout=60), proc.stderr.read()
 
-    code, _ = started_then(signal.SIGKILL, 1)
+    code, _ = started_then(signal.SIGKILL)
     assert code == -signal.SIGKILL
     with open(results, "a") as f:  # and a corrupt line between runs
         f.write('{"id": "seed42-pair5v6-n20-reuseall-book-transfer"}\n')
-    code, err = started_then(signal.SIGTERM, 2)
+    code, err = started_then(signal.SIGTERM)
     assert code in (143, 0), err  # 0: it finished before the signal arrived
     resumed = run_cli(*args, "--run", tmp_path / "killed").json()
     assert resumed["cells"] == whole["cells"]
     ids = []
     for line in results.read_text().splitlines():
         try:
-            ids.append(json.loads(line)["id"])
+            record = json.loads(line)
         except ValueError:
-            pass  # a line torn by SIGKILL mid-write: skipped by the reader, its run done again
+            continue  # a line torn by SIGKILL mid-write: skipped by the reader, its run done again
+        if "result" in record:  # not the corrupt line
+            ids.append(record["id"])
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 4
