@@ -19,9 +19,19 @@ __version__ = "0.2.0"
 from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError  # noqa: E402
 from fmtransfer.config import Config, load_config  # noqa: E402
 from fmtransfer.contenders import Contender, ContenderResult, register  # noqa: E402
-from fmtransfer.pipeline import ExperimentResult, run_experiment  # noqa: E402
 from fmtransfer.runtime import setup  # noqa: E402
-from fmtransfer.study import Cell, StudyResult, run_study  # noqa: E402
+
+# Imported on first use (numpy, rich, scipy), so that `fmtransfer --help` answers at once.
+_LAZY = {"run_experiment": "pipeline", "ExperimentResult": "pipeline", "run_study": "study",
+         "StudyResult": "study", "Cell": "study"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"fmtransfer.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'fmtransfer' has no attribute {name!r}")
 
 __all__ = ["Config", "load_config", "run_experiment", "run_study", "setup", "ExperimentResult", "StudyResult",
            "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError", "DivergedError"]

@@ -205,7 +205,7 @@ def stage(tensorflow: bool = True, prepare=None):
                     if asked not in ("", "tensorflow") and "keras" not in sys.modules:
                         click.echo(f"fmtransfer: note: KERAS_BACKEND={asked} ignored; fmtransfer trains with "
                                    "TensorFlow graphs, so it uses Keras' TensorFlow backend", err=True)
-                    runtime.setup(arch=cfg.model.arch, quiet=not verbose)
+                    runtime.setup(arch=cfg.model.arch, quiet=not verbose, lazy=True)
                 return f(cfg, rd, Reporter(quiet=as_json), **kwargs)
 
             execute(body, as_json=as_json, verbose=verbose, run_path=Path(run_dir), origins=origins)

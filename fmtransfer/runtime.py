@@ -18,6 +18,7 @@ import sys
 import warnings
 
 _configured: dict | None = None
+_pending: dict | None = None  # setup(lazy=True)'s choice, applied at the first ensure_setup
 
 
 def check_environment() -> None:
@@ -32,7 +33,9 @@ def import_keras():
     """
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "tensorflow"
-    import keras
+    quiet = bool((_pending or _configured or {}).get("quiet"))
+    with _stderr_silenced(quiet and "tensorflow" not in sys.modules):
+        import keras
 
     if keras.backend.backend() != "tensorflow":
         from fmtransfer.errors import FmtError
@@ -61,7 +64,7 @@ def _stderr_silenced(enabled: bool):
 
 
 def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, deterministic: bool = True,
-          quiet: bool = True) -> None:
+          quiet: bool = True, lazy: bool = False) -> None:
     """Configure TensorFlow for fmtransfer: call once, before anything trains.
 
     Args:
@@ -70,10 +73,17 @@ def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, determ
             TensorFlow's own choice (every core).
         deterministic: bit-identical reruns (TensorFlow's op determinism); costs a few percent.
         quiet: hide TensorFlow's and Keras' log lines and warnings.
+        lazy: only record these choices; TensorFlow is imported and configured when first needed
+            (the CLI: a stage that refuses at once never waits for TensorFlow).
 
     Thread pools are fixed once TensorFlow has run an op; a later call cannot change them.
     """
-    global _configured
+    global _configured, _pending
+    if lazy:
+        _pending = {"arch": arch, "threads": threads, "deterministic": deterministic, "quiet": quiet}
+        if quiet:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        return
     intra, inter = threads if threads is not None else globals()["threads"](arch)
     if quiet:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -96,9 +106,10 @@ def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, determ
 
 
 def ensure_setup(arch: str = "dense") -> None:
-    """`setup(arch=arch)` unless `setup` was already called (by you, or the CLI)."""
+    """`setup(arch=arch)` unless `setup` was already called (by you, or the CLI): what every path
+    that builds, loads or trains a model calls first."""
     if _configured is None:
-        setup(arch=arch)
+        setup(**(_pending or {"arch": arch}))
 
 
 def threads(arch: str = "dense") -> tuple[int, int]:
@@ -127,7 +138,8 @@ def threads(arch: str = "dense") -> tuple[int, int]:
 
 def seed_everything(seed: int | list[int]) -> None:
     """Seed Python, numpy and TensorFlow, so a model depends only on its settings, not on what
-    ran before it in the process."""
+    ran before it in the process. Every model is built right after this, so it sets up first."""
+    ensure_setup()
     import_keras().utils.set_random_seed(seed)
 
 
