@@ -384,7 +384,8 @@ def _seed_options(f):
 @config_option("study.reuse_layers", "--reuse-layers")
 @config_option("study.presets")
 @config_option("contenders")
-@click.option("--shard", help="Run only slice I of N (I from 0), e.g. $SLURM_ARRAY_TASK_ID/10.")
+@click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N in a "
+                             "Kubernetes Indexed Job of N completions.")
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @config_option("train_a.epochs")
 @config_option("baseline.epochs")

@@ -152,14 +152,38 @@ def check_grid(cfg: Config) -> None:
         check_unfreeze(cfg.transfer, reuse, cfg.model.blocks)
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """`I/N` (I counted from 0, as Slurm array and Kubernetes indexed-job indices are) -> (I, N)."""
+def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int]:
+    """`I/N` (I counted from 0, as Slurm array and Kubernetes indexed-job indices are) -> (I, N).
+
+    `auto` takes both from a Slurm job array (SLURM_ARRAY_TASK_ID less SLURM_ARRAY_TASK_MIN, and
+    SLURM_ARRAY_TASK_COUNT); `auto/N` takes I from a Kubernetes Indexed Job's JOB_COMPLETION_INDEX
+    (or Slurm's) and N as given.
+    """
     if not text:
         return 0, 1
+    if text == "auto" or text.startswith("auto/"):
+        text = _shard_from_environment(text, os.environ if environ is None else environ)
     head, _, tail = text.partition("/")
     if not (head.isdigit() and tail.isdigit()) or int(tail) < 1 or int(head) >= int(tail):
         raise ConfigError("shard", f"expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
     return int(head), int(tail)
+
+
+def _shard_from_environment(text: str, env) -> str:
+    count = text.partition("/")[2]
+    if "SLURM_ARRAY_TASK_ID" in env:
+        index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        count = count or env.get("SLURM_ARRAY_TASK_COUNT", "")
+        if not count:
+            raise ConfigError("shard", "SLURM_ARRAY_TASK_COUNT is not set; give the count: auto/N")
+        return f"{index}/{count}"
+    if "JOB_COMPLETION_INDEX" in env:
+        if not count:
+            raise ConfigError("shard", "a Kubernetes Indexed Job does not say how many shards there are; "
+                                       "give the Job's completions: auto/N")
+        return f"{env['JOB_COMPLETION_INDEX']}/{count}"
+    raise ConfigError("shard", "auto needs a Slurm job array (SLURM_ARRAY_TASK_ID) or a Kubernetes Indexed "
+                               "Job (JOB_COMPLETION_INDEX); outside one, give I/N")
 
 
 def shard(keys: list[RunKey], index: int, count: int) -> list[RunKey]:
