@@ -386,6 +386,9 @@ def _seed_options(f):
 @config_option("contenders")
 @click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N in a "
                              "Kubernetes Indexed Job of N completions.")
+@click.option("--jobs", default="1", show_default=True,
+              help="Worker processes, each training whole seeds with its own thread pools; auto: the cores "
+                   "divided by the threads one run uses. The same numbers as one.")
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @config_option("train_a.epochs")
 @config_option("baseline.epochs")
@@ -394,7 +397,7 @@ def _seed_options(f):
 @options(DATA[0], DATA[3], DATA[4], *MODEL, *PRETRAIN)
 @config_option("pretrain.epochs")
 @stage(prepare=_prepare_study)
-def study(cfg, rd, reporter, n_seeds, seed_list, shard, plots):
+def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
     """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each
     contender paired with the baseline of the same seed.
 
@@ -407,10 +410,10 @@ def study(cfg, rd, reporter, n_seeds, seed_list, shard, plots):
     from fmtransfer import study as studies
 
     try:
-        result = studies.run_study(cfg, rd.path, shard_spec=shard, reporter=reporter)
+        result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
     except ConfigError as e:
-        if e.key == "shard":
-            raise UsageError(f"option --shard: {e.problem}") from None
+        if e.key in ("shard", "jobs"):
+            raise UsageError(f"option --{e.key}: {e.problem}") from None
         raise
     return _with_plots(result, rd.path, plots)
 

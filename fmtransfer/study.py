@@ -28,7 +28,7 @@ import numpy as np
 
 from fmtransfer import contenders
 from fmtransfer.config import LR_PRESETS, Config, check_unfreeze, flatten, merge
-from fmtransfer.errors import ConfigError, DataError, DivergedError, UsageError
+from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError
 from fmtransfer.pipeline import error_rate_ratio
 from fmtransfer.report import Reporter, figures, save_figure
 from fmtransfer.rundir import fingerprint, locked, write_text_atomic
@@ -345,13 +345,16 @@ def _config_from(d: dict, study_dir: Path | None = None) -> Config:
 
 
 def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *, shard_spec: str | None = None,
-              progress: bool = False, reporter: Reporter | None = None) -> StudyResult:
+              jobs: int | str = 1, progress: bool = False, reporter: Reporter | None = None) -> StudyResult:
     """Run this shard's unfinished runs, appending each as it finishes; return the merged report.
 
     Args:
         cfg: the settings; `cfg.study` is the grid, `cfg.contenders` what to pair against the baseline.
         study_dir: where models, results and the study's settings are kept; rerun to resume.
-        shard_spec: "I/N" to run only the I-th of N slices (for job arrays).
+        shard_spec: "I/N" to run only the I-th of N slices (for job arrays); "auto" in one.
+        jobs: worker processes, each training whole seeds with its own thread pools; "auto" is
+            the machine's cores divided by the threads one run uses. Every run gives the same
+            numbers as with one.
         progress: show a progress bar over the grid.
 
     Example:
@@ -364,16 +367,34 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     cfg = cfg or Config()
     reporter = reporter or Reporter(quiet=not progress)
     index, count = parse_shard(shard_spec)
+    jobs = parse_jobs(jobs, cfg.model.arch)
     check_grid(cfg)
     study_dir = Path(study_dir)
     runtime.ensure_setup(cfg.model.arch)
     # One unsharded study per directory; the shards of an array side by side, one process each.
     with locked(study_dir, shared=count > 1), \
             (locked(study_dir, f".lock-{index}of{count}") if count > 1 else contextlib.nullcontext()):
-        return _run_study(cfg, study_dir, index, count, reporter)
+        return _run_study(cfg, study_dir, index, count, reporter, jobs)
 
 
-def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter) -> StudyResult:
+def parse_jobs(jobs: int | str, arch: str) -> int:
+    """A worker count: N >= 1, or "auto": the cores divided by the threads one run uses."""
+    from fmtransfer import runtime
+
+    if isinstance(jobs, str) and jobs.strip().lower() == "auto":
+        cores = os.cpu_count() or 1
+        per_run = runtime.threads(arch)[0] or cores  # 0: TensorFlow's choice, every core
+        return max(1, cores // per_run)
+    try:
+        n = int(jobs)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or isinstance(jobs, bool):
+        raise ConfigError("jobs", f"expected a number of worker processes (1 or more) or auto, got {jobs!r}")
+    return n
+
+
+def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1) -> StudyResult:
     from fmtransfer import data
 
     _check_study_dir(cfg, study_dir)
@@ -390,10 +411,75 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         raw = data.load(cfg.data)
         for pair in cfg.study.pairs:  # fail now, not hours into the grid
             data.make_split(raw, pair, max(cfg.study.b_train_sizes), cfg.data.valid_size)
+        # Whole seeds go to one worker: model A and the encoders of a seed are made once.
+        units = [list(unit) for _, unit in itertools.groupby(todo, key=lambda k: k.seed)]
         with reporter.grid("study", total=total, done=finished) as advance:
-            for _, runs in itertools.groupby(todo, key=lambda k: k.group):
-                _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance)
+            if jobs == 1 or len(units) == 1:
+                for unit in units:
+                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance)
+            else:
+                _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance)
     return report(study_dir)
+
+
+def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, done: set[str], advance) -> None:
+    for _, runs in itertools.groupby(unit, key=lambda k: k.group):
+        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance)
+
+
+def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance) -> None:
+    """Deal whole seeds to `jobs` spawned processes; each appends to its own results file, and
+    tells this one each run it finished, for the progress bar over the whole grid."""
+    import multiprocessing
+
+    from fmtransfer import runtime
+
+    ctx = multiprocessing.get_context("spawn")  # not fork: TensorFlow is running here
+    tasks, events = ctx.Queue(), ctx.Queue()
+    for unit in units:
+        tasks.put(unit)
+    for _ in range(jobs):
+        tasks.put(None)
+    setup = {**(runtime._configured or {}), "threads": runtime.threads(cfg.model.arch)}
+    workers = [ctx.Process(target=_worker, daemon=True,
+                           args=(cfg, chosen, str(study_dir), str(out.with_name(f"{out.stem}-job{k}.jsonl")),
+                                 sorted(done), setup, tasks, events)) for k in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        running = jobs
+        while running:
+            kind, payload = events.get()
+            if kind == "run":
+                advance(payload)
+            elif kind == "done":
+                running -= 1
+            else:
+                name, message, code = payload
+                error = (UsageError if code == 2 else FmtError)(f"a study worker failed: {message}")
+                raise error if name != "DivergedError" else FmtError(message)
+        for w in workers:
+            w.join()
+    finally:
+        for w in workers:  # on an error, Ctrl-C or SIGTERM here: no worker outlives the study
+            if w.is_alive():
+                w.terminate()
+                w.join(timeout=30)
+
+
+def _worker(cfg: Config, chosen, study_dir: str, out: str, done: list[str], setup: dict, tasks, events) -> None:
+    from fmtransfer import data, runtime
+
+    try:
+        runtime.setup(**setup)
+        raw = data.load(cfg.data)
+        finished = set(done)
+        while (unit := tasks.get()) is not None:
+            _run_unit(unit, cfg, chosen, raw, Path(study_dir), Path(out), finished,
+                      lambda run_id: events.put(("run", run_id)))
+        events.put(("done", None))
+    except BaseException as e:  # reported to the parent, which stops the study with one line
+        events.put(("error", (type(e).__name__, str(e) or type(e).__name__, getattr(e, "exit_code", 1))))
 
 
 class _Cache:

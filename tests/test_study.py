@@ -244,3 +244,32 @@ def test_following_the_advice_to_delete_study_json_never_mixes_old_settings_in(t
     assert result.skipped == {"made with other settings": 2}
     assert all(r["settings"] == studies.run_fingerprint(new, "transfer") for r in studies.load_results(tmp_path, new))
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4  # nothing lost, nothing mixed
+
+
+def test_worker_processes_give_the_same_runs_as_one_process(tiny_config, tmp_path):
+    """--jobs 2 deals whole seeds to two spawned workers: the same runs, the same numbers."""
+    cfg = tiny_config.replace(**{"study.seeds": [1, 2, 3], "study.pairs": [[5, 6]], "study.b_train_sizes": [20],
+                                 "study.reuse_layers": ["all"]})
+    serial = studies.run_study(cfg, tmp_path / "serial")
+    parallel = studies.run_study(cfg, tmp_path / "parallel", jobs=2)
+    assert [c.to_dict() for c in parallel.cells] == [c.to_dict() for c in serial.cells]
+    assert sorted(p.name for p in (tmp_path / "parallel").glob("results*.jsonl")) == \
+        ["results-job0.jsonl", "results-job1.jsonl"]
+    assert studies.run_study(cfg, tmp_path / "parallel", jobs="auto").runs_finished == 3  # nothing redone
+
+
+@pytest.mark.parametrize("jobs", [0, -1, "many", True])
+def test_a_bad_job_count_is_an_error(jobs):
+    with pytest.raises(UsageError, match="jobs"):
+        studies.parse_jobs(jobs, "dense")
+
+
+def test_auto_jobs_is_the_cores_over_the_threads_of_one_run(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("FMTRANSFER_THREADS", raising=False)
+    assert studies.parse_jobs("auto", "dense") == 8  # one thread per dense run
+    assert studies.parse_jobs("auto", "cnn") == 1  # a cnn run takes every core
+    monkeypatch.setenv("FMTRANSFER_THREADS", "2")
+    assert studies.parse_jobs("auto", "cnn") == 4
