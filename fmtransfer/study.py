@@ -745,11 +745,11 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     save_figure(fig, path)
     written.append(path)
     if len({c.contender for c in summary.cells}) > 1:
-        written.append(plot_contenders(out_dir, summary, plt))
+        written.append(plot_contenders(out_dir, summary, figs))
     return written
 
 
-def plot_contenders(out_dir: Path, summary: StudyResult, plt) -> Path:
+def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     """One row per contender and cell: its mean gain over the baseline with the 95% CI."""
     cells = sorted(summary.cells, key=lambda c: c.mean_difference)
     fig, ax = figs.subplots(figsize=(7, 0.45 * len(cells) + 1.2))

@@ -255,6 +255,9 @@ def test_study_pairs_every_contender_with_the_same_baseline_and_pretrains_once_p
         by_key.setdefault((r["seed"], tuple(r["pair"])), []).append(r["baseline"])
     assert all(len(b) == 2 and b[0] == b[1] for b in by_key.values())  # one baseline, paired with both
     assert result.cell("autoencoder", pair=(0, 2)).title == "autoencoder-pretrained"
+    plots = {p.name for p in fmtransfer.study.plot(tmp_path / "study", result)}
+    assert {"contenders.png", "gain-vs-size.png", "paired-pair5v6-n20-reuseall-book.png",
+            "paired-autoencoder-pair0v2-n20-reuseall-book.png"} <= plots
     # Resuming with a third contender runs only it, reusing the saved models.
     calls.clear()
     more = fmtransfer.run_study(cfg.replace(contenders=["transfer", "autoencoder", "greedy"]), tmp_path / "study")
