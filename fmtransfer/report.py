@@ -120,7 +120,7 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     from fmtransfer.rundir import atomic_path
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 
 
 def pct(x: float | None, digits: int = 2) -> str:
