@@ -5,10 +5,8 @@ Everything human goes to stderr, so `--json` leaves stdout holding exactly one J
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import contextmanager
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

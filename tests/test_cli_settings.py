@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import click
-import pytest
 
 from conftest import CONFIGS, assert_usage_error, run_cli
 from fmtransfer import Config, load_config

@@ -12,7 +12,10 @@ Example:
     'transfer from A'
 """
 
-from fmtransfer.contenders.base import (  # noqa: F401  (the package's API)
+from fmtransfer.contenders.base import (
     Contender, ContenderResult, Phase, get, names, pretraining_methods, register,
 )
-from fmtransfer.contenders import scratch, transfer, pretrained  # noqa: F401,E402  (registers them)
+from fmtransfer.contenders import scratch, transfer, pretrained  # noqa: E402  (importing registers them)
+
+__all__ = ["Contender", "ContenderResult", "Phase", "get", "names", "pretraining_methods", "register",
+           "scratch", "transfer", "pretrained"]
