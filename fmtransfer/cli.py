@@ -290,9 +290,7 @@ def transfer(cfg, rd, reporter, model_a, source, contender):
 
 @cli.command()
 @common
-@click.option("--method", "method", type=click.Choice(_sources()[1:]), default=None,
-              help="autoencoder: train the whole stacked autoencoder at once; greedy: one hidden layer "
-                   "at a time, the ones below frozen  [autoencoder].")
+@config_option("pretrain.method", "--method")
 @options(*PRETRAIN)
 @config_option("pretrain.epochs", "--epochs")
 @config_option("pretrain.learning_rate", "--learning-rate")
@@ -300,12 +298,12 @@ def transfer(cfg, rd, reporter, model_a, source, contender):
               help="Write reconstructions_METHOD.png (needs fmtransfer[plot])  [if matplotlib is installed].")
 @options(*MODEL)
 @stage()
-def pretrain(cfg, rd, reporter, method, plot):
+def pretrain(cfg, rd, reporter, plot):
     """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
     encoder for `transfer --from METHOD`."""
     from fmtransfer import report, stages
 
-    result = stages.pretrain(cfg, rd, reporter, method=method, plot=plot)
+    result = stages.pretrain(cfg, rd, reporter, plot=plot)
     return result, lambda console, r: console.print(report.pretrain_table(r))
 
 

@@ -290,7 +290,8 @@ class PretrainConfig(Section):
     """Unsupervised pretraining of the hidden stack (ch. 11.2.2)."""
 
     NAME = "pretrain"
-    method: str = setting("autoencoder", "What `pretrain` trains: autoencoder (whole) or greedy (layer by layer).")
+    method: str = setting("autoencoder", "What `pretrain` trains: a pretraining contender, autoencoder (the "
+                                         "whole stack at once) or greedy (one hidden layer at a time).")
     unlabelled_size: int = setting(0, "Unlabelled images: the first N training images, labels ignored (0: all).",
                                    show="0: all")
     epochs: int = setting(10, "Pretraining epochs (per layer for greedy).", option="--p-epochs")
