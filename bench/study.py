@@ -1,0 +1,98 @@
+"""Benchmark: a study's throughput. One book cell over N seeds (model A, baseline and transfer
+from A per seed) run serially and with `--jobs auto`, in one invocation, each in a fresh study
+directory; and plain Keras for the same work on one seed, extrapolated per seed.
+
+    .venv/bin/python bench/study.py               # 10 seeds, configs/book.toml
+    .venv/bin/python bench/study.py --seeds 3 --quick   # a smoke run of the benchmark
+
+For each mode: total wall time, time per seed, peak memory of the whole process tree (sampled
+every 0.2 s from /proc), and the cell's accuracies (mean and sd over seeds), which must agree.
+Prints a JSON object; only ratios from one invocation mean anything on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["--a-epochs", "2", "--b-epochs", "3", "--freeze-epochs", "1", "--fine-tune-epochs", "2"]
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of `pid` and all its descendants, from /proc."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration):
+            continue
+    return total / 1024
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak MiB of the process tree) of `command`."""
+    peak, started = [0.0], time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_mib(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(command)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return time.perf_counter() - started, peak[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--config", default="configs/book.toml")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    fmtransfer = [sys.executable, "-m", "fmtransfer.cli", "study", "--config", args.config, "--seeds",
+                  str(args.seeds), "--no-plots", *(QUICK if args.quick else [])]
+    report = {"seeds": args.seeds, "config": args.config, "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, extra in (("serial", []), ("jobs auto", ["--jobs", "auto"])):
+            study_dir = Path(tmp) / mode.replace(" ", "-")
+            wall, peak = timed([*fmtransfer, "--run", str(study_dir), *extra])
+            cell = json.loads(subprocess.run([sys.executable, "-m", "fmtransfer.cli", "study", "report", str(study_dir),
+                                              "--json", "--no-plots"], cwd=ROOT, capture_output=True, text=True,
+                                             check=True).stdout)["cells"][0]
+            report[mode] = {"wall_seconds": round(wall, 1), "seconds_per_seed": round(wall / args.seeds, 2),
+                            "peak_mib": round(peak), "baseline_mean": cell["baseline_mean"],
+                            "baseline_std": cell["baseline_std"], "transfer_mean": cell["transfer_mean"],
+                            "transfer_std": cell["transfer_std"],
+                            "accuracies": cell["accuracies"], "baseline_accuracies": cell["baseline_accuracies"]}
+        keras = [sys.executable, str(ROOT / "bench" / "bench.py"), "--worker", "keras", "--config", args.config,
+                 "--seed", "42", "--out", str(Path(tmp) / "keras.json"), *(["--quick"] if args.quick else [])]
+        wall, peak = timed(keras)
+        report["plain keras, 1 seed, extrapolated"] = {"seconds_per_seed": round(wall, 1),
+                                                       "wall_seconds": round(wall * args.seeds, 1),
+                                                       "peak_mib": round(peak)}
+    report["jobs_over_serial"] = round(report["jobs auto"]["wall_seconds"] / report["serial"]["wall_seconds"], 3)
+    report["same_accuracies"] = report["jobs auto"]["accuracies"] == report["serial"]["accuracies"]
+    report["load_after"] = os.getloadavg()[0]
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
