@@ -122,9 +122,11 @@ def test_compare_reports_baseline_transfer_and_error_rate_ratio_as_json(pipeline
 
 @pytest.mark.slow
 def test_each_stage_leaves_its_artifacts_in_the_run_directory(pipeline):
-    """The run directory holds every stage's files, and no temporary files."""
+    """The run directory holds every stage's files, no temporary files, and the empty lock file
+    each stage holds while it writes."""
     names = {p.name for p in pipeline.run.iterdir()}
-    assert names == {name for files in STAGE_FILES.values() for name in files}
+    assert names == {name for files in STAGE_FILES.values() for name in files} | {".lock"}
+    assert (pipeline.run / ".lock").stat().st_size == 0
 
 
 @pytest.mark.slow
