@@ -283,3 +283,17 @@ def test_old_results_lines_read_as_transfer_runs(tmp_path):
     study.append_result(tmp_path / "results.jsonl", old)
     [r] = study.load_results(tmp_path)
     assert (r["contender"], r["result"], r["id"]) == ("transfer", {"test_accuracy": 0.95}, old["id"] + "-transfer")
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_as_written_on_the_real_data(tmp_path, monkeypatch):
+    """The issue's and README's example, verbatim but for the path, on the real Fashion-MNIST."""
+    monkeypatch.chdir(REPO)
+    cfg = fmtransfer.load_config("configs/book.toml", seed=7)  # overrides as keyword args (or a mapping)
+    result = fmtransfer.run_experiment(cfg)  # in memory; files only if run_dir= is given
+    assert 0.9 < result.baseline.test_accuracy <= 1
+    ratio = result.contenders["transfer from A"].error_rate_ratio
+    assert ratio == pytest.approx(result.baseline.error_rate / result.transfer.error_rate)
+    d = result.to_dict()  # what `run --json` prints
+    assert d["config"]["seed"] == 7 and d["error_rate_ratio"] == ratio
+    assert result.model_a.test_accuracy > 0.85 and result.sizes["b_train"] == 200
