@@ -234,6 +234,7 @@ def test_a_new_contender_is_one_class_and_its_registration(tiny_cfg):
 
 # ----------------------------------------------------------------------------- studies over contenders
 
+@pytest.mark.slow
 def test_study_pairs_every_contender_with_the_same_baseline_and_pretrains_once_per_seed(tiny_cfg, tmp_path,
                                                                                        monkeypatch):
     from fmtransfer import pretraining

@@ -42,6 +42,7 @@ def test_study_shard_auto_outside_an_array_is_a_usage_error(tmp_path, monkeypatc
     assert_usage_error(run_cli("study", "--run", tmp_path / "s", "--shard", "auto"), "--shard", "Slurm")
 
 
+@pytest.mark.slow
 def test_the_slurm_template_runs_its_shard_under_bash(tiny_data, tmp_path):
     """The sbatch script as Slurm would run array task 1 of 2: it runs that shard of the grid,
     with as many TensorFlow threads as the task has CPUs."""

@@ -76,6 +76,7 @@ def test_a_study_records_diverged_runs_at_chance_accuracy(tiny_data, tmp_path):
 
 # ----------------------------------------------------------------------------- SIGTERM
 
+@pytest.mark.slow
 def test_sigterm_stops_a_stage_like_ctrl_c_exit_143_with_nothing_lost(run, tmp_path):
     """What Slurm and Kubernetes send at a time limit: a short message, exit 143, no temporary
     file left, the earlier artifacts byte for byte as they were."""
@@ -339,6 +340,7 @@ def test_a_temporary_file_left_by_a_killed_writer_is_removed_by_the_next_one(run
     assert not leftover.exists()
 
 
+@pytest.mark.slow
 def test_a_study_killed_with_sigkill_and_sigterm_resumes_to_the_uninterrupted_result(tiny_data, tmp_path):
     """Kill a study hard mid-run, then politely (SIGTERM: exit 143), then run it to the end: the
     report equals that of a study never interrupted, and no run was done twice."""

@@ -180,6 +180,7 @@ def test_pretrain_rejects_bad_input(tmp_path, data_dir, monkeypatch):
     assert r["picture"] is None and not (tmp_path / "reconstructions_autoencoder.png").exists()
 
 
+@pytest.mark.slow
 def test_cnn_for_every_stage(tmp_path, data_dir):
     from fmtransfer import models
 

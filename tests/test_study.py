@@ -246,6 +246,7 @@ def test_following_the_advice_to_delete_study_json_never_mixes_old_settings_in(t
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4  # nothing lost, nothing mixed
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_runs_as_one_process(tiny_config, tmp_path):
     """--jobs 2 deals whole seeds to two spawned workers: the same runs, the same numbers."""
     cfg = tiny_config.replace(**{"study.seeds": [1, 2, 3], "study.pairs": [[5, 6]], "study.b_train_sizes": [20],
