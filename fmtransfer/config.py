@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import typing
@@ -125,13 +126,19 @@ def _tuple(value: Any, args: tuple, key: str) -> tuple:
     return tuple(coerce(v, a, key) for v, a in zip(value, args))
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """A class's resolved type hints: resolving them is slow, and every config built needs them."""
+    return typing.get_type_hints(cls)
+
+
 class Section:
     """A frozen config section that converts and checks its own fields when built."""
 
     NAME: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Section):
@@ -543,5 +550,12 @@ def field_info(key: str) -> tuple[dataclasses.Field, Any, Any]:
     section, _, name = key.rpartition(".")
     cls = SECTIONS[section] if section else Config
     f = next(f for f in fields(cls) if f.name == name)
-    default = getattr(getattr(Config(), section) if section else Config(), name)
-    return f, typing.get_type_hints(cls)[name], default
+    defaults = _defaults()
+    default = getattr(getattr(defaults, section) if section else defaults, name)
+    return f, _hints(cls)[name], default
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults() -> Config:
+    """`Config()`, built once: it is frozen, so the CLI's ~80 options can share it."""
+    return Config()

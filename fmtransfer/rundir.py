@@ -23,9 +23,10 @@ from typing import Any
 
 from fmtransfer.errors import DataError, FmtError, UsageError
 
-# Keys later stages depend on: remembered, so a bare `train-a` after `split --b-classes 0,2` trains
-# on that split, and `transfer` after `train-a --arch cnn` builds a cnn.
-REMEMBERED = ("seed", "batch_size", "data.", "model.")
+# Settings later stages depend on (top-level keys and whole sections): remembered, so a bare
+# `train-a` after `split --b-classes 0,2` trains on that split, and `transfer` after
+# `train-a --arch cnn` builds a cnn.
+REMEMBERED = ("seed", "batch_size", "data", "model")
 
 
 def fingerprint(*parts: Any) -> str:
@@ -110,6 +111,14 @@ def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, 
     if not directory.is_dir() and not create:
         yield
         return
+    key = (str(directory.resolve()), name)
+    if key in _HELD:  # a stage inside `run`: the lock and the checks are the outer stage's
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(directory).free
@@ -121,14 +130,6 @@ def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, 
     if free < MIN_FREE_BYTES:
         raise UsageError(f"{directory} has {free // 2**20} MiB free, less than the {MIN_FREE_BYTES // 2**20} MiB "
                          "a stage may write; free some space or choose another directory", path=directory)
-    key = (str(directory.resolve()), name)
-    if key in _HELD:
-        _HELD[key][1] += 1
-        try:
-            yield
-        finally:
-            _HELD[key][1] -= 1
-        return
     fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -161,6 +162,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._split: tuple | None = None  # (split.npz's identity, Split, manifest) as last saved or loaded
         self.split_arrays = self.path / "split.npz"
         self.split_json = self.path / "split.json"
         self.model_a = self.path / "model_a.keras"
@@ -220,13 +222,6 @@ class RunDir:
     def write_json(self, path: Path, obj: dict) -> None:
         write_text_atomic(path, to_json(obj) + "\n")
 
-    def load_model(self, path: Path, made_by: str):
-        from fmtransfer import models
-
-        if not path.is_file():
-            raise UsageError(f"{path} not found; run `fmtransfer {made_by} --run {self.path}` first", path=path)
-        return models.load_model(path)
-
     @staticmethod
     def save_model(model, path: Path) -> None:
         from fmtransfer import models
@@ -253,15 +248,11 @@ class RunDir:
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unusable remembered settings ({e}); delete it, or run "
                             f"`fmtransfer split --run {self.path}` again", path=path) from None
-        return {k: v for k, v in flatten(stored).items() if k.startswith(REMEMBERED)}
+        return flatten({k: v for k, v in stored.items() if k in REMEMBERED})
 
     def remember(self, cfg) -> None:
-        flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k.startswith(REMEMBERED)}
-        nested: dict[str, Any] = {}
-        for key, value in flat.items():
-            section, _, name = key.rpartition(".")
-            (nested.setdefault(section, {}) if section else nested)[name] = value
-        self.write_json(self.path / self.CONFIG, nested)
+        settings = cfg.to_dict()
+        self.write_json(self.path / self.CONFIG, {k: settings[k] for k in REMEMBERED})
 
     # ------------------------------------------------------------------ the split
 
@@ -270,6 +261,11 @@ class RunDir:
         replaced at once; split.json is its readable copy, written after."""
         split.save(self.split_arrays, manifest)
         self.write_json(self.split_json, manifest)
+        self._split = (self._identity(), split, manifest)
+
+    def _identity(self) -> tuple:
+        stat = self.split_arrays.stat()
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
     def split_manifest(self, needed_by: str) -> dict:
         """The split's manifest, without loading the data."""
@@ -289,7 +285,15 @@ class RunDir:
 
     def load_split(self, needed_by: str):
         """(Split, manifest): the parts rebuilt from the dataset files, checked to be the very
-        files (SHA-256) the split was made from."""
+        files (SHA-256) the split was made from. Kept while split.npz is unchanged, so the stages
+        of one `run` read and check the dataset once."""
+        if self._split and self.split_arrays.is_file() and self._split[0] == self._identity():
+            return self._split[1], self._split[2]
+        split, manifest = self._load_split(needed_by)
+        self._split = (self._identity(), split, manifest)
+        return split, manifest
+
+    def _load_split(self, needed_by: str):
         from fmtransfer import data
 
         manifest, indices, old = self._read_split(needed_by)
@@ -347,9 +351,3 @@ SCORED_SCHEMA = {"split_fingerprint": str, "test_accuracy": NUMBER, "test_loss":
 
 def _tuple(kind) -> tuple:
     return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    from fmtransfer.config import flatten
-
-    return flatten(d, prefix)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from fmtransfer import contenders, pipeline
 from fmtransfer.config import Config
-from fmtransfer.errors import ConfigError, UsageError
+from fmtransfer.errors import ConfigError, DataError, UsageError
 from fmtransfer.report import Reporter, figures, plotting_available
-from fmtransfer.errors import DataError
 from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir, fingerprint
 
 
@@ -43,8 +42,8 @@ def with_split(cfg: Config, manifest: dict, rd: RunDir) -> Config:
     try:
         return cfg.replace(**{f"data.{k}": v for k, v in manifest["data"].items()})
     except ConfigError as e:
-        raise DataError(f"{rd.split_json}: not a split of fmtransfer ({e}); run `fmtransfer split --run {rd.path}` "
-                        "again", path=rd.split_json) from None
+        raise DataError(f"{rd.split_arrays}: not a split of fmtransfer ({e}); run `fmtransfer split --run {rd.path}` "
+                        "again", path=rd.split_arrays) from None
 
 
 def _stamp(cfg: Config, started: float, manifest: dict) -> dict:
