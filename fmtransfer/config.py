@@ -114,7 +114,7 @@ def _tuple(value: Any, args: tuple, key: str) -> tuple:
         sep = ":" if not variadic and ":" in text else ","
         value = text.split(sep) if text else []
         if any(item == "" for item in value):
-            raise ConfigError(key, f"has an empty item in {text!r}; separate values with single '{sep}'")
+            raise ConfigError(key, f"has an empty item; separate values with single '{sep}', got {text!r}")
     if isinstance(value, range):
         value = list(value)
     if not isinstance(value, (list, tuple)):
