@@ -48,6 +48,7 @@ LR_PRESETS = {
 # Each family's default `model.hidden`: `ModelConfig(arch="cnn")` is a working network.
 DEFAULT_HIDDEN = {"dense": (300, 100, 50, 50, 50), "cnn": (16, 32, 64)}
 ACTIVATIONS = ("selu", "relu", "elu", "tanh", "sigmoid", "gelu", "swish", "leaky_relu")
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform")
 Reuse = Union[int, Literal["all"]]
 
 
@@ -211,6 +212,8 @@ class ModelConfig(Section):
         show="300,100,50,50,50 (dense), 16,32,64 (cnn)")
     activation: str = setting("selu", f"Hidden activation: {', '.join(ACTIVATIONS)}.")
     cnn_dense: int = setting(64, "cnn only: units of the dense block on the conv blocks (0: none).")
+    # The 2nd edition keeps Keras' default; the 3rd edition's ReLU networks use he_normal.
+    initializer: str = setting("glorot_uniform", f"Hidden layers' kernel initializer: {', '.join(INITIALIZERS)}.")
 
     def __post_init__(self) -> None:
         if self.hidden is None:
@@ -227,6 +230,8 @@ class ModelConfig(Section):
         self.fail_unless(self.cnn_dense >= 0, "cnn_dense", f"must be 0 (none) or more units, got {self.cnn_dense}")
         self.fail_unless(self.activation in ACTIVATIONS, "activation",
                          f"must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        self.fail_unless(self.initializer in INITIALIZERS, "initializer",
+                         f"must be one of {', '.join(INITIALIZERS)}, got {self.initializer!r}")
 
     @property
     def blocks(self) -> int:
@@ -318,6 +323,101 @@ class PretrainConfig(Section):
 
 
 @dataclass(frozen=True)
+class GanConfig(Section):
+    """GAN pretraining (ch. 11.2.2): the discriminator's hidden stack becomes B's lower layers.
+
+    The recipe is the one usually found stable for small GANs on (Fashion-)MNIST: Adam at 2e-4
+    with beta_1 0.5, one-sided label smoothing, dropout in the discriminator (docs/pretrain.md).
+    """
+
+    NAME = "gan"
+    epochs: int = setting(5, "GAN epochs over the unlabelled images.")
+    batch_size: int = setting(64, "GAN mini-batch size (real images; as many generated).")
+    learning_rate: float = setting(2e-4, "Adam learning rate of both networks.")
+    beta_1: float = setting(0.5, "Adam beta_1 of both networks.")
+    codings: int = setting(30, "Size of the generator's random input.")
+    real_label: float = setting(0.9, "Target for real images (one-sided label smoothing; 1: none).")
+    dropout: float = setting(0.3, "Dropout rate after each discriminator hidden layer.")
+
+    def check(self) -> None:
+        self.fail_unless(self.epochs >= 1, "epochs", f"a GAN needs at least 1 epoch, got {self.epochs}")
+        for name in ("batch_size", "codings"):
+            self.fail_unless(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
+        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate", f"must be positive, got {self.learning_rate}")
+        self.fail_unless(0 <= self.beta_1 < 1, "beta_1", f"must be in [0, 1), got {self.beta_1}")
+        self.fail_unless(0.5 < self.real_label <= 1, "real_label", f"must be in (0.5, 1], got {self.real_label}")
+        self.fail_unless(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class RbmConfig(Section):
+    """Greedy pretraining with restricted Boltzmann machines (ch. 11.2.2), dense networks only.
+
+    Defaults follow Hinton's practical guide to training RBMs: CD-1, small random weights,
+    momentum 0.5 then 0.9, L2 weight decay.
+    """
+
+    NAME = "rbm"
+    epochs: int = setting(5, "Epochs per RBM (one RBM per hidden layer).")
+    batch_size: int = setting(100, "RBM mini-batch size.")
+    learning_rate: float = setting(0.1, "Contrastive-divergence learning rate.")
+    cd_k: int = setting(1, "Gibbs steps of contrastive divergence (CD-k).")
+    momentum: float = setting(0.9, "Momentum after the first epochs.")
+    initial_momentum: float = setting(0.5, "Momentum for the first 5 epochs of each RBM.")
+    weight_decay: float = setting(2e-4, "L2 weight decay on the weights.")
+
+    def check(self) -> None:
+        self.fail_unless(self.epochs >= 1, "epochs", f"an RBM needs at least 1 epoch, got {self.epochs}")
+        self.fail_unless(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        self.fail_unless(self.cd_k >= 1, "cd_k", f"CD-k needs at least 1 Gibbs step, got {self.cd_k}")
+        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate", f"must be positive, got {self.learning_rate}")
+        for name in ("momentum", "initial_momentum"):
+            self.fail_unless(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
+        self.fail_unless(0 <= self.weight_decay < math.inf, "weight_decay", f"must be 0 or more, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class LpFtConfig(Section):
+    """LP-FT (Kumar et al., ICLR 2022): fit the new head as a linear probe, then fine-tune all."""
+
+    NAME = "lp_ft"
+    c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).",
+                       option="--lp-ft-c")
+
+    def check(self) -> None:
+        self.fail_unless(0 < self.c < math.inf, "c", f"must be positive, got {self.c}")
+
+
+@dataclass(frozen=True)
+class L2SpConfig(Section):
+    """L2-SP (Li et al., ICML 2018): pull the reused weights toward the pretrained ones."""
+
+    NAME = "l2_sp"
+    alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.",
+                           option="--l2-sp-alpha")
+    beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.", option="--l2-sp-beta")
+
+    def check(self) -> None:
+        for name in ("alpha", "beta"):
+            self.fail_unless(0 <= getattr(self, name) < math.inf, name, f"must be 0 or more, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class GradualConfig(Section):
+    """Gradual unfreezing with discriminative rates (ULMFiT; Howard & Ruder, 2018)."""
+
+    NAME = "gradual"
+    factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.",
+                            option="--gradual-factor")
+    epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.",
+                                    option="--gradual-epochs-per-layer")
+
+    def check(self) -> None:
+        self.fail_unless(1 <= self.factor < math.inf, "factor", f"must be 1 or more, got {self.factor}")
+        self.fail_unless(self.epochs_per_layer >= 1, "epochs_per_layer", f"must be at least 1, got {self.epochs_per_layer}")
+
+
+@dataclass(frozen=True)
 class StudyConfig(Section):
     """The grid `study` runs; every run is a complete experiment."""
 
@@ -344,7 +444,8 @@ class StudyConfig(Section):
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train_a": TrainAConfig, "baseline": BaselineConfig,
-            "transfer": TransferConfig, "pretrain": PretrainConfig, "study": StudyConfig}
+            "transfer": TransferConfig, "pretrain": PretrainConfig, "gan": GanConfig, "rbm": RbmConfig,
+            "lp_ft": LpFtConfig, "l2_sp": L2SpConfig, "gradual": GradualConfig, "study": StudyConfig}
 
 
 @dataclass(frozen=True)
@@ -370,6 +471,11 @@ class Config(Section):
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    rbm: RbmConfig = field(default_factory=RbmConfig)
+    lp_ft: LpFtConfig = field(default_factory=LpFtConfig)
+    l2_sp: L2SpConfig = field(default_factory=L2SpConfig)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def __post_init__(self) -> None:
@@ -395,6 +501,13 @@ class Config(Section):
                              f"unknown contender {name!r}; choose among {', '.join(known)}, or all")
         self.fail_unless(len(set(self.contenders)) == len(self.contenders), "contenders",
                          f"lists a contender twice: {list(self.contenders)}")
+        from fmtransfer.contenders import get
+
+        for name in self.contenders:
+            archs = get(name).archs if name != "all" else (self.model.arch,)
+            self.fail_unless(self.model.arch in archs, "contenders",
+                             f"{name} builds {' and '.join(archs)} networks only, not {self.model.arch}; "
+                             f"drop it, or use model.arch {archs[0]}")
 
     @property
     def selected_contenders(self) -> tuple[str, ...]:
@@ -403,7 +516,9 @@ class Config(Section):
 
         chosen = self.contenders or ("transfer",)
         if "all" in chosen:
-            chosen = contender_names()
+            from fmtransfer.contenders import get
+
+            chosen = [n for n in contender_names() if self.model.arch in get(n).archs]
         return ("baseline", *[c for c in chosen if c != "baseline"])
 
     @property

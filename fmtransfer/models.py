@@ -36,16 +36,18 @@ def hidden_stack(cfg: ModelConfig) -> list:
     """The stem and hidden blocks shared by models A and B, freshly initialised."""
     if cfg.arch == "dense":
         stack = [layers.Flatten(name="flatten")]
-        stack += [layers.Dense(n, activation=cfg.activation, name=f"hidden{i + 1}")
+        stack += [layers.Dense(n, activation=cfg.activation, kernel_initializer=cfg.initializer, name=f"hidden{i + 1}")
                   for i, n in enumerate(cfg.hidden)]
         return stack
     stack = [layers.Reshape((28, 28, 1), name="reshape")]
     for i, filters in enumerate(cfg.hidden):
-        stack += [layers.Conv2D(filters, 3, padding="same", activation=cfg.activation, name=f"conv{i + 1}"),
+        stack += [layers.Conv2D(filters, 3, padding="same", activation=cfg.activation,
+                                kernel_initializer=cfg.initializer, name=f"conv{i + 1}"),
                   layers.MaxPooling2D(2, name=f"pool{i + 1}")]
     if cfg.cnn_dense:
         stack += [layers.Flatten(name="flatten"),
-                  layers.Dense(cfg.cnn_dense, activation=cfg.activation, name="dense")]
+                  layers.Dense(cfg.cnn_dense, activation=cfg.activation, kernel_initializer=cfg.initializer,
+                               name="dense")]
     return stack
 
 

@@ -26,18 +26,26 @@ from fmtransfer.report import Reporter, figures, save_figure
 
 @dataclass
 class Pretrained:
-    """What pretraining made: the encoder model B builds on, the whole autoencoder, and scores."""
+    """What pretraining made: the encoder model B builds on, the method's companion model (the
+    whole autoencoder, a GAN's generator), and its held-out scores."""
 
     method: str
     encoder: object
-    autoencoder: object
+    companion: object
     steps: list[dict]
     unlabelled_size: int
-    reconstruction_loss: float  # on the test images, binary cross-entropy per pixel
-    valid_reconstruction_loss: float | None
+    scores: dict  # e.g. reconstruction_loss: on the test images, binary cross-entropy per pixel
     seconds: float
     test_images: np.ndarray = field(repr=False, default=None)
     test_labels: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def reconstruction_loss(self) -> float | None:
+        return self.scores.get("reconstruction_loss")
+
+    @property
+    def autoencoder(self):
+        return self.companion
 
 
 def images(split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -65,13 +73,14 @@ def pretrain(cfg: Config, split, method: str, reporter: Reporter | None = None) 
 
     reporter = reporter or Reporter(quiet=True)
     contender = contenders.get(method)
+    if cfg.model.arch not in contender.archs:
+        raise ConfigError("model.arch", f"{method} pretrains {' and '.join(contender.archs)} networks only, "
+                                        f"not {cfg.model.arch}")
     x, x_valid, x_test, labels = images(split, cfg.pretrain.unlabelled_size)
     started = time.perf_counter()
     runtime.seed_everything(cfg.seed)
-    autoencoder, encoder, steps = contender.pretrain(cfg, x, x_valid, reporter)
-    test = training.evaluate(autoencoder, x_test, x_test, task=training.RECONSTRUCTION)
-    valid = training.evaluate(autoencoder, x_valid, x_valid, task=training.RECONSTRUCTION) if len(x_valid) else {}
-    return Pretrained(method, encoder, autoencoder, steps, len(x), test["loss"], valid.get("loss"),
+    companion, encoder, steps = contender.pretrain(cfg, x, x_valid, reporter)
+    return Pretrained(method, encoder, companion, steps, len(x), contender.scores(companion, x_test, x_valid),
                       round(time.perf_counter() - started, 3), x_test, labels)
 
 
@@ -99,12 +108,13 @@ def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | 
         trains = [layer.name for layer in model.layers if layer.trainable and layer.weights]
         before = [_digest(block) for block in hidden[:depth]]
         label = f"greedy {depth}/{n}" if greedy else "autoencoder"
+        name = f"depth {depth}" if greedy else "whole"
         with reporter.training(label, p.epochs) as on_epoch:
             history = training.fit(model, x, x, task=training.RECONSTRUCTION, epochs=p.epochs,
                                    learning_rate=p.learning_rate, batch_size=cfg.batch_size,
                                    seed=[cfg.seed, depth], validation=(x_valid, x_valid), on_epoch=on_epoch,
                                    what=label, key="pretrain.learning_rate")
-        steps.append({"depth": depth, "trains": trains, "history": history,
+        steps.append({"name": name, "depth": depth, "trains": trains, "history": history,
                       "block_digests_before": before,
                       "block_digests_after": [_digest(block) for block in hidden[:depth]]})
     # Saved models carry their layers' trainable flags; transfer sets its own, but start clean.

@@ -227,10 +227,11 @@ def pretrain_table(result: dict) -> Table:
     for step in result["steps"]:
         last = step["history"][-1] if step["history"] else {}
         trains = "every layer" if result["method"] == "autoencoder" else ", ".join(step["trains"])
-        table.add_row(f"depth {step['depth']}", trains, str(len(step["history"])),
+        table.add_row(step.get("name") or f"depth {step['depth']}", trains, str(len(step["history"])),
                       _loss(last.get("loss")), _loss(last.get("val_loss")))
-    lines = [f"test reconstruction loss (binary cross-entropy per pixel) {result['reconstruction_loss']:.4f}  "
-             f"({result['seconds']:.1f} s)", f"encoder: {result['encoder']}"]
+    scores = [f"{name.replace('_', ' ')} {result[name]:.4f}" for name in ("reconstruction_loss",)
+              if isinstance(result.get(name), float)]
+    lines = ["  ".join([*scores, f"({result['seconds']:.1f} s)"]), f"encoder: {result['encoder']}"]
     if result.get("picture"):
         lines.append(f"picture: {result['picture']}")
     table.caption = "\n".join(lines)

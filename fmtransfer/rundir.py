@@ -190,12 +190,16 @@ class RunDir:
         return self.path / f"model_b_on_{artifact}.keras", self.path / f"transfer_{artifact}.json"
 
     def pretrain_files(self, method: str) -> dict[str, Path]:
-        """What `pretrain --method METHOD` writes: the encoder B is built on, the whole
-        autoencoder, the results, and the picture of test images beside their reconstructions."""
+        """What `pretrain --method METHOD` writes: the encoder B is built on, the method's
+        companion model (autoencoder_METHOD.keras, generator_gan.keras), the results, and its
+        picture (reconstructions_METHOD.png, samples_gan.png, filters_rbm.png)."""
+        from fmtransfer.contenders import get
+
+        c = get(method)
         return {"encoder": self.path / f"encoder_{method}.keras",
-                "autoencoder": self.path / f"autoencoder_{method}.keras",
+                "companion": self.path / f"{c.companion}_{method}.keras",
                 "json": self.path / f"pretrain_{method}.json",
-                "picture": self.path / f"reconstructions_{method}.png"}
+                "picture": self.path / f"{c.picture}_{method}.png"}
 
     # ------------------------------------------------------------------ JSON and models
 

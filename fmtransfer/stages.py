@@ -93,10 +93,10 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
              plot: bool | None = None) -> dict:
     """Pretrain the hidden stack without labels (ch. 11.2.2) and save the encoder B builds on.
 
-    `plot`: None draws the reconstructions when matplotlib is installed, True requires it,
+    `plot`: None draws the method's picture when matplotlib is installed, True requires it,
     False skips it.
     """
-    from fmtransfer import pretraining, training
+    from fmtransfer import pretraining
 
     method = method or cfg.pretrain.method
     if plot:
@@ -107,22 +107,22 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     made = pretraining.pretrain(cfg, the_split, method, _quiet(reporter))
     paths = rd.pretrain_files(method)
     rd.save_model(made.encoder, paths["encoder"])
-    rd.save_model(made.autoencoder, paths["autoencoder"])
+    rd.save_model(made.companion, paths["companion"])
+    chosen = contenders.get(method)
     picture = None
     if plot or (plot is None and plotting_available()):
-        images, classes = pretraining.one_per_class(made.test_images, made.test_labels)
-        pretraining.plot_reconstructions(
-            images, training.predict(made.autoencoder, images), classes, paths["picture"],
-            f"{method} ({cfg.model.arch}): test reconstruction loss {made.reconstruction_loss:.4f}")
+        chosen.draw(made, paths["picture"], f"{method} ({cfg.model.arch})")
         picture = str(paths["picture"])
-    p = cfg.pretrain
+    d = cfg.to_dict()
     result = {
-        "stage": "pretrain", "method": method, "arch": cfg.model.arch,
-        "reconstruction_loss": made.reconstruction_loss, "valid_reconstruction_loss": made.valid_reconstruction_loss,
-        "unlabelled_size": made.unlabelled_size, "epochs": p.epochs, "learning_rate": p.learning_rate,
-        "steps": made.steps, "encoder": str(paths["encoder"]), "autoencoder": str(paths["autoencoder"]),
+        "stage": "pretrain", "method": method, "arch": cfg.model.arch, **made.scores,
+        "unlabelled_size": made.unlabelled_size,
+        "settings": {s: d[s] for s in chosen.sections if s != "transfer"},
+        "steps": made.steps, "encoder": str(paths["encoder"]), chosen.companion: str(paths["companion"]),
         "picture": picture, **_stamp(cfg, started, manifest),
     }
+    if "pretrain" in chosen.sections:  # the autoencoders' own settings, as 0.2.0 wrote them
+        result.update(epochs=cfg.pretrain.epochs, learning_rate=cfg.pretrain.learning_rate)
     rd.write_json(paths["json"], result)
     rd.remember(cfg)
     return result
@@ -269,7 +269,7 @@ def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> pipeline.E
     for need in sorted(n for n in needs if n.startswith("encoder:")):
         method = need.partition(":")[2]
         made = pretrain(cfg, rd, reporter, method=method, plot=False)
-        pretrained[method] = {"reconstruction_loss": made["reconstruction_loss"], "seconds": made["seconds"]}
+        pretrained[method] = {"reconstruction_loss": made.get("reconstruction_loss"), "seconds": made["seconds"]}
     for name in chosen:
         if name != "baseline":
             transfer(cfg, rd, reporter, contender=name)

@@ -200,7 +200,9 @@ def settings_fingerprint(cfg: Config) -> str:
     transfer alone can later take pretraining contenders in.
     """
     d = cfg.to_dict()
-    shared = {"batch_size": d["batch_size"], "model": d["model"], "train_a": d["train_a"], "baseline": d["baseline"],
+    # A key added after 0.2.0 counts only away from its default, so older studies still resume.
+    model = {k: v for k, v in d["model"].items() if (k, v) != ("initializer", "glorot_uniform")}
+    shared = {"batch_size": d["batch_size"], "model": model, "train_a": d["train_a"], "baseline": d["baseline"],
               "data": {k: d["data"][k] for k in ("valid_size", "verify_checksums")},
               "transfer": {k: d["transfer"][k] for k in ("freeze_epochs", "fine_tune_epochs", "unfreeze")}}
     return fingerprint(shared)
@@ -212,7 +214,17 @@ def run_fingerprint(cfg: Config, contender: str) -> str:
     settings is never mixed in, whatever study.json says."""
     c = contenders.get(contender) if contender in contenders.names() else None
     pretrained = c is not None and any(n.startswith("encoder:") for n in c.needs)
-    return fingerprint(settings_fingerprint(cfg), pretrain_fingerprint(cfg) if pretrained else None)
+    own = own_sections_fingerprint(cfg, contender)
+    return fingerprint(settings_fingerprint(cfg), pretrain_fingerprint(cfg) if pretrained else None,
+                       *([own] if own else []))
+
+
+def own_sections_fingerprint(cfg: Config, contender: str) -> str | None:
+    """The settings of a contender's own sections ([gan], [l2_sp], ...), None if it has none."""
+    c = contenders.get(contender) if contender in contenders.names() else None
+    own = [s for s in (c.sections if c else ()) if s not in ("transfer", "pretrain")]
+    d = cfg.to_dict()
+    return fingerprint({s: d[s] for s in own}) if own else None
 
 
 def pretrain_fingerprint(cfg: Config) -> str:
@@ -306,9 +318,17 @@ def _check_study_dir(cfg: Config, study_dir: Path) -> None:
     meta = {"settings_fingerprint": settings_fingerprint(cfg)}
     if any(contenders.get(c).needs != ("model_a",) and contenders.get(c).needs for c in study_contenders(cfg)):
         meta["pretrain_fingerprint"] = pretrain_fingerprint(cfg)
+    owned = {}
+    for c in study_contenders(cfg):
+        for section in contenders.get(c).sections:
+            if section not in ("transfer", "pretrain"):
+                owned[f"{section}_fingerprint"] = fingerprint(cfg.to_dict()[section])
+                meta[f"{section}_fingerprint"] = owned[f"{section}_fingerprint"]
     if meta_path.is_file():
         old = _read_meta(study_dir)
-        for key, what in (("settings_fingerprint", "epochs, model, ..."), ("pretrain_fingerprint", "pretraining")):
+        checks = [("settings_fingerprint", "epochs, model, ..."), ("pretrain_fingerprint", "pretraining"),
+                  *((key, f"[{key.removesuffix('_fingerprint')}]") for key in owned)]
+        for key, what in checks:
             if key in old and key in meta and old[key] != meta[key]:
                 raise UsageError(f"{study_dir} holds a study made with other settings ({what}); "
                                  "use another directory, or the same settings", path=study_dir)
@@ -521,8 +541,7 @@ class _Cache:
                 else:
                     made = pretraining.pretrain(self.cfg, self.split, need.partition(":")[2])
                     model = made.encoder
-                    info = {"reconstruction_loss": made.reconstruction_loss, "seed": self.seed,
-                            "seconds": made.seconds}
+                    info = {**made.scores, "seed": self.seed, "seconds": made.seconds}
             except DivergedError as e:  # every run built on it diverged too; do not train it again
                 self.models[need] = e
                 raise

@@ -55,14 +55,21 @@ EpochCallback = Callable[[int, dict], None]
 
 def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
         batch_size: int = 32, seed: int | list[int] = 42, validation: tuple[np.ndarray, np.ndarray] | None = None,
-        on_epoch: EpochCallback | None = None, what: str = "training", key: str | None = None) -> list[dict]:
+        on_epoch: EpochCallback | None = None, what: str = "training", key: str | None = None,
+        penalty: Callable | None = None, scales: list[float] | None = None) -> list[dict]:
     """Train `model` in place with SGD; return one record per epoch (loss, accuracy, validation).
 
     Only the variables trainable now move: freeze or unfreeze layers before calling. A loss that
     stops being finite raises DivergedError naming `what` and the learning-rate `key` at once:
     a diverged model is never scored or saved.
+
+    `penalty()`, a scalar tensor, is added to every batch's loss (the history reports the data
+    loss alone). `scales`, one per trainable variable, multiply its gradient: with plain SGD that
+    is a per-variable learning rate, learning_rate * scale.
     """
     variables = model.trainable_variables
+    if scales is not None and len(scales) != len(variables):
+        raise ValueError(f"{len(scales)} gradient scales for {len(variables)} trainable variables")
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
     optimizer.build(variables)
     loss_fn = task.loss()
@@ -78,7 +85,11 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
         with tf.GradientTape() as tape:
             pred = model(xb, training=True)
             loss = loss_fn(yb, pred)
-        optimizer.apply(tape.gradient(loss, variables), variables)
+            objective = loss + penalty() if penalty is not None else loss
+        gradients = tape.gradient(objective, variables)
+        if scales is not None:
+            gradients = [g * s for g, s in zip(gradients, scales)]
+        optimizer.apply(gradients, variables)
         size = tf.cast(tf.shape(indices)[0], tf.float32)
         return loss * size, tf.reduce_sum(task.correct(yb, pred))
 

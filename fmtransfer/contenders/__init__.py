@@ -7,7 +7,7 @@ its own `pretrain`) in a module here, decorate it with `@register`, and import t
 Example:
     >>> from fmtransfer.contenders import get, names
     >>> names()
-    ('baseline', 'transfer', 'autoencoder', 'greedy')
+    ('baseline', 'transfer', 'lp-ft', 'l2-sp', 'gradual', 'reinit', 'autoencoder', 'greedy')
     >>> get("transfer").title
     'transfer from A'
 """
@@ -15,7 +15,7 @@ Example:
 from fmtransfer.contenders.base import (
     Contender, ContenderResult, Phase, get, names, pretraining_methods, register,
 )
-from fmtransfer.contenders import scratch, transfer, pretrained  # noqa: E402  (importing registers them)
+from fmtransfer.contenders import scratch, transfer, finetune, pretrained  # noqa: E402  (importing registers them)
 
 __all__ = ["Contender", "ContenderResult", "Phase", "get", "names", "pretraining_methods", "register",
-           "scratch", "transfer", "pretrained"]
+           "scratch", "transfer", "finetune", "pretrained"]

@@ -18,7 +18,8 @@ class Phase:
     """One training phase of model B: which reused layers move, for how long, how fast.
 
     `top` None with `trainable` True unfreezes every reused layer; K unfreezes the top K. `key`
-    is the config key the learning rate came from, named if the phase diverges.
+    is the config key the learning rate came from, named if the phase diverges. `rates`, one per
+    reused block from the bottom, multiply the learning rate of that block (discriminative rates).
     """
 
     name: str
@@ -27,6 +28,7 @@ class Phase:
     trainable: bool
     top: int | None = None
     key: str | None = None
+    rates: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Contender:
         needs: what it builds on: "model_a", or "encoder:METHOD" for a pretrained encoder.
         sections: the config sections holding its settings.
         artifact: the run directory's file stem for it (model_b_on_ARTIFACT.keras).
+        archs: the network families (`model.arch`) it can build.
     """
 
     name: ClassVar[str]
@@ -81,6 +84,7 @@ class Contender:
     needs: ClassVar[tuple[str, ...]] = ()
     sections: ClassVar[tuple[str, ...]] = ()
     artifact: ClassVar[str] = ""
+    archs: ClassVar[tuple[str, ...]] = ("dense", "cnn")
 
     def settings(self, cfg) -> dict[str, Any]:
         """The settings this contender's result depends on, for fingerprints and reports."""

@@ -12,9 +12,15 @@ from fmtransfer.contenders.transfer import TransferFromA
 
 
 class PretrainedEncoder(TransferFromA):
-    """Base of the pretraining contenders: needs `encoder:NAME`, made by its `pretrain`."""
+    """Base of the pretraining contenders: needs `encoder:NAME`, made by its `pretrain`.
+
+    Besides the encoder, pretraining makes a companion model worth keeping (the autoencoder, a
+    GAN's generator), saved as COMPANION_NAME.keras, and a picture, PICTURE_NAME.png.
+    """
 
     sections = ("pretrain", "transfer")
+    companion = "autoencoder"
+    picture = "reconstructions"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -23,9 +29,26 @@ class PretrainedEncoder(TransferFromA):
             cls.artifact = cls.source = cls.name
 
     def pretrain(self, cfg, x, x_valid, reporter):
-        """Train on unlabelled images `x` (validation loss on `x_valid`); return (autoencoder,
-        encoder, steps), the encoder shaped like model A."""
+        """Train on unlabelled images `x` (validation loss on `x_valid`); return (companion,
+        encoder, steps), the encoder shaped like model A, each step {"name", "trains", "history"}."""
         raise NotImplementedError
+
+    def scores(self, companion, x_test, x_valid) -> dict[str, float | None]:
+        """Held-out scores of what pretraining made; the autoencoders' is their reconstruction loss."""
+        from fmtransfer import training
+
+        test = training.evaluate(companion, x_test, x_test, task=training.RECONSTRUCTION)
+        valid = training.evaluate(companion, x_valid, x_valid, task=training.RECONSTRUCTION) if len(x_valid) else {}
+        return {"reconstruction_loss": test["loss"], "valid_reconstruction_loss": valid.get("loss")}
+
+    def draw(self, made, path, title: str) -> None:
+        """The picture: one test image per class above its reconstruction (needs matplotlib)."""
+        from fmtransfer import pretraining, training
+
+        images, classes = pretraining.one_per_class(made.test_images, made.test_labels)
+        loss = made.scores.get("reconstruction_loss")
+        pretraining.plot_reconstructions(images, training.predict(made.companion, images), classes, path,
+                                         f"{title}: test reconstruction loss {loss:.4f}")
 
 
 class StackedAutoencoder(PretrainedEncoder):

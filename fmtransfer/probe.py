@@ -1,0 +1,82 @@
+"""The linear probe: how well a logistic regression on a pretrained model's frozen top features
+separates task B.
+
+It tells "the features are good" apart from "fine-tuning used them well": an encoder whose probe
+scores high but whose fine-tuned model B does not has been spoiled by fine-tuning. LP-FT starts
+fine-tuning from the same fit.
+
+The fit is scikit-learn's default logistic regression: an L2 penalty of 1/2 ||w||^2 against C
+times the summed log loss, bias unpenalised, on features standardised with the training set's
+mean and deviation. Newton's method solves it exactly in a few steps, since the features number
+at most a few hundred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A fitted logistic regression on standardised features."""
+
+    weights: np.ndarray  # (d,), on standardised features
+    bias: float
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.scale) @ self.weights + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def accuracy(self, features: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean((self.probability(features) > 0.5) == (np.asarray(y) > 0.5)))
+
+    def as_dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """(kernel (d, 1), bias (1,)) of a Dense(1, sigmoid) on the raw features computing the same."""
+        kernel = self.weights / self.scale
+        bias = self.bias - float(np.sum(kernel * self.mean))
+        return kernel[:, None].astype(np.float32), np.array([bias], dtype=np.float32)
+
+
+def fit(features: np.ndarray, y: np.ndarray, c: float = 1.0, iterations: int = 100) -> Probe:
+    """The L2-regularised logistic regression of `y` (0/1) on `features` (n, d)."""
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    y = (np.asarray(y, dtype=np.float64) > 0.5).astype(np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-12] = 1.0  # a constant feature carries nothing; leave it at zero
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    penalty = np.ones(z.shape[1])
+    penalty[-1] = 0.0
+    theta = np.zeros(z.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(z @ theta)))
+        gradient = c * z.T @ (p - y) + penalty * theta
+        hessian = c * (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty) + 1e-10 * np.eye(len(theta))
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return Probe(theta[:-1], float(theta[-1]), mean, scale)
+
+
+def top_features(model, x: np.ndarray) -> np.ndarray:
+    """What model B's head sees: the output of every layer but the last, flattened."""
+    from fmtransfer import training
+    from fmtransfer.models import INPUT_SHAPE, keras
+
+    below = keras.Sequential([keras.Input(INPUT_SHAPE), *model.layers[:-1]])
+    return training.predict(below, x).reshape(len(x), -1)
+
+
+def linear_probe(model, split, c: float = 1.0) -> tuple[float, Probe]:
+    """(test-B accuracy, probe) of the probe on `model`'s top features, fitted on task B's training images."""
+    from fmtransfer import training
+
+    x, y = training.scaled_part(split.b_train)
+    x_test, y_test = training.scaled_part(split.b_test)
+    probe = fit(top_features(model, x), y, c)
+    return probe.accuracy(top_features(model, x_test), y_test), probe
