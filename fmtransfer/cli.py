@@ -80,13 +80,29 @@ def common(f=None, *, run_default: str = "runs/default"):
 
 
 DATA = [config_option("data.dir"), config_option("data.b_classes"), config_option("data.b_train_size"),
-        config_option("data.valid_size"),
+        config_option("data.valid_size"), config_option("data.valid_from"),
         click.option("--no-verify", is_flag=True, help="Skip the SHA-256 check (for a dataset of your own).")]
 MODEL = [config_option("model.arch"), config_option("model.hidden"), config_option("model.cnn_dense"),
-         config_option("model.activation"), config_option("batch_size")]
+         config_option("model.activation"), config_option("model.initializer"), config_option("batch_size")]
 TRANSFER = [config_option(f"transfer.{k}") for k in ("reuse_layers", "freeze_epochs", "fine_tune_epochs",
                                                      "frozen_learning_rate", "fine_tune_learning_rate", "unfreeze")]
 PRETRAIN = [config_option("pretrain.unlabelled_size")]
+
+
+def contender_options(pretraining: bool | None = None) -> list:
+    """--SECTION-KEY for the keys of the contenders' own sections ([gan], [l2_sp], ...): those of
+    the pretraining methods, of the others, or (None) of all. A new contender's section gets
+    its options here without an edit."""
+    from dataclasses import fields
+
+    from fmtransfer import contenders
+    from fmtransfer.config import SECTIONS
+
+    methods = contenders.pretraining_methods()
+    owned = dict.fromkeys(s for n in contenders.names() for s in contenders.get(n).sections
+                          if s not in ("transfer", "pretrain") and (pretraining is None or (n in methods) == pretraining))
+    return [config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for s in owned
+            for f in fields(SECTIONS[s])]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -268,7 +284,7 @@ def _sources() -> list[str]:
               help="What to build B on: model A, or the encoder of `pretrain --method METHOD`  [a].")
 @click.option("--contender", default=None,
               help="The contender to train (any but the baseline); --from a is transfer, --from METHOD is METHOD.")
-@options(*TRANSFER)
+@options(*TRANSFER, *contender_options(pretraining=False))
 @stage()
 def transfer(cfg, rd, reporter, model_a, source, contender):
     """Build model B on a clone of model A's (or a pretrained encoder's) lower layers; train
@@ -295,8 +311,9 @@ def transfer(cfg, rd, reporter, model_a, source, contender):
 @config_option("pretrain.epochs", "--epochs")
 @config_option("pretrain.learning_rate", "--learning-rate")
 @click.option("--plot/--no-plot", default=None,
-              help="Write reconstructions_METHOD.png (needs fmtransfer[plot])  [if matplotlib is installed].")
-@options(*MODEL)
+              help="Write the method's picture: reconstructions_METHOD.png, samples_gan.png, filters_rbm.png "
+                   "(needs fmtransfer[plot])  [if matplotlib is installed].")
+@options(*MODEL, *contender_options(pretraining=True))
 @stage()
 def pretrain(cfg, rd, reporter, plot):
     """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
@@ -337,6 +354,7 @@ def compare(cfg, rd, reporter):
 @config_option("contenders")
 @options(*PRETRAIN)
 @config_option("pretrain.epochs")
+@options(*contender_options())
 @stage()
 def run(cfg, rd, reporter):
     """Run every stage the contenders need, in order, then compare: the whole experiment.
@@ -392,8 +410,9 @@ def _seed_options(f):
 @config_option("baseline.epochs")
 @config_option("transfer.freeze_epochs")
 @config_option("transfer.fine_tune_epochs")
-@options(DATA[0], DATA[3], DATA[4], *MODEL, *PRETRAIN)
+@options(DATA[0], DATA[3], DATA[4], DATA[5], *MODEL, *PRETRAIN)
 @config_option("pretrain.epochs")
+@options(*contender_options())
 @stage(prepare=_prepare_study)
 def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
     """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each

@@ -192,6 +192,8 @@ class DataConfig(Section):
     b_classes: tuple[int, int] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive).")
     b_train_size: int = setting(200, "Task-B training images kept.")
     valid_size: int = setting(5000, "Training images held out for validation.")
+    valid_from: Literal["first", "last"] = setting("first", "Which training images validate: the first "
+                                                            "valid_size (2nd edition) or the last (3rd edition).")
     verify_checksums: bool = setting(True, "Check the files against the published SHA-256 sums.")
 
     def check(self) -> None:
@@ -306,9 +308,11 @@ class PretrainConfig(Section):
                                          "whole stack at once) or greedy (one hidden layer at a time).")
     unlabelled_size: int = setting(0, "Unlabelled images: the first N training images, labels ignored (0: all).",
                                    show="0: all")
-    epochs: int = setting(10, "Pretraining epochs (per layer for greedy).", option="--p-epochs")
+    epochs: int = setting(10, "Autoencoder pretraining epochs (per layer for greedy); gan and rbm have their own.",
+                          option="--p-epochs")
     # SGD on a per-pixel cross-entropy needs a larger step than the classifiers (docs/pretrain.md).
-    learning_rate: float = setting(0.1, "Pretraining SGD learning rate.", option="--p-learning-rate")
+    learning_rate: float = setting(0.1, "Autoencoder pretraining SGD learning rate (autoencoder, greedy).",
+                                   option="--p-learning-rate")
 
     def check(self) -> None:
         from fmtransfer.contenders import pretraining_methods
@@ -381,8 +385,7 @@ class LpFtConfig(Section):
     """LP-FT (Kumar et al., ICLR 2022): fit the new head as a linear probe, then fine-tune all."""
 
     NAME = "lp_ft"
-    c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).",
-                       option="--lp-ft-c")
+    c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).")
 
     def check(self) -> None:
         self.fail_unless(0 < self.c < math.inf, "c", f"must be positive, got {self.c}")
@@ -393,9 +396,8 @@ class L2SpConfig(Section):
     """L2-SP (Li et al., ICML 2018): pull the reused weights toward the pretrained ones."""
 
     NAME = "l2_sp"
-    alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.",
-                           option="--l2-sp-alpha")
-    beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.", option="--l2-sp-beta")
+    alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.")
+    beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.")
 
     def check(self) -> None:
         for name in ("alpha", "beta"):
@@ -407,10 +409,8 @@ class GradualConfig(Section):
     """Gradual unfreezing with discriminative rates (ULMFiT; Howard & Ruder, 2018)."""
 
     NAME = "gradual"
-    factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.",
-                            option="--gradual-factor")
-    epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.",
-                                    option="--gradual-epochs-per-layer")
+    factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.")
+    epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.")
 
     def check(self) -> None:
         self.fail_unless(1 <= self.factor < math.inf, "factor", f"must be 1 or more, got {self.factor}")

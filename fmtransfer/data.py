@@ -278,11 +278,17 @@ def scaled(images: np.ndarray) -> np.ndarray:
 
 
 def split_indices(y_train: np.ndarray, y_test: np.ndarray, b_classes: tuple[int, int] = (5, 6),
-                  b_train_size: int = 200, valid_size: int = 5000) -> dict[str, np.ndarray]:
-    """Where the book's split takes each part: the first `valid_size` training images validate,
-    task B keeps only its first `b_train_size` training images, task A is the other eight classes."""
+                  b_train_size: int = 200, valid_size: int = 5000, valid_from: str = "first") -> dict[str, np.ndarray]:
+    """Where the book's split takes each part: the first `valid_size` training images validate
+    (the last, with `valid_from="last"`, as the 3rd edition does), task B keeps only its first
+    `b_train_size` training images, task A is the other eight classes."""
     neg, pos = b_classes
-    valid, train, test = np.arange(valid_size), np.arange(valid_size, len(y_train)), np.arange(len(y_test))
+    n = len(y_train)
+    if valid_from == "last":
+        valid, train = np.arange(n - valid_size, n), np.arange(n - valid_size)
+    else:
+        valid, train = np.arange(valid_size), np.arange(valid_size, n)
+    test = np.arange(len(y_test))
 
     def task_a(rows, y):
         return rows[(y[rows] != neg) & (y[rows] != pos)]
@@ -296,12 +302,12 @@ def split_indices(y_train: np.ndarray, y_test: np.ndarray, b_classes: tuple[int,
 
 
 def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int = 200,
-               valid_size: int = 5000) -> Split:
+               valid_size: int = 5000, valid_from: str = "first") -> Split:
     """The book's split of `raw` (see `split_indices`); task A's classes renumbered 0..7 in order."""
     neg, pos = b_classes
-    split = Split.from_indices(raw, (neg, pos), split_indices(raw.y_train, raw.y_test, b_classes, b_train_size,
-                                                              valid_size))
-    y_train = raw.y_train[valid_size:]
+    indices = split_indices(raw.y_train, raw.y_test, b_classes, b_train_size, valid_size, valid_from)
+    split = Split.from_indices(raw, (neg, pos), indices)
+    y_train = raw.y_train[indices["unlabelled"]]
     available = int(np.sum((y_train == neg) | (y_train == pos)))
     if available < b_train_size:
         raise ConfigError("data.b_train_size", f"only {available} training images of classes "
@@ -322,7 +328,7 @@ def load(cfg: DataConfig) -> Raw:
 
 def split_of(raw: Raw, cfg: DataConfig) -> Split:
     """The book's split of `raw` with `cfg`'s classes and sizes, fingerprinted."""
-    split = make_split(raw, cfg.b_classes, cfg.b_train_size, cfg.valid_size)
+    split = make_split(raw, cfg.b_classes, cfg.b_train_size, cfg.valid_size, cfg.valid_from)
     split.fingerprint = split_fingerprint(cfg, raw.sha256)
     return split
 
@@ -333,4 +339,6 @@ def split_fingerprint(cfg: DataConfig, sha256: dict[str, str]) -> str:
     from fmtransfer.rundir import fingerprint
 
     settings = {"b_classes": list(cfg.b_classes), "b_train_size": cfg.b_train_size, "valid_size": cfg.valid_size}
+    if cfg.valid_from != "first":  # added in 0.3.0: the splits made before keep their fingerprints
+        settings["valid_from"] = cfg.valid_from
     return fingerprint(settings, sha256)

@@ -77,6 +77,7 @@ class ExperimentResult:
             entry = {"name": r.name, "test_accuracy": r.test_accuracy, "test_loss": r.test_loss}
             if r.name != "baseline":
                 entry["error_rate_ratio"] = r.error_rate_ratio
+                entry["linear_probe"] = r.details.get("linear_probe")
             contenders[title] = entry
         d = {
             "stage": "compare",

@@ -160,12 +160,18 @@ def compare_table(result: dict) -> Table:
     table.add_column("error rate", justify="right")
     table.add_column("test loss", justify="right")
     table.add_column("error divided by", justify="right")
+    table.add_column("linear probe", justify="right")
     for name, scores in result["contenders"].items():
         ratio = scores.get("error_rate_ratio")
+        probe = scores.get("linear_probe")
         table.add_row(name, pct(scores["test_accuracy"]), pct(1 - scores["test_accuracy"]),
-                      f"{scores['test_loss']:.4f}", "-" if name == "baseline" else _ratio(ratio))
+                      f"{scores['test_loss']:.4f}", "-" if name == "baseline" else _ratio(ratio),
+                      "-" if probe is None else pct(probe))
     settings = result["settings"]
     table.caption = "  ".join(f"{k}={v}" for k, v in settings.items())
+    if any(s.get("linear_probe") is not None for s in result["contenders"].values()):
+        table.caption += ("\nlinear probe: test accuracy of a logistic regression on the frozen pretrained "
+                          "features B starts from, before any training")
     return table
 
 

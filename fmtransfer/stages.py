@@ -163,6 +163,10 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
     cfg = with_split(cfg, manifest, rd)
     base_path, base_meta = _base(rd, chosen, manifest, model_a_path)
     base = models.load_model(base_path)
+    if not model_a_path and models.arch_of(base) != cfg.model.arch:
+        raise ConfigError("model.arch", f"{base_path} is a {models.arch_of(base)} network but this run builds "
+                                        f"{cfg.model.arch} networks; make it again with this run's --arch, or "
+                                        "transfer in a run directory split with its architecture")
     before = models.weights_digest(base.get_weights())
     started = time.perf_counter()
     model, r = chosen.fit(cfg, the_split, {chosen.needs[0]: base}, _quiet(reporter), source=str(base_path))
@@ -172,6 +176,7 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
         "stage": "transfer", "contender": contender, "source": chosen.artifact, "pretrained": str(base_path),
         "arch": models.arch_of(base), "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
         "phases": r.phases, "reuse_layers": r.details["reuse_layers"], "unfreeze": cfg.transfer.unfreeze,
+        "linear_probe": r.details["linear_probe"],
         "pretrained_unchanged": models.weights_digest(base.get_weights()) == before,
         "pretrained_meta": base_meta, **_stamp(cfg, started, manifest),
     }
@@ -242,7 +247,8 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
         results[c.title] = contenders.ContenderResult(name, c.title, meta["test_accuracy"], meta["test_loss"],
                                                       phases=meta["phases"] if isinstance(meta.get("phases"), list) else [],
                                                       seconds=meta.get("seconds", 0.0),
-                                                      details={"reuse_layers": meta.get("reuse_layers")})
+                                                      details={"reuse_layers": meta.get("reuse_layers"),
+                                                               "linear_probe": meta.get("linear_probe")})
     # The settings line describes the contenders as they were trained.
     first = trained.get("transfer") or next(iter(trained.values()))
     theirs = first.get("config") if isinstance(first.get("config"), dict) else {}

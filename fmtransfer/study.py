@@ -203,7 +203,8 @@ def settings_fingerprint(cfg: Config) -> str:
     # A key added after 0.2.0 counts only away from its default, so older studies still resume.
     model = {k: v for k, v in d["model"].items() if (k, v) != ("initializer", "glorot_uniform")}
     shared = {"batch_size": d["batch_size"], "model": model, "train_a": d["train_a"], "baseline": d["baseline"],
-              "data": {k: d["data"][k] for k in ("valid_size", "verify_checksums")},
+              "data": {k: d["data"][k] for k in ("valid_size", "verify_checksums")
+                       + (("valid_from",) if d["data"]["valid_from"] != "first" else ())},
               "transfer": {k: d["transfer"][k] for k in ("freeze_epochs", "fine_tune_epochs", "unfreeze")}}
     return fingerprint(shared)
 
@@ -430,7 +431,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
     if todo:
         raw = data.load(cfg.data)
         for pair in cfg.study.pairs:  # fail now, not hours into the grid
-            data.make_split(raw, pair, max(cfg.study.b_train_sizes), cfg.data.valid_size)
+            data.make_split(raw, pair, max(cfg.study.b_train_sizes), cfg.data.valid_size, cfg.data.valid_from)
         # Whole seeds go to one worker: model A and the encoders of a seed are made once.
         units = [list(unit) for _, unit in itertools.groupby(todo, key=lambda k: k.seed)]
         with reporter.grid("study", total=total, done=finished) as advance:
@@ -569,7 +570,10 @@ def _scores(fit, split) -> dict:
         r = fit()
     except DivergedError as e:
         return {"test_accuracy": chance_accuracy(split), "test_loss": None, "diverged": str(e)}
-    return {"test_accuracy": r.test_accuracy, "test_loss": r.test_loss}
+    scores = {"test_accuracy": r.test_accuracy, "test_loss": r.test_loss}
+    if r.details.get("linear_probe") is not None:
+        scores["linear_probe"] = r.details["linear_probe"]
+    return scores
 
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
@@ -579,11 +583,12 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
     from fmtransfer import data
 
     first = runs[0]
-    split = data.make_split(raw, first.pair, max(r.b_train_size for r in runs), cfg.data.valid_size)
+    split = data.make_split(raw, first.pair, max(r.b_train_size for r in runs), cfg.data.valid_size,
+                            cfg.data.valid_from)
     cache = _Cache(study_dir, first.config(cfg), split, first.pair, first.seed)
     quiet = Reporter(quiet=True)
     for size, sized in itertools.groupby(runs, key=lambda k: k.b_train_size):
-        split = data.make_split(raw, first.pair, size, cfg.data.valid_size)
+        split = data.make_split(raw, first.pair, size, cfg.data.valid_size, cfg.data.valid_from)
         started = time.perf_counter()
         base = _scores(lambda: contenders.get("baseline").fit(first.config(cfg), split, {}, quiet)[1], split)
         base_seconds = round(time.perf_counter() - started, 2)
