@@ -456,13 +456,21 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
 @click.argument("study_dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
-def study_report(study_dir, as_json, plots):
-    """Merge every finished run in STUDY_DIR (all shards) and print the statistics."""
+@click.option("--markdown", is_flag=True, help="Print the leaderboard as Markdown tables (for a README).")
+def study_report(study_dir, as_json, plots, markdown):
+    """Merge every finished run in STUDY_DIR (all shards) and print the statistics, each setting's
+    contenders ranked by their gain over the baseline."""
     from fmtransfer import study as studies
 
     run_path = Path(study_dir)
-    execute(lambda: _with_plots(studies.report(run_path), run_path, plots),
-            as_json=as_json, verbose=False, run_path=run_path)
+
+    def body():
+        result, show = _with_plots(studies.report(run_path), run_path, plots)
+        if markdown:
+            return result, lambda console, r: click.echo(studies.markdown(result), nl=False)
+        return result, show
+
+    execute(body, as_json=as_json, verbose=False, run_path=run_path)
 
 
 class Terminated(KeyboardInterrupt):

@@ -187,16 +187,20 @@ def study_table(summary: dict) -> Table:
     table = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
                         "test-B accuracy, paired over seeds")
     for name in ("contender", "B classes", "n B", "reuse", "lr", "seeds", "baseline", "contender acc",
-                 "gain, pts (95% CI)", "err ÷", "W/T/L", "p"):
+                 "gain, pts (95% CI)", "err ÷", "W/T/L", "p", "p Holm", "probe"):
         table.add_column(name, justify="left" if name in ("contender", "B classes", "lr") else "right")
-    for c in summary["cells"]:
+    cells = sorted(summary["cells"], key=lambda c: (c["pair"], c["b_train_size"], str(c["reuse_layers"]),
+                                                    c["preset"], -c["mean_difference"]))
+    for c in cells:
         ci = c["ci95"]
         gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
         table.add_row(c["title"], f"{c['pair'][0]} vs {c['pair'][1]}", str(c["b_train_size"]), str(c["reuse_layers"]),
                       c["preset"], str(c["n"]), _mean_std(c["baseline_mean"], c["baseline_std"]),
                       _mean_std(c["transfer_mean"], c["transfer_std"]), gain, _ratio(c["error_rate_ratio"]),
                       f"{c['wins']}/{c['ties']}/{c['losses']}",
-                      "-" if c["p_value"] is None else f"{c['p_value']:.2g}")
+                      "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
+                      "-" if c.get("p_holm") is None else f"{c['p_holm']:.2g}",
+                      "-" if c.get("linear_probe") is None else f"{100 * c['linear_probe']:.2f}")
     notes = []
     for c in summary["cells"]:
         if "book" in c:
@@ -212,8 +216,10 @@ def study_table(summary: dict) -> Table:
                      "counted at chance accuracy.")
     for reason, n in summary.get("skipped", {}).items():
         notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
-    notes.append("Accuracies in %, mean±sd over seeds. Gain = contender - baseline; CI: Student t; "
-                 "err ÷: baseline error / contender error; p: Wilcoxon signed-rank, two-sided, Pratt's ties.")
+    notes.append("Ranked by gain within each setting. Accuracies in %, mean±sd over seeds. Gain = contender - "
+                 "baseline; CI: Student t; err ÷: baseline error / contender error; p: Wilcoxon signed-rank, "
+                 "two-sided, Pratt's ties; p Holm: corrected over the contenders of the same setting; probe: "
+                 "linear probe on the pretrained features.")
     table.caption = "\n".join(notes)
     return table
 

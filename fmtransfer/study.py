@@ -94,6 +94,8 @@ class Cell:
     losses: int
     diverged: int = 0  # runs of the contender that diverged, counted at chance accuracy
     baseline_diverged: int = 0
+    p_holm: float | None = None  # p_value corrected for the contenders compared in the same setting
+    linear_probe: float | None = None  # mean test-B accuracy of the probe on its pretrained features
     baseline_accuracies: list[float] = field(default_factory=list)  # per seed, in `seeds` order
     accuracies: list[float] = field(default_factory=list)  # the contender's, per seed
     book: dict | None = None
@@ -681,13 +683,74 @@ def report(study_dir: str | Path) -> StudyResult:
                     seeds=[r["seed"] for r in runs], **paired_stats(base, mine), baseline_accuracies=base,
                     accuracies=mine, diverged=sum("diverged" in r["result"] for r in runs),
                     baseline_diverged=sum("diverged" in r["baseline"] for r in runs))
+        probes = [r["result"]["linear_probe"] for r in runs if isinstance(r["result"].get("linear_probe"), float)]
+        cell.linear_probe = float(np.mean(probes)) if probes else None
         if name == "transfer" and book_settings and (pair, size, reuse, preset) == (
                 BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]):
             cell.book = book_placement(runs)
         summary.append(cell)
+    holm(summary)
     in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r["id"] for r in results}), summary,
                        meta["config"], skipped=skipped)
+
+
+def holm(cells: list[Cell]) -> None:
+    """Set each cell's `p_holm`: its p-value corrected by Holm's step-down method over the
+    contenders compared in the same setting (pair, size, reuse, preset).
+
+    Comparing ten contenders with the same baseline makes ten tests: at 5% each, one in two
+    leaderboards would show a "significant" contender by chance alone. Holm's method keeps that
+    family-wise error at 5% under any dependence between the tests (they share the baseline, so
+    they are dependent), and is uniformly more powerful than Bonferroni's. Controlling the false
+    discovery rate instead (Benjamini-Hochberg) would suit a screen of hundreds of tests; here
+    the question is which of a few claims hold, so no false claim at all is the right guard.
+    """
+    families: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        if c.p_value is not None:
+            families.setdefault((tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset), []).append(c)
+    for family in families.values():
+        m, running = len(family), 0.0
+        for rank, c in enumerate(sorted(family, key=lambda c: c.p_value)):
+            running = max(running, min(1.0, (m - rank) * c.p_value))
+            c.p_holm = running
+
+
+def leaderboard(result: "StudyResult") -> list[Cell]:
+    """The cells ranked within each setting by mean paired gain over the baseline, best first."""
+    return sorted(result.cells, key=lambda c: (tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset,
+                                               -c.mean_difference))
+
+
+def markdown(result: "StudyResult") -> str:
+    """The leaderboard as a Markdown table, one per setting, ready for a README."""
+    out, setting = [], None
+    ranked = leaderboard(result)
+    for c in ranked:
+        here = (tuple(c.pair), c.b_train_size, c.reuse_layers, c.preset)
+        if here != setting:
+            setting = here
+            # The baseline's line: from the contender with the most seeds, which has all of them.
+            base = max((d for d in ranked if (tuple(d.pair), d.b_train_size, d.reuse_layers, d.preset) == here),
+                       key=lambda d: d.n)
+            out += ["", f"Classes {c.pair[0]} vs {c.pair[1]}, {c.b_train_size} images, reuse {c.reuse_layers}, "
+                        f"{c.preset} rates; baseline {100 * base.baseline_mean:.2f}% ± "
+                        f"{100 * (base.baseline_std or 0):.2f} over {base.n} seeds", "",
+                    "| rank | contender | accuracy % | gain, points (95% CI) | W/T/L | p | p (Holm) | linear probe % |",
+                    "|---:|---|---:|---|---:|---:|---:|---:|"]
+            rank = 0
+        rank += 1
+        ci = f" ({100 * c.ci95[0]:+.2f}, {100 * c.ci95[1]:+.2f})" if c.ci95 else ""
+        probe = "-" if c.linear_probe is None else f"{100 * c.linear_probe:.2f}"
+        out.append(f"| {rank} | {c.title} | {100 * c.transfer_mean:.2f} ± {100 * (c.transfer_std or 0):.2f} | "
+                   f"{100 * c.mean_difference:+.2f}{ci} | {c.wins}/{c.ties}/{c.losses} | "
+                   f"{_p(c.p_value)} | {_p(c.p_holm)} | {probe} |")
+    return "\n".join(out).strip() + "\n"
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
 
 
 def book_placement(runs: list[dict]) -> dict:

@@ -274,3 +274,34 @@ def test_auto_jobs_is_the_cores_over_the_threads_of_one_run(monkeypatch):
     assert studies.parse_jobs("auto", "cnn") == 1  # a cnn run takes every core
     monkeypatch.setenv("FMTRANSFER_THREADS", "2")
     assert studies.parse_jobs("auto", "cnn") == 4
+
+
+# ----------------------------------------------------------------------------- the leaderboard
+
+def _cell(name, p, gain=0.01, preset="book"):
+    return studies.Cell(contender=name, title=name, pair=[5, 6], b_train_size=200, reuse_layers="all", preset=preset,
+                        seeds=[1, 2], n=2, baseline_mean=0.9, baseline_std=0.01, transfer_mean=0.9 + gain,
+                        transfer_std=0.01, mean_difference=gain, ci95=[gain - 0.01, gain + 0.01], p_value=p,
+                        error_rate_ratio=1.0, wins=2, ties=0, losses=0)
+
+
+def test_holm_corrects_each_setting_over_its_contenders_step_down():
+    """p = 0.01, 0.04, 0.03 in one setting: sorted, times 3, 2, 1, then never decreasing:
+    0.03, 0.06, 0.06. A lone contender in another setting keeps its p."""
+    cells = [_cell("a", 0.01), _cell("b", 0.04), _cell("c", 0.03), _cell("d", 0.02, preset="notebook")]
+    studies.holm(cells)
+    assert [c.p_holm for c in cells] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_never_exceeds_one():
+    cells = [_cell("a", 0.6), _cell("b", 0.9)]
+    studies.holm(cells)
+    assert [c.p_holm for c in cells] == [1.0, 1.0]
+
+
+def test_the_markdown_leaderboard_ranks_by_gain_within_each_setting():
+    result = studies.StudyResult("s", 4, 4, [_cell("small", 0.5, gain=0.001), _cell("big", 0.01, gain=0.02)], {})
+    studies.holm(result.cells)
+    rows = [line for line in studies.markdown(result).splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert rows[0].startswith("| 1 | big | 92.00") and "+2.00" in rows[0]
+    assert rows[1].startswith("| 2 | small |")
