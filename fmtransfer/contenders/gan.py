@@ -1,0 +1,191 @@
+"""GAN pretraining (ch. 11.2.2): model B built on the hidden layers of a GAN's discriminator.
+
+The discriminator is models A and B's hidden stack (`models.hidden_stack`: 300-100-50-50-50
+SELU for dense, the conv blocks and the dense block for cnn) with a Dropout after each hidden
+block and a one-logit output. It learns to tell the unlabelled training images from a
+generator's, so its hidden layers learn features of the images without any label; the encoder
+B builds on shares those layers, without the dropouts (B trains as the book's B does).
+
+The recipe is the one usually found stable for small GANs on (Fashion-)MNIST:
+- Adam at learning rate 2e-4 with beta_1 0.5 for both networks (DCGAN, Radford et al. 2016):
+  the default beta_1 0.9 carries momentum across the two players' moving targets and oscillates.
+- One-sided label smoothing (Salimans et al. 2016, "Improved techniques for training GANs"):
+  real images are labelled `gan.real_label` (0.9), generated ones 0, so the discriminator is
+  never pushed to extreme logits on real images and keeps giving the generator a gradient.
+  Smoothing the fake label too would reward the generator for samples the data does not have.
+- Dropout in the discriminator (`gan.dropout`, 0.3): it is the bigger network here (SELU
+  300-100-... against a 100-150 generator), and without it it wins the game too early.
+- The generator's non-saturating loss, -log D(G(z)) (Goodfellow et al. 2014): early on, when D
+  rejects every sample, log(1 - D(G(z))) has no gradient.
+- The generator is the book's ch. 17 dense one (codings -> 100 -> 150 -> 784 sigmoid -> 28x28)
+  for both architectures: it is only a sparring partner, and a sigmoid keeps its images in [0, 1]
+  like the real ones, the range model B sees (never [-1, 1] with tanh).
+
+Both networks step together, as in TensorFlow's DCGAN tutorial: one generated batch gives both
+losses and both updates (simultaneous gradient steps), which costs about half the forward
+passes of alternating steps; docs/pretrain.md gives the time against model A's. The whole
+epoch is one graph call, as in `training.fit`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from fmtransfer.contenders.base import register
+from fmtransfer.contenders.pretrained import PretrainedEncoder
+
+SAMPLE_GRID = (4, 8)  # rows, columns of the picture of generated images
+PICTURE_SEED = 2024  # the picture's noise: the same codings for every run, so pictures compare
+
+
+@register
+class Gan(PretrainedEncoder):
+    name = "gan"
+    title = "GAN-pretrained"
+    description = "B on the hidden layers of a GAN's discriminator trained on unlabelled images (ch. 11.2.2)."
+    sections = ("pretrain", "gan", "transfer")  # pretrain: unlabelled_size
+    companion = "generator"
+    picture = "samples"
+
+    def pretrain(self, cfg, x, x_valid, reporter):
+        return train(cfg, x, x_valid, reporter)
+
+    def scores(self, companion, x_test, x_valid) -> dict[str, float | None]:
+        """None: a generator has no held-out loss, and the discriminator that could score test
+        images against samples is not kept (its features are, in the encoder)."""
+        return {}
+
+    def draw(self, made, path, title: str) -> None:
+        """A grid of generated images from fixed noise (needs matplotlib)."""
+        from fmtransfer import training
+
+        rows, cols = SAMPLE_GRID
+        codings = made.companion.input_shape[-1]
+        z = np.random.default_rng(PICTURE_SEED).normal(size=(rows * cols, codings)).astype(np.float32)
+        plot_samples(training.predict(made.companion, z), path, f"{title}: generated images", rows, cols)
+
+
+def build(cfg):
+    """(discriminator, encoder, generator), fresh; the encoder shares the discriminator's
+    stem and hidden layers and has `models.build_encoder`'s shape."""
+    from fmtransfer import models
+
+    keras = models.keras
+    layers = keras.layers
+    stack = models.hidden_stack(cfg.model)
+    keras.Sequential([keras.Input(models.INPUT_SHAPE), *stack])  # builds the layers, so blocks can be told apart
+    stem, hidden = models.split_blocks(stack)
+    encoder = models.build_encoder((stem, hidden, []))
+    body = []
+    for i, block in enumerate(hidden):
+        body += [*block, layers.Dropout(cfg.gan.dropout, name=f"dropout{i + 1}")]
+    # A cnn without its dense block ends in feature maps: the logit needs a vector.
+    tail = [layers.Flatten(name="logit_flatten")] if len(encoder.output_shape) > 2 else []
+    discriminator = keras.Sequential([keras.Input(models.INPUT_SHAPE), *stem, *body, *tail,
+                                      layers.Dense(1, name="logit")], name="discriminator")
+    generator = keras.Sequential([keras.Input((cfg.gan.codings,)),
+                                  layers.Dense(100, activation="selu", name="gen1"),
+                                  layers.Dense(150, activation="selu", name="gen2"),
+                                  layers.Dense(math.prod(models.INPUT_SHAPE), activation="sigmoid", name="pixels"),
+                                  layers.Reshape(models.INPUT_SHAPE, name="image")], name="generator")
+    return discriminator, encoder, generator
+
+
+def train(cfg, x: np.ndarray, x_valid: np.ndarray, reporter=None):
+    """Train the GAN on scaled images `x`; return (generator, encoder, steps).
+
+    Each epoch's record: the discriminator's mean loss over real and generated images (`loss`),
+    the generator's (`g_loss`), the discriminator's accuracy on real and on generated training
+    images, and on the validation images (`val_real_accuracy`: real ones it calls real; far
+    below `real_accuracy`, it memorises the training images instead of learning features).
+    """
+    from fmtransfer import models, training
+    from fmtransfer.errors import DivergedError
+    from fmtransfer.report import Reporter
+
+    tf = training.tf
+    keras = models.keras
+    reporter = reporter or Reporter(quiet=True)
+    g = cfg.gan
+    discriminator, encoder, generator = build(cfg)
+    d_vars, g_vars = discriminator.trainable_variables, generator.trainable_variables
+    d_opt = keras.optimizers.Adam(learning_rate=g.learning_rate, beta_1=g.beta_1)
+    g_opt = keras.optimizers.Adam(learning_rate=g.learning_rate, beta_1=g.beta_1)
+    d_opt.build(d_vars)
+    g_opt.build(g_vars)
+    n, batch_size, codings, real_label = len(x), g.batch_size, g.codings, g.real_label
+    full_batches, rest = divmod(n, batch_size)
+
+    def bce(target, logits):  # per-sample binary cross-entropy on logits: stable where sigmoid saturates
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), target), logits=logits)
+
+    def step(indices, x_all, seed):
+        real = tf.gather(x_all, indices)
+        size = tf.shape(indices)[0]
+        # Stateless noise from (epoch seed, batch): a run is reproducible whatever ran before it.
+        z = tf.random.stateless_normal([size, codings], seed=seed)
+        with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
+            fake = generator(z, training=True)
+            real_logits = discriminator(real, training=True)
+            fake_logits = discriminator(fake, training=True)
+            d_real, d_fake = bce(real_label, real_logits), bce(0.0, fake_logits)
+            d_loss = (tf.reduce_mean(d_real) + tf.reduce_mean(d_fake)) / 2
+            g_loss = tf.reduce_mean(bce(1.0, fake_logits))  # non-saturating: -log D(G(z))
+        d_opt.apply(d_tape.gradient(d_loss, d_vars), d_vars)
+        g_opt.apply(g_tape.gradient(g_loss, g_vars), g_vars)
+        w = tf.cast(size, tf.float32)
+        return tf.stack([d_loss * w, g_loss * w,
+                         tf.reduce_sum(tf.cast(real_logits > 0, tf.float32)),
+                         tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32))])
+
+    @tf.function
+    def run_epoch(order, x_all, seed):
+        sums = tf.zeros([4])
+        for i in tf.range(full_batches):
+            sums += step(order[i * batch_size:(i + 1) * batch_size], x_all,
+                         tf.random.experimental.stateless_fold_in(seed, i))
+        if rest:
+            sums += step(order[full_batches * batch_size:], x_all,
+                         tf.random.experimental.stateless_fold_in(seed, full_batches))
+        return sums / n
+
+    x_all = tf.constant(x, dtype=tf.float32)
+    rng = np.random.default_rng([cfg.seed, 17])  # 17: GAN pretraining's own stream of this seed
+    history = []
+    with reporter.training("GAN", g.epochs) as on_epoch:
+        for epoch in range(g.epochs):
+            started = time.perf_counter()
+            order = tf.constant(rng.permutation(n), dtype=tf.int32)
+            seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), dtype=tf.int64)
+            d_loss, g_loss, real_acc, fake_acc = run_epoch(order, x_all, seed).numpy().tolist()
+            if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
+                raise DivergedError("GAN pretraining", epoch + 1, "gan.learning_rate")
+            record = {"epoch": epoch + 1, "loss": d_loss, "g_loss": g_loss,
+                      "real_accuracy": real_acc, "fake_accuracy": fake_acc}
+            if len(x_valid):
+                logits = training.predict(discriminator, x_valid)
+                if not np.isfinite(logits).all():
+                    raise DivergedError("GAN pretraining", epoch + 1, "gan.learning_rate")
+                record["val_real_accuracy"] = float(np.mean(logits > 0))
+            record["seconds"] = round(time.perf_counter() - started, 4)
+            history.append(record)
+            if on_epoch:
+                on_epoch(epoch + 1, record)
+    return generator, encoder, [{"name": "gan", "trains": ["discriminator", "generator"], "history": history}]
+
+
+def plot_samples(images: np.ndarray, path, title: str, rows: int, cols: int) -> None:
+    """A PNG grid of `rows` x `cols` images in [0, 1] (needs matplotlib)."""
+    from fmtransfer.report import figures, save_figure
+
+    fig, axes = figures("--plot").subplots(rows, cols, figsize=(1.0 * cols, 1.0 * rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.imshow(images[k], cmap="binary", vmin=0.0, vmax=1.0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
