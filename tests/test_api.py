@@ -131,10 +131,22 @@ def test_load_config_takes_keyword_overrides():
 
 
 def test_contenders_default_to_the_books_pair_and_all_means_every_registered_one():
+    from fmtransfer import contenders
+
     assert Config().selected_contenders == ("baseline", "transfer")
-    assert Config(contenders=["all"]).selected_contenders == ("baseline", "transfer", "autoencoder", "greedy")
-    with pytest.raises(ConfigError, match="unknown contender 'gan'"):
-        Config(contenders=["gan"])
+    assert Config(contenders=["all"]).selected_contenders == contenders.names()
+    assert {"transfer", "lp-ft", "l2-sp", "gradual", "reinit", "autoencoder", "greedy", "gan", "rbm"} \
+        <= set(contenders.names())
+    with pytest.raises(ConfigError, match="unknown contender 'vae'"):
+        Config(contenders=["vae"])
+
+
+def test_all_contenders_of_a_cnn_leave_out_those_that_build_dense_networks_only():
+    chosen = Config(contenders=["all"], model={"arch": "cnn"}).selected_contenders
+    assert "rbm" not in chosen and {"gan", "lp-ft", "greedy"} <= set(chosen)
+    with pytest.raises(ConfigError, match="rbm builds dense networks only, not cnn") as e:
+        Config(contenders=["transfer", "rbm"], model={"arch": "cnn"})
+    assert e.value.key == "contenders"
 
 
 def test_a_study_config_may_reuse_fewer_layers_than_transfer_unfreezes():
@@ -164,7 +176,9 @@ def tiny_cfg(tiny_data) -> Config:
 def test_run_experiment_in_memory_writes_no_file(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = fmtransfer.run_experiment(tiny_cfg.replace(contenders=["all"]))
-    assert list(result.contenders) == ["baseline", "transfer from A", "autoencoder-pretrained", "greedy-pretrained"]
+    from fmtransfer import contenders
+
+    assert list(result.contenders) == [contenders.get(n).title for n in contenders.names()]
     assert result.baseline is result.contenders["baseline"] and result.transfer.name == "transfer"
     for r in result.contenders.values():
         assert 0 <= r.test_accuracy <= 1 and r.test_loss > 0
@@ -219,7 +233,7 @@ def test_a_new_contender_is_one_class_and_its_registration(tiny_cfg):
         description = "Train only the new output layer on A's frozen features."
         artifact = "frozen-only"
 
-        def phases(self, cfg):
+        def phases(self, cfg, reused):
             return [Phase("frozen", cfg.transfer.freeze_epochs + cfg.transfer.fine_tune_epochs,
                           cfg.transfer.frozen_learning_rate, trainable=False)]
 

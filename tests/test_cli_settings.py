@@ -132,7 +132,7 @@ def test_run_and_compare_take_contenders(tiny_data, tmp_path):
     only = _ok("compare", "--run", tmp_path, "--epochs", "1", "--contenders", "autoencoder")
     assert list(only["contenders"]) == ["baseline", "autoencoder-pretrained"]
     assert_usage_error(run_cli("compare", "--run", tmp_path, "--contenders", "transfer"), "transfer --contender transfer")
-    assert_usage_error(run_cli("run", "--run", tmp_path, "--contenders", "gan"), "--contenders", "gan")
+    assert_usage_error(run_cli("run", "--run", tmp_path, "--contenders", "vae"), "--contenders", "vae")
 
 
 def test_every_contender_has_a_one_line_description_in_help():

@@ -171,7 +171,7 @@ def test_pretrain_rejects_bad_input(tmp_path, data_dir, monkeypatch):
     _split(tmp_path, data_dir)
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--unlabelled-size", 5000), "--unlabelled-size", "600")
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--unlabelled-size", -1), "--unlabelled-size")
-    assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--method", "rbm"), "--method")
+    assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--method", "vae"), "--method")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the [plot] extra were not installed
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--plot", "--unlabelled-size", 50),
                        "--plot", "fmtransfer[plot]")
