@@ -364,11 +364,12 @@ class RbmConfig(Section):
     """
 
     NAME = "rbm"
-    epochs: int = setting(5, "Epochs per RBM (one RBM per hidden layer).")
-    batch_size: int = setting(100, "RBM mini-batch size.")
+    # 10 per RBM keeps the whole stack under 2x model A's 20 epochs here (docs/pretrain.md).
+    epochs: int = setting(10, "Epochs per RBM (one RBM per hidden layer).")
+    batch_size: int = setting(100, "RBM mini-batch size (the guide suggests 10 to 100).")
     learning_rate: float = setting(0.1, "Contrastive-divergence learning rate.")
     cd_k: int = setting(1, "Gibbs steps of contrastive divergence (CD-k).")
-    momentum: float = setting(0.9, "Momentum after the first epochs.")
+    momentum: float = setting(0.9, "Momentum from the 6th epoch of each RBM on.")
     initial_momentum: float = setting(0.5, "Momentum for the first 5 epochs of each RBM.")
     weight_decay: float = setting(2e-4, "L2 weight decay on the weights.")
 

@@ -264,6 +264,8 @@ def test_cd_k_below_one_is_a_usage_error_naming_the_key(tiny_run, tmp_path, imag
 
     config = _toml(tmp_path / "bad.toml", cd_k=0)
     assert_usage_error(run_cli("pretrain", "--run", tiny_run, "--method", "rbm", "--config", config), "rbm.cd_k")
+    assert_usage_error(run_cli("pretrain", "--run", tiny_run, "--method", "rbm", "--rbm-cd-k", 0),
+                       "--rbm-cd-k", "rbm.cd_k")
     with pytest.raises(ConfigError, match="rbm.cd_k"):  # settings that skipped the config's checks
         rbm.train_layer(images, 4, SimpleNamespace(**{**vars(_settings()), "cd_k": 0}), seed=0, layer=1)
 
