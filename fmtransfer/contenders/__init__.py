@@ -7,7 +7,7 @@ its own `pretrain`) in a module here, decorate it with `@register`, and import t
 Example:
     >>> from fmtransfer.contenders import get, names
     >>> names()
-    ('baseline', 'transfer', 'lp-ft', 'l2-sp', 'gradual', 'reinit', 'autoencoder', 'greedy')
+    ('baseline', 'transfer', 'lp-ft', 'l2-sp', 'gradual', 'reinit', 'autoencoder', 'greedy', 'rbm', 'gan')
     >>> get("transfer").title
     'transfer from A'
 """
