@@ -1,12 +1,16 @@
 """Benchmark: a study's throughput. One book cell over N seeds (model A, baseline and transfer
-from A per seed) run serially and with `--jobs auto`, in one invocation, each in a fresh study
-directory; and plain Keras for the same work on one seed, extrapolated per seed.
+from A per seed) run serially, with `--jobs auto`, with `--stack` (every seed as one graph) and
+with both, in one invocation, each in a fresh study directory; and plain Keras for the same work
+on one seed, extrapolated per seed.
 
     .venv/bin/python bench/study.py               # 10 seeds, configs/book.toml
     .venv/bin/python bench/study.py --seeds 3 --quick   # a smoke run of the benchmark
+    .venv/bin/python bench/study.py --modes serial,stack --stack 5
 
 For each mode: total wall time, time per seed, peak memory of the whole process tree (sampled
-every 0.2 s from /proc), and the cell's accuracies (mean and sd over seeds), which must agree.
+every 0.2 s from /proc), and the cell's accuracies (mean and sd over seeds) with Wilcoxon's
+paired p against the serial study's. `--jobs auto` gives the serial numbers exactly; stacking
+agrees to float precision, so its accuracies may differ by a test image here and there.
 Prints a JSON object; only ratios from one invocation mean anything on a shared machine.
 """
 
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+MODES = ("serial", "jobs auto", "stack", "jobs+stack")
 QUICK = ["--a-epochs", "2", "--b-epochs", "3", "--freeze-epochs", "1", "--fine-tune-epochs", "2"]
 
 
@@ -61,17 +66,32 @@ def timed(command: list[str]) -> tuple[float, float]:
     return time.perf_counter() - started, peak[0]
 
 
+def paired_stats(a: list[float], b: list[float]) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from fmtransfer.study import paired_stats as stats
+
+    return stats(a, b)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--config", default="configs/book.toml")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"any of {', '.join(MODES)} (serial always runs)")
+    parser.add_argument("--stack", default=None, help="seeds per graph in the stack modes (default: all of them)")
     args = parser.parse_args()
+    stack = args.stack or str(args.seeds)
+    modes = {"serial": [], "jobs auto": ["--jobs", "auto"], "stack": ["--stack", stack],
+             "jobs+stack": ["--jobs", "auto", "--stack", stack]}
+    wanted = ["serial", *[m for m in args.modes.split(",") if m != "serial"]]
+    if any(m not in modes for m in wanted):
+        parser.error(f"--modes: choose among {', '.join(MODES)}")
     fmtransfer = [sys.executable, "-m", "fmtransfer.cli", "study", "--config", args.config, "--seeds",
                   str(args.seeds), "--no-plots", *(QUICK if args.quick else [])]
     report = {"seeds": args.seeds, "config": args.config, "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, extra in (("serial", []), ("jobs auto", ["--jobs", "auto"])):
+        for mode, extra in ((m, modes[m]) for m in wanted):
             study_dir = Path(tmp) / mode.replace(" ", "-")
             wall, peak = timed([*fmtransfer, "--run", str(study_dir), *extra])
             cell = json.loads(subprocess.run([sys.executable, "-m", "fmtransfer.cli", "study", "report", str(study_dir),
@@ -88,8 +108,13 @@ def main() -> None:
         report["plain keras, 1 seed, extrapolated"] = {"seconds_per_seed": round(wall, 1),
                                                        "wall_seconds": round(wall * args.seeds, 1),
                                                        "peak_mib": round(peak)}
-    report["jobs_over_serial"] = round(report["jobs auto"]["wall_seconds"] / report["serial"]["wall_seconds"], 3)
-    report["same_accuracies"] = report["jobs auto"]["accuracies"] == report["serial"]["accuracies"]
+    serial = report["serial"]
+    for mode in wanted[1:]:
+        mine = report[mode]
+        mine["over_serial"] = round(mine["wall_seconds"] / serial["wall_seconds"], 3)
+        mine["same_accuracies"] = mine["accuracies"] == serial["accuracies"]
+        mine["paired_p_transfer"] = paired_stats(serial["accuracies"], mine["accuracies"])["p_value"]
+        mine["paired_p_baseline"] = paired_stats(serial["baseline_accuracies"], mine["baseline_accuracies"])["p_value"]
     report["load_after"] = os.getloadavg()[0]
     print(json.dumps(report, indent=2))
 

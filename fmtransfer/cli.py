@@ -405,6 +405,7 @@ def _seed_options(f):
 @click.option("--jobs", default="1", show_default=True,
               help="Worker processes, each training whole seeds with its own thread pools; auto: the cores "
                    "divided by the threads one run uses. The same numbers as one.")
+@config_option("study.stack")
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @config_option("train_a.epochs")
 @config_option("baseline.epochs")

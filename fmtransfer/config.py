@@ -431,6 +431,10 @@ class StudyConfig(Section):
     reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths")
     presets: tuple[Literal["book", "notebook"], ...] = setting(
         ("book",), "Transfer learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3).")
+    # 1 by default: on the 2-core CPU stacking gains nothing against worker processes (bench/README.md).
+    stack: Union[int, Literal["auto"]] = setting(
+        1, "Train up to K seeds of a (pair, size) as one graph (dense model A, baseline, transfer from A); "
+           "auto: 10 with a GPU, 1 on a CPU. Numbers agree with 1 to float precision.")
 
     def check(self) -> None:
         self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")
@@ -444,6 +448,8 @@ class StudyConfig(Section):
         self.fail_unless(all(n >= 1 for n in self.b_train_sizes), "b_train_sizes", "sizes must be positive")
         self.fail_unless(all(r == "all" or r >= 1 for r in self.reuse_layers), "reuse_layers",
                          "depths must be 'all' or at least 1")
+        self.fail_unless(self.stack == "auto" or self.stack >= 1, "stack",
+                         f"must be a number of seeds (1 or more: 1 is unstacked) or auto, got {self.stack}")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train_a": TrainAConfig, "baseline": BaselineConfig,

@@ -69,7 +69,7 @@ def images(split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 def pretrain(cfg: Config, split, method: str, reporter: Reporter | None = None) -> Pretrained:
     """Pretrain `method`'s encoder on `split`'s unlabelled images with `cfg.seed`."""
-    from fmtransfer import contenders, runtime, training
+    from fmtransfer import contenders, runtime
 
     reporter = reporter or Reporter(quiet=True)
     contender = contenders.get(method)

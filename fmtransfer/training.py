@@ -45,7 +45,7 @@ class Task:
         if self.name == "multiclass":
             return tf.cast(tf.equal(tf.argmax(p, axis=-1, output_type=tf.int64), tf.cast(y, tf.int64)), tf.float32)
         if self.name == "binary":
-            return tf.cast(tf.equal(tf.cast(p[:, 0] > 0.5, tf.float32), tf.cast(y > 0.5, tf.float32)), tf.float32)
+            return tf.cast(tf.equal(tf.cast(p[..., 0] > 0.5, tf.float32), tf.cast(y > 0.5, tf.float32)), tf.float32)
         return tf.zeros(tf.shape(p)[:1])  # reconstruction has no accuracy
 
 

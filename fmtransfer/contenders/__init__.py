@@ -15,9 +15,7 @@ Example:
 from fmtransfer.contenders.base import (
     Contender, ContenderResult, Phase, get, names, pretraining_methods, register,
 )
-from fmtransfer.contenders import scratch, transfer, finetune, pretrained  # noqa: E402  (importing registers them)
-from fmtransfer.contenders import rbm  # noqa: E402,F401  (registers rbm)
-from fmtransfer.contenders import gan  # noqa: E402,F401  (registers gan)
+from fmtransfer.contenders import scratch, transfer, finetune, pretrained, rbm, gan  # noqa: E402  (importing registers them)
 
 __all__ = ["Contender", "ContenderResult", "Phase", "get", "names", "pretraining_methods", "register",
-           "scratch", "transfer", "finetune", "pretrained"]
+           "scratch", "transfer", "finetune", "pretrained", "rbm", "gan"]
