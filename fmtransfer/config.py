@@ -304,8 +304,9 @@ class PretrainConfig(Section):
     """Unsupervised pretraining of the hidden stack (ch. 11.2.2)."""
 
     NAME = "pretrain"
-    method: str = setting("autoencoder", "What `pretrain` trains: a pretraining contender, autoencoder (the "
-                                         "whole stack at once) or greedy (one hidden layer at a time).")
+    method: str = setting("autoencoder", "What `pretrain` trains: autoencoder (the whole stack at once), greedy "
+                                         "(one hidden layer at a time), gan (a GAN's discriminator) or rbm (a "
+                                         "stack of RBMs; dense only).")
     unlabelled_size: int = setting(0, "Unlabelled images: the first N training images, labels ignored (0: all).",
                                    show="0: all")
     epochs: int = setting(10, "Autoencoder pretraining epochs (per layer for greedy); gan and rbm have their own.",
