@@ -64,6 +64,26 @@ def test_notebook_toml_uses_1e_3_for_both_transfer_phases():
     assert c.replace(**{"transfer.frozen_learning_rate": 1e-2, "transfer.fine_tune_learning_rate": 1e-4}) == Config()
 
 
+def test_ml3_toml_is_the_3rd_editions_experiment():
+    """T-shirt/top vs pullover, 3 x 100 ReLU He-normal, SGD 1e-3 everywhere, validation at the end."""
+    cfg = load_config(CONFIGS / "ml3.toml")
+    assert cfg.data.b_classes == (0, 2) and cfg.data.b_train_size == 200 and cfg.data.valid_from == "last"
+    assert (cfg.model.hidden, cfg.model.activation, cfg.model.initializer) == ((100, 100, 100), "relu", "he_normal")
+    assert (cfg.train_a.learning_rate, cfg.baseline.learning_rate) == (1e-3, 1e-3)
+    t = cfg.transfer
+    assert (t.freeze_epochs, t.fine_tune_epochs, t.frozen_learning_rate, t.fine_tune_learning_rate) == (4, 16, 1e-3, 1e-3)
+    assert (t.frozen_learning_rate, t.fine_tune_learning_rate) == LR_PRESETS["notebook"]  # studies: --presets notebook
+
+
+def test_the_initializer_reaches_every_hidden_layer(tensorflow_set_up):
+    from fmtransfer import models
+
+    for arch in ("dense", "cnn"):
+        model = models.build_model_a(load_config(None, {"model.arch": arch, "model.initializer": "he_normal"}).model)
+        hidden = [layer for block in models.blocks(model)[1] for layer in block if layer.weights]
+        assert hidden and all(type(layer.kernel_initializer).__name__ == "HeNormal" for layer in hidden)
+
+
 def test_quick_toml_loads_with_few_epochs():
     """configs/quick.toml: the book's experiment with few epochs."""
     c = load_config(CONFIGS / "quick.toml")
@@ -152,6 +172,15 @@ IMPOSSIBLE = [
     ("train_a.epochs", '[train_a]\nepochs = "many"\n'),
     ("batch_size", "batch_size = 0\n"),
     ("data.b_train_size", "[data]\nb_train_size = 0\n"),
+    ("model.initializer", '[model]\ninitializer = "zeros"\n'),
+    ("data.valid_from", '[data]\nvalid_from = "middle"\n'),
+    ("gan.epochs", "[gan]\nepochs = 0\n"),
+    ("gan.real_label", "[gan]\nreal_label = 0.3\n"),
+    ("rbm.cd_k", "[rbm]\ncd_k = 0\n"),
+    ("rbm.momentum", "[rbm]\nmomentum = 1.0\n"),
+    ("l2_sp.alpha", "[l2_sp]\nalpha = -0.1\n"),
+    ("gradual.factor", "[gradual]\nfactor = 0.5\n"),
+    ("lp_ft.c", "[lp_ft]\nc = 0\n"),
 ]
 
 

@@ -424,3 +424,30 @@ def test_a_corrupted_copy_of_the_real_data_fails_its_checksum(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(UsageError, match=FILE_NAMES["train_labels"]):
         data.load_raw(copy)
+
+
+def test_the_3rd_editions_split_validates_on_the_last_images():
+    """valid_from = last: the last valid_size training images validate and task B's training
+    images are the first of its classes from the start of the file, as the 3rd edition's notebook."""
+    raw = _raw()
+    n, valid_size = len(raw.y_train), 50
+    split = data.make_split(raw, (0, 2), b_train_size=12, valid_size=valid_size, valid_from="last")
+    train_ids, valid_ids = np.arange(n - valid_size), np.arange(n - valid_size, n)
+    is_b = lambda y: (y == 0) | (y == 2)  # noqa: E731
+    np.testing.assert_array_equal(_ids(split.b_train[0]), train_ids[is_b(raw.y_train[train_ids])][:12])
+    np.testing.assert_array_equal(_ids(split.b_valid[0]), valid_ids[is_b(raw.y_train[valid_ids])])
+    np.testing.assert_array_equal(_ids(split.a_valid[0]), valid_ids[~is_b(raw.y_train[valid_ids])])
+    assert len(split.unlabelled) == n - valid_size
+
+
+def test_the_first_and_last_validation_slices_fingerprint_apart_and_the_first_keeps_its_old_print():
+    from fmtransfer.config import DataConfig
+
+    sha = {"train": "x"}
+    first, last = DataConfig(), DataConfig(valid_from="last")
+    assert data.split_fingerprint(first, sha) != data.split_fingerprint(last, sha)
+    # 0.2.0's fingerprint (before valid_from existed) is unchanged, so its run directories still read.
+    from fmtransfer.rundir import fingerprint
+
+    assert data.split_fingerprint(first, sha) == fingerprint({"b_classes": [5, 6], "b_train_size": 200,
+                                                              "valid_size": 5000}, sha)

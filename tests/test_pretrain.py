@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import assert_usage_error, run_cli, write_dataset
+from conftest import assert_usage_error, run_cli, snapshot, write_dataset
 
 N_TRAIN, VALID = 700, 100
 SMALL = ("--freeze-epochs", "1", "--fine-tune-epochs", "1")
@@ -230,3 +230,15 @@ def test_arch_switch_brings_its_own_default_hidden_sizes(tmp_path):
     # Asking for the dense default's five layers as conv blocks is an error, not a silent swap.
     assert_usage_error(run_cli("train-a", "--run", tmp_path, "--arch", "cnn", "--hidden", "300,100,50,50,50"),
                        "--hidden", "3 conv-pool blocks")
+
+
+def test_an_encoder_of_another_architecture_than_the_run_is_refused(tmp_path, data_dir):
+    """A cnn encoder in a run whose model is dense: one line naming model.arch and the file."""
+    _split(tmp_path, data_dir)
+    _ok("pretrain", "--run", tmp_path, "--unlabelled-size", 50, "--epochs", 1, "--arch", "cnn", "--no-plot")
+    _ok("train-a", "--run", tmp_path, "--epochs", 1, "--arch", "dense")  # the run is dense again
+    before = snapshot(tmp_path)
+    line = assert_usage_error(run_cli("transfer", "--run", tmp_path, "--from", "autoencoder"), "model.arch",
+                              "encoder_autoencoder.keras")
+    assert "cnn" in line and "dense" in line
+    assert snapshot(tmp_path) == before
