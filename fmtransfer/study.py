@@ -1009,20 +1009,44 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
 
 
 def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
-    """One row per contender and cell: its mean gain over the baseline with the 95% CI."""
-    cells = sorted(summary.cells, key=lambda c: c.mean_difference)
-    fig, ax = figs.subplots(figsize=(7, 0.45 * len(cells) + 1.2))
-    ys = np.arange(len(cells))
-    for y, c in zip(ys, cells):
-        lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))
-        colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
-        ax.plot([100 * lo, 100 * hi], [y, y], color=colour, lw=2)
-        ax.plot(100 * c.mean_difference, y, "o", color=colour)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(ys, [f"{c.title} ({c.pair[0]} vs {c.pair[1]}, n={c.b_train_size}, {c.preset})" for c in cells],
-                  fontsize=7)
-    ax.set_xlabel("gain over the baseline, accuracy points (mean, 95% CI over seeds)")
-    ax.set_title("Contenders against the baseline", fontsize=9)
+    """The leaderboard: one row per contender, one panel per setting (pair, size, reuse, preset),
+    each contender's mean gain over the baseline with its 95% CI; green or red where Holm's
+    correction still finds a difference. A gain far below the others (a contender that fails)
+    would squash the rest into a point: it is drawn at the panel's edge, its value written."""
+    settings = sorted({(tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset) for c in summary.cells})
+    names = list(dict.fromkeys(c.title for c in summary.cells))
+    mean_gain = {t: np.mean([c.mean_difference for c in summary.cells if c.title == t]) for t in names}
+    names.sort(key=lambda t: mean_gain[t])
+    los = [100 * (c.ci95[0] if c.ci95 else c.mean_difference) for c in summary.cells]
+    his = [100 * (c.ci95[1] if c.ci95 else c.mean_difference) for c in summary.cells]
+    left = max(min(los), -8.0)  # points: beyond it, a failing contender's row is written, not drawn
+    right = max(max(his), 0.5) + 0.3
+    fig, axes = figs.subplots(1, len(settings), figsize=(3.6 * len(settings) + 2.4, 0.4 * len(names) + 1.4),
+                              squeeze=False, sharey=True)
+    for ax, setting in zip(axes[0], settings):
+        pair, size, reuse, preset = setting
+        for y, title in enumerate(names):
+            c = next((c for c in summary.cells if c.title == title and
+                      (tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset) == setting), None)
+            if c is None:
+                continue
+            lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))
+            p = c.p_holm if c.p_holm is not None else c.p_value
+            colour = "tab:grey" if p is None or p >= 0.05 else "tab:green" if c.mean_difference > 0 else "tab:red"
+            mean = 100 * c.mean_difference
+            ax.plot([max(100 * lo, left), min(100 * hi, right)], [y, y], color=colour, lw=2)
+            if mean < left:
+                ax.annotate(f"{mean:+.1f}", (left, y), xytext=(3, -3), textcoords="offset points", fontsize=7,
+                            color=colour)
+            else:
+                ax.plot(mean, y, "o", color=colour)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlim(left - 0.3, right)
+        ax.set_title(f"{pair[0]} vs {pair[1]}, n={size}, reuse {reuse}, {preset}", fontsize=8)
+        ax.set_xlabel("gain, points (95% CI)", fontsize=8)
+    axes[0][0].set_yticks(range(len(names)), names, fontsize=8)
+    fig.suptitle("Contenders against the baseline, paired over seeds (colour: Holm-corrected p < 0.05)",
+                 fontsize=9)
     fig.tight_layout()
     path = out_dir / "contenders.png"
     save_figure(fig, path)
