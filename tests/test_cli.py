@@ -425,3 +425,27 @@ def test_failing_stage_that_loads_tensorflow_still_prints_one_line(populated, ba
     assert lines[0].startswith("fmtransfer: error:") and "garbage.keras" in lines[0]
     assert proc.stdout == ""
     assert snapshot(populated) == before
+
+
+@pytest.mark.slow
+def test_every_contender_runs_end_to_end_on_the_real_data(tmp_path):
+    """`run --contenders all` on Fashion-MNIST itself, one or two epochs each: every contender is
+    trained and compared, each built on pretrained layers with its linear probe, and each
+    pretraining method leaves its encoder, companion model and results."""
+    from fmtransfer import contenders
+
+    run = tmp_path / "run"
+    result = _ok(run_cli("run", "--run", run, "--contenders", "all", "--a-epochs", 1, "--b-epochs", 2,
+                         "--freeze-epochs", 1, "--fine-tune-epochs", 1, "--p-epochs", 1, "--unlabelled-size", 5000,
+                         "--gan-epochs", 1, "--rbm-epochs", 1, "--json"))
+    shown = result["contenders"]
+    assert list(shown) == [contenders.get(n).title for n in contenders.names()]
+    for title, scores in shown.items():
+        assert 0 <= scores["test_accuracy"] <= 1 and scores["test_loss"] > 0, title
+        if title != "baseline":  # sandal against shirt is easy for a probe even on briefly trained features
+            assert 0.9 <= scores["linear_probe"] <= 1, title
+    assert set(result["pretrained"]) == set(contenders.pretraining_methods())
+    for method in contenders.pretraining_methods():
+        c = contenders.get(method)
+        assert (run / f"encoder_{method}.keras").is_file() and (run / f"{c.companion}_{method}.keras").is_file()
+        assert json.loads((run / f"pretrain_{method}.json").read_text())["unlabelled_size"] == 5000
