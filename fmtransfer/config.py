@@ -432,10 +432,11 @@ class StudyConfig(Section):
     reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths")
     presets: tuple[Literal["book", "notebook"], ...] = setting(
         ("book",), "Transfer learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3).")
-    # 1 by default: on the 2-core CPU stacking gains nothing against worker processes (bench/README.md).
+    # 1 by default: unstacked, a study's run gives the same numbers to the bit as `fmtransfer run`;
+    # stacked, to float precision (bench/README.md measures both).
     stack: Union[int, Literal["auto"]] = setting(
         1, "Train up to K seeds of a (pair, size) as one graph (dense model A, baseline, transfer from A); "
-           "auto: 10 with a GPU, 1 on a CPU. Numbers agree with 1 to float precision.")
+           "auto: 10. Faster; numbers agree with 1 to float precision, not to the bit.")
 
     def check(self) -> None:
         self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")

@@ -40,16 +40,6 @@ from fmtransfer.runtime import import_keras
 keras = import_keras()
 import tensorflow as tf  # noqa: E402  (keras first: it pins the TensorFlow backend)
 
-AUTO_ON_GPU = 10  # `stack = "auto"` with a GPU: the issue's sweep size; on a CPU auto is 1
-
-
-def resolve(stack: int | str) -> int:
-    """`study.stack` as a number of seeds: "auto" is AUTO_ON_GPU when TensorFlow sees a GPU, else 1."""
-    if stack == "auto":
-        return AUTO_ON_GPU if tf.config.list_physical_devices("GPU") else 1
-    return int(stack)
-
-
 def supported(cfg) -> bool:
     """Whether runs of `cfg` can be stacked: dense networks only (a cnn falls back to unstacked)."""
     return cfg.model.arch == "dense"

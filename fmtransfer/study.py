@@ -421,29 +421,20 @@ def parse_jobs(jobs: int | str, arch: str) -> int:
     return n
 
 
-STACK_ON_GPU = 10  # `study.stack = "auto"` where TensorFlow sees a GPU; on a CPU auto means 1
+# `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
+# 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
+# steps leave it idle, is where stacking is meant to pay most.
+STACK_AUTO = 10
 
 
-def resolve_stack(stack: int | str, gpu: bool | None = None) -> int:
-    """`study.stack` as a number of seeds. `gpu`: whether a GPU is there; None asks TensorFlow."""
-    if stack != "auto":
-        return int(stack)
-    if gpu is None:
-        import tensorflow as tf
-
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-    return STACK_ON_GPU if gpu else 1
+def resolve_stack(stack: int | str) -> int:
+    """`study.stack` as a number of seeds."""
+    return STACK_AUTO if stack == "auto" else int(stack)
 
 
 def _seeds_per_unit(stack: int | str, jobs: int, n_seeds: int) -> int:
-    """How many seeds to deal as one unit: a stack's worth, but never so many that a worker idles.
-
-    With workers this process has no TensorFlow to ask about "auto": the NVIDIA driver's device
-    list stands in, and each worker resolves "auto" itself (on a CPU it runs its seeds one by one).
-    """
-    gpu = bool(os.path.isdir("/proc/driver/nvidia/gpus") and os.listdir("/proc/driver/nvidia/gpus")) \
-        if jobs > 1 else None
-    return max(1, min(resolve_stack(stack, gpu), math.ceil(n_seeds / jobs)))
+    """How many seeds to deal as one unit: a stack's worth, but never so many that a worker idles."""
+    return max(1, min(resolve_stack(stack), math.ceil(n_seeds / jobs)))
 
 
 def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1) -> StudyResult:
