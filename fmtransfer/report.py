@@ -145,8 +145,9 @@ def history_table(title: str, result: dict) -> Table:
     table.add_column("valid acc", justify="right")
     for phase in result.get("phases", [result]):
         last = phase["history"][-1] if phase["history"] else {}
-        table.add_row(phase.get("name", "train"), str(phase["epochs"]), f"{phase['learning_rate']:g}",
-                      pct(last.get("accuracy")), pct(last.get("val_accuracy")))
+        rate = phase.get("learning_rate")  # none for a step solved exactly (LP-FT's probe)
+        table.add_row(phase.get("name", "train"), str(phase["epochs"]), "-" if rate is None else f"{rate:g}",
+                      pct(last.get("accuracy", phase.get("train_accuracy"))), pct(last.get("val_accuracy")))
     table.caption = f"test accuracy {pct(result['test_accuracy'])}  ({result['seconds']:.1f} s)"
     return table
 

@@ -188,3 +188,16 @@ def test_strategy_settings_that_cannot_work_are_usage_errors(tmp_path):
                                ("--lp-ft-c", "0", "lp_ft.c")):
         result = run_cli("transfer", "--run", tmp_path / "nothing", option, value)
         assert_usage_error(result, option, key)
+
+
+def test_transfer_shows_each_strategys_phases_in_a_table(tiny_data, tmp_path):
+    """`transfer --contender NAME` without --json: the table lists the strategy's own steps, the
+    exactly solved probe of LP-FT and the re-initialisation of reinit among them."""
+    run = tmp_path / "r"
+    for args in (("split", "--data-dir", tiny_data, "--no-verify", "--valid-size", 100, "--b-train-size", 20),
+                 ("train-a", "--epochs", 1, "--hidden", "16,8")):
+        assert run_cli(*args[:1], "--run", run, *args[1:]).code == 0
+    for name, step in (("lp-ft", "linear probe"), ("reinit", "re-initialise"), ("gradual", "top 1")):
+        result = run_cli("transfer", "--run", run, "--contender", name, "--freeze-epochs", 1, "--fine-tune-epochs", 2)
+        assert result.code == 0, result.err
+        assert step in result.out and "test accuracy" in result.out
