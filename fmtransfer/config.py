@@ -427,8 +427,11 @@ class StudyConfig(Section):
 
     NAME = "study"
     seeds: tuple[int, ...] = setting((), "Seeds to run (empty: the top-level seed only).", show="--seed")
-    pairs: tuple[tuple[int, int], ...] = setting(((5, 6),), "Task-B class pairs, e.g. 5:6,0:2,7:9.")
-    b_train_sizes: tuple[int, ...] = setting((200,), "Task-B training sizes, e.g. 50,200,1000.")
+    # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
+    pairs: tuple[tuple[int, int], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 (empty: data.b_classes).",
+                                                 show="--b-classes")
+    b_train_sizes: tuple[int, ...] = setting((), "Task-B training sizes, e.g. 50,200,1000 (empty: "
+                                                 "data.b_train_size).", show="--b-train-size")
     reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths")
     presets: tuple[Literal["book", "notebook"], ...] = setting(
         ("book",), "Transfer learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3).")
@@ -443,7 +446,7 @@ class StudyConfig(Section):
         for name in ("seeds", "pairs", "b_train_sizes", "reuse_layers", "presets"):
             values = getattr(self, name)
             self.fail_unless(len(set(values)) == len(values), name, f"lists a value twice: {_plain(values)}")
-            if name != "seeds":
+            if name not in ("seeds", "pairs", "b_train_sizes"):
                 self.fail_unless(len(values) >= 1, name, "must list at least one value")
         for pair in self.pairs:
             check_pair(pair, self.key("pairs"))
@@ -535,6 +538,14 @@ class Config(Section):
     @property
     def study_seeds(self) -> tuple[int, ...]:
         return self.study.seeds or (self.seed,)
+
+    @property
+    def study_pairs(self) -> tuple[tuple[int, int], ...]:
+        return self.study.pairs or (tuple(self.data.b_classes),)
+
+    @property
+    def study_sizes(self) -> tuple[int, ...]:
+        return self.study.b_train_sizes or (self.data.b_train_size,)
 
     def replace(self, **dotted: Any) -> "Config":
         """A validated copy with `section.key` (or top-level) values replaced.

@@ -140,7 +140,7 @@ def grid(cfg: Config) -> list[RunKey]:
     s = cfg.study
     return [RunKey(seed, tuple(pair), size, reuse, preset)
             for seed, pair, size, reuse, preset
-            in itertools.product(cfg.study_seeds, s.pairs, s.b_train_sizes, s.reuse_layers, s.presets)]
+            in itertools.product(cfg.study_seeds, cfg.study_pairs, cfg.study_sizes, s.reuse_layers, s.presets)]
 
 
 def study_contenders(cfg: Config) -> tuple[str, ...]:
@@ -473,8 +473,8 @@ def _checked_data(cfg: Config):
     from fmtransfer import data
 
     raw = data.load(cfg.data)
-    for pair in cfg.study.pairs:
-        data.make_split(raw, pair, max(cfg.study.b_train_sizes), cfg.data.valid_size, cfg.data.valid_from)
+    for pair in cfg.study_pairs:
+        data.make_split(raw, pair, max(cfg.study_sizes), cfg.data.valid_size, cfg.data.valid_from)
     return raw
 
 

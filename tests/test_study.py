@@ -305,3 +305,17 @@ def test_the_markdown_leaderboard_ranks_by_gain_within_each_setting():
     rows = [line for line in studies.markdown(result).splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
     assert rows[0].startswith("| 1 | big | 92.00") and "+2.00" in rows[0]
     assert rows[1].startswith("| 2 | small |")
+
+
+def test_a_study_takes_the_experiments_own_task_unless_its_grid_says_otherwise():
+    """configs/ml3.toml sets [data] b_classes = [0, 2]: `study --config configs/ml3.toml` studies
+    T-shirt vs pullover at its 200 images, not the 2nd edition's sandal vs shirt."""
+    from conftest import CONFIGS
+    from fmtransfer import load_config
+
+    ml3 = load_config(CONFIGS / "ml3.toml")
+    assert {(k.pair, k.b_train_size) for k in studies.grid(ml3)} == {((0, 2), 200)}
+    book = Config()
+    assert {(k.pair, k.b_train_size) for k in studies.grid(book)} == {((5, 6), 200)}
+    chosen = ml3.replace(**{"study.pairs": [[7, 9]], "study.b_train_sizes": [50, 1000]})
+    assert {(k.pair, k.b_train_size) for k in studies.grid(chosen)} == {((7, 9), 50), ((7, 9), 1000)}
