@@ -429,9 +429,9 @@ class StudyConfig(Section):
     seeds: tuple[int, ...] = setting((), "Seeds to run (empty: the top-level seed only).", show="--seed")
     # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
     pairs: tuple[tuple[int, int], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 (empty: data.b_classes).",
-                                                 show="--b-classes")
+                                                 show="data.b_classes: 5:6")
     b_train_sizes: tuple[int, ...] = setting((), "Task-B training sizes, e.g. 50,200,1000 (empty: "
-                                                 "data.b_train_size).", show="--b-train-size")
+                                                 "data.b_train_size).", show="data.b_train_size: 200")
     reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths")
     presets: tuple[Literal["book", "notebook"], ...] = setting(
         ("book",), "Transfer learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3).")
