@@ -99,8 +99,8 @@ def contender_options(pretraining: bool | None = None) -> list:
     from fmtransfer.config import SECTIONS
 
     methods = contenders.pretraining_methods()
-    owned = dict.fromkeys(s for n in contenders.names() for s in contenders.get(n).sections
-                          if s not in ("transfer", "pretrain") and (pretraining is None or (n in methods) == pretraining))
+    owned = dict.fromkeys(s for n in contenders.names() for s in contenders.get(n).own_sections()
+                          if pretraining is None or (n in methods) == pretraining)
     return [config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for s in owned
             for f in fields(SECTIONS[s])]
 

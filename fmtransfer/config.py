@@ -158,6 +158,12 @@ class Section:
         if not ok:
             raise ConfigError(self.key(name), problem)
 
+    def fail_unless_positive(self, *names: str) -> None:
+        """Each of `names` a positive finite number (learning rates, strengths)."""
+        for name in names:
+            value = getattr(self, name)
+            self.fail_unless(0 < value < math.inf, name, f"must be positive, got {value}")
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
@@ -244,8 +250,7 @@ class ModelConfig(Section):
 class _Training(Section):
     def check(self) -> None:
         self.fail_unless(self.epochs >= 0, "epochs", f"must be 0 or more, got {self.epochs}")
-        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate",
-                         f"must be positive, got {self.learning_rate}")
+        self.fail_unless_positive("learning_rate")
 
 
 @dataclass(frozen=True)
@@ -283,8 +288,7 @@ class TransferConfig(Section):
             self.fail_unless(self.reuse_layers >= 1, "reuse_layers", f"must be 'all' or at least 1, got {self.reuse_layers}")
         for name in ("freeze_epochs", "fine_tune_epochs"):
             self.fail_unless(getattr(self, name) >= 0, name, f"must be 0 or more, got {getattr(self, name)}")
-        for name in ("frozen_learning_rate", "fine_tune_learning_rate"):
-            self.fail_unless(0 < getattr(self, name) < math.inf, name, f"must be positive, got {getattr(self, name)}")
+        self.fail_unless_positive("frozen_learning_rate", "fine_tune_learning_rate")
         top = self.unfreeze_top
         self.fail_unless(top is None or top >= 1, "unfreeze", "top:0 unfreezes nothing; use top:1 or more, or all")
 
@@ -324,7 +328,7 @@ class PretrainConfig(Section):
         self.fail_unless(self.unlabelled_size >= 0, "unlabelled_size",
                          f"must be 0 (all) or more, got {self.unlabelled_size}")
         self.fail_unless(self.epochs >= 0, "epochs", f"must be 0 or more, got {self.epochs}")
-        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate", f"must be positive, got {self.learning_rate}")
+        self.fail_unless_positive("learning_rate")
 
 
 @dataclass(frozen=True)
@@ -350,7 +354,7 @@ class GanConfig(Section):
         self.fail_unless(self.epochs >= 1, "epochs", f"a GAN needs at least 1 epoch, got {self.epochs}")
         for name in ("batch_size", "codings"):
             self.fail_unless(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
-        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate", f"must be positive, got {self.learning_rate}")
+        self.fail_unless_positive("learning_rate")
         self.fail_unless(0 <= self.beta_1 < 1, "beta_1", f"must be in [0, 1), got {self.beta_1}")
         self.fail_unless(0.5 < self.real_label <= 1, "real_label", f"must be in (0.5, 1], got {self.real_label}")
         self.fail_unless(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
@@ -378,7 +382,7 @@ class RbmConfig(Section):
         self.fail_unless(self.epochs >= 1, "epochs", f"an RBM needs at least 1 epoch, got {self.epochs}")
         self.fail_unless(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
         self.fail_unless(self.cd_k >= 1, "cd_k", f"CD-k needs at least 1 Gibbs step, got {self.cd_k}")
-        self.fail_unless(0 < self.learning_rate < math.inf, "learning_rate", f"must be positive, got {self.learning_rate}")
+        self.fail_unless_positive("learning_rate")
         for name in ("momentum", "initial_momentum"):
             self.fail_unless(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
         self.fail_unless(0 <= self.weight_decay < math.inf, "weight_decay", f"must be 0 or more, got {self.weight_decay}")
@@ -392,7 +396,7 @@ class LpFtConfig(Section):
     c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).")
 
     def check(self) -> None:
-        self.fail_unless(0 < self.c < math.inf, "c", f"must be positive, got {self.c}")
+        self.fail_unless_positive("c")
 
 
 @dataclass(frozen=True)

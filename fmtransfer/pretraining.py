@@ -43,10 +43,6 @@ class Pretrained:
     def reconstruction_loss(self) -> float | None:
         return self.scores.get("reconstruction_loss")
 
-    @property
-    def autoencoder(self):
-        return self.companion
-
 
 def images(split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(unlabelled training images, validation images, test images, test classes), scaled.

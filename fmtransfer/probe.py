@@ -65,18 +65,24 @@ def fit(features: np.ndarray, y: np.ndarray, c: float = 1.0, iterations: int = 1
 
 def top_features(model, x: np.ndarray) -> np.ndarray:
     """What model B's head sees: the output of every layer but the last, flattened."""
-    from fmtransfer import training
+    return _features(_below_head(model), x)
+
+
+def linear_probe(model, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 c: float = 1.0) -> tuple[float, np.ndarray]:
+    """(test accuracy, training features) of the probe fitted on `model`'s top features of `x`."""
+    below = _below_head(model)  # one model, traced once for both sets
+    features = _features(below, x)
+    return fit(features, y, c).accuracy(_features(below, x_test), y_test), features
+
+
+def _below_head(model):
     from fmtransfer.models import INPUT_SHAPE, keras
 
-    below = keras.Sequential([keras.Input(INPUT_SHAPE), *model.layers[:-1]])
-    return training.predict(below, x).reshape(len(x), -1)
+    return keras.Sequential([keras.Input(INPUT_SHAPE), *model.layers[:-1]])
 
 
-def linear_probe(model, split, c: float = 1.0) -> tuple[float, Probe]:
-    """(test-B accuracy, probe) of the probe on `model`'s top features, fitted on task B's training images."""
+def _features(below, x: np.ndarray) -> np.ndarray:
     from fmtransfer import training
 
-    x, y = training.scaled_part(split.b_train)
-    x_test, y_test = training.scaled_part(split.b_test)
-    probe = fit(top_features(model, x), y, c)
-    return probe.accuracy(top_features(model, x_test), y_test), probe
+    return training.predict(below, x).reshape(len(x), -1)

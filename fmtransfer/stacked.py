@@ -285,7 +285,7 @@ def fit_transfers(contender: TransferFromA, cfgs: list, split, bases: list) -> l
     valid = training.scaled_part(split.b_valid)
     x_test, y_test = training.scaled_part(split.b_test)
     # As unstacked: each seed's probe on its model A's features, before any training.
-    probed = [probe.fit(probe.top_features(m, x), y).accuracy(probe.top_features(m, x_test), y_test) for m in plain]
+    probed = [probe.linear_probe(m, x, y, x_test, y_test)[0] for m in plain]
     failed: list = [None] * len(cfgs)
     phases: list = [[] for _ in cfgs]
     cfg = cfgs[0]

@@ -121,7 +121,7 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
         "steps": made.steps, "encoder": str(paths["encoder"]), chosen.companion: str(paths["companion"]),
         "picture": picture, **_stamp(cfg, started, manifest),
     }
-    if set(chosen.sections) <= {"pretrain", "transfer"}:  # the autoencoders' settings, where 0.2.0 wrote them
+    if not chosen.own_sections():  # the autoencoders' settings, where 0.2.0 wrote them
         result.update(epochs=cfg.pretrain.epochs, learning_rate=cfg.pretrain.learning_rate)
     rd.write_json(paths["json"], result)
     rd.remember(cfg)

@@ -100,6 +100,11 @@ class Cell:
     accuracies: list[float] = field(default_factory=list)  # the contender's, per seed
     book: dict | None = None
 
+    @property
+    def setting(self) -> tuple:
+        """(pair, size, reuse, preset): the cells of one setting share their baseline runs."""
+        return tuple(self.pair), self.b_train_size, str(self.reuse_layers), self.preset
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["book"] is None:
@@ -224,8 +229,7 @@ def run_fingerprint(cfg: Config, contender: str) -> str:
 
 def own_sections_fingerprint(cfg: Config, contender: str) -> str | None:
     """The settings of a contender's own sections ([gan], [l2_sp], ...), None if it has none."""
-    c = contenders.get(contender) if contender in contenders.names() else None
-    own = [s for s in (c.sections if c else ()) if s not in ("transfer", "pretrain")]
+    own = contenders.get(contender).own_sections() if contender in contenders.names() else ()
     d = cfg.to_dict()
     return fingerprint({s: d[s] for s in own}) if own else None
 
@@ -321,12 +325,10 @@ def _check_study_dir(cfg: Config, study_dir: Path) -> None:
     meta = {"settings_fingerprint": settings_fingerprint(cfg)}
     if any(contenders.get(c).needs != ("model_a",) and contenders.get(c).needs for c in study_contenders(cfg)):
         meta["pretrain_fingerprint"] = pretrain_fingerprint(cfg)
-    owned = {}
-    for c in study_contenders(cfg):
-        for section in contenders.get(c).sections:
-            if section not in ("transfer", "pretrain"):
-                owned[f"{section}_fingerprint"] = fingerprint(cfg.to_dict()[section])
-                meta[f"{section}_fingerprint"] = owned[f"{section}_fingerprint"]
+    d = cfg.to_dict()
+    owned = {f"{section}_fingerprint": fingerprint(d[section])
+             for c in study_contenders(cfg) for section in contenders.get(c).own_sections()}
+    meta.update(owned)
     if meta_path.is_file():
         old = _read_meta(study_dir)
         checks = [("settings_fingerprint", "epochs, model, ..."), ("pretrain_fingerprint", "pretraining"),
@@ -381,8 +383,8 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
             numbers as with one. With more than one, this process only deals seeds and
             collects results: it never imports TensorFlow or reads the dataset.
         stack: train up to this many seeds of a (pair, size) as one graph (`fmtransfer.stacked`;
-            "auto": 10 with a GPU, 1 on a CPU); None takes `cfg.study.stack`. Numbers agree
-            with unstacked runs to float precision, not bit for bit.
+            "auto": 10); None takes `cfg.study.stack`. Numbers agree with unstacked runs to
+            float precision, not bit for bit.
         progress: show a progress bar over the grid.
 
     Example:
@@ -481,7 +483,9 @@ def _checked_data(cfg: Config):
 def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, done: set[str], advance,
               stack: int = 1) -> None:
     """A unit's seeds, `stack` at a time: stacked where the network allows it (dense), else one by one."""
-    if cfg.model.arch != "dense":
+    from fmtransfer import stacked
+
+    if not stacked.supported(cfg):
         stack = 1
     seeds = [[*runs] for _, runs in itertools.groupby(unit, key=lambda k: k.seed)]
     for i in range(0, len(seeds), stack):
@@ -872,7 +876,7 @@ def holm(cells: list[Cell]) -> None:
     families: dict[tuple, list[Cell]] = {}
     for c in cells:
         if c.p_value is not None:
-            families.setdefault((tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset), []).append(c)
+            families.setdefault(c.setting, []).append(c)
     for family in families.values():
         m, running = len(family), 0.0
         for rank, c in enumerate(sorted(family, key=lambda c: c.p_value)):
@@ -882,8 +886,7 @@ def holm(cells: list[Cell]) -> None:
 
 def leaderboard(result: "StudyResult") -> list[Cell]:
     """The cells ranked within each setting by mean paired gain over the baseline, best first."""
-    return sorted(result.cells, key=lambda c: (tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset,
-                                               -c.mean_difference))
+    return sorted(result.cells, key=lambda c: (*c.setting, -c.mean_difference))
 
 
 def markdown(result: "StudyResult") -> str:
@@ -891,12 +894,10 @@ def markdown(result: "StudyResult") -> str:
     out, setting = [], None
     ranked = leaderboard(result)
     for c in ranked:
-        here = (tuple(c.pair), c.b_train_size, c.reuse_layers, c.preset)
-        if here != setting:
-            setting = here
+        if c.setting != setting:
+            setting = c.setting
             # The baseline's line: from the contender with the most seeds, which has all of them.
-            base = max((d for d in ranked if (tuple(d.pair), d.b_train_size, d.reuse_layers, d.preset) == here),
-                       key=lambda d: d.n)
+            base = max((d for d in ranked if d.setting == setting), key=lambda d: d.n)
             out += ["", f"Classes {c.pair[0]} vs {c.pair[1]}, {c.b_train_size} images, reuse {c.reuse_layers}, "
                         f"{c.preset} rates; baseline {100 * base.baseline_mean:.2f}% ± "
                         f"{100 * (base.baseline_std or 0):.2f} over {base.n} seeds", "",
@@ -1004,7 +1005,7 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     each contender's mean gain over the baseline with its 95% CI; green or red where Holm's
     correction still finds a difference. A gain far below the others (a contender that fails)
     would squash the rest into a point: it is drawn at the panel's edge, its value written."""
-    settings = sorted({(tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset) for c in summary.cells})
+    settings = sorted({c.setting for c in summary.cells})
     names = list(dict.fromkeys(c.title for c in summary.cells))
     mean_gain = {t: np.mean([c.mean_difference for c in summary.cells if c.title == t]) for t in names}
     names.sort(key=lambda t: mean_gain[t])
@@ -1017,8 +1018,7 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     for ax, setting in zip(axes[0], settings):
         pair, size, reuse, preset = setting
         for y, title in enumerate(names):
-            c = next((c for c in summary.cells if c.title == title and
-                      (tuple(c.pair), c.b_train_size, str(c.reuse_layers), c.preset) == setting), None)
+            c = next((c for c in summary.cells if c.title == title and c.setting == setting), None)
             if c is None:
                 continue
             lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))

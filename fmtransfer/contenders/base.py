@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
 _REGISTRY: dict[str, type["Contender"]] = {}
+SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,12 @@ class Contender:
     sections: ClassVar[tuple[str, ...]] = ()
     artifact: ClassVar[str] = ""
     archs: ClassVar[tuple[str, ...]] = ("dense", "cnn")
+
+    @classmethod
+    def own_sections(cls) -> tuple[str, ...]:
+        """Its sections that no other kind of contender reads ([gan], [l2_sp], ...): `transfer`
+        and `pretrain` are shared, and fingerprinted with everything shared."""
+        return tuple(s for s in cls.sections if s not in SHARED_SECTIONS)
 
     def settings(self, cfg) -> dict[str, Any]:
         """The settings this contender's result depends on, for fingerprints and reports."""

@@ -14,7 +14,7 @@ Each keeps transfer from A's model and changes one thing, so a paired study isol
 from __future__ import annotations
 
 from fmtransfer.contenders.base import Phase, register
-from fmtransfer.contenders.transfer import TransferFromA
+from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
 
 
 @register
@@ -36,9 +36,7 @@ class LpFt(TransferFromA):
                  "train_accuracy": fitted.accuracy(x, y), "history": []}]
 
     def phases(self, cfg, reused):
-        t = cfg.transfer
-        return [Phase("fine-tune", t.fine_tune_epochs, t.fine_tune_learning_rate, trainable=True,
-                      top=t.unfreeze_top, key="transfer.fine_tune_learning_rate")]
+        return [fine_tune_phase(cfg.transfer)]
 
 
 @register
@@ -115,5 +113,4 @@ class Reinit(TransferFromA):
         t = cfg.transfer
         return [Phase("head and top layer", t.freeze_epochs, t.frozen_learning_rate, trainable=True, top=1,
                       key="transfer.frozen_learning_rate"),
-                Phase("fine-tune", t.fine_tune_epochs, t.fine_tune_learning_rate, trainable=True,
-                      top=t.unfreeze_top, key="transfer.fine_tune_learning_rate")]
+                fine_tune_phase(t)]

@@ -32,8 +32,7 @@ class TransferFromA(Contender):
         t = cfg.transfer
         return [Phase("frozen", t.freeze_epochs, t.frozen_learning_rate, trainable=False,
                       key="transfer.frozen_learning_rate"),
-                Phase("fine-tune", t.fine_tune_epochs, t.fine_tune_learning_rate, trainable=True,
-                      top=t.unfreeze_top, key="transfer.fine_tune_learning_rate")]
+                fine_tune_phase(t)]
 
     def prepare(self, cfg, model, reused: int, features: tuple) -> list[dict]:
         """Change model B before its phases, given the (top features, labels) of task B's training
@@ -57,9 +56,8 @@ class TransferFromA(Contender):
         x, y = training.scaled_part(split.b_train)
         valid = training.scaled_part(split.b_valid)
         # Scored before any training: how good the pretrained features are, whatever B makes of them.
-        features = probe.top_features(model, x)
         x_test, y_test = training.scaled_part(split.b_test)
-        probed = probe.fit(features, y).accuracy(probe.top_features(model, x_test), y_test)
+        probed, features = probe.linear_probe(model, x, y, x_test, y_test)
         phases = self.prepare(cfg, model, reused, (features, y))
         penalty = self.penalty(cfg, model, reused)
         label = "B on A" if self.artifact == "a" else f"B on {self.artifact}"
@@ -82,6 +80,13 @@ class TransferFromA(Contender):
                                       seconds=round(time.perf_counter() - started, 3),
                                       details={"reuse_layers": reused, "unfreeze": cfg.transfer.unfreeze,
                                                "linear_probe": probed})
+
+
+def fine_tune_phase(t) -> Phase:
+    """The book's phase 2, which other strategies keep: the reused layers (all, or the top K)
+    unfrozen at the fine-tuning rate."""
+    return Phase("fine-tune", t.fine_tune_epochs, t.fine_tune_learning_rate, trainable=True, top=t.unfreeze_top,
+                 key="transfer.fine_tune_learning_rate")
 
 
 def _scales(model, rates: tuple[float, ...] | None) -> list[float] | None:
