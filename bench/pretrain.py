@@ -42,7 +42,7 @@ def main() -> None:
         if args.quick:  # every epoch count of every section to 1, on 5,000 images
             quick = Path(tmp) / "quick.toml"
             quick.write_text("[train_a]\nepochs = 1\n[pretrain]\nepochs = 1\nunlabelled_size = 5000\n"
-                             + "".join(f"[{s}]\nepochs = 1\n" for s in ("gan", "rbm")))
+                             + "".join(f"[{s}]\nepochs = 1\n" for s in ("greedy", "gan", "rbm")))
             run += ["--config", str(quick)]
         timed([*fm, "split", *run])
         a_seconds, a_peak = timed([*fm, "train-a", *run, "--arch", args.arch])  # later stages remember it

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from fmtransfer import __version__
-from fmtransfer.config import field_info, merge, read_toml
+from fmtransfer.config import SECTIONS, field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
@@ -96,7 +96,6 @@ def contender_options(pretraining: bool | None = None) -> list:
     from dataclasses import fields
 
     from fmtransfer import contenders
-    from fmtransfer.config import SECTIONS
 
     methods = contenders.pretraining_methods()
     owned = dict.fromkeys(s for n in contenders.names() for s in contenders.get(n).own_sections()
@@ -304,6 +303,22 @@ def transfer(cfg, rd, reporter, model_a, source, contender):
     return result, lambda console, r: console.print(report.history_table(title, r))
 
 
+def _prepare_pretrain(cfg, given, origins, **_):
+    """--epochs and --learning-rate are the autoencoder's; a method with its own section reads
+    its own keys, so taking them silently would train with other settings than the user asked."""
+    from fmtransfer import contenders
+
+    own = contenders.get(cfg.pretrain.method).own_sections()
+    for key in ("pretrain.epochs", "pretrain.learning_rate"):
+        name = key.partition(".")[2]
+        if given.get(key) is not None and own:
+            theirs = [f"--{s}-{name}".replace("_", "-") for s in own if name in SECTIONS[s].__dataclass_fields__]
+            instead = f"; use {theirs[0]}" if theirs else ""
+            raise UsageError(f"option {_option_for(key)}: sets the autoencoder's {name.replace('_', ' ')}, "
+                             f"which {cfg.pretrain.method} does not read{instead}")
+    return cfg
+
+
 @cli.command()
 @common
 @config_option("pretrain.method", "--method")
@@ -314,7 +329,7 @@ def transfer(cfg, rd, reporter, model_a, source, contender):
               help="Write the method's picture: reconstructions_METHOD.png, samples_gan.png, filters_rbm.png "
                    "(needs fmtransfer[plot])  [if matplotlib is installed].")
 @options(*MODEL, *contender_options(pretraining=True))
-@stage()
+@stage(prepare=_prepare_pretrain)
 def pretrain(cfg, rd, reporter, plot):
     """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
     encoder for `transfer --from METHOD`."""

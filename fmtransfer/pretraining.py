@@ -7,6 +7,8 @@ stack, each decoder block mirrors an encoder block.
 - greedy: the historical layer-wise way. Train the one-hidden-block autoencoder; freeze it; insert
   the next encoder block and its decoder block in the middle; train again (only the new pair
   moves); repeat. Every step reconstructs the pixels, so the same loss measures every step.
+  Its settings are its own ([greedy]): a step costs more than an epoch of the whole autoencoder
+  (it runs through every frozen pair too), so it affords fewer epochs per step.
 
 Each step records digests of every encoder block before and after it trains, so anyone can
 check that greedy pretraining really froze the blocks below the one it was training.
@@ -87,7 +89,7 @@ def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | 
     from fmtransfer import models, training
 
     reporter = reporter or Reporter(quiet=True)
-    p = cfg.pretrain
+    p, section = (cfg.greedy, "greedy") if greedy else (cfg.pretrain, "pretrain")
     parts = models.autoencoder_parts(cfg.model)
     _, hidden, decoders = parts
     n = len(hidden)
@@ -109,7 +111,7 @@ def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | 
             history = training.fit(model, x, x, task=training.RECONSTRUCTION, epochs=p.epochs,
                                    learning_rate=p.learning_rate, batch_size=cfg.batch_size,
                                    seed=[cfg.seed, depth], validation=(x_valid, x_valid), on_epoch=on_epoch,
-                                   what=label, key="pretrain.learning_rate")
+                                   what=label, key=f"{section}.learning_rate")
         steps.append({"name": name, "depth": depth, "trains": trains, "history": history,
                       "block_digests_before": before,
                       "block_digests_after": [_digest(block) for block in hidden[:depth]]})

@@ -238,6 +238,12 @@ def pretrain_fingerprint(cfg: Config) -> str:
     return fingerprint({k: v for k, v in cfg.pretrain.to_dict().items() if k != "method"})
 
 
+def encoder_fingerprint(cfg: Config, method: str) -> str:
+    """What a cached encoder of `method` was made with: pretraining's settings and its own section's."""
+    own = own_sections_fingerprint(cfg, method)
+    return fingerprint(pretrain_fingerprint(cfg), *([own] if own else []))
+
+
 def results_path(study_dir: Path, index: int, count: int) -> Path:
     return study_dir / ("results.jsonl" if count == 1 else f"results-{index}of{count}.jsonl")
 
@@ -573,8 +579,35 @@ class _Cache:
 
     def has(self, need: str) -> bool:
         """Whether `need` is made already (in memory or saved), so asking for it trains nothing."""
+        return need in self.models or self._saved(need) is not None
+
+    def _saved(self, need: str) -> dict | None:
+        """The saved file's record, or None if there is none or it was made with other settings.
+
+        Model A's settings are the whole study's, which the directory's fingerprints guard. An
+        encoder's record carries its pretraining settings (`encoder_fingerprint`), so an encoder
+        made before a method's section existed or changed is trained again, not reused. A record
+        without one is from fmtransfer 0.3.0 or older; it is kept only for a method with no own
+        section, whose settings the directory's pretraining fingerprint guarded when it was made.
+        """
         path = self.path(need)
-        return need in self.models or (path.is_file() and path.with_suffix(".json").is_file())
+        meta = path.with_suffix(".json")
+        if not (path.is_file() and meta.is_file()):
+            return None
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            raise DataError(f"{meta} is unreadable; delete it and {path.name}, and run the study again "
+                            "(they are retrained)", path=meta) from None
+        if need != "model_a":
+            method = need.partition(":")[2]
+            if "settings" in info:
+                return info if info["settings"] == encoder_fingerprint(self.cfg, method) else None
+            if contenders.get(method).own_sections():
+                return None
+        return info
 
     def __getitem__(self, need: str):
         from fmtransfer import models, pretraining
@@ -586,14 +619,8 @@ class _Cache:
         path = self.path(need)
         meta = path.with_suffix(".json")
         started = time.perf_counter()
-        if path.is_file() and meta.is_file():
-            try:
-                info = json.loads(meta.read_text(encoding="utf-8"))
-                if not isinstance(info, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError:
-                raise DataError(f"{meta} is unreadable; delete it and {path.name}, and run the study again "
-                                "(they are retrained)", path=meta) from None
+        info = saved = self._saved(need)
+        if saved is not None:
             model = models.load_model(path, remedy=f"delete it and {meta.name}, and run the study again "
                                                    "(they are retrained)")
         else:
@@ -604,13 +631,17 @@ class _Cache:
                     if spent is not None:  # this seed's share of a stack's time
                         started = time.perf_counter() - spent
                 else:
-                    made = pretraining.pretrain(self.cfg, self.split, need.partition(":")[2])
+                    method = need.partition(":")[2]
+                    made = pretraining.pretrain(self.cfg, self.split, method)
                     model = made.encoder
-                    info = {**made.scores, "seed": self.seed, "seconds": made.seconds}
+                    info = {**made.scores, "seed": self.seed, "seconds": made.seconds,
+                            "settings": encoder_fingerprint(self.cfg, method)}
             except DivergedError as e:  # every run built on it diverged too; do not train it again
                 self.models[need] = e
                 raise
-        if not (path.is_file() and meta.is_file()):
+            # Drop a stale record first: until the new one is written, a crash leaves a model file
+            # with no record, which is made again rather than trusted.
+            meta.unlink(missing_ok=True)
             models.save_model(model, path)
             write_text_atomic(meta, json.dumps(info))
         self.models[need], self.info[need] = model, {**info, "seconds_here": round(time.perf_counter() - started, 2)}

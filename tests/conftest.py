@@ -147,7 +147,7 @@ def tiny_settings(tiny_data: Path) -> dict:
     return {"data.dir": str(tiny_data), "data.verify_checksums": False, "data.valid_size": 100,
             "data.b_train_size": 20, "model.hidden": [16, 8], "train_a.epochs": 1, "baseline.epochs": 2,
             "transfer.freeze_epochs": 1, "transfer.fine_tune_epochs": 1, "pretrain.epochs": 1,
-            "pretrain.unlabelled_size": 200, "gan.epochs": 1, "rbm.epochs": 1}
+            "pretrain.unlabelled_size": 200, "greedy.epochs": 1, "gan.epochs": 1, "rbm.epochs": 1}
 
 
 @pytest.fixture

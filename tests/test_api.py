@@ -282,6 +282,34 @@ def test_study_pairs_every_contender_with_the_same_baseline_and_pretrains_once_p
     assert sorted(calls) == [(1, "greedy"), (2, "greedy")] and more.runs_finished == 12
 
 
+def test_a_cached_encoder_is_reused_only_if_made_with_the_studys_settings(tiny_cfg, tmp_path, monkeypatch):
+    """An encoder saved without its settings (fmtransfer 0.3.0 or older) is trained again for a method
+    with its own section, which the directory did not guard then; the autoencoder's is reused."""
+    from fmtransfer import pretraining
+
+    calls = []
+    real = pretraining.pretrain
+    monkeypatch.setattr(pretraining, "pretrain", lambda cfg, split, method, *a, **k:
+                        calls.append(method) or real(cfg, split, method, *a, **k))
+    cfg = tiny_cfg.replace(**{"contenders": ["autoencoder", "greedy"], "study.seeds": [1],
+                              "study.b_train_sizes": [20]})
+    study_dir = tmp_path / "study"
+    first = fmtransfer.run_study(cfg, study_dir)
+    assert sorted(calls) == ["autoencoder", "greedy"]
+    records = {m: study_dir / "models" / f"encoder-{m}-seed1.json" for m in ("autoencoder", "greedy")}
+    made = {m: json.loads(p.read_text()) for m, p in records.items()}
+    assert made["greedy"]["settings"] == fmtransfer.study.encoder_fingerprint(cfg, "greedy")
+    assert made["autoencoder"]["settings"] != made["greedy"]["settings"]  # [greedy] is in greedy's alone
+    for path in records.values():  # as 0.3.0 wrote them
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "settings"}))
+    (study_dir / "results.jsonl").unlink()
+    calls.clear()
+    again = fmtransfer.run_study(cfg, study_dir)
+    assert calls == ["greedy"]
+    assert json.loads(records["greedy"].read_text())["settings"] == made["greedy"]["settings"]
+    assert [c.transfer_mean for c in again.cells] == [c.transfer_mean for c in first.cells]  # same seed, same runs
+
+
 def test_a_study_of_transfer_refuses_other_pretraining_settings_once_pretraining_ran(tiny_cfg, tmp_path):
     from fmtransfer import study
 

@@ -437,7 +437,7 @@ def test_every_contender_runs_end_to_end_on_the_real_data(tmp_path):
     run = tmp_path / "run"
     result = _ok(run_cli("run", "--run", run, "--contenders", "all", "--a-epochs", 1, "--b-epochs", 2,
                          "--freeze-epochs", 1, "--fine-tune-epochs", 1, "--p-epochs", 1, "--unlabelled-size", 5000,
-                         "--gan-epochs", 1, "--rbm-epochs", 1, "--json"))
+                         "--greedy-epochs", 1, "--gan-epochs", 1, "--rbm-epochs", 1, "--json"))
     shown = result["contenders"]
     assert list(shown) == [contenders.get(n).title for n in contenders.names()]
     for title, scores in shown.items():

@@ -119,8 +119,8 @@ def test_pretrain_takes_every_training_image_by_default(tiny_data, tmp_path):
 
 def test_quick_toml_pretrains_in_seconds_not_minutes():
     """configs/quick.toml's promise of a smoke run covers pretrain: one epoch, 5,000 images."""
-    p = load_config(CONFIGS / "quick.toml").pretrain
-    assert p.epochs == 1 and 0 < p.unlabelled_size <= 5000
+    c = load_config(CONFIGS / "quick.toml")
+    assert c.pretrain.epochs == 1 and c.greedy.epochs == 1 and 0 < c.pretrain.unlabelled_size <= 5000
 
 
 def test_run_and_compare_take_contenders(tiny_data, tmp_path):

@@ -41,9 +41,10 @@ def dense_run(tmp_path_factory, data_dir):
     run = tmp_path_factory.mktemp("dense")
     _split(run, data_dir)
     _ok("train-a", "--run", run, "--epochs", 1)
-    results = {method: _ok("pretrain", "--run", run, "--method", method, "--unlabelled-size", 300,
-                           "--epochs", 1, "--learning-rate", 0.1)
-               for method in ("autoencoder", "greedy")}
+    results = {"autoencoder": _ok("pretrain", "--run", run, "--method", "autoencoder", "--unlabelled-size", 300,
+                                  "--epochs", 1, "--learning-rate", 0.1),
+               "greedy": _ok("pretrain", "--run", run, "--method", "greedy", "--unlabelled-size", 300,
+                             "--greedy-epochs", 1, "--greedy-learning-rate", 0.1)}
     return run, results
 
 
@@ -78,6 +79,8 @@ def test_greedy_pretraining_trains_one_layer_at_a_time(dense_run):
     run, results = dense_run
     steps = results["greedy"]["steps"]
     assert [s["depth"] for s in steps] == [1, 2, 3, 4, 5]
+    assert [len(s["history"]) for s in steps] == [1] * 5  # --greedy-epochs is per step
+    assert results["greedy"]["settings"]["greedy"] == {"epochs": 1, "learning_rate": 0.1}
     for k, step in enumerate(steps, start=1):
         assert step["trains"] == [f"hidden{k}", f"decode{k}"]
         before, after = step["block_digests_before"], step["block_digests_after"]
@@ -172,6 +175,13 @@ def test_pretrain_rejects_bad_input(tmp_path, data_dir, monkeypatch):
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--unlabelled-size", 5000), "--unlabelled-size", "600")
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--unlabelled-size", -1), "--unlabelled-size")
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--method", "vae"), "--method")
+    # --epochs and --learning-rate are the autoencoder's: a method with its own would silently ignore them.
+    assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--method", "greedy", "--epochs", 1),
+                       "--epochs", "greedy", "--greedy-epochs")
+    assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--method", "gan", "--learning-rate", 0.1),
+                       "--learning-rate", "gan", "--gan-learning-rate")
+    assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--method", "greedy", "--greedy-epochs", 0),
+                       "--greedy-epochs", "greedy.epochs")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the [plot] extra were not installed
     assert_usage_error(run_cli("pretrain", "--run", tmp_path, "--plot", "--unlabelled-size", 50),
                        "--plot", "fmtransfer[plot]")
@@ -201,7 +211,7 @@ def test_cnn_for_every_stage(tmp_path, data_dir):
     assert t2["reuse_layers"] == 2
     assert [layer.name for layer in models.load_model(tmp_path / "model_b_on_a.keras").layers] == \
         ["reshape", "conv1", "pool1", "conv2", "pool2", "head_flatten", "output"]
-    p = _ok("pretrain", "--run", tmp_path, "--method", "greedy", "--unlabelled-size", 200, "--epochs", 1,
+    p = _ok("pretrain", "--run", tmp_path, "--method", "greedy", "--unlabelled-size", 200, "--greedy-epochs", 1,
             "--no-plot")
     assert p["arch"] == "cnn" and [s["trains"] for s in p["steps"]] == \
         [["conv1", "decode1"], ["conv2", "decode2"], ["conv3", "decode3"], ["dense", "decode4"]]

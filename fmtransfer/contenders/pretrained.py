@@ -74,4 +74,5 @@ class Greedy(StackedAutoencoder):
     name = "greedy"
     title = "greedy-pretrained"
     description = "B on an autoencoder's encoder trained greedily, one hidden layer at a time, lower ones frozen."
+    sections = ("pretrain", "greedy", "transfer")  # pretrain: unlabelled_size
     greedy = True
