@@ -75,7 +75,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     loss_fn = task.loss()
     n = len(x)
     x_all = tf.constant(x, dtype=tf.float32)
-    y_all = tf.constant(y)
+    # An autoencoder's targets are its inputs: one copy, not two (55,000 images are 172 MB).
+    y_all = x_all if y is x else tf.constant(y)
     full_batches, rest = divmod(n, batch_size)
 
     # The data are arguments of the graph, not constants captured in it: a captured constant
