@@ -337,8 +337,9 @@ class GreedyConfig(Section):
     layer, each training only the newest encoder/decoder pair to reconstruct the pixels."""
 
     NAME = "greedy"
-    # Five steps of 5 epochs keep it under 3x model A's 20 epochs; 10 per step took 4.2x with
-    # no better features (docs/pretrain.md).
+    # A step runs through every frozen pair below the new one, so it costs more than an epoch of
+    # the whole autoencoder: 5 epochs per step keep the five steps under 3x model A's 20 epochs,
+    # 10 did not (docs/pretrain.md).
     epochs: int = setting(5, "Epochs per step, one step per hidden layer.")
     learning_rate: float = setting(0.1, "SGD learning rate of every step.")
 

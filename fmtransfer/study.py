@@ -619,8 +619,8 @@ class _Cache:
         path = self.path(need)
         meta = path.with_suffix(".json")
         started = time.perf_counter()
-        info = saved = self._saved(need)
-        if saved is not None:
+        info = self._saved(need)
+        if info is not None:
             model = models.load_model(path, remedy=f"delete it and {meta.name}, and run the study again "
                                                    "(they are retrained)")
         else:
