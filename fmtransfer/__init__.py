@@ -14,7 +14,7 @@ Importing the package, or any module of it, changes no TensorFlow setting: `setu
 (threads, determinism, logging), and the entry points call it for you unless you did first.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError  # noqa: E402
 from fmtransfer.config import Config, load_config  # noqa: E402
