@@ -340,8 +340,8 @@ class GreedyConfig(Section):
     # A step runs through every frozen pair below the new one, so it costs more than an epoch of
     # the whole autoencoder: 5 epochs per step keep the five steps under 3x model A's 20 epochs,
     # 10 did not (docs/pretrain.md).
-    epochs: int = setting(5, "Epochs per step, one step per hidden layer.")
-    learning_rate: float = setting(0.1, "SGD learning rate of every step.")
+    epochs: int = setting(5, "Greedy pretraining epochs per step (one step per hidden layer).")
+    learning_rate: float = setting(0.1, "Greedy pretraining SGD learning rate.")
 
     def check(self) -> None:
         self.fail_unless(self.epochs >= 1, "epochs", f"each layer needs at least 1 epoch, got {self.epochs}")
