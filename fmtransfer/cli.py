@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from fmtransfer import __version__
-from fmtransfer.config import SECTIONS, field_info, merge, read_toml
+from fmtransfer.config import field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
@@ -96,6 +96,7 @@ def contender_options(pretraining: bool | None = None) -> list:
     from dataclasses import fields
 
     from fmtransfer import contenders
+    from fmtransfer.config import SECTIONS
 
     methods = contenders.pretraining_methods()
     owned = dict.fromkeys(s for n in contenders.names() for s in contenders.get(n).own_sections()
@@ -312,7 +313,7 @@ def _prepare_pretrain(cfg, given, origins, **_):
     for key in ("pretrain.epochs", "pretrain.learning_rate"):
         name = key.partition(".")[2]
         if given.get(key) is not None and own:
-            theirs = [f"--{s}-{name}".replace("_", "-") for s in own if name in SECTIONS[s].__dataclass_fields__]
+            theirs = [option for s in own if (option := _option_for(f"{s}.{name}"))]
             instead = f"; use {theirs[0]}" if theirs else ""
             raise UsageError(f"option {_option_for(key)}: sets the autoencoder's {name.replace('_', ' ')}, "
                              f"which {cfg.pretrain.method} does not read{instead}")

@@ -74,9 +74,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     optimizer.build(variables)
     loss_fn = task.loss()
     n = len(x)
-    x_all = tf.constant(x, dtype=tf.float32)
-    # An autoencoder's targets are its inputs: one copy, not two (55,000 images are 172 MB).
-    y_all = x_all if y is x else tf.constant(y)
+    x_all, y_all = _tensors(x, y)
     full_batches, rest = divmod(n, batch_size)
 
     # The data are arguments of the graph, not constants captured in it: a captured constant
@@ -164,7 +162,9 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, *, task: Task) -> dict[str, fl
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> tuple:
-    return tf.constant(x, dtype=tf.float32), tf.constant(y)
+    x_tensor = tf.constant(x, dtype=tf.float32)
+    # An autoencoder's targets are its inputs: one copy, not two (55,000 images are 172 MB).
+    return x_tensor, x_tensor if y is x else tf.constant(y)
 
 
 def _evaluate_tensors(model, x, y, *, task: Task, check: bool = True) -> dict[str, float]:
