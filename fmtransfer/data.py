@@ -240,7 +240,7 @@ class Split:
         """The indices, the fingerprint and `manifest` in one file, replaced at once."""
         import json
 
-        from fmtransfer.rundir import atomic_path
+        from fmtransfer.io import atomic_path
 
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -336,7 +336,7 @@ def split_of(raw: Raw, cfg: DataConfig) -> Split:
 def split_fingerprint(cfg: DataConfig, sha256: dict[str, str]) -> str:
     """What identifies a split: its settings and the data files' hashes (where the files lie,
     or whether their checksums were checked, changes nothing in the data)."""
-    from fmtransfer.rundir import fingerprint
+    from fmtransfer.io import fingerprint
 
     settings = {"b_classes": list(cfg.b_classes), "b_train_size": cfg.b_train_size, "valid_size": cfg.valid_size}
     if cfg.valid_from != "first":  # added in 0.3.0: the splits made before keep their fingerprints

@@ -235,7 +235,7 @@ def weights_digest(weights: list) -> str:
 
 
 def save_model(model, path: Path) -> None:
-    from fmtransfer.rundir import atomic_path
+    from fmtransfer.io import atomic_path
 
     with atomic_path(path) as tmp:
         model.save(tmp)

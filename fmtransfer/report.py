@@ -14,7 +14,7 @@ from rich.table import Table
 
 from fmtransfer.config import CLASS_NAMES
 from fmtransfer.errors import UsageError
-from fmtransfer.rundir import to_json  # noqa: F401  (what the CLI prints with --json)
+from fmtransfer.io import to_json  # noqa: F401  (what the CLI prints with --json)
 
 
 class Reporter:
@@ -115,7 +115,7 @@ def figures(option: str) -> Figures:
 
 def save_figure(fig, path, dpi: int = 110) -> None:
     """Write `fig` as a PNG atomically."""
-    from fmtransfer.rundir import atomic_path
+    from fmtransfer.io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")

@@ -15,7 +15,8 @@ from fmtransfer import contenders, pipeline
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DataError, UsageError
 from fmtransfer.report import Reporter, figures, plotting_available
-from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir, fingerprint
+from fmtransfer.io import fingerprint
+from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir
 
 
 def _writing(create: bool = False):

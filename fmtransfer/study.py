@@ -31,7 +31,7 @@ from fmtransfer.config import LR_PRESETS, Config, check_unfreeze, flatten, merge
 from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError
 from fmtransfer.pipeline import error_rate_ratio
 from fmtransfer.report import Reporter, figures, save_figure
-from fmtransfer.rundir import fingerprint, locked, write_text_atomic
+from fmtransfer.io import fingerprint, locked, write_text_atomic
 
 STUDY_JSON = "study.json"
 BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "book",

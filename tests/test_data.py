@@ -447,7 +447,7 @@ def test_the_first_and_last_validation_slices_fingerprint_apart_and_the_first_ke
     first, last = DataConfig(), DataConfig(valid_from="last")
     assert data.split_fingerprint(first, sha) != data.split_fingerprint(last, sha)
     # 0.2.0's fingerprint (before valid_from existed) is unchanged, so its run directories still read.
-    from fmtransfer.rundir import fingerprint
+    from fmtransfer.io import fingerprint
 
     assert data.split_fingerprint(first, sha) == fingerprint({"b_classes": [5, 6], "b_train_size": 200,
                                                               "valid_size": 5000}, sha)

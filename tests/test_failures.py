@@ -101,7 +101,7 @@ def test_sigterm_stops_a_stage_like_ctrl_c_exit_143_with_nothing_lost(run, tmp_p
 
 HOLD = """
 import sys, time
-from fmtransfer.rundir import locked
+from fmtransfer.io import locked
 with locked(sys.argv[1], sys.argv[2], shared=sys.argv[3] == "shared"):
     print("held", flush=True)
     time.sleep(600)
@@ -293,7 +293,7 @@ def test_a_read_only_run_directory_is_refused_before_training(run, monkeypatch):
 def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path):
     import errno
 
-    from fmtransfer.rundir import atomic_path
+    from fmtransfer.io import atomic_path
 
     target = tmp_path / "model_a.keras"
     target.write_bytes(b"good")

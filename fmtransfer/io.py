@@ -1,0 +1,140 @@
+"""Leaf helpers every layer uses: fingerprints, atomic writes, strict JSON, directory locks.
+
+Imports nothing of fmtransfer's but its errors, so any module may import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fmtransfer.errors import FmtError, UsageError
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able settings: equal settings, equal fingerprint."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class atomic_path:
+    """A temporary path beside `path`, renamed onto it only when the block succeeds.
+
+    The temporary name keeps `path`'s suffix, since Keras picks the format from it.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}",
+                                   dir=self.path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            os.replace(self.tmp, self.path)
+            return
+        if self.tmp.exists():
+            self.tmp.unlink()
+        if isinstance(value, OSError) and value.errno in WRITE_ERRORS:
+            raise FmtError(f"cannot write {self.path}: {value.strerror}; the previous file, if any, is intact",
+                           path=self.path) from None
+
+
+# The write failures a user can act on (a full disk, a read-only or forbidden place).
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# A stage refuses to start with less free space than its largest artifacts need.
+MIN_FREE_BYTES = 256 * 2**20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def to_json(obj: Any) -> str:
+    """Strict JSON: infinities and NaN (a perfect model's error ratio) become null."""
+    return json.dumps(_finite(obj), indent=2)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+_HELD: dict[tuple[str, str], list] = {}  # (directory, lock file) -> [fd, depth]: re-entrant in one process
+
+
+@contextlib.contextmanager
+def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, create: bool = True):
+    """Hold an OS lock on `directory` (a file in it) while a process writes there.
+
+    The lock is flock(2)'s: released when the process ends however it ends, so a crashed holder
+    never blocks the directory. A second writer is refused at once, naming the directory. Shared
+    holders (shards of one study) exclude only an exclusive one. Without `create`, a directory
+    that does not exist yet is not created just to be locked.
+    """
+    directory = Path(directory)
+    if not directory.is_dir() and not create:
+        yield
+        return
+    key = (str(directory.resolve()), name)
+    if key in _HELD:  # a stage inside `run`: the lock and the checks are the outer stage's
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory).free
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as e:
+        raise UsageError(f"cannot write to {directory} ({e.strerror}); choose a writable directory",
+                         path=directory) from None
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"{directory} has {free // 2**20} MiB free, less than the {MIN_FREE_BYTES // 2**20} MiB "
+                         "a stage may write; free some space or choose another directory", path=directory)
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{directory} is in use by another fmtransfer process; wait for it to finish, "
+                         "or use another directory", path=directory) from None
+    _HELD[key] = [fd, 1]
+    if not shared:  # the only writer now: temporary files here are an earlier killed writer's
+        for leftover in [*directory.glob(".*.tmp*"), *directory.glob("*/.*.tmp*")]:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        os.close(fd)
