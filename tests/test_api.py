@@ -314,10 +314,10 @@ def test_a_study_of_transfer_refuses_other_pretraining_settings_once_pretraining
     from fmtransfer import study
 
     cfg = tiny_cfg.replace(contenders=["autoencoder"])
-    study._check_study_dir(cfg, tmp_path)
-    study._check_study_dir(cfg.replace(contenders=["transfer"], **{"pretrain.epochs": 3}), tmp_path)  # unused
+    study.check_study_dir(cfg, tmp_path)
+    study.check_study_dir(cfg.replace(contenders=["transfer"], **{"pretrain.epochs": 3}), tmp_path)  # unused
     with pytest.raises(UsageError, match="pretraining"):
-        study._check_study_dir(cfg.replace(**{"pretrain.epochs": 3}), tmp_path)
+        study.check_study_dir(cfg.replace(**{"pretrain.epochs": 3}), tmp_path)
 
 
 def test_old_results_lines_read_as_transfer_runs(tmp_path):

@@ -173,10 +173,10 @@ def test_shards_run_separately_merge_to_the_same_numbers_as_one_job(tiny_config,
 
 
 def test_a_study_directory_refuses_runs_made_with_other_settings(tiny_config, tmp_path):
-    studies._check_study_dir(tiny_config, tmp_path)
+    studies.check_study_dir(tiny_config, tmp_path)
     with pytest.raises(UsageError, match="other settings"):
-        studies._check_study_dir(tiny_config.replace(**{"train_a.epochs": 5}), tmp_path)
-    studies._check_study_dir(tiny_config.replace(**{"study.seeds": [7]}), tmp_path)  # axes may grow
+        studies.check_study_dir(tiny_config.replace(**{"train_a.epochs": 5}), tmp_path)
+    studies.check_study_dir(tiny_config.replace(**{"study.seeds": [7]}), tmp_path)  # axes may grow
 
 
 @pytest.mark.slow

@@ -1,0 +1,376 @@
+"""Running a study: this shard's unfinished runs, in this process or in worker processes, each appended as it finishes."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmtransfer import contenders
+from fmtransfer.config import LR_PRESETS, Config
+from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
+from fmtransfer.io import locked
+from fmtransfer.report import Reporter
+from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
+from fmtransfer.study.cache import Cache
+from fmtransfer.study.records import append_result, check_study_dir, load_results, results_path, run_fingerprint
+from fmtransfer.study.reporting import StudyResult, report
+
+
+def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *, shard_spec: str | None = None,
+              jobs: int | str = 1, stack: int | str | None = None, progress: bool = False,
+              reporter: Reporter | None = None) -> StudyResult:
+    """Run this shard's unfinished runs, appending each as it finishes; return the merged report.
+
+    Args:
+        cfg: the settings; `cfg.study` is the grid, `cfg.contenders` what to pair against the baseline.
+        study_dir: where models, results and the study's settings are kept; rerun to resume.
+        shard_spec: "I/N" to run only the I-th of N slices (for job arrays); "auto" in one.
+        jobs: worker processes, each training whole seeds with its own thread pools; "auto" is
+            the machine's cores divided by the threads one run uses. Every run gives the same
+            numbers as with one. With more than one, this process only deals seeds and
+            collects results: it never imports TensorFlow or reads the dataset.
+        stack: train up to this many seeds of a (pair, size) as one graph (`fmtransfer.stacked`;
+            "auto": 10); None takes `cfg.study.stack`. Numbers agree with unstacked runs to
+            float precision, not bit for bit.
+        progress: show a progress bar over the grid.
+
+    Example:
+        >>> cfg = load_config("configs/quick.toml", study={"seeds": [1, 2, 3]}, contenders=["transfer"])
+        >>> result = run_study(cfg, "runs/study-quick")
+        >>> result.cell("transfer").p_value
+    """
+    cfg = cfg or Config()
+    if stack is not None:
+        cfg = cfg.replace(**{"study.stack": stack})
+    reporter = reporter or Reporter(quiet=not progress)
+    index, count = parse_shard(shard_spec)
+    jobs = parse_jobs(jobs, cfg.model.arch)
+    check_grid(cfg)
+    study_dir = Path(study_dir)
+    # One unsharded study per directory; the shards of an array side by side, one process each.
+    with locked(study_dir, shared=count > 1), \
+            (locked(study_dir, f".lock-{index}of{count}") if count > 1 else contextlib.nullcontext()):
+        return _run_study(cfg, study_dir, index, count, reporter, jobs)
+
+
+def parse_jobs(jobs: int | str, arch: str) -> int:
+    """A worker count: N >= 1, or "auto": the cores divided by the threads one run uses."""
+    from fmtransfer import runtime
+
+    if isinstance(jobs, str) and jobs.strip().lower() == "auto":
+        cores = os.cpu_count() or 1
+        per_run = runtime.threads(arch)[0] or cores  # 0: TensorFlow's choice, every core
+        return max(1, cores // per_run)
+    try:
+        n = int(jobs)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or isinstance(jobs, bool):
+        raise ConfigError("jobs", f"expected a number of worker processes (1 or more) or auto, got {jobs!r}")
+    return n
+
+
+# `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
+# 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
+# steps leave it idle, is where stacking is meant to pay most.
+STACK_AUTO = 10
+
+
+def resolve_stack(stack: int | str) -> int:
+    """`study.stack` as a number of seeds."""
+    return STACK_AUTO if stack == "auto" else int(stack)
+
+
+def _seeds_per_unit(stack: int | str, jobs: int, n_seeds: int) -> int:
+    """How many seeds to deal as one unit: a stack's worth, but never so many that a worker idles."""
+    return max(1, min(resolve_stack(stack), math.ceil(n_seeds / jobs)))
+
+
+def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1) -> StudyResult:
+    check_study_dir(cfg, study_dir)
+    chosen = study_contenders(cfg)
+    keys = shard(grid(cfg), index, count)
+    done = {r["id"] for r in load_results(study_dir, cfg)}
+    total = len(keys) * len(chosen)
+    todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
+    out = results_path(study_dir, index, count)
+    finished = sum(k.run_id(c) in done for k in keys for c in chosen)
+    reporter.info(f"study {study_dir}: shard {index}/{count} has {total} runs, {finished} already finished, "
+                  f"{total - finished} to run")
+    if todo:
+        # Whole seeds go to one worker: model A and the encoders of a seed are made once; a
+        # stack's worth of seeds at once, so that the worker can train them as one graph.
+        if jobs == 1:  # TensorFlow is needed here, and first set up (asking it about a GPU starts it)
+            from fmtransfer import runtime
+
+            runtime.ensure_setup(cfg.model.arch)
+        seeds = [[*unit] for _, unit in itertools.groupby(todo, key=lambda k: k.seed)]
+        per_unit = _seeds_per_unit(cfg.study.stack, jobs, len(seeds))
+        units = [[k for unit in seeds[i:i + per_unit] for k in unit] for i in range(0, len(seeds), per_unit)]
+        with reporter.grid("study", total=total, done=finished) as advance:
+            if jobs == 1:
+                raw = _checked_data(cfg)
+                for unit in units:
+                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, per_unit)
+            else:
+                _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance)
+    return report(study_dir)
+
+
+def _checked_data(cfg: Config):
+    """The dataset, with every pair's split made once: fail now, not hours into the grid."""
+    from fmtransfer import data
+
+    raw = data.load(cfg.data)
+    for pair in cfg.study_pairs:
+        data.make_split(raw, pair, max(cfg.study_sizes), cfg.data.valid_size, cfg.data.valid_from)
+    return raw
+
+
+def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, done: set[str], advance,
+              stack: int = 1) -> None:
+    """A unit's seeds, `stack` at a time: stacked where the network allows it (dense), else one by one."""
+    from fmtransfer import stacked
+
+    if not stacked.supported(cfg):
+        stack = 1
+    seeds = [[*runs] for _, runs in itertools.groupby(unit, key=lambda k: k.seed)]
+    for i in range(0, len(seeds), stack):
+        chunk = [k for runs in seeds[i:i + stack] for k in runs]
+        together = _Stacked(chunk, cfg, chosen, study_dir, done) if len(seeds[i:i + stack]) > 1 else None
+        for _, runs in itertools.groupby(chunk, key=lambda k: k.group):
+            _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together)
+
+
+def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance) -> None:
+    """Deal whole seeds to `jobs` spawned processes; each appends to its own results file, and
+    tells this one each run it finished, for the progress bar over the whole grid."""
+    import multiprocessing
+
+    from fmtransfer import runtime
+
+    ctx = multiprocessing.get_context("spawn")  # not fork: TensorFlow is running here
+    tasks, events = ctx.Queue(), ctx.Queue()
+    for unit in units:
+        tasks.put(unit)
+    for _ in range(jobs):
+        tasks.put(None)
+    # This process never set TensorFlow up: the workers apply the choice made for it.
+    chosen_setup = runtime._configured or runtime._pending or {"arch": cfg.model.arch}
+    setup = {**chosen_setup, "threads": runtime.threads(cfg.model.arch)}
+    workers = [ctx.Process(target=_worker, daemon=True,
+                           args=(cfg, chosen, str(study_dir), str(out.with_name(f"{out.stem}-job{k}.jsonl")),
+                                 sorted(done), setup, tasks, events)) for k in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        running = jobs
+        while running:
+            kind, payload = events.get()
+            if kind == "run":
+                advance(payload)
+            elif kind == "done":
+                running -= 1
+            else:
+                name, message, code, key = payload
+                if key is not None:  # a setting the data refuses: said as the serial study says it
+                    raise ConfigError(*key)
+                error = (UsageError if code == 2 else FmtError)(f"a study worker failed: {message}")
+                raise error if name != "DivergedError" else FmtError(message)
+        for w in workers:
+            w.join()
+    finally:
+        for w in workers:  # on an error, Ctrl-C or SIGTERM here: no worker outlives the study
+            if w.is_alive():
+                w.terminate()
+                w.join(timeout=30)
+
+
+def _worker(cfg: Config, chosen, study_dir: str, out: str, done: list[str], setup: dict, tasks, events) -> None:
+    from fmtransfer import runtime
+
+    try:
+        runtime.setup(**setup)
+        raw = _checked_data(cfg)
+        stack = resolve_stack(cfg.study.stack)
+        finished = set(done)
+        while (unit := tasks.get()) is not None:
+            _run_unit(unit, cfg, chosen, raw, Path(study_dir), Path(out), finished,
+                      lambda run_id: events.put(("run", run_id)), stack)
+        events.put(("done", None))
+    except BaseException as e:  # reported to the parent, which stops the study with one line
+        key = (e.key, e.problem) if isinstance(e, ConfigError) else None
+        events.put(("error", (type(e).__name__, str(e) or type(e).__name__, getattr(e, "exit_code", 1), key)))
+
+
+def chance_accuracy(split) -> float:
+    """What a model that predicts nothing scores: the majority class's share of test B."""
+    positives = float(np.mean(split.b_test[1]))
+    return max(positives, 1.0 - positives)
+
+
+def _scores(fit, split) -> dict:
+    """A run's test-B scores; a run that diverged is recorded as such, at chance accuracy.
+
+    Divergence is a real outcome of a setting (the book's phase-1 rate with few images), so it
+    stays in the statistics rather than being dropped, which would flatter the setting: it enters
+    as a model that predicts nothing, the majority-class accuracy, with no loss.
+    """
+    try:
+        r = fit()
+    except DivergedError as e:
+        return {"test_accuracy": chance_accuracy(split), "test_loss": None, "diverged": str(e)}
+    scores = {"test_accuracy": r.test_accuracy, "test_loss": r.test_loss}
+    if r.details.get("linear_probe") is not None:
+        scores["linear_probe"] = r.details["linear_probe"]
+    return scores
+
+
+def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
+               done: set[str], advance, together: "_Stacked | None" = None) -> None:
+    """The runs sharing one (seed, pair): model A and encoders made or loaded once, each baseline
+    once per size, then every unfinished contender. `together`: the stack this seed trains in."""
+    from fmtransfer import data
+
+    first = runs[0]
+    split = data.make_split(raw, first.pair, max(r.b_train_size for r in runs), cfg.data.valid_size,
+                            cfg.data.valid_from)
+    cache = together.cache(first, split) if together else Cache(study_dir, first.config(cfg), split, first.pair,
+                                                                 first.seed)
+    quiet = Reporter(quiet=True)
+    for size, sized in itertools.groupby(runs, key=lambda k: k.b_train_size):
+        split = data.make_split(raw, first.pair, size, cfg.data.valid_size, cfg.data.valid_from)
+        if together:
+            base, base_seconds = together.baseline(first, size, split)
+        else:
+            started = time.perf_counter()
+            base = _scores(lambda: contenders.get("baseline").fit(first.config(cfg), split, {}, quiet)[1], split)
+            base_seconds = round(time.perf_counter() - started, 2)
+        for key in sized:
+            for name in chosen:
+                if key.run_id(name) in done:
+                    continue
+                contender = contenders.get(name)
+                if together and together.takes(contender):
+                    result, seconds = together.contender(key, contender, split)
+                else:
+                    started = time.perf_counter()
+                    result = _scores(lambda: contender.fit(key.config(cfg), split, {need: cache[need] for need
+                                                                                    in contender.needs}, quiet)[1],
+                                     split)
+                    seconds = round(time.perf_counter() - started, 2)
+                record = {
+                    "id": key.run_id(name), "seed": key.seed, "pair": list(key.pair),
+                    "b_train_size": key.b_train_size, "reuse_layers": key.reuse_layers, "preset": key.preset,
+                    "contender": name, "learning_rates": list(LR_PRESETS[key.preset]),
+                    "settings": run_fingerprint(cfg, name),
+                    "baseline": base, "result": result,
+                    "built_on": {need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
+                                 for need in contender.needs if need in cache.info},
+                    "seconds": {"baseline": base_seconds, "contender": seconds,
+                                **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
+                                   if need in cache.info}},
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+                base_seconds = 0.0  # the baseline's time is counted once, with its first run
+                append_result(out, record)
+                done.add(record["id"])
+                advance(record["id"])
+
+
+def _raised(outcome):
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+class _Stacked:
+    """The seeds of one stack (`fmtransfer.stacked`): the first seed to ask for model A, a
+    baseline or a transfer run has it trained for every seed of the stack that still needs it;
+    each seed's group then takes its own, and writes its results lines as an unstacked one does.
+
+    Times are each seed's share of the stack's. Divergence is per seed: a seed whose model A
+    diverged gets its transfer runs recorded as diverged, as unstacked.
+    """
+
+    def __init__(self, keys: list[RunKey], cfg: Config, chosen: tuple[str, ...], study_dir: Path, done: set[str]):
+        self.keys, self.cfg, self.chosen, self.study_dir, self.done = keys, cfg, chosen, study_dir, done
+        self.caches: dict[tuple, Cache] = {}
+        self.made: dict[tuple, Any] = {}  # (what, seed) -> what that seed's group will take
+
+    @staticmethod
+    def takes(contender) -> bool:
+        from fmtransfer import stacked
+
+        return stacked.stackable(contender)
+
+    def _seeds(self, keep) -> list[RunKey]:
+        """The first key of each seed with a key that `keep` accepts, in seed order."""
+        return list({k.seed: k for k in reversed(self.keys) if keep(k)}.values())[::-1]
+
+    def cache(self, key: RunKey, split) -> Cache:
+        if (key.seed, key.pair) not in self.caches:
+            self.caches[key.seed, key.pair] = Cache(self.study_dir, key.config(self.cfg), split, key.pair, key.seed,
+                                                     train_a=lambda: self._model_a(key, split))
+        return self.caches[key.seed, key.pair]
+
+    def _model_a(self, asking: RunKey, split):
+        from fmtransfer import stacked
+
+        tag = ("model_a", asking.pair)
+        if (tag, asking.seed) not in self.made:
+            needs_a = {c for c in self.chosen if "model_a" in contenders.get(c).needs}
+            peers = [k for k in self._seeds(lambda k: k.pair == asking.pair and any(
+                k.run_id(c) not in self.done for c in needs_a)) if not self.cache(k, split).has("model_a")]
+            peers = peers if any(k.seed == asking.seed for k in peers) else [asking, *peers]
+            started = time.perf_counter()
+            made = stacked.train_models_a([k.config(self.cfg) for k in peers], split)
+            share = (time.perf_counter() - started) / len(peers)
+            for k, outcome in zip(peers, made):
+                self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
+        return _raised(self.made.pop((tag, asking.seed)))
+
+    def baseline(self, asking: RunKey, size: int, split) -> tuple[dict, float]:
+        from fmtransfer import stacked
+
+        tag = ("baseline", asking.pair, size)
+        if (tag, asking.seed) not in self.made:
+            peers = self._seeds(lambda k: (k.pair, k.b_train_size) == (asking.pair, size))
+            started = time.perf_counter()
+            made = stacked.fit_baselines(contenders.get("baseline"), [k.config(self.cfg) for k in peers], split)
+            share = round((time.perf_counter() - started) / len(peers), 2)
+            for k, outcome in zip(peers, made):
+                self.made[tag, k.seed] = (_scores(lambda: _raised(outcome), split), share)
+        return self.made.pop((tag, asking.seed))
+
+    def contender(self, asking: RunKey, contender, split) -> tuple[dict, float]:
+        from fmtransfer import stacked
+
+        point = (asking.pair, asking.b_train_size, asking.reuse_layers, asking.preset)
+        tag = (contender.name, *point)
+        if (tag, asking.seed) not in self.made:
+            peers = self._seeds(lambda k: (k.pair, k.b_train_size, k.reuse_layers, k.preset) == point
+                                and k.run_id(contender.name) not in self.done)
+            bases = {}
+            for k in peers:
+                try:
+                    bases[k.seed] = self.cache(k, split)["model_a"]
+                except DivergedError as e:  # every run built on it diverged too, as unstacked
+                    failure = e
+                    self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0)
+            peers = [k for k in peers if k.seed in bases]
+            started = time.perf_counter()
+            made = stacked.fit_transfers(contender, [k.config(self.cfg) for k in peers], split,
+                                         [bases[k.seed] for k in peers]) if peers else []
+            share = round((time.perf_counter() - started) / max(1, len(peers)), 2)
+            for k, outcome in zip(peers, made):
+                self.made[tag, k.seed] = (_scores(lambda: _raised(outcome), split), share)
+        return self.made.pop((tag, asking.seed))
+
