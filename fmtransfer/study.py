@@ -150,7 +150,7 @@ def grid(cfg: Config) -> list[RunKey]:
 
 def study_contenders(cfg: Config) -> tuple[str, ...]:
     """The contenders a study pairs against the baseline (every selected one but the baseline)."""
-    return tuple(c for c in cfg.selected_contenders if c != "baseline")
+    return tuple(c for c in contenders.select(cfg) if c != "baseline")
 
 
 def check_grid(cfg: Config) -> None:
