@@ -106,15 +106,17 @@ def contender_options(pretraining: bool | None = None) -> list:
     others, or (None) of all. A new contender's section, a plug-in's too, gets its options here
     without an edit: they come from the registry."""
     methods = contenders.pretraining_methods()
-    groups = []
+    groups, seen = [], set()
     for name in contenders.names():
-        own = contenders.get(name).Settings
-        if own is None or not fields(own) or (pretraining is not None and (name in methods) != pretraining):
+        c = contenders.get(name)
+        own = c.Settings
+        if own is None or own.NAME in seen or not fields(own) \
+                or (pretraining is not None and (name in methods) != pretraining):
             continue
         s = own.NAME
-        groups.append(group(
-            f"{contenders.get(name).title} [{s}]",
-            *[config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for f in fields(own)]))
+        seen.add(s)  # a subclass may share its parent's section: one group, under the first to own it
+        groups.append(group(f"{c.title} [{s}]",
+                            *[config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for f in fields(own)]))
     return groups
 
 
