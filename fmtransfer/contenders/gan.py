@@ -33,8 +33,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from fmtransfer.config import Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.pretrained import PretrainedEncoder
@@ -91,6 +89,8 @@ class Gan(PretrainedEncoder):
 
     def draw(self, made, path, title: str) -> None:
         """A grid of generated images from fixed noise (needs matplotlib)."""
+        import numpy as np
+
         from fmtransfer import training
 
         rows, cols = SAMPLE_GRID
@@ -133,6 +133,8 @@ def train(cfg, x: np.ndarray, x_valid: np.ndarray, reporter=None):
     images, and on the validation images (`val_real_accuracy`: real ones it calls real; far
     below `real_accuracy`, it memorises the training images instead of learning features).
     """
+    import numpy as np  # here, not at the top: the registry imports this module for `fmtransfer --help`
+
     from fmtransfer import models, training
     from fmtransfer.errors import DivergedError
     from fmtransfer.report import Reporter
