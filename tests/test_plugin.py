@@ -79,13 +79,21 @@ def test_the_installed_copies_run_and_importing_fmtransfer_loads_no_plugin(site,
                          "from fmtransfer import contenders\n"
                          "print('fmtransfer_example' in sys.modules)\n"
                          "print(contenders.names()[-1], contenders.get('example').artifact)\n"
-                         "print(fmtransfer.Config(example={'scale': 3}).example.scale)", tmp_path)
+                         "print(fmtransfer.Config(example={'scale': 3}).example.scale)\n"
+                         "print(contenders.select(fmtransfer.Config(contenders=['all']))[-1])\n"
+                         "print(contenders.select(fmtransfer.Config(contenders=['all'], model={'arch': 'cnn'}))[-1])",
+                   tmp_path)
     assert proc.returncode == 0, proc.stderr
-    where, before, after, listed, scale = proc.stdout.splitlines()
+    where, before, after, listed, scale, every, every_cnn = proc.stdout.splitlines()
     assert Path(where).is_relative_to(site)  # not the checkout's copy
     assert (before, after) == ("False", "False")  # the registry loads plug-ins at its first use
     assert listed == "example example" and scale == "3.0"
+    assert every == every_cnn == "example"  # `all` takes it in: it builds both families
     assert proc.stderr == ""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    version = subprocess.run([sys.executable, "-m", "fmtransfer", "--version"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert version.returncode == 0 and version.stdout.startswith("fmtransfer, version"), version.stderr
 
 
 @pytest.mark.parametrize("command", ["run", "study"])
