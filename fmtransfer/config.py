@@ -469,8 +469,8 @@ class Config(Section):
     transfer: TransferConfig = field(default_factory=TransferConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
-    # The registered sections' values, in registration order: a tuple, so that a Config stays
-    # hashable and compares equal by value.
+    # The registered sections' values, in the order of `sections()`: a tuple, so that a Config
+    # stays hashable and compares equal by value.
     registered: tuple[Section, ...] = field(default=(), repr=False, metadata={"sections": True})
 
     def __init__(self, **given: Any) -> None:
@@ -492,7 +492,7 @@ class Config(Section):
                 continue
             value = given.get(name, held.get(name))
             values.append(value if isinstance(value, cls) else cls() if value is None else cls.from_dict(value))
-        # Sections of a Config made while others were registered (a worker's copy) are kept.
+        # Held sections no longer registered (`dataclasses.replace` of an older Config) are kept.
         values += [s for name, s in held.items() if name not in known]
         object.__setattr__(self, "registered", tuple(values))
         self.__post_init__()
