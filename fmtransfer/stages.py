@@ -99,7 +99,7 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     """
     from fmtransfer import pretraining
 
-    method = method or contenders.pretraining_method(cfg)
+    method = contenders.pretraining_method(cfg, method)
     if plot:
         figures("--plot")  # fail before training, not after
     the_split, manifest = rd.load_split("pretrain")

@@ -273,10 +273,11 @@ def select(cfg) -> tuple[str, ...]:
     return ("baseline", *[c for c in chosen if c != "baseline"])
 
 
-def pretraining_method(cfg) -> str:
-    """`cfg.pretrain.method`, checked to be a pretraining method, or a ConfigError on it."""
+def pretraining_method(cfg, method: str | None = None) -> str:
+    """`method` (default `cfg.pretrain.method`), checked to be a pretraining method, or a
+    ConfigError on `pretrain.method`."""
     methods = pretraining_methods()
-    method = cfg.pretrain.method
+    method = method or cfg.pretrain.method
     if method not in methods:
         raise ConfigError("pretrain.method", f"must be one of {', '.join(methods)}, got {method!r}")
     return method
