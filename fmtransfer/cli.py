@@ -3,6 +3,11 @@
 The only module that knows option names and exit codes. Every option that sets a config key is
 built from the key's field in `config` (its help text and its default), so `--help` shows the
 defaults `Config()` really has. Imports no TensorFlow: `--help` and usage errors answer at once.
+
+`--help` lists a command's options in groups (cloup's option groups), one per section: data,
+model, model A, baseline, transfer, pretraining, study, one per contender with a section of its
+own (titled after the contender, built from the registry, so an installed plug-in's section
+gets its options and its group too), then the run directory and output.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ import functools
 import os
 import sys
 import typing
+from dataclasses import fields
 from pathlib import Path
 
 import click
+import cloup
 
-from fmtransfer import __version__
+from fmtransfer import __version__, contenders
 from fmtransfer.config import field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 
@@ -36,8 +43,6 @@ def show_default(value) -> str:
 
 
 def _contenders_help() -> str:
-    from fmtransfer import contenders
-
     return " ".join(f"{n}: {contenders.get(n).description}" for n in contenders.names())
 
 
@@ -56,6 +61,11 @@ def config_option(key: str, name: str | None = None):
                         help=f"{text}  [{shown}]")
 
 
+def group(title: str, *decorators):
+    """The options `decorators` make, shown in `--help` under `title`."""
+    return cloup.option_group(title, *decorators)
+
+
 def options(*decorators):
     def wrap(f):
         for d in reversed(decorators):
@@ -65,10 +75,11 @@ def options(*decorators):
 
 
 def common(f=None, *, run_default: str = "runs/default"):
-    """--run, --config, --seed, --json, --verbose: every subcommand takes them."""
+    """--run, --config, --seed, --json, --verbose: every subcommand takes them, in its last group."""
     if f is None:
         return functools.partial(common, run_default=run_default)
-    return options(
+    return cloup.option_group(
+        "Run and output",
         click.option("--run", "run_dir", default=run_default, show_default=True, type=click.Path(file_okay=False),
                      help="Run directory: holds the split, models, results and remembered settings."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -90,19 +101,23 @@ PRETRAIN = [config_option("pretrain.unlabelled_size")]
 
 
 def contender_options(pretraining: bool | None = None) -> list:
-    """--SECTION-KEY for the keys of the contenders' own sections ([gan], [l2_sp], ...): those of
-    the pretraining methods, of the others, or (None) of all. A new contender's section gets
-    its options here without an edit."""
-    from dataclasses import fields
-
-    from fmtransfer import contenders
-    from fmtransfer.config import SECTIONS
-
+    """One option group per contender with a section of its own ([gan], [l2_sp], ...), titled
+    after it, of a --SECTION-KEY option per key: those of the pretraining methods, of the
+    others, or (None) of all. A new contender's section, a plug-in's too, gets its options here
+    without an edit: they come from the registry."""
     methods = contenders.pretraining_methods()
-    owned = dict.fromkeys(s for n in contenders.names() for s in contenders.get(n).own_sections()
-                          if pretraining is None or (n in methods) == pretraining)
-    return [config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for s in owned
-            for f in fields(SECTIONS[s])]
+    groups, seen = [], set()
+    for name in contenders.names():
+        c = contenders.get(name)
+        own = c.Settings
+        if own is None or own.NAME in seen or not fields(own) \
+                or (pretraining is not None and (name in methods) != pretraining):
+            continue
+        s = own.NAME
+        seen.add(s)  # a subclass may share its parent's section: one group, under the first to own it
+        groups.append(group(f"{c.title} [{s}]",
+                            *[config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for f in fields(own)]))
+    return groups
 
 
 # ----------------------------------------------------------------------------- errors
@@ -214,6 +229,7 @@ def stage(tensorflow: bool = True, prepare=None):
                 rd, found, where = layers(Path(run_dir), config_path, given)
                 origins.update(where)
                 cfg = merge(found)
+                contenders.check(cfg)  # every contender named is registered, and builds model.arch
                 if prepare:
                     cfg = prepare(cfg, given, origins, **kwargs)
                 if tensorflow:
@@ -233,7 +249,7 @@ def stage(tensorflow: bool = True, prepare=None):
 
 # ----------------------------------------------------------------------------- commands
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@cloup.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fmtransfer")
 def cli():
     """Run, and honestly audit, the Fashion-MNIST A->B transfer experiment (Hands-On ML, 11.2).
@@ -247,8 +263,8 @@ def cli():
 
 
 @cli.command()
+@group("Data", *DATA)
 @common
-@options(*DATA)
 @stage(tensorflow=False)
 def split(cfg, rd, reporter):
     """Find and verify Fashion-MNIST, make the book's A/B split, save it in the run directory."""
@@ -258,10 +274,10 @@ def split(cfg, rd, reporter):
 
 
 @cli.command("train-a")
+@group("Model A", config_option("train_a.epochs", "--epochs"),
+       config_option("train_a.learning_rate", "--learning-rate"))
+@group("Model", *MODEL)
 @common
-@config_option("train_a.epochs", "--epochs")
-@config_option("train_a.learning_rate", "--learning-rate")
-@options(*MODEL)
 @stage()
 def train_a(cfg, rd, reporter):
     """Train model A on the eight task-A classes and save it (.keras) with its history."""
@@ -271,20 +287,22 @@ def train_a(cfg, rd, reporter):
 
 
 def _sources() -> list[str]:
-    from fmtransfer import contenders
-
     return ["a", *contenders.pretraining_methods()]
 
 
 @cli.command()
+@group("Transfer",
+       click.option("--model-a", type=click.Path(dir_okay=False),
+                    help="Model A to reuse (.keras or legacy .h5, e.g. the book's my_model_A.h5)  "
+                         "[RUN/model_a.keras]."),
+       click.option("--from", "source", type=click.Choice(_sources()), default=None,
+                    help="What to build B on: model A, or the encoder of `pretrain --method METHOD`  [a]."),
+       click.option("--contender", default=None,
+                    help="The contender to train (any but the baseline); --from a is transfer, --from METHOD is "
+                         "METHOD."),
+       *TRANSFER)
+@options(*contender_options(pretraining=False))
 @common
-@click.option("--model-a", type=click.Path(dir_okay=False),
-              help="Model A to reuse (.keras or legacy .h5, e.g. the book's my_model_A.h5)  [RUN/model_a.keras].")
-@click.option("--from", "source", type=click.Choice(_sources()), default=None,
-              help="What to build B on: model A, or the encoder of `pretrain --method METHOD`  [a].")
-@click.option("--contender", default=None,
-              help="The contender to train (any but the baseline); --from a is transfer, --from METHOD is METHOD.")
-@options(*TRANSFER, *contender_options(pretraining=False))
 @stage()
 def transfer(cfg, rd, reporter, model_a, source, contender):
     """Build model B on a clone of model A's (or a pretrained encoder's) lower layers; train
@@ -307,8 +325,6 @@ def transfer(cfg, rd, reporter, model_a, source, contender):
 def _prepare_pretrain(cfg, given, origins, **_):
     """--epochs and --learning-rate are the autoencoder's; a method with its own section reads
     its own keys, so taking them silently would train with other settings than the user asked."""
-    from fmtransfer import contenders
-
     own = contenders.get(cfg.pretrain.method).own_sections()
     for key in ("pretrain.epochs", "pretrain.learning_rate"):
         name = key.partition(".")[2]
@@ -321,15 +337,15 @@ def _prepare_pretrain(cfg, given, origins, **_):
 
 
 @cli.command()
+@group("Pretraining",
+       config_option("pretrain.method", "--method"), *PRETRAIN, config_option("pretrain.epochs", "--epochs"),
+       config_option("pretrain.learning_rate", "--learning-rate"),
+       click.option("--plot/--no-plot", default=None,
+                    help="Write the method's picture: reconstructions_METHOD.png, samples_gan.png, filters_rbm.png "
+                         "(needs fmtransfer[plot])  [if matplotlib is installed]."))
+@group("Model", *MODEL)
+@options(*contender_options(pretraining=True))
 @common
-@config_option("pretrain.method", "--method")
-@options(*PRETRAIN)
-@config_option("pretrain.epochs", "--epochs")
-@config_option("pretrain.learning_rate", "--learning-rate")
-@click.option("--plot/--no-plot", default=None,
-              help="Write the method's picture: reconstructions_METHOD.png, samples_gan.png, filters_rbm.png "
-                   "(needs fmtransfer[plot])  [if matplotlib is installed].")
-@options(*MODEL, *contender_options(pretraining=True))
 @stage(prepare=_prepare_pretrain)
 def pretrain(cfg, rd, reporter, plot):
     """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
@@ -347,30 +363,30 @@ def _compare_show(console, r):
 
 
 @cli.command()
+@group("Baseline", config_option("baseline.epochs", "--epochs"),
+       config_option("baseline.learning_rate", "--learning-rate"))
+@group("Contenders", config_option("contenders"))
+@group("Model", *MODEL)
 @common
-@config_option("baseline.epochs", "--epochs")
-@config_option("baseline.learning_rate", "--learning-rate")
-@config_option("contenders")
-@options(*MODEL)
 @stage()
 def compare(cfg, rd, reporter):
     """Train (or reuse) the from-scratch baseline; compare it on test B with every contender
     trained in the run directory (or those --contenders names)."""
     from fmtransfer import stages
 
-    return stages.compare(cfg, rd, reporter, chosen=cfg.selected_contenders if cfg.contenders else None), _compare_show
+    return stages.compare(cfg, rd, reporter, chosen=contenders.select(cfg) if cfg.contenders else None), _compare_show
 
 
 @cli.command()
-@common
-@options(*DATA, *MODEL)
-@config_option("train_a.epochs")
-@config_option("baseline.epochs")
-@options(*TRANSFER)
-@config_option("contenders")
-@options(*PRETRAIN)
-@config_option("pretrain.epochs")
+@group("Data", *DATA)
+@group("Model", *MODEL)
+@group("Model A", config_option("train_a.epochs"))
+@group("Baseline", config_option("baseline.epochs"))
+@group("Transfer", *TRANSFER)
+@group("Contenders", config_option("contenders"))
+@group("Pretraining", *PRETRAIN, config_option("pretrain.epochs"))
 @options(*contender_options())
+@common
 @stage()
 def run(cfg, rd, reporter):
     """Run every stage the contenders need, in order, then compare: the whole experiment.
@@ -401,35 +417,29 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
     return cfg
 
 
-def _seed_options(f):
-    return options(
-        click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
-        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
-    )(f)
-
-
 @cli.group(invoke_without_command=True)
-@common(run_default="runs/study")
-@_seed_options
-@config_option("study.pairs")
-@config_option("study.b_train_sizes")
-@config_option("study.reuse_layers", "--reuse-layers")
-@config_option("study.presets")
-@config_option("contenders")
-@click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N in a "
-                             "Kubernetes Indexed Job of N completions.")
-@click.option("--jobs", default="1", show_default=True,
-              help="Worker processes, each training whole seeds with its own thread pools; auto: the cores "
-                   "divided by the threads one run uses. The same numbers as one.")
-@config_option("study.stack")
-@click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
-@config_option("train_a.epochs")
-@config_option("baseline.epochs")
-@config_option("transfer.freeze_epochs")
-@config_option("transfer.fine_tune_epochs")
-@options(DATA[0], DATA[3], DATA[4], DATA[5], *MODEL, *PRETRAIN)
-@config_option("pretrain.epochs")
+@group("Study",
+       click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
+       click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
+       config_option("study.pairs"), config_option("study.b_train_sizes"),
+       config_option("study.reuse_layers", "--reuse-layers"), config_option("study.presets"),
+       click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N "
+                                    "in a Kubernetes Indexed Job of N completions."),
+       click.option("--jobs", default="1", show_default=True,
+                    help="Worker processes, each training whole seeds with its own thread pools; auto: the cores "
+                         "divided by the threads one run uses. The same numbers as one."),
+       config_option("study.stack"),
+       click.option("--plots/--no-plots", default=None,
+                    help="Write PNG plots (needs fmtransfer[plot])  [if installed]."))
+@group("Contenders", config_option("contenders"))
+@group("Model A", config_option("train_a.epochs"))
+@group("Baseline", config_option("baseline.epochs"))
+@group("Transfer", config_option("transfer.freeze_epochs"), config_option("transfer.fine_tune_epochs"))
+@group("Data", DATA[0], DATA[3], DATA[4], DATA[5])
+@group("Model", *MODEL)
+@group("Pretraining", *PRETRAIN, config_option("pretrain.epochs"))
 @options(*contender_options())
+@common(run_default="runs/study")
 @stage(prepare=_prepare_study)
 def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
     """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each

@@ -6,7 +6,18 @@ files, in overrides and in errors. Each section checks its own values when it is
 it is built (directly, from a dict, from TOML), converting values by the fields' type hints; the
 whole `Config` then checks what spans sections (reuse depth against the model's depth).
 
-The defaults and help texts live here only: the CLI builds its options from these fields.
+The defaults and help texts live in the sections' fields only: the CLI builds its options from them.
+
+Which sections exist is known only at run time. The core sections (data, model, train_a,
+baseline, transfer, pretrain, study) are `Config`'s own dataclass fields. Every other section
+belongs to a contender and is declared beside it, in its module or its package; the contenders'
+registry hands each one to `register_section` when it registers the contender. This module
+imports no contender: it keeps a registry of section classes that others fill (dependency
+inversion), and `find_sections_with` lets the contenders' registry load its plug-ins the first
+time every section is needed, not at import. A `Config` holds the registered sections' values
+in one tuple field (`registered`), so it stays frozen, hashable and equal by value; attribute
+access (`cfg.gan`), `replace`, `to_dict` (core sections, registered ones, then study),
+`from_dict`, `field_info` and the unknown-section checks all read the same registry.
 
 Example:
     >>> cfg = Config().replace(**{"transfer.freeze_epochs": 2})
@@ -25,7 +36,7 @@ import sys
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, Mapping, Union
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Union
 
 from fmtransfer.errors import ConfigError
 
@@ -142,7 +153,7 @@ class Section:
         hints = _hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Section):
+            if isinstance(value, Section) or f.metadata.get("sections"):
                 continue
             if value is not None or type(None) not in typing.get_args(hints[f.name]):
                 object.__setattr__(self, f.name, coerce(value, hints[f.name], self.key(f.name)))
@@ -320,126 +331,12 @@ class PretrainConfig(Section):
                                         "their own.", option="--p-learning-rate")
 
     def check(self) -> None:
-        from fmtransfer.contenders import pretraining_methods
-
-        methods = pretraining_methods()
-        self.fail_unless(self.method in methods, "method", f"must be one of {', '.join(methods)}, got {self.method!r}")
-        # The upper bound depends on the split; pretraining checks it against the one it uses.
+        # `method` names a contender: the registry checks it where contenders are resolved
+        # (`contenders.pretraining_method`). The upper bound depends on the split; pretraining checks it against the one it uses.
         self.fail_unless(self.unlabelled_size >= 0, "unlabelled_size",
                          f"must be 0 (all) or more, got {self.unlabelled_size}")
         self.fail_unless(self.epochs >= 0, "epochs", f"must be 0 or more, got {self.epochs}")
         self.fail_unless_positive("learning_rate")
-
-
-@dataclass(frozen=True)
-class GreedyConfig(Section):
-    """Greedy layer-wise pretraining (ch. 11.2.2) of the stacked autoencoder: one step per hidden
-    layer, each training only the newest encoder/decoder pair to reconstruct the pixels."""
-
-    NAME = "greedy"
-    # A step runs through every frozen pair below the new one, so it costs more than an epoch of
-    # the whole autoencoder: 5 epochs per step keep the five steps under 3x model A's 20 epochs,
-    # 10 did not (docs/pretrain.md).
-    epochs: int = setting(5, "Greedy pretraining epochs per step (one step per hidden layer).")
-    learning_rate: float = setting(0.1, "Greedy pretraining SGD learning rate.")
-
-    def check(self) -> None:
-        self.fail_unless(self.epochs >= 1, "epochs", f"each layer needs at least 1 epoch, got {self.epochs}")
-        self.fail_unless_positive("learning_rate")
-
-
-@dataclass(frozen=True)
-class GanConfig(Section):
-    """GAN pretraining (ch. 11.2.2): the discriminator's hidden stack becomes B's lower layers.
-
-    The recipe is the one usually found stable for small GANs on (Fashion-)MNIST: Adam at 2e-4
-    with beta_1 0.5, one-sided label smoothing, dropout in the discriminator (docs/pretrain.md).
-    """
-
-    NAME = "gan"
-    # 10 epochs of 64 take about 1.7x model A's 20 epochs here; after 5, B built on the features
-    # was worse than the baseline in one seed, after 10 better (docs/pretrain.md).
-    epochs: int = setting(10, "GAN epochs over the unlabelled images.")
-    batch_size: int = setting(64, "GAN mini-batch size (real images; as many generated).")
-    learning_rate: float = setting(2e-4, "Adam learning rate of both networks.")
-    beta_1: float = setting(0.5, "Adam beta_1 of both networks.")
-    codings: int = setting(30, "Size of the generator's random input.")
-    real_label: float = setting(0.9, "Target for real images (one-sided label smoothing; 1: none).")
-    dropout: float = setting(0.3, "Dropout rate after each discriminator hidden layer.")
-
-    def check(self) -> None:
-        self.fail_unless(self.epochs >= 1, "epochs", f"a GAN needs at least 1 epoch, got {self.epochs}")
-        for name in ("batch_size", "codings"):
-            self.fail_unless(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
-        self.fail_unless_positive("learning_rate")
-        self.fail_unless(0 <= self.beta_1 < 1, "beta_1", f"must be in [0, 1), got {self.beta_1}")
-        self.fail_unless(0.5 < self.real_label <= 1, "real_label", f"must be in (0.5, 1], got {self.real_label}")
-        self.fail_unless(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
-
-
-@dataclass(frozen=True)
-class RbmConfig(Section):
-    """Greedy pretraining with restricted Boltzmann machines (ch. 11.2.2), dense networks only.
-
-    Defaults follow Hinton's practical guide to training RBMs: CD-1, small random weights,
-    momentum 0.5 then 0.9, L2 weight decay.
-    """
-
-    NAME = "rbm"
-    # 10 per RBM keeps the whole stack under 2x model A's 20 epochs here (docs/pretrain.md).
-    epochs: int = setting(10, "Epochs per RBM (one RBM per hidden layer).")
-    batch_size: int = setting(100, "RBM mini-batch size (the guide suggests 10 to 100).")
-    learning_rate: float = setting(0.1, "Contrastive-divergence learning rate.")
-    cd_k: int = setting(1, "Gibbs steps of contrastive divergence (CD-k).")
-    momentum: float = setting(0.9, "Momentum from the 6th epoch of each RBM on.")
-    initial_momentum: float = setting(0.5, "Momentum for the first 5 epochs of each RBM.")
-    weight_decay: float = setting(2e-4, "L2 weight decay on the weights.")
-
-    def check(self) -> None:
-        self.fail_unless(self.epochs >= 1, "epochs", f"an RBM needs at least 1 epoch, got {self.epochs}")
-        self.fail_unless(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
-        self.fail_unless(self.cd_k >= 1, "cd_k", f"CD-k needs at least 1 Gibbs step, got {self.cd_k}")
-        self.fail_unless_positive("learning_rate")
-        for name in ("momentum", "initial_momentum"):
-            self.fail_unless(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
-        self.fail_unless(0 <= self.weight_decay < math.inf, "weight_decay", f"must be 0 or more, got {self.weight_decay}")
-
-
-@dataclass(frozen=True)
-class LpFtConfig(Section):
-    """LP-FT (Kumar et al., ICLR 2022): fit the new head as a linear probe, then fine-tune all."""
-
-    NAME = "lp_ft"
-    c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).")
-
-    def check(self) -> None:
-        self.fail_unless_positive("c")
-
-
-@dataclass(frozen=True)
-class L2SpConfig(Section):
-    """L2-SP (Li et al., ICML 2018): pull the reused weights toward the pretrained ones."""
-
-    NAME = "l2_sp"
-    alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.")
-    beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.")
-
-    def check(self) -> None:
-        for name in ("alpha", "beta"):
-            self.fail_unless(0 <= getattr(self, name) < math.inf, name, f"must be 0 or more, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class GradualConfig(Section):
-    """Gradual unfreezing with discriminative rates (ULMFiT; Howard & Ruder, 2018)."""
-
-    NAME = "gradual"
-    factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.")
-    epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.")
-
-    def check(self) -> None:
-        self.fail_unless(1 <= self.factor < math.inf, "factor", f"must be 1 or more, got {self.factor}")
-        self.fail_unless(self.epochs_per_layer >= 1, "epochs_per_layer", f"must be at least 1, got {self.epochs_per_layer}")
 
 
 @dataclass(frozen=True)
@@ -478,18 +375,83 @@ class StudyConfig(Section):
                          f"must be a number of seeds (1 or more: 1 is unstacked) or auto, got {self.stack}")
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train_a": TrainAConfig, "baseline": BaselineConfig,
-            "transfer": TransferConfig, "pretrain": PretrainConfig, "greedy": GreedyConfig, "gan": GanConfig,
-            "rbm": RbmConfig, "lp_ft": LpFtConfig, "l2_sp": L2SpConfig, "gradual": GradualConfig, "study": StudyConfig}
+# ----------------------------------------------------------------------------- the sections in force
+
+# The core sections, in the order `to_dict` gives them; registered sections come before [study].
+CORE_SECTIONS: dict[str, type[Section]] = {
+    "data": DataConfig, "model": ModelConfig, "train_a": TrainAConfig, "baseline": BaselineConfig,
+    "transfer": TransferConfig, "pretrain": PretrainConfig, "study": StudyConfig}
+_REGISTERED: dict[str, type[Section]] = {}  # name -> class, in registration order
+_finders: list[Callable[[], None]] = []
+
+
+def register_section(cls: type[Section]) -> type[Section]:
+    """Make `cls` a section of every Config built from now on: `[NAME]` in TOML, `NAME.key` in
+    overrides and errors, `cfg.NAME` in code. Registering the same class again changes nothing.
+
+    Raises:
+        ValueError: `cls` is not a frozen dataclass Section with a NAME, or NAME is taken (by a core
+            section, another registered class, or an attribute of Config).
+    """
+    name = getattr(cls, "NAME", "")
+    if not (isinstance(cls, type) and issubclass(cls, Section) and dataclasses.is_dataclass(cls)):
+        raise ValueError(f"{cls!r} is not a dataclass subclass of config.Section")
+    if not name.isidentifier() or name.startswith("_"):
+        raise ValueError(f"section {cls.__qualname__} needs a NAME that is a Python identifier, got {name!r}")
+    if _REGISTERED.get(name) is cls:
+        return cls
+    if name in CORE_SECTIONS or name in _REGISTERED or hasattr(Config, name):
+        owner = _REGISTERED.get(name) or CORE_SECTIONS.get(name)
+        raise ValueError(f"section [{name}] is taken" + (f" by {owner.__module__}.{owner.__qualname__}" if owner
+                                                         else " by an attribute of Config"))
+    try:
+        cls()
+    except ConfigError as e:  # its own defaults must pass its own checks, or no Config could be built
+        raise ValueError(f"section [{name}]'s defaults are refused: {e}") from None
+    _REGISTERED[name] = cls
+    _defaults.cache_clear()
+    return cls
+
+
+def unregister_section(name: str) -> None:
+    """Undo `register_section` (for a contender defined on the fly, in a test or a notebook)."""
+    _REGISTERED.pop(name, None)
+    _defaults.cache_clear()
+
+
+def order_sections(names: Iterable[str]) -> None:
+    """List the registered sections in this order, any not named after them: the order of
+    `sections()`, of `to_dict` and of the Configs built from now on."""
+    first = [n for n in dict.fromkeys(names) if n in _REGISTERED]
+    ordered = {n: _REGISTERED[n] for n in [*first, *_REGISTERED]}
+    _REGISTERED.clear()
+    _REGISTERED.update(ordered)
+    _defaults.cache_clear()
+
+
+def find_sections_with(finder: Callable[[], None]) -> None:
+    """Have `finder()` register sections the first time every section is needed (the contenders'
+    registry loads its plug-ins there), so that importing does not load them."""
+    _finders.append(finder)
+
+
+def sections() -> dict[str, type[Section]]:
+    """Every section in force, name -> class: the core ones, then the registered ones, [study] last."""
+    while _finders:
+        _finders.pop(0)()  # popped first: a finder that builds a Config does not call itself again
+    core = {k: v for k, v in CORE_SECTIONS.items() if k != "study"}
+    return {**core, **_REGISTERED, "study": StudyConfig}
 
 
 @dataclass(frozen=True)
 class Config(Section):
     """Every setting of an experiment, a study and the pretraining; the book's by default.
 
-    Sections may be given as section objects or as dicts. `contenders` names the ways to build
-    model B to compare (`fmtransfer.contenders`); the baseline is always one, and an empty tuple
-    means the book's pair, baseline and transfer from model A.
+    Sections may be given as section objects or as dicts, the registered ones too
+    (`Config(gan={"epochs": 3})`), and are read as attributes (`cfg.gan.epochs`). `contenders`
+    names the ways to build model B to compare (`fmtransfer.contenders.select` resolves them);
+    the baseline is always one, and an empty tuple means the book's pair, baseline and transfer
+    from model A.
 
     Example:
         >>> Config(seed=7, transfer={"freeze_epochs": 2}).transfer.freeze_epochs
@@ -506,20 +468,55 @@ class Config(Section):
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    greedy: GreedyConfig = field(default_factory=GreedyConfig)
-    gan: GanConfig = field(default_factory=GanConfig)
-    rbm: RbmConfig = field(default_factory=RbmConfig)
-    lp_ft: LpFtConfig = field(default_factory=LpFtConfig)
-    l2_sp: L2SpConfig = field(default_factory=L2SpConfig)
-    gradual: GradualConfig = field(default_factory=GradualConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    # The registered sections' values, in the order of `sections()`: a tuple, so that a Config
+    # stays hashable and compares equal by value.
+    registered: tuple[Section, ...] = field(default=(), repr=False, metadata={"sections": True})
+
+    def __init__(self, **given: Any) -> None:
+        known = sections()
+        for f in fields(self):
+            if f.name == "registered":
+                continue
+            value = given.pop(f.name) if f.name in given else (
+                f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            object.__setattr__(self, f.name, value)
+        held = {s.NAME: s for s in given.pop("registered", ())}
+        for name in given:
+            if name not in known:
+                raise ConfigError(name, f"unknown section [{name}]" if isinstance(given[name], Mapping)
+                                  else "unknown key")
+        values = []
+        for name, cls in known.items():
+            if name in CORE_SECTIONS:
+                continue
+            value = given.get(name, held.get(name))
+            values.append(value if isinstance(value, cls) else cls() if value is None else cls.from_dict(value))
+        # Held sections no longer registered (`dataclasses.replace` of an older Config) are kept.
+        values += [s for name, s in held.items() if name not in known]
+        object.__setattr__(self, "registered", tuple(values))
+        self.__post_init__()
 
     def __post_init__(self) -> None:
-        for name, cls in SECTIONS.items():
+        for name, cls in CORE_SECTIONS.items():
             value = getattr(self, name)
             if not isinstance(value, cls):
                 object.__setattr__(self, name, cls.from_dict(value))
         super().__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when ordinary lookup fails: a registered section, by its name.
+        for section in self.__dict__.get("registered", ()):
+            if section.NAME == name:
+                return section
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: top-level keys, the core sections, the registered ones, then [study]."""
+        d = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in ("registered", "study")}
+        d.update({s.NAME: s.to_dict() for s in self.registered})
+        d["study"] = self.study.to_dict()
+        return d
 
     def check(self) -> None:
         self.fail_unless(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
@@ -529,33 +526,9 @@ class Config(Section):
         check_unfreeze(self.transfer, self.transfer.reuse_layers, blocks)
         for reuse in self.study.reuse_layers:
             check_reuse(reuse, blocks, "study.reuse_layers")
-        from fmtransfer.contenders import names as contender_names
-
-        known = contender_names()
-        for name in self.contenders:
-            self.fail_unless(name in known or name == "all", "contenders",
-                             f"unknown contender {name!r}; choose among {', '.join(known)}, or all")
+        # Whether each name is a contender, and builds model.arch, the registry says (`contenders.select`).
         self.fail_unless(len(set(self.contenders)) == len(self.contenders), "contenders",
                          f"lists a contender twice: {list(self.contenders)}")
-        from fmtransfer.contenders import get
-
-        for name in self.contenders:
-            archs = get(name).archs if name != "all" else (self.model.arch,)
-            self.fail_unless(self.model.arch in archs, "contenders",
-                             f"{name} builds {' and '.join(archs)} networks only, not {self.model.arch}; "
-                             f"drop it, or use model.arch {archs[0]}")
-
-    @property
-    def selected_contenders(self) -> tuple[str, ...]:
-        """The contenders to run, baseline first: the book's pair unless `contenders` says otherwise."""
-        from fmtransfer.contenders import names as contender_names
-
-        chosen = self.contenders or ("transfer",)
-        if "all" in chosen:
-            from fmtransfer.contenders import get
-
-            chosen = [n for n in contender_names() if self.model.arch in get(n).archs]
-        return ("baseline", *[c for c in chosen if c != "baseline"])
 
     @property
     def study_seeds(self) -> tuple[int, ...]:
@@ -633,16 +606,20 @@ def merge(layers: Iterable[tuple[str | None, Mapping[str, Any]]], base: Config |
     `model.arch` without `model.hidden` brings the new family's default sizes, unless the hidden
     sizes in force were chosen on purpose (not the old family's default).
     """
-    values = flatten((base or Config()).to_dict())
+    known = sections()
+    # A base made before a section was registered takes that section's defaults.
+    values = flatten(_defaults().to_dict())
+    if base is not None:
+        values.update(flatten(base.to_dict()))
     origin: dict[str, str | None] = {}
     for source, layer in layers:
         given = {k: v for k, v in flatten(layer).items() if v is not None}
         for key in given:
             if key not in values:
                 section = key.partition(".")[0]
-                if "." in key and section not in SECTIONS:
+                if "." in key and section not in known:
                     raise ConfigError(key, f"unknown section [{section}]", source=source)
-                raise ConfigError(key, "unknown key" if key not in SECTIONS else
+                raise ConfigError(key, "unknown key" if key not in known else
                                   f"is a section; set its keys, e.g. {key}.epochs", source=source)
         if "model.arch" in given and "model.hidden" not in given:
             old_default = DEFAULT_HIDDEN.get(str(values["model.arch"]))
@@ -673,8 +650,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"config file {path} cannot be read: {e}", path=path) from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML: {e}", path=path) from None
+    known = sections()
     for key, value in raw.items():
-        if isinstance(value, dict) and key not in SECTIONS:
+        if isinstance(value, dict) and key not in known:
             raise ConfigError(key, f"unknown section [{key}]", source=f"config file {path}")
     return flatten(raw)
 
@@ -707,7 +685,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 def field_info(key: str) -> tuple[dataclasses.Field, Any, Any]:
     """(field, type hint, default) of a dotted key: what the CLI builds an option from."""
     section, _, name = key.rpartition(".")
-    cls = SECTIONS[section] if section else Config
+    cls = sections()[section] if section else Config
     f = next(f for f in fields(cls) if f.name == name)
     defaults = _defaults()
     default = getattr(getattr(defaults, section) if section else defaults, name)

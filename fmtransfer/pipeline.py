@@ -177,6 +177,7 @@ def run_experiment(cfg: Config | None = None, run_dir: str | Path | None = None,
     from fmtransfer import contenders, data, runtime
 
     cfg = cfg or Config()
+    chosen = contenders.select(cfg)  # an unknown name fails here, before anything trains
     runtime.ensure_setup(cfg.model.arch)
     reporter = reporter or Reporter(quiet=not progress)
     if run_dir is not None:
@@ -188,7 +189,7 @@ def run_experiment(cfg: Config | None = None, run_dir: str | Path | None = None,
     split = data.split_of(data.load(cfg.data), cfg.data)
     deps = Dependencies(cfg, split, reporter)
     results = {}
-    for name in cfg.selected_contenders:
+    for name in chosen:
         contender = contenders.get(name)
         _, results[contender.title] = contender.fit(cfg, split, deps, reporter)
     pretrained = {m: {"reconstruction_loss": p.reconstruction_loss, "seconds": p.seconds}

@@ -70,7 +70,7 @@ def pretrain(cfg: Config, split, method: str, reporter: Reporter | None = None) 
     from fmtransfer import contenders, runtime
 
     reporter = reporter or Reporter(quiet=True)
-    contender = contenders.get(method)
+    contender = contenders.get(contenders.pretraining_method(cfg, method))
     if cfg.model.arch not in contender.archs:
         raise ConfigError("model.arch", f"{method} pretrains {' and '.join(contender.archs)} networks only, "
                                         f"not {cfg.model.arch}")

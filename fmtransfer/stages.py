@@ -99,7 +99,7 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     """
     from fmtransfer import pretraining
 
-    method = method or cfg.pretrain.method
+    method = contenders.pretraining_method(cfg, method)
     if plot:
         figures("--plot")  # fail before training, not after
     the_split, manifest = rd.load_split("pretrain")
@@ -268,8 +268,8 @@ def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> pipeline.E
     """Every stage the selected contenders need, in order, then the comparison."""
     reporter = _quiet(reporter)
     started = time.perf_counter()
+    chosen = contenders.select(cfg)  # before the split is written
     split(cfg, rd, reporter)
-    chosen = cfg.selected_contenders
     needs = {need for name in chosen for need in contenders.get(name).needs}
     a = train_a(cfg, rd, reporter) if "model_a" in needs else None
     pretrained = {}

@@ -125,28 +125,44 @@ def test_load_config_takes_keyword_overrides():
     cfg = load_config(REPO / "configs" / "book.toml", seed=7, transfer__freeze_epochs=2,
                       baseline={"epochs": 3}, contenders=["transfer", "autoencoder"])
     assert (cfg.seed, cfg.transfer.freeze_epochs, cfg.baseline.epochs) == (7, 2, 3)
-    assert cfg.selected_contenders == ("baseline", "transfer", "autoencoder")
+    assert fmtransfer.contenders.select(cfg) == ("baseline", "transfer", "autoencoder")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, transfer__freeze=2)
 
 
 def test_contenders_default_to_the_books_pair_and_all_means_every_registered_one():
+    """The registry resolves the names (`select`); the config, which knows no contender, only
+    refuses a name given twice."""
     from fmtransfer import contenders
 
-    assert Config().selected_contenders == ("baseline", "transfer")
-    assert Config(contenders=["all"]).selected_contenders == contenders.names()
+    assert contenders.select(Config()) == ("baseline", "transfer")
+    assert contenders.select(Config(contenders=["all"])) == contenders.names()
     assert {"transfer", "lp-ft", "l2-sp", "gradual", "reinit", "autoencoder", "greedy", "gan", "rbm"} \
         <= set(contenders.names())
-    with pytest.raises(ConfigError, match="unknown contender 'vae'"):
-        Config(contenders=["vae"])
+    with pytest.raises(ConfigError, match="unknown contender 'vae'") as e:
+        contenders.select(Config(contenders=["vae"]))
+    assert e.value.key == "contenders"
+    with pytest.raises(ConfigError, match="twice"):
+        Config(contenders=["gan", "gan"])
 
 
 def test_all_contenders_of_a_cnn_leave_out_those_that_build_dense_networks_only():
-    chosen = Config(contenders=["all"], model={"arch": "cnn"}).selected_contenders
+    from fmtransfer import contenders
+
+    chosen = contenders.select(Config(contenders=["all"], model={"arch": "cnn"}))
     assert "rbm" not in chosen and {"gan", "lp-ft", "greedy"} <= set(chosen)
     with pytest.raises(ConfigError, match="rbm builds dense networks only, not cnn") as e:
-        Config(contenders=["transfer", "rbm"], model={"arch": "cnn"})
+        contenders.select(Config(contenders=["transfer", "rbm"], model={"arch": "cnn"}))
     assert e.value.key == "contenders"
+
+
+def test_the_pretraining_method_is_checked_by_the_registry():
+    from fmtransfer import contenders
+
+    assert contenders.pretraining_method(Config(pretrain={"method": "gan"})) == "gan"
+    with pytest.raises(ConfigError, match="must be one of autoencoder, greedy, rbm, gan, got 'vae'") as e:
+        contenders.pretraining_method(Config(pretrain={"method": "vae"}))
+    assert e.value.key == "pretrain.method"
 
 
 def test_a_study_config_may_reuse_fewer_layers_than_transfer_unfreezes():
@@ -225,9 +241,13 @@ def test_stages_accept_a_str_run_directory(tiny_cfg, tmp_path):
     assert manifest["sizes"]["b_train"] == 20 and (tmp_path / "x" / "split.npz").is_file()
 
 
-def test_a_new_contender_is_one_class_and_its_registration(tiny_cfg):
-    """A contender with its own phase schedule, registered, is selectable by name and runs."""
-    from fmtransfer.contenders import Phase, base, register
+def test_a_new_contender_is_one_class_with_its_settings_and_its_registration(tiny_cfg):
+    """A contender with its own phase schedule and its own section, registered, is selectable by
+    name, its settings are config keys like any other (validated, overridable), and it runs."""
+    from dataclasses import dataclass
+
+    from fmtransfer.config import Section, setting
+    from fmtransfer.contenders import Phase, register, unregister
     from fmtransfer.contenders.transfer import TransferFromA
 
     @register
@@ -235,19 +255,32 @@ def test_a_new_contender_is_one_class_and_its_registration(tiny_cfg):
         name = "frozen-only"
         title = "frozen features only"
         description = "Train only the new output layer on A's frozen features."
-        artifact = "frozen-only"
+
+        @dataclass(frozen=True)
+        class Settings(Section):
+            NAME = "frozen_only"
+            epochs: int = setting(3, "Epochs of the head alone.")
+
+            def check(self):
+                self.fail_unless(self.epochs >= 1, "epochs", f"must be at least 1, got {self.epochs}")
 
         def phases(self, cfg, reused):
-            return [Phase("frozen", cfg.transfer.freeze_epochs + cfg.transfer.fine_tune_epochs,
-                          cfg.transfer.frozen_learning_rate, trainable=False)]
+            return [Phase("frozen", cfg.frozen_only.epochs, cfg.transfer.frozen_learning_rate, trainable=False)]
 
     try:
-        result = fmtransfer.run_experiment(tiny_cfg.replace(contenders=["frozen-only"]))
+        cfg = tiny_cfg.replace(contenders=["frozen-only"], **{"frozen_only.epochs": 2})
+        assert cfg.frozen_only.epochs == 2 and cfg.to_dict()["frozen_only"] == {"epochs": 2}
+        with pytest.raises(ConfigError, match="frozen_only.epochs: must be at least 1"):
+            cfg.replace(**{"frozen_only.epochs": 0})
+        result = fmtransfer.run_experiment(cfg)
         r = result.contenders["frozen features only"]
         assert [p["name"] for p in r.phases] == ["frozen"] and r.phases[0]["epochs"] == 2
         assert r.phases[0]["trainable_weights"] == 2  # only the new head moves
     finally:
-        del base._REGISTRY["frozen-only"]
+        unregister("frozen-only")
+    assert "frozen_only" not in Config().to_dict()
+    with pytest.raises(ConfigError, match=r"unknown section \[frozen_only\]"):
+        load_config(None, frozen_only__epochs=2)
 
 
 # ----------------------------------------------------------------------------- studies over contenders

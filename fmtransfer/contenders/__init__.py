@@ -1,8 +1,10 @@
 """The ways to build task B's model, each one class, registered by name.
 
-`compare`, `run` and `study` iterate over the contenders a config selects. To add one, write a
-class (usually a subclass of `TransferFromA` with other phases, or of `PretrainedEncoder` with
-its own `pretrain`) in a module here, decorate it with `@register`, and import the module below.
+`compare`, `run` and `study` iterate over the contenders a config selects (`select`). To add one,
+write a module here (or an installed package: the `fmtransfer.contenders` entry point) with a
+class, usually a subclass of `TransferFromA` with other phases or of `PretrainedEncoder` with its
+own `pretrain`, and its settings as a nested `Settings` section; decorate it with `@register`.
+Every module of this package is imported here, so a new file is found without an edit.
 
 Example:
     >>> from fmtransfer.contenders import get, names
@@ -12,10 +14,18 @@ Example:
     'transfer from A'
 """
 
-from fmtransfer.contenders.base import (
-    Contender, ContenderResult, Phase, get, names, pretraining_methods, register,
-)
-from fmtransfer.contenders import scratch, transfer, finetune, pretrained, rbm, gan  # noqa: E402  (importing registers them)
+import importlib
+import pkgutil
 
-__all__ = ["Contender", "ContenderResult", "Phase", "get", "names", "pretraining_methods", "register",
-           "scratch", "transfer", "finetune", "pretrained", "rbm", "gan"]
+from fmtransfer.contenders.base import (
+    Contender, ContenderResult, Phase, check, failed, get, load_plugins, names, pretraining_method,
+    pretraining_methods, register, select, unregister,
+)
+
+# Importing a module registers the contenders it defines; the order of `names()` is their `order`.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+del _module
+
+__all__ = ["Contender", "ContenderResult", "Phase", "check", "failed", "get", "load_plugins", "names",
+           "pretraining_method", "pretraining_methods", "register", "select", "unregister"]

@@ -1,17 +1,34 @@
-"""What every contender is: a name, what it needs, its settings, and `fit`.
+"""What every contender is (a name, what it needs, its settings, `fit`), and the registry of them.
 
 A contender builds and trains task B's model on a split and a seed, given what it needs
 (`needs`: model A, a pretrained encoder), and returns the model and a typed result. It imports
 TensorFlow only when it trains, so the registry can answer `--help` and validate a config at once.
+
+The registry holds the built-in contenders (every module of this package, found by
+`pkgutil`, registers its own with `@register`) and, from its first use on (`names`, `get`,
+`select`, ...), the installed plug-ins: each entry point of the group `fmtransfer.contenders`
+names a Contender subclass, e.g. `example = fmtransfer_example:Example`. A plug-in that fails to
+load, or takes a name or a section already taken, is left out with one warning line on stderr;
+selecting it is a ConfigError on `contenders` that says why. Registering a contender registers
+its settings section (`Settings`) with `fmtransfer.config`.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
-_REGISTRY: dict[str, type["Contender"]] = {}
+from fmtransfer import config
+from fmtransfer.errors import ConfigError
+
+ENTRY_POINTS = "fmtransfer.contenders"  # the entry-point group plug-ins register in
 SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
+PLUGIN_ORDER = 1000  # plug-ins are listed after the built-ins
+
+_REGISTRY: dict[str, type["Contender"]] = {}
+_FAILED: dict[str, str] = {}  # a plug-in left out -> why, said when it is selected
+_plugins_loaded = False
 
 
 @dataclass(frozen=True)
@@ -71,21 +88,28 @@ class Contender:
 
     Class attributes:
         name: stable registry key, used by `--contenders` and in study records.
-        title: what tables and `compare --json` call it.
+        title: what tables and `compare --json` call it (and the title of its `--help` group).
         description: one line for `--help`.
         needs: what it builds on: "model_a", or "encoder:METHOD" for a pretrained encoder.
-        sections: the config sections holding its settings.
+        Settings: its own config section, a frozen dataclass subclass of `config.Section` whose
+            `NAME` is the section's name (`[gan]` in TOML, `--gan-epochs` on the CLI), or None.
+        sections: the config sections it reads; its own is added when it registers.
         artifact: the run directory's file stem for it (model_b_on_ARTIFACT.keras).
         archs: the network families (`model.arch`) it can build.
+        order: where tables, `--help` and `all` list it: the built-ins by tens, then the rest
+            (plug-ins, in their names' order). Like `artifact`, read from the class itself, never
+            inherited, so a subclass of TransferFromA does not take transfer's place or files.
     """
 
     name: ClassVar[str]
     title: ClassVar[str]
     description: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
+    Settings: ClassVar[type[config.Section] | None] = None
     sections: ClassVar[tuple[str, ...]] = ()
     artifact: ClassVar[str] = ""
     archs: ClassVar[tuple[str, ...]] = ("dense", "cnn")
+    order: ClassVar[int] = PLUGIN_ORDER
 
     @classmethod
     def own_sections(cls) -> tuple[str, ...]:
@@ -103,27 +127,163 @@ class Contender:
         raise NotImplementedError
 
 
+# ----------------------------------------------------------------------------- registering
+
 def register(cls: type[Contender]) -> type[Contender]:
-    """Class decorator: make a contender selectable by its `name`."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"contender name {cls.name!r} is taken by {_REGISTRY[cls.name].__name__}")
-    cls.artifact = cls.artifact or cls.name
-    _REGISTRY[cls.name] = cls
+    """Class decorator: make a contender selectable by its `name`, and its `Settings` a config section.
+
+    Registering the same class again changes nothing.
+
+    Raises:
+        ValueError: the name or the section is taken, or `Settings` is not a usable section.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Contender)):
+        raise ValueError(f"{cls!r} is not a subclass of fmtransfer.contenders.Contender")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or name == "all":
+        raise ValueError(f"{cls.__qualname__} needs a name other than 'all', got {name!r}")
+    if _REGISTRY.get(name) is cls:
+        return cls
+    if name in _REGISTRY:
+        raise ValueError(f"contender name {name!r} is taken by {_describe(_REGISTRY[name])}")
+    artifact = cls.__dict__.get("artifact") or name
+    sharing = next((c for c in _REGISTRY.values() if c.artifact == artifact), None)
+    if sharing is not None:
+        raise ValueError(f"{name!r} would write the run directory's files of {_describe(sharing)} "
+                         f"(artifact {artifact!r}); give it an artifact of its own")
+    own = cls.Settings
+    if own is not None:
+        section = getattr(own, "NAME", "")
+        holder = next((c for c in _REGISTRY.values() if c.Settings is not None and c.Settings.NAME == section
+                       and c.Settings is not own), None)
+        if holder is not None:
+            raise ValueError(f"section [{section}] of {name!r} is taken by {_describe(holder)}")
+        config.register_section(own)  # raises ValueError for a core section's name or a bad class
+        if section not in cls.sections:
+            cls.sections = (section, *cls.sections)
+    cls.artifact = artifact
+    _REGISTRY[name] = cls
+    ordered = sorted(_REGISTRY.items(), key=lambda item: item[1].__dict__.get("order", PLUGIN_ORDER))  # stable
+    _REGISTRY.clear()
+    _REGISTRY.update(ordered)
+    config.order_sections(c.Settings.NAME for c in _REGISTRY.values() if c.Settings is not None)  # as listed
     return cls
 
 
-def get(name: str) -> Contender:
-    from fmtransfer.errors import ConfigError
+def unregister(name: str) -> None:
+    """Undo `register` (for a contender defined on the fly, in a test or a notebook)."""
+    cls = _REGISTRY.pop(name, None)
+    own = cls.Settings if cls is not None else None
+    if own is not None and not any(c.Settings is own for c in _REGISTRY.values()):
+        config.unregister_section(own.NAME)
 
-    if name not in _REGISTRY:
-        raise ConfigError("contenders", f"unknown contender {name!r}; choose among {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]()
+
+def _describe(cls: type[Contender]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def load_plugins() -> None:
+    """Register every installed plug-in, once; those that cannot be are left out with a warning."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib import metadata  # some 20 ms, and `import fmtransfer` alone never needs it
+
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINTS), key=lambda ep: ep.name):
+        package = ep.dist.name if ep.dist is not None else ep.value.partition(":")[0]
+        try:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Contender)):
+                raise ValueError(f"{ep.value} is not a Contender subclass")
+            if getattr(cls, "name", None) != ep.name:
+                raise ValueError(f"its entry point is {ep.name!r} but its class is named {getattr(cls, 'name', None)!r}"
+                                 "; give both one name")
+            register(cls)
+        except Exception as e:  # any failure of someone else's package: leave it out, keep working
+            first = (str(e).strip().splitlines() or [""])[0]
+            why = f"{type(e).__name__}: {first}" if not isinstance(e, ValueError) else first
+            if ep.name not in _REGISTRY:
+                _FAILED[ep.name] = f"plug-in {ep.name!r} of package {package} failed to load ({why})"
+            sys.stderr.write(f"fmtransfer: warning: plug-in contender {ep.name!r} of package {package} is left "
+                             f"out: {why}\n")
+
+
+def _ready() -> dict[str, type[Contender]]:
+    load_plugins()
+    return _REGISTRY
+
+
+config.find_sections_with(load_plugins)  # a plug-in's section is a config section too
+
+
+# ----------------------------------------------------------------------------- looking up
+
+def get(name: str) -> Contender:
+    """The contender registered as `name`, or a ConfigError on `contenders`."""
+    registry = _ready()
+    if name not in registry:
+        if name in _FAILED:
+            raise ConfigError("contenders", _FAILED[name])
+        raise ConfigError("contenders", f"unknown contender {name!r}; choose among {', '.join(registry)}")
+    return registry[name]()
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    """Every registered contender's name, in the order tables list them."""
+    return tuple(_ready())
+
+
+def failed() -> dict[str, str]:
+    """The plug-ins left out, name -> why."""
+    _ready()
+    return dict(_FAILED)
 
 
 def pretraining_methods() -> tuple[str, ...]:
     """The contenders that pretrain their own encoder: `pretrain --method` takes these."""
-    return tuple(n for n, c in _REGISTRY.items() if getattr(c, "pretrain", None) is not None)
+    return tuple(n for n, c in _ready().items() if getattr(c, "pretrain", None) is not None)
+
+
+def select(cfg) -> tuple[str, ...]:
+    """The contenders `cfg.contenders` names, baseline first: the book's pair unless it says
+    otherwise; `all` is every registered one that builds `cfg.model.arch`.
+
+    Raises:
+        ConfigError: on `contenders`, for a name that is not registered (or a plug-in that failed
+            to load), or a contender that cannot build `cfg.model.arch`.
+    """
+    known = names()
+    for name in cfg.contenders:
+        if name == "all":
+            continue
+        if name in _FAILED and name not in known:
+            raise ConfigError("contenders", _FAILED[name])
+        if name not in known:
+            raise ConfigError("contenders", f"unknown contender {name!r}; choose among {', '.join(known)}, or all")
+    arch = cfg.model.arch
+    for name in cfg.contenders:
+        archs = _REGISTRY[name].archs if name != "all" else (arch,)
+        if arch not in archs:
+            raise ConfigError("contenders", f"{name} builds {' and '.join(archs)} networks only, not {arch}; "
+                                            f"drop it, or use model.arch {archs[0]}")
+    chosen = cfg.contenders or ("transfer",)
+    if "all" in chosen:
+        chosen = [n for n in known if arch in _REGISTRY[n].archs]
+    return ("baseline", *[c for c in chosen if c != "baseline"])
+
+
+def pretraining_method(cfg, method: str | None = None) -> str:
+    """`method` (default `cfg.pretrain.method`), checked to be a pretraining method, or a
+    ConfigError on `pretrain.method`."""
+    methods = pretraining_methods()
+    method = method or cfg.pretrain.method
+    if method not in methods:
+        raise ConfigError("pretrain.method", f"must be one of {', '.join(methods)}, got {method!r}")
+    return method
+
+
+def check(cfg) -> None:
+    """Every name `cfg` gives a contender resolves: what `select` and `pretraining_method` check."""
+    select(cfg)
+    pretraining_method(cfg)

@@ -7,6 +7,9 @@ an Identity where A has its output), so everything that builds on A builds on it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from fmtransfer.config import Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA
 
@@ -67,6 +70,7 @@ class Autoencoder(StackedAutoencoder):
     name = "autoencoder"
     title = "autoencoder-pretrained"
     description = "B on the encoder of a stacked autoencoder trained whole on unlabelled images."
+    order = 60
 
 
 @register
@@ -75,4 +79,21 @@ class Greedy(StackedAutoencoder):
     title = "greedy-pretrained"
     description = "B on an autoencoder's encoder trained greedily, one hidden layer at a time, lower ones frozen."
     sections = ("pretrain", "greedy", "transfer")  # pretrain: unlabelled_size
+    order = 70
     greedy = True
+
+    @dataclass(frozen=True)
+    class Settings(Section):
+        """Greedy layer-wise pretraining (ch. 11.2.2) of the stacked autoencoder: one step per hidden
+        layer, each training only the newest encoder/decoder pair to reconstruct the pixels."""
+
+        NAME = "greedy"
+        # A step runs through every frozen pair below the new one, so it costs more than an epoch of
+        # the whole autoencoder: 5 epochs per step keep the five steps under 3x model A's 20 epochs,
+        # 10 did not (docs/pretrain.md).
+        epochs: int = setting(5, "Greedy pretraining epochs per step (one step per hidden layer).")
+        learning_rate: float = setting(0.1, "Greedy pretraining SGD learning rate.")
+
+        def check(self) -> None:
+            self.fail_unless(self.epochs >= 1, "epochs", f"each layer needs at least 1 epoch, got {self.epochs}")
+            self.fail_unless_positive("learning_rate")

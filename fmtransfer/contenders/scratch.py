@@ -14,6 +14,7 @@ class Baseline(Contender):
     title = "baseline"
     description = "Model B from scratch on task B's images: the reference every contender is paired against."
     sections = ("baseline",)
+    order = 0
 
     def fit(self, cfg, split, deps, reporter):
         from fmtransfer import models, runtime, training

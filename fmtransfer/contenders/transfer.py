@@ -24,6 +24,7 @@ class TransferFromA(Contender):
     sections = ("transfer",)
     artifact = "a"
     source = "model A"  # what progress bars and errors call the model B is built on
+    order = 10
 
     def phases(self, cfg, reused: int) -> list[Phase]:
         """The book's two phases: reused layers frozen, then unfrozen (all, or the top K) at the

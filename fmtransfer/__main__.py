@@ -1,0 +1,5 @@
+"""`python -m fmtransfer`: the `fmtransfer` command."""
+
+from fmtransfer.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""Gradual unfreezing with discriminative rates (ULMFiT; Howard & Ruder, 2018): one more reused
+layer unfrozen per epoch from the top, each layer's rate the one above's divided by 2.6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fmtransfer.config import Section, setting
+from fmtransfer.contenders.base import Phase, register
+from fmtransfer.contenders.transfer import TransferFromA
+
+
+@register
+class Gradual(TransferFromA):
+    name = "gradual"
+    title = "gradual unfreezing"
+    description = ("The head alone, then one more reused layer per epoch from the top, each lower layer's rate "
+                   "divided by 2.6 (ULMFiT, Howard & Ruder 2018).")
+    artifact = "gradual"
+    order = 40
+
+    @dataclass(frozen=True)
+    class Settings(Section):
+        """Gradual unfreezing with discriminative rates (ULMFiT; Howard & Ruder, 2018)."""
+
+        NAME = "gradual"
+        factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.")
+        epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.")
+
+        def check(self) -> None:
+            self.fail_unless(1 <= self.factor < math.inf, "factor", f"must be 1 or more, got {self.factor}")
+            self.fail_unless(self.epochs_per_layer >= 1, "epochs_per_layer",
+                             f"must be at least 1, got {self.epochs_per_layer}")
+
+    def phases(self, cfg, reused):
+        """As many epochs in all as the book's two phases, all at the phase-1 rate scaled per layer."""
+        t, g = cfg.transfer, cfg.gradual
+        left = t.freeze_epochs + t.fine_tune_epochs
+        # Block i of n (from the bottom) sits n - i layers below the head: rate / factor^(n - i).
+        rates = tuple(g.factor ** -(reused - i) for i in range(reused))
+        phases = []
+        for top in range(reused + 1):
+            epochs = min(left, g.epochs_per_layer) if top < reused else left
+            if epochs <= 0:
+                break
+            phases.append(Phase("head" if top == 0 else f"top {top}", epochs, t.frozen_learning_rate,
+                                trainable=top > 0, top=top or None, key="transfer.frozen_learning_rate",
+                                rates=rates))
+            left -= epochs
+        return phases

@@ -1,0 +1,52 @@
+"""L2-SP (Li et al., ICML 2018): the book's two phases, with the reused weights pulled toward
+model A's and the head toward zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fmtransfer.config import Section, setting
+from fmtransfer.contenders.base import register
+from fmtransfer.contenders.transfer import TransferFromA
+
+
+@register
+class L2Sp(TransferFromA):
+    name = "l2-sp"
+    title = "L2-SP"
+    description = ("The book's two phases with alpha/2 ||w - w_A||^2 on the reused layers and beta/2 ||w||^2 "
+                   "on the head (Li et al. 2018).")
+    artifact = "l2_sp"
+    order = 30
+
+    @dataclass(frozen=True)
+    class Settings(Section):
+        """L2-SP (Li et al., ICML 2018): pull the reused weights toward the pretrained ones."""
+
+        NAME = "l2_sp"
+        alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.")
+        beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.")
+
+        def check(self) -> None:
+            for name in ("alpha", "beta"):
+                self.fail_unless(0 <= getattr(self, name) < math.inf, name,
+                                 f"must be 0 or more, got {getattr(self, name)}")
+
+    def penalty(self, cfg, model, reused):
+        from fmtransfer import models
+        from fmtransfer.training import tf
+
+        alpha, beta = cfg.l2_sp.alpha, cfg.l2_sp.beta
+        reused_weights = [w for block in models.blocks(model)[1] for layer in block for w in layer.weights]
+        # Copies of the starting point, as variables: a captured constant would outlive the run.
+        anchors = [tf.Variable(w.numpy(), trainable=False) for w in reused_weights]
+        head = model.layers[-1].weights
+
+        def penalty():
+            pull = tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(reused_weights, anchors)])
+            shrink = tf.add_n([tf.reduce_sum(tf.square(w)) for w in head])
+            return 0.5 * alpha * pull + 0.5 * beta * shrink
+
+        return penalty

@@ -1,0 +1,44 @@
+"""LP-FT (Kumar et al., ICLR 2022): the head is fitted exactly as a linear probe on model A's
+frozen features, then everything is fine-tuned. Fine-tuning a random head first distorts the
+pretrained features while the head is still wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmtransfer.config import Section, setting
+from fmtransfer.contenders.base import register
+from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
+
+
+@register
+class LpFt(TransferFromA):
+    name = "lp-ft"
+    title = "LP-FT"
+    description = ("Fit the new head as a linear probe on model A's frozen features, then fine-tune all at the "
+                   "fine-tuning rate (Kumar et al. 2022).")
+    artifact = "lp_ft"
+    order = 20
+
+    @dataclass(frozen=True)
+    class Settings(Section):
+        """LP-FT (Kumar et al., ICLR 2022): fit the new head as a linear probe, then fine-tune all."""
+
+        NAME = "lp_ft"
+        c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).")
+
+        def check(self) -> None:
+            self.fail_unless_positive("c")
+
+    def prepare(self, cfg, model, reused, features):
+        from fmtransfer import probe
+
+        x, y = features
+        fitted = probe.fit(x, y, cfg.lp_ft.c)
+        model.layers[-1].set_weights(list(fitted.as_dense()))
+        return [{"name": "linear probe", "epochs": 0, "learning_rate": None, "c": cfg.lp_ft.c,
+                 "train_accuracy": fitted.accuracy(x, y), "history": []}]
+
+    def phases(self, cfg, reused):
+        return [fine_tune_phase(cfg.transfer)]
