@@ -3,6 +3,8 @@
 - `write_idx` / `write_dataset`: generate small gzip IDX files (the Fashion-MNIST format).
 - `cli`: call `fmtransfer.cli.main([...])` in-process and capture exit code, stdout and stderr.
 - `real_raw` / `real_split`: the real Fashion-MNIST files, read and split once per session.
+- `require_system` / `system_commands`: tests that need a part of the system (Slurm's daemons, a
+  browser) skip without it, saying why, unless $FMTRANSFER_REQUIRE_SYSTEM=1 makes that a failure.
 
 Every test runs with $KERAS_HOME pointing at a temporary folder and $FMTRANSFER_DATA unset, so
 the search for the data never touches the real home directory.
@@ -15,9 +17,12 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -54,6 +59,64 @@ def tensorflow_set_up():
     from fmtransfer import runtime
 
     runtime.setup()
+
+
+# ----------------------------------------------------------------------------- system parts
+
+REQUIRE_SYSTEM = "FMTRANSFER_REQUIRE_SYSTEM"
+
+
+def require_system(what: str, reason: str) -> NoReturn:
+    """Stop a test that cannot get `what` (a part of the system: Slurm, a browser) for `reason`.
+
+    A skip on a developer's machine without root or apt; a failure where $FMTRANSFER_REQUIRE_SYSTEM
+    is 1 (CI, which can install everything), so a broken set-up never passes there as a skip.
+    """
+    message = f"{what}: {reason}"
+    if os.environ.get(REQUIRE_SYSTEM) == "1":
+        pytest.fail(f"{message} (required, since {REQUIRE_SYSTEM}=1)", pytrace=False)
+    pytest.skip(message)
+
+
+# Daemons live in sbin, which a non-root PATH often lacks.
+_SYSTEM_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+
+
+def system_commands(what: str, commands: list[str], packages: list[str]) -> dict[str, str]:
+    """The full path of each of `commands`, installing the Debian `packages` with apt-get first
+    when one is missing and we are root; `require_system(what, ...)` when that cannot be done."""
+    def found():
+        return {c: shutil.which(c, path=_SYSTEM_PATH) for c in commands}
+
+    paths = found()
+    missing = [c for c, p in paths.items() if p is None]
+    if not missing:
+        return paths
+    needs = f"{', '.join(missing)} not found; installing {' '.join(packages)}"
+    if os.geteuid() != 0:
+        require_system(what, f"{needs} needs root")
+    if shutil.which("apt-get") is None:
+        require_system(what, f"{needs} needs apt-get, which this system lacks")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # another apt-get may hold the lock for a while
+    # Recommends would add some twenty plugin and -dev packages, doubling the time, for nothing used here.
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *wait, *packages]
+
+    def apt(*args):
+        return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=900)
+
+    proc = apt(*install)
+    if proc.returncode != 0:  # a fresh machine has no package lists yet, or stale ones
+        apt("apt-get", "update", "-q", *wait)
+        proc = apt(*install)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        require_system(what, f"`{' '.join(install)}` failed (exit {proc.returncode}): {' | '.join(tail)}")
+    paths = found()
+    missing = [c for c, p in paths.items() if p is None]
+    if missing:
+        require_system(what, f"{', '.join(missing)} still not found after installing {' '.join(packages)}")
+    return paths
 
 
 # ----------------------------------------------------------------------------- IDX files
