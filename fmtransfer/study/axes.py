@@ -6,7 +6,7 @@ import itertools
 import os
 from dataclasses import dataclass
 
-
+from fmtransfer import contenders
 from fmtransfer.config import LR_PRESETS, Config, check_unfreeze
 from fmtransfer.errors import ConfigError
 
@@ -52,7 +52,7 @@ def grid(cfg: Config) -> list[RunKey]:
 
 def study_contenders(cfg: Config) -> tuple[str, ...]:
     """The contenders a study pairs against the baseline (every selected one but the baseline)."""
-    return tuple(c for c in cfg.selected_contenders if c != "baseline")
+    return tuple(c for c in contenders.select(cfg) if c != "baseline")
 
 
 def check_grid(cfg: Config) -> None:
