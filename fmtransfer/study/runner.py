@@ -13,13 +13,15 @@ from typing import Any
 import numpy as np
 
 from fmtransfer import contenders
-from fmtransfer.config import LR_PRESETS, Config
+from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 from fmtransfer.io import locked
 from fmtransfer.report import Reporter
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.cache import Cache
-from fmtransfer.study.records import append_result, check_study_dir, load_results, results_path, run_fingerprint
+from fmtransfer.study.records import (
+    RunRecord, append_record, check_study_dir, load_records, results_path, run_fingerprint,
+)
 from fmtransfer.study.reporting import StudyResult, report
 
 
@@ -97,7 +99,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
     check_study_dir(cfg, study_dir)
     chosen = study_contenders(cfg)
     keys = shard(grid(cfg), index, count)
-    done = {r["id"] for r in load_results(study_dir, cfg)}
+    done = {r.id for r in load_records(study_dir, cfg)}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
     out = results_path(study_dir, index, count)
@@ -266,23 +268,17 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                                                                                     in contender.needs}, quiet)[1],
                                      split)
                     seconds = round(time.perf_counter() - started, 2)
-                record = {
-                    "id": key.run_id(name), "seed": key.seed, "pair": list(key.pair),
-                    "b_train_size": key.b_train_size, "reuse_layers": key.reuse_layers, "preset": key.preset,
-                    "contender": name, "learning_rates": list(LR_PRESETS[key.preset]),
-                    "settings": run_fingerprint(cfg, name),
-                    "baseline": base, "result": result,
-                    "built_on": {need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
-                                 for need in contender.needs if need in cache.info},
-                    "seconds": {"baseline": base_seconds, "contender": seconds,
-                                **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
-                                   if need in cache.info}},
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
+                record = RunRecord.made(
+                    key, name, key.config(cfg), base, result, settings=run_fingerprint(cfg, name),
+                    built_on={need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
+                              for need in contender.needs if need in cache.info},
+                    seconds={"baseline": base_seconds, "contender": seconds,
+                             **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
+                                if need in cache.info}})
                 base_seconds = 0.0  # the baseline's time is counted once, with its first run
-                append_result(out, record)
-                done.add(record["id"])
-                advance(record["id"])
+                append_record(out, record)
+                done.add(record.id)
+                advance(record.id)
 
 
 def _raised(outcome):
@@ -353,10 +349,10 @@ class _Stacked:
     def contender(self, asking: RunKey, contender, split) -> tuple[dict, float]:
         from fmtransfer import stacked
 
-        point = (asking.pair, asking.b_train_size, asking.reuse_layers, asking.preset)
+        point = asking.setting  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
-            peers = self._seeds(lambda k: (k.pair, k.b_train_size, k.reuse_layers, k.preset) == point
+            peers = self._seeds(lambda k: k.setting == point
                                 and k.run_id(contender.name) not in self.done)
             bases = {}
             for k in peers:
