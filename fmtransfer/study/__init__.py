@@ -13,8 +13,9 @@ pair) group, written to its own results file; `report` merges them.
 
 One job per module: `axes` (the grid's axes, each declared once; its points and shards),
 `records` (typed results lines, read and appended; their fingerprints; study.json), `cache`
-(model A and encoders shared by runs), `runner` (running the grid here or in workers), `stats`
-(paired statistics, Holm), `reporting` (the report, its Markdown and plots).
+(model A and encoders shared by runs), `runner` (running the grid here or in workers), `pool`
+(the worker processes, which never hang), `stats` (paired statistics, Holm), `reporting` (the
+report, its Markdown and plots).
 """
 
 from fmtransfer.study.axes import (
