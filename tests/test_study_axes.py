@@ -5,8 +5,8 @@ their form to the byte. A new axis is one declaration, and reaches the run ids, 
 configs, the results lines and the report's cells.
 """
 
+import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -42,10 +42,22 @@ def test_the_books_grid_point_is_the_default_configs():
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "docs" / "study").glob("report-leaderboard*.json")))
 def test_committed_reports_cells_read_back_to_the_same_json(name):
     """The cells of docs/study's reports, through `Cell` and back: the same keys, in the same order."""
-    cells = json.loads((REPO / "docs" / "study" / name).read_text())["cells"]
-    for cell in cells:
+    report = json.loads((REPO / "docs" / "study" / name).read_text())
+    for cell in report["cells"]:
         again = studies.Cell(**cell).to_dict()
         assert again == cell and list(again) == list(cell)
+    shown = _text(studies.table(report))
+    first = report["cells"][0]["pair"]
+    assert all(heading in shown for heading in ("B classes", "n B", "reuse", "lr"))
+    assert f"{first[0]} vs {first[1]}" in shown
+
+
+def _text(table) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=300)
+    console.print(table)
+    return console.file.getvalue()
 
 
 # ----------------------------------------------------------------------------- typed records
@@ -124,6 +136,8 @@ def test_a_declared_axis_reaches_run_ids_configs_records_and_cells(fine_tune_axi
     assert result.to_dict()["cells"][0]["fine_tune_epochs"] == 1
     assert "Classes 5 vs 6, 200 images, reuse all, book rates, 2 fine-tuning epochs; baseline" in \
         studies.markdown(result)
+    shown = _text(studies.table(result.to_dict()))
+    assert "fine_tune_epochs" in shown and shown.index("95.50") < shown.index("98.50")  # ranked within its own value
 
 
 @pytest.mark.slow

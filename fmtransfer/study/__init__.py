@@ -25,7 +25,7 @@ from fmtransfer.study.records import (
     STUDY_JSON, BadRecord, RunRecord, Scores, append_record, append_result, check_study_dir, encoder_fingerprint,
     load_records, load_results, read_records, read_results, run_fingerprint, settings_fingerprint,
 )
-from fmtransfer.study.reporting import StudyResult, leaderboard, markdown, plot, report
+from fmtransfer.study.reporting import StudyResult, leaderboard, markdown, plot, report, table
 from fmtransfer.study.runner import STACK_AUTO, parse_jobs, resolve_stack, run_study
 from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
 
@@ -33,5 +33,5 @@ __all__ = ["Axis", "RunKey", "check_grid", "declare", "declared", "grid", "parse
            "withdraw", "STUDY_JSON", "BadRecord", "RunRecord", "Scores", "append_record", "append_result",
            "check_study_dir", "encoder_fingerprint", "load_records", "load_results", "read_records", "read_results",
            "run_fingerprint", "settings_fingerprint", "StudyResult", "leaderboard", "markdown", "plot", "report",
-           "STACK_AUTO", "parse_jobs", "resolve_stack", "run_study", "BOOK", "Cell", "book_placement", "holm",
+           "table", "STACK_AUTO", "parse_jobs", "resolve_stack", "run_study", "BOOK", "Cell", "book_placement", "holm",
            "paired_stats"]

@@ -40,7 +40,8 @@ class Axis:
         id: a value's part of the run id (`lambda n: f"n{n}"`); the parts are joined with "-".
         describe: a value as the report's headings write it ("200 images").
         label: a value in a short label: plot legends and panel titles ("n=200").
-        column: the heading of the axis in the report's tables.
+        column: the heading of the axis in the report's table; `text`, a value in its cells;
+            `justify`, "left" or "right".
         valid: whether a results line's (JSON) value is one of this axis.
         to_json: a value as results lines and cells write it (a pair's tuple as a list).
         from_json: the inverse of `to_json`.
@@ -62,6 +63,8 @@ class Axis:
     describe: Callable[[Any], str] | None = None
     label: Callable[[Any], str] | None = None
     column: str | None = None
+    text: Callable[[Any], str] = str
+    justify: str = "right"
     valid: Callable[[Any], bool] = lambda v: v is not None
     to_json: Callable[[Any], Any] = lambda v: v
     from_json: Callable[[Any], Any] = lambda v: v
@@ -72,6 +75,8 @@ class Axis:
     def __post_init__(self):
         if not self.name.isidentifier():
             raise ValueError(f"Axis name must be an identifier, got {self.name!r}")
+        if self.justify not in ("left", "right"):
+            raise ValueError(f"Axis justify must be 'left' or 'right', got {self.justify!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"Axis scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         for what in ("source", "sets"):
@@ -150,13 +155,15 @@ declare(Axis("seed", "study.seeds", sets="seed", id=lambda s: f"seed{s}", descri
              column="seed", valid=_integer, scope="model_a", pooled=True))
 declare(Axis("pair", "study.pairs", sets="data.b_classes", id=lambda p: f"pair{p[0]}v{p[1]}",
              describe=lambda p: f"classes {p[0]} vs {p[1]}", label=lambda p: f"{p[0]} vs {p[1]}", column="B classes",
-             valid=_pair_json, to_json=list, from_json=tuple, scope="model_a"))
+             text=lambda p: f"{p[0]} vs {p[1]}", justify="left", valid=_pair_json, to_json=list, from_json=tuple,
+             scope="model_a"))
 declare(Axis("b_train_size", "study.b_train_sizes", sets="data.b_train_size", id=lambda n: f"n{n}",
              describe=lambda n: f"{n} images", label=lambda n: f"n={n}", column="n B", valid=_integer,
              scope="baseline"))
 declare(Axis("reuse_layers", "study.reuse_layers", sets="transfer.reuse_layers", id=lambda r: f"reuse{r}",
              describe=lambda r: f"reuse {r}", column="reuse", valid=lambda v: v == "all" or _integer(v), order=str))
 declare(Axis("preset", "study.presets", id=lambda p: p, describe=lambda p: f"{p} rates", label=str, column="lr",
+             justify="left",
              sets=lambda p: dict(zip(("transfer.frozen_learning_rate", "transfer.fine_tune_learning_rate"),
                                      LR_PRESETS[p])),
              valid=lambda v: isinstance(v, str) and v in LR_PRESETS))

@@ -1,4 +1,5 @@
-"""A study's report: its cells summarised, ranked as a leaderboard, written as Markdown and drawn."""
+"""A study's report: its cells summarised, ranked as a leaderboard, shown as a table, written as Markdown
+and drawn."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from fmtransfer import contenders
 from fmtransfer.config import Config
-from fmtransfer.report import figures, save_figure
+from fmtransfer.report import figures, mean_std, pct, ratio_text, save_figure
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
 from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
@@ -120,6 +122,53 @@ def markdown(result: "StudyResult") -> str:
                    f"{100 * c.mean_difference:+.2f}{ci} | {c.wins}/{c.ties}/{c.losses} | "
                    f"{_p(c.p_value)} | {_p(c.p_holm)} | {probe} |")
     return "\n".join(out).strip() + "\n"
+
+
+def table(summary: dict) -> Table:
+    """The report (`StudyResult.to_dict()`) as a rich table: one row per cell, a column per axis."""
+    out = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
+                      "test-B accuracy, paired over seeds")
+    shown = [a for a in cell_axes() if any(a.name in c for c in summary["cells"])]
+    out.add_column("contender")
+    for a in shown:
+        out.add_column(a.heading, justify=a.justify)
+    for name in ("seeds", "baseline", "contender acc", "gain, pts (95% CI)", "err ÷", "W/T/L", "p", "p Holm", "probe"):
+        out.add_column(name, justify="right")
+
+    def point(c: dict) -> tuple:
+        return tuple(a.order(a.from_json(c[a.name])) if a.name in c else "" for a in shown)
+
+    for c in sorted(summary["cells"], key=lambda c: (point(c), -c["mean_difference"])):
+        ci = c["ci95"]
+        gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
+        out.add_row(c["title"], *(a.text(a.from_json(c[a.name])) if a.name in c else "-" for a in shown),
+                    str(c["n"]), mean_std(c["baseline_mean"], c["baseline_std"]),
+                    mean_std(c["transfer_mean"], c["transfer_std"]), gain, ratio_text(c["error_rate_ratio"]),
+                    f"{c['wins']}/{c['ties']}/{c['losses']}",
+                    "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
+                    "-" if c.get("p_holm") is None else f"{c['p_holm']:.2g}",
+                    "-" if c.get("linear_probe") is None else f"{100 * c['linear_probe']:.2f}")
+    notes = []
+    for c in summary["cells"]:
+        if "book" in c:
+            b = c["book"]
+            notes.append(f"The book's {pct(b['baseline'])} -> {pct(b['transfer'])} (gain {100 * b['gain']:+.2f} pts, "
+                         f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
+                         f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
+                         "error rate as much.")
+    for c in summary["cells"]:
+        if c.get("diverged") or c.get("baseline_diverged"):
+            where = ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c)
+            notes.append(f"{c['title']}, {where}: {c['diverged']} of {c['n']} runs diverged "
+                         f"(baseline: {c['baseline_diverged']}), counted at chance accuracy.")
+    for reason, n in summary.get("skipped", {}).items():
+        notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
+    notes.append("Ranked by gain within each setting. Accuracies in %, mean±sd over seeds. Gain = contender - "
+                 "baseline; CI: Student t; err ÷: baseline error / contender error; p: Wilcoxon signed-rank, "
+                 "two-sided, Pratt's ties; p Holm: corrected over the contenders of the same setting; probe: "
+                 "linear probe on the pretrained features.")
+    out.caption = "\n".join(notes)
+    return out
 
 
 def _p(p: float | None) -> str:
