@@ -86,8 +86,14 @@ def run_units(units: list, jobs: int, *, prepare: Callable, prepare_args: tuple,
     finally:
         if not finished:
             # The executor stops the rest itself when one died; else (an error, Ctrl-C, SIGTERM)
-            # this does. Either way none may outlive the study, nor keep it waiting.
+            # this does. Either way none may outlive the study, nor keep it waiting (shutdown
+            # waits for running units): those started before an interrupt in submit() too.
+            workers.update(getattr(pool, "_processes", None) or {})
             killed = _stop(workers, terminate=not died)
+            if not workers:  # an executor that no longer shows its processes: the pids they sent
+                for pid in doing:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
         pool.shutdown(wait=True, cancel_futures=True)
         _drain(events, advance, doing)
         for q in (events, slots):
