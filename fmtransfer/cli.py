@@ -472,7 +472,7 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
         result.plots = [str(p) for p in studies.plot(study_dir, result)]
 
     def show(console, r):
-        console.print(report.study_table(r))
+        console.print(studies.table(r))
         for p in r.get("plots", []):
             console.print(f"plot: {p}")
 

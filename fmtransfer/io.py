@@ -138,3 +138,21 @@ def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, 
     finally:
         del _HELD[key]
         os.close(fd)
+
+
+def refuse_if_locked(directory: str | Path, names) -> None:
+    """Refuse, as `locked` does, while another process holds a lock on any of these files of
+    `directory` (the workers of a study whose parent was killed, still writing), without taking
+    any of them or touching the directory."""
+    for name in names:
+        try:
+            fd = os.open(Path(directory) / name, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{directory} is in use by another fmtransfer process; wait for it to finish, "
+                             "or use another directory", path=directory) from None
+        finally:
+            os.close(fd)  # and with it the lock, if this process got it

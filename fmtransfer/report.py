@@ -166,7 +166,7 @@ def compare_table(result: dict) -> Table:
         ratio = scores.get("error_rate_ratio")
         probe = scores.get("linear_probe")
         table.add_row(name, pct(scores["test_accuracy"]), pct(1 - scores["test_accuracy"]),
-                      f"{scores['test_loss']:.4f}", "-" if name == "baseline" else _ratio(ratio),
+                      f"{scores['test_loss']:.4f}", "-" if name == "baseline" else ratio_text(ratio),
                       "-" if probe is None else pct(probe))
     settings = result["settings"]
     table.caption = "  ".join(f"{k}={v}" for k, v in settings.items())
@@ -176,7 +176,7 @@ def compare_table(result: dict) -> Table:
     return table
 
 
-def _ratio(ratio: float | None) -> str:
+def ratio_text(ratio: float | None) -> str:
     if ratio is None:
         return "-"
     if math.isinf(ratio):
@@ -184,48 +184,7 @@ def _ratio(ratio: float | None) -> str:
     return f"{ratio:.2f}x"
 
 
-def study_table(summary: dict) -> Table:
-    table = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
-                        "test-B accuracy, paired over seeds")
-    for name in ("contender", "B classes", "n B", "reuse", "lr", "seeds", "baseline", "contender acc",
-                 "gain, pts (95% CI)", "err ÷", "W/T/L", "p", "p Holm", "probe"):
-        table.add_column(name, justify="left" if name in ("contender", "B classes", "lr") else "right")
-    cells = sorted(summary["cells"], key=lambda c: (c["pair"], c["b_train_size"], str(c["reuse_layers"]),
-                                                    c["preset"], -c["mean_difference"]))
-    for c in cells:
-        ci = c["ci95"]
-        gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
-        table.add_row(c["title"], f"{c['pair'][0]} vs {c['pair'][1]}", str(c["b_train_size"]), str(c["reuse_layers"]),
-                      c["preset"], str(c["n"]), _mean_std(c["baseline_mean"], c["baseline_std"]),
-                      _mean_std(c["transfer_mean"], c["transfer_std"]), gain, _ratio(c["error_rate_ratio"]),
-                      f"{c['wins']}/{c['ties']}/{c['losses']}",
-                      "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
-                      "-" if c.get("p_holm") is None else f"{c['p_holm']:.2g}",
-                      "-" if c.get("linear_probe") is None else f"{100 * c['linear_probe']:.2f}")
-    notes = []
-    for c in summary["cells"]:
-        if "book" in c:
-            b = c["book"]
-            notes.append(f"The book's {pct(b['baseline'])} -> {pct(b['transfer'])} (gain {100 * b['gain']:+.2f} pts, "
-                         f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
-                         f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
-                         "error rate as much.")
-    diverged = [c for c in summary["cells"] if c.get("diverged") or c.get("baseline_diverged")]
-    for c in diverged:
-        notes.append(f"{c['title']}, {c['pair'][0]} vs {c['pair'][1]}, n={c['b_train_size']}, {c['preset']}: "
-                     f"{c['diverged']} of {c['n']} runs diverged (baseline: {c['baseline_diverged']}), "
-                     "counted at chance accuracy.")
-    for reason, n in summary.get("skipped", {}).items():
-        notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
-    notes.append("Ranked by gain within each setting. Accuracies in %, mean±sd over seeds. Gain = contender - "
-                 "baseline; CI: Student t; err ÷: baseline error / contender error; p: Wilcoxon signed-rank, "
-                 "two-sided, Pratt's ties; p Holm: corrected over the contenders of the same setting; probe: "
-                 "linear probe on the pretrained features.")
-    table.caption = "\n".join(notes)
-    return table
-
-
-def _mean_std(mean: float, std: float | None) -> str:
+def mean_std(mean: float, std: float | None) -> str:
     return f"{100 * mean:.2f}" + ("" if std is None else f"±{100 * std:.2f}")
 
 

@@ -71,9 +71,7 @@ def test_ties_use_the_normal_approximation_with_zeros_kept_in_the_ranking():
 
 
 def test_the_book_result_is_placed_against_the_cell():
-    runs = [{"baseline": {"test_accuracy": b}, "result": {"test_accuracy": t}}
-            for b, t in [(0.97, 0.995), (0.98, 0.98), (0.99, 0.985)]]
-    placement = studies.book_placement(runs)
+    placement = studies.book_placement([0.97, 0.98, 0.99], [0.995, 0.98, 0.985])
     assert placement["gain"] == pytest.approx(0.022)
     assert placement["seeds_with_gain_at_least_book"] == 1
     assert placement["n"] == 3

@@ -11,22 +11,27 @@ the baseline per (seed, pair, size). Each finished run is appended as one JSON l
 interrupted study resumes where it stopped. `shard` gives each job of an array every N-th (seed,
 pair) group, written to its own results file; `report` merges them.
 
-One job per module: `axes` (the grid and its shards), `records` (results lines, their
-fingerprints, study.json), `cache` (model A and encoders shared by runs), `runner` (running the
-grid here or in worker processes), `stats` (paired statistics, Holm), `reporting` (the report,
-its Markdown and plots).
+One job per module: `axes` (the grid's axes, each declared once; its points and shards),
+`records` (typed results lines, read and appended; their fingerprints; study.json), `cache`
+(model A and encoders shared by runs), `runner` (running the grid here or in workers), `pool`
+(the worker processes, which never hang), `stats` (paired statistics, Holm), `reporting` (the
+report, its Markdown and plots).
 """
 
-from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
-from fmtransfer.study.records import (
-    STUDY_JSON, append_result, check_study_dir, encoder_fingerprint, load_results, read_results, run_fingerprint,
-    settings_fingerprint,
+from fmtransfer.study.axes import (
+    Axis, RunKey, check_grid, declare, declared, grid, parse_shard, shard, study_contenders, withdraw,
 )
-from fmtransfer.study.reporting import StudyResult, leaderboard, markdown, plot, report
+from fmtransfer.study.records import (
+    STUDY_JSON, BadRecord, RunRecord, Scores, append_record, append_result, check_study_dir, encoder_fingerprint,
+    load_records, load_results, read_records, read_results, run_fingerprint, settings_fingerprint,
+)
+from fmtransfer.study.reporting import StudyResult, leaderboard, markdown, plot, report, table
 from fmtransfer.study.runner import STACK_AUTO, parse_jobs, resolve_stack, run_study
 from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
 
-__all__ = ["RunKey", "check_grid", "grid", "parse_shard", "shard", "study_contenders", "STUDY_JSON", "append_result",
-           "check_study_dir", "encoder_fingerprint", "load_results", "read_results", "run_fingerprint",
-           "settings_fingerprint", "StudyResult", "leaderboard", "markdown", "plot", "report", "STACK_AUTO",
-           "parse_jobs", "resolve_stack", "run_study", "BOOK", "Cell", "book_placement", "holm", "paired_stats"]
+__all__ = ["Axis", "RunKey", "check_grid", "declare", "declared", "grid", "parse_shard", "shard", "study_contenders",
+           "withdraw", "STUDY_JSON", "BadRecord", "RunRecord", "Scores", "append_record", "append_result",
+           "check_study_dir", "encoder_fingerprint", "load_records", "load_results", "read_records", "read_results",
+           "run_fingerprint", "settings_fingerprint", "StudyResult", "leaderboard", "markdown", "plot", "report",
+           "table", "STACK_AUTO", "parse_jobs", "resolve_stack", "run_study", "BOOK", "Cell", "book_placement", "holm",
+           "paired_stats"]

@@ -1,53 +1,267 @@
-"""The grid: its points (`RunKey`), their order, and how shards deal them out."""
+"""The grid: its axes, each declared once; its points (`RunKey`), their order, and how shards deal them out.
+
+An axis is one `Axis` declaration: where its values come from, what a value sets in a run's
+config, how it is written in a run id, in a results line and in the report, and what depends
+on it. Run ids, results lines, the report's cells, its headings and plots all read the
+declarations, so a new axis is one `declare(Axis(...))`.
+"""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
 
 from fmtransfer import contenders
 from fmtransfer.config import LR_PRESETS, Config, check_unfreeze
 from fmtransfer.errors import ConfigError
 
+# What a value of an axis changes, widest first: model A (and so everything built on it), the
+# baseline's run, or only the contenders' runs. The grid varies the widest axes slowest, so the
+# runs sharing a model A, then a baseline, are next to each other.
+SCOPES = ("model_a", "baseline", "contender")
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis of a study's grid.
+
+    Args:
+        name: the `RunKey` attribute, and the key of results lines and of the report's cells.
+        source: the config key listing the values ("study.b_train_sizes"); an empty list there
+            means the experiment's own value of `sets`. Or cfg -> values, for an axis with no key.
+        sets: the run config's key a value sets ("data.b_train_size"), or value -> {key: value}.
+        id: a value's part of the run id (`lambda n: f"n{n}"`); the parts are joined with "-".
+        describe: a value as the report's headings write it ("200 images").
+        label: a value in a short label: plot legends and panel titles ("n=200").
+        column: the heading of the axis in the report's table; `text`, a value in its cells;
+            `justify`, "left" or "right".
+        valid: whether a results line's (JSON) value is one of this axis.
+        to_json: a value as results lines and cells write it (a pair's tuple as a list).
+        from_json: the inverse of `to_json`.
+        order: a value's sort key in the report ("all" among numbers sorts as text).
+        scope: what a value changes besides the contenders' runs (see `SCOPES`): runs differing
+            in a "model_a" axis never share a model A, nor in a "baseline" axis a baseline.
+        pooled: the cells pair their runs over this axis (the seed) instead of splitting by it.
+
+    Example, a grid over the fine-tuning epochs in one declaration:
+        >>> declare(Axis("fine_tune_epochs", source=lambda cfg: (1, 3), sets="transfer.fine_tune_epochs",
+        ...              id=lambda e: f"ft{e}", describe=lambda e: f"{e} fine-tuning epochs",
+        ...              valid=lambda v: isinstance(v, int)))
+    """
+
+    name: str
+    source: Union[str, Callable[[Config], Sequence[Any]]]
+    sets: Union[str, Callable[[Any], dict[str, Any]]]
+    id: Callable[[Any], str]
+    describe: Callable[[Any], str] | None = None
+    label: Callable[[Any], str] | None = None
+    column: str | None = None
+    text: Callable[[Any], str] = str
+    justify: str = "right"
+    valid: Callable[[Any], bool] = lambda v: v is not None
+    to_json: Callable[[Any], Any] = lambda v: v
+    from_json: Callable[[Any], Any] = lambda v: v
+    order: Callable[[Any], Any] = lambda v: v
+    scope: str = "contender"
+    pooled: bool = False
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ValueError(f"Axis name must be an identifier, got {self.name!r}")
+        if self.justify not in ("left", "right"):
+            raise ValueError(f"Axis justify must be 'left' or 'right', got {self.justify!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"Axis scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        for what in ("source", "sets"):
+            if not (isinstance(getattr(self, what), str) or callable(getattr(self, what))):
+                raise ValueError(f"Axis {what} must be a config key or a callable, got {getattr(self, what)!r}")
+
+    def values(self, cfg: Config) -> tuple:
+        """The axis' values in `cfg`'s grid."""
+        if callable(self.source):
+            values = tuple(self.source(cfg))
+        else:
+            values = tuple(_get(cfg, self.source))
+            if not values and isinstance(self.sets, str):
+                values = (_get(cfg, self.sets),)
+        return tuple(self.from_json(self.to_json(v)) for v in values)  # one form, whatever the config holds
+
+    def settings(self, value: Any) -> dict[str, Any]:
+        """What `value` sets in a run's config, as dotted keys."""
+        return self.sets(value) if callable(self.sets) else {self.sets: value}
+
+    def words(self, value: Any) -> str:
+        return self.describe(value) if self.describe else f"{self.name} {value}"
+
+    def short(self, value: Any) -> str:
+        return self.label(value) if self.label else self.words(value)
+
+    @property
+    def heading(self) -> str:
+        return self.column or self.name
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    return functools.reduce(getattr, dotted.split("."), cfg)
+
+
+_AXES: list[Axis] = []
+
+
+def declare(axis: Axis) -> Axis:
+    """Add `axis` to every study's grid, after those declared before it; return it."""
+    if any(a.name == axis.name for a in _AXES):
+        raise ValueError(f"an axis named {axis.name!r} is declared already")
+    _AXES.append(axis)
+    return axis
+
+
+def withdraw(name: str) -> None:
+    """Remove the axis `name` (a test's, or a plugin's undone)."""
+    _AXES[:] = [a for a in _AXES if a.name != name]
+
+
+def declared() -> tuple[Axis, ...]:
+    """Every declared axis, in declaration order (the order of a run id's parts)."""
+    return tuple(_AXES)
+
+
+def axis(name: str) -> Axis:
+    for a in _AXES:
+        if a.name == name:
+            return a
+    raise KeyError(f"no study axis {name!r}")
+
+
+def cell_axes() -> tuple[Axis, ...]:
+    """The axes a cell is split by: all but the pooled one (the seed)."""
+    return tuple(a for a in _AXES if not a.pooled)
+
+
+def _pair_json(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_integer(k) for k in v)
+
+
+# Today's grid. Run ids read seed42-pair5v6-n200-reuseall-book: the parts, in this order, are
+# what committed studies and users' directories hold, so they never change.
+declare(Axis("seed", "study.seeds", sets="seed", id=lambda s: f"seed{s}", describe=lambda s: f"seed {s}",
+             column="seed", valid=_integer, scope="model_a", pooled=True))
+declare(Axis("pair", "study.pairs", sets="data.b_classes", id=lambda p: f"pair{p[0]}v{p[1]}",
+             describe=lambda p: f"classes {p[0]} vs {p[1]}", label=lambda p: f"{p[0]} vs {p[1]}", column="B classes",
+             text=lambda p: f"{p[0]} vs {p[1]}", justify="left", valid=_pair_json, to_json=list, from_json=tuple,
+             scope="model_a"))
+declare(Axis("b_train_size", "study.b_train_sizes", sets="data.b_train_size", id=lambda n: f"n{n}",
+             describe=lambda n: f"{n} images", label=lambda n: f"n={n}", column="n B", valid=_integer,
+             scope="baseline"))
+declare(Axis("reuse_layers", "study.reuse_layers", sets="transfer.reuse_layers", id=lambda r: f"reuse{r}",
+             describe=lambda r: f"reuse {r}", column="reuse", valid=lambda v: v == "all" or _integer(v), order=str))
+declare(Axis("preset", "study.presets", id=lambda p: p, describe=lambda p: f"{p} rates", label=str, column="lr",
+             justify="left",
+             sets=lambda p: dict(zip(("transfer.frozen_learning_rate", "transfer.fine_tune_learning_rate"),
+                                     LR_PRESETS[p])),
+             valid=lambda v: isinstance(v, str) and v in LR_PRESETS))
+
 
 @dataclass(frozen=True)
 class RunKey:
-    """A grid point; each selected contender is one run there."""
+    """A grid point, one value per axis; each selected contender is one run there.
 
-    seed: int
-    pair: tuple[int, int]
-    b_train_size: int
-    reuse_layers: int | str
-    preset: str
+    `key.seed`, `key.pair`, ... read the axes' values. The values travel with the key (to a
+    worker process, say), so a key never depends on which axes its reader has declared.
+
+    Example:
+        >>> key = RunKey.at(seed=42, pair=(5, 6), b_train_size=200, reuse_layers="all", preset="book")
+        >>> key.run_id("transfer")
+        'seed42-pair5v6-n200-reuseall-book-transfer'
+    """
+
+    items: tuple[tuple[str, Any], ...]  # (axis name, value), in declaration order
+
+    @classmethod
+    def at(cls, **values: Any) -> "RunKey":
+        """The key with these values, one for each declared axis."""
+        names = [a.name for a in declared()]
+        if set(values) != set(names):
+            raise ValueError(f"RunKey needs one value for each axis ({', '.join(names)}), got {', '.join(values)}")
+        return cls(tuple((n, values[n]) for n in names))
+
+    @classmethod
+    def from_json(cls, record: dict) -> "RunKey":
+        """The key of a results line; ValueError naming the first axis whose value is bad or missing."""
+        for a in declared():
+            if a.name not in record or not a.valid(record[a.name]):
+                raise ValueError(f"a bad or missing {a.name!r}")
+        return cls(tuple((a.name, a.from_json(record[a.name])) for a in declared()))
+
+    def __getattr__(self, name: str) -> Any:
+        for key, value in self.__dict__.get("items", ()):
+            if key == name:
+                return value
+        raise AttributeError(f"RunKey has no axis {name!r}")
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return dict(self.items)
+
+    def _axes(self) -> list[tuple[Axis, Any]]:
+        return [(axis(name), value) for name, value in self.items]
+
+    def to_json(self) -> dict[str, Any]:
+        """The axes' values as a results line writes them."""
+        return {a.name: a.to_json(v) for a, v in self._axes()}
 
     @property
     def id(self) -> str:
-        return (f"seed{self.seed}-pair{self.pair[0]}v{self.pair[1]}-n{self.b_train_size}"
-                f"-reuse{self.reuse_layers}-{self.preset}")
+        return "-".join(a.id(v) for a, v in self._axes())
 
     def run_id(self, contender: str) -> str:
         return f"{self.id}-{contender}"
 
+    def _scoped(self, scopes: tuple[str, ...]) -> tuple:
+        return tuple(v for a, v in self._axes() if a.scope in scopes)
+
     @property
-    def group(self) -> tuple[int, tuple[int, int]]:
-        return (self.seed, self.pair)
+    def group(self) -> tuple:
+        """The runs sharing a model A: (seed, pair) today."""
+        return self._scoped(SCOPES[:1])
+
+    @property
+    def baseline_group(self) -> tuple:
+        """The runs sharing a baseline: (seed, pair, size) today."""
+        return self._scoped(SCOPES[:2])
+
+    @property
+    def setting(self) -> tuple:
+        """The cell's sort and identity key: every axis but the seed, e.g. ((5, 6), 200, 'all', 'book')."""
+        return tuple(a.order(v) for a, v in self._axes() if not a.pooled)
+
+    @property
+    def cell_point(self) -> dict[str, Any]:
+        """The cell's axes and their values, as results lines write them (all but the seed)."""
+        return {a.name: a.to_json(v) for a, v in self._axes() if not a.pooled}
 
     def config(self, base: Config) -> Config:
-        frozen_lr, fine_tune_lr = LR_PRESETS[self.preset]
-        return base.replace(**{"seed": self.seed, "data.b_classes": self.pair,
-                               "data.b_train_size": self.b_train_size,
-                               "transfer.reuse_layers": self.reuse_layers,
-                               "transfer.frozen_learning_rate": frozen_lr,
-                               "transfer.fine_tune_learning_rate": fine_tune_lr})
+        """The run's config: `base` with what each axis' value sets."""
+        return base.replace(**{k: v for a, value in self._axes() for k, v in a.settings(value).items()})
 
 
 def grid(cfg: Config) -> list[RunKey]:
-    """Every grid point of the study, those sharing model A next to each other."""
-    s = cfg.study
-    return [RunKey(seed, tuple(pair), size, reuse, preset)
-            for seed, pair, size, reuse, preset
-            in itertools.product(cfg.study_seeds, cfg.study_pairs, cfg.study_sizes, s.reuse_layers, s.presets)]
+    """Every grid point of the study: the widest axes vary slowest, so the runs sharing a model A
+    are next to each other, and within them those sharing a baseline."""
+    every = declared()
+    by_scope = sorted(every, key=lambda a: SCOPES.index(a.scope))  # stable: declaration order within
+    keys = []
+    for values in itertools.product(*(a.values(cfg) for a in by_scope)):
+        given = {a.name: v for a, v in zip(by_scope, values)}
+        keys.append(RunKey(tuple((a.name, given[a.name]) for a in every)))
+    return keys
 
 
 def study_contenders(cfg: Config) -> tuple[str, ...]:
@@ -96,8 +310,7 @@ def _shard_from_environment(text: str, env) -> str:
 
 
 def shard(keys: list[RunKey], index: int, count: int) -> list[RunKey]:
-    """The index-th of `count` disjoint slices: whole (seed, pair) groups, dealt round-robin."""
+    """The index-th of `count` disjoint slices: whole groups sharing a model A, dealt round-robin."""
     groups = list(dict.fromkeys(k.group for k in keys))
     mine = {g for i, g in enumerate(groups) if i % count == index}
     return [k for k in keys if k.group in mine]
-

@@ -1,18 +1,21 @@
-"""A study's records: one JSON line per finished run, the fingerprints each carries, and study.json."""
+"""A study's records: one JSON line per finished run (`RunRecord`), read and appended here; the
+fingerprints each carries; and study.json."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 from fmtransfer import contenders
-from fmtransfer.config import LR_PRESETS, Config, flatten, merge
+from fmtransfer.config import Config, flatten, merge
 from fmtransfer.errors import ConfigError, DataError, UsageError
 from fmtransfer.io import fingerprint, write_text_atomic
-from fmtransfer.study.axes import study_contenders
+from fmtransfer.study.axes import RunKey, study_contenders
 
 
 STUDY_JSON = "study.json"
@@ -74,29 +77,136 @@ def _normalised(record: Any) -> Any:
     return record
 
 
-def _problem(record: Any) -> str | None:
-    """Why a results line is not a finished run, or None if it is one."""
-    if not isinstance(record, dict):
-        return "not a JSON object"
-
-    def accuracy(part: Any) -> bool:
-        return (isinstance(part, dict) and isinstance(part.get("test_accuracy"), (int, float))
-                and not isinstance(part.get("test_accuracy"), bool) and 0 <= part["test_accuracy"] <= 1)
-
-    checks = [("id", lambda v: isinstance(v, str)),
-              ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-              ("pair", lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(k, int) for k in v)),
-              ("b_train_size", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-              ("reuse_layers", lambda v: v == "all" or (isinstance(v, int) and not isinstance(v, bool))),
-              ("preset", lambda v: v in LR_PRESETS), ("contender", lambda v: isinstance(v, str)),
-              ("baseline", accuracy), ("result", accuracy)]
-    for key, ok in checks:
-        if key not in record or not ok(record[key]):
-            return f"a bad or missing {key!r}"
-    return None
+class BadRecord(ValueError):
+    """A results line that is not a finished run; its message says why (a skipped line's reason)."""
 
 
-def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict], dict[str, int]]:
+def _accuracy(part: Any) -> bool:
+    return (isinstance(part, dict) and isinstance(part.get("test_accuracy"), (int, float))
+            and not isinstance(part.get("test_accuracy"), bool) and 0 <= part["test_accuracy"] <= 1)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's test-B scores in a results line: its accuracy, and whatever else was measured.
+
+    Args:
+        test_accuracy: from 0 to 1; a diverged run's is chance accuracy.
+        details: the other keys as written: `test_loss` (None if diverged), `diverged` (the
+            message), `linear_probe`, and any a later fmtransfer adds.
+    """
+
+    test_accuracy: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scores":
+        return cls(d["test_accuracy"], {k: v for k, v in d.items() if k != "test_accuracy"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test_accuracy": self.test_accuracy, **self.details}
+
+    @property
+    def diverged(self) -> bool:
+        return "diverged" in self.details
+
+    @property
+    def test_loss(self) -> float | None:
+        return self.details.get("test_loss")
+
+    @property
+    def linear_probe(self) -> float | None:
+        """The probe's test-B accuracy on pretrained features, if the run measured one."""
+        probe = self.details.get("linear_probe")
+        return probe if isinstance(probe, float) else None
+
+
+# A results line's fields besides the axes', in the order written; the runner writes every one,
+# older fmtransfers only some, so those after `result` are optional (None: not in the line).
+_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run: a line of a study's results files.
+
+    `from_dict(to_dict())` is the identity, and `to_dict(from_dict(line))` is the line as read
+    (an older line's in today's form, see `_normalised`), keys a later fmtransfer adds included.
+
+    Args:
+        id: the run id, `key.run_id(contender)` for every line the runner writes.
+        key: the grid point, one value per axis.
+        contender: the contender's name.
+        baseline: the baseline's scores at the same seed and point (the same for every contender).
+        result: the contender's scores.
+        learning_rates: the (frozen, fine-tune) rates the run used.
+        settings: `run_fingerprint` of the settings the run depended on beyond the axes; opaque.
+        built_on: per need (model_a, encoder:...), the record of the artifact the run used.
+        seconds: time spent, per part; `finished`: when, local time. Neither is a result.
+        extra: keys this fmtransfer does not know, kept as read.
+
+    Example:
+        >>> record = RunRecord.from_dict(json.loads(line))
+        >>> record.result.test_accuracy - record.baseline.test_accuracy
+    """
+
+    id: str
+    key: RunKey
+    contender: str
+    baseline: Scores
+    result: Scores
+    learning_rates: Any = None
+    settings: Any = None
+    built_on: Any = None
+    seconds: Any = None
+    finished: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
+             settings: str, built_on: dict, seconds: dict) -> "RunRecord":
+        """The record of a run the runner just finished, stamped now."""
+        t = run_config.transfer
+        return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
+                   learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
+                   built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    @classmethod
+    def from_dict(cls, line: Any) -> "RunRecord":
+        """A results line (parsed JSON) as a record; `BadRecord` says why it is not a finished run."""
+        line = _normalised(line)
+        if not isinstance(line, dict):
+            raise BadRecord("not a JSON object")
+        if not isinstance(line.get("id"), str):
+            raise BadRecord("a bad or missing 'id'")
+        try:
+            key = RunKey.from_json(line)
+        except ValueError as e:
+            raise BadRecord(str(e)) from None
+        if not isinstance(line.get("contender"), str):
+            raise BadRecord("a bad or missing 'contender'")
+        for part in ("baseline", "result"):
+            if not _accuracy(line.get(part)):
+                raise BadRecord(f"a bad or missing {part!r}")
+        known = {"id", *key.values, "contender", "baseline", "result"}
+        optional = {k: line[k] for k in _OPTIONAL if line.get(k) is not None}
+        return cls(line["id"], key, line["contender"], Scores.from_dict(line["baseline"]),
+                   Scores.from_dict(line["result"]), **optional,
+                   extra={k: v for k, v in line.items() if k not in known and k not in optional})
+
+    def to_dict(self) -> dict[str, Any]:
+        optional = {k: getattr(self, k) for k in _OPTIONAL if getattr(self, k) is not None}
+        return {"id": self.id, **self.key.to_json(), "contender": self.contender,
+                **{k: optional.pop(k) for k in _OPTIONAL[:2] if k in optional},
+                "baseline": self.baseline.to_dict(), "result": self.result.to_dict(), **optional, **self.extra}
+
+    @property
+    def gain(self) -> float:
+        """The contender's test-B accuracy less the baseline's."""
+        return self.result.test_accuracy - self.baseline.test_accuracy
+
+
+def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRecord], dict[str, int]]:
     """Every finished run in the directory, merged over shards, and how many lines were skipped, by reason.
 
     A line that is not a finished run (a torn last line, a wrong shape, another type) is skipped,
@@ -104,30 +214,49 @@ def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict]
     a valid record of the same run, which is looked for in every line. Lines of an older
     fmtransfer, which carry no fingerprint, are taken as they are.
     """
-    found: dict[str, dict] = {}
+    found: dict[str, RunRecord] = {}
     skipped: dict[str, int] = {}
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
-                record = _normalised(json.loads(line))
-            except (json.JSONDecodeError, TypeError, KeyError):
-                record = None
-            reason = "unreadable JSON" if record is None else _problem(record)
-            if reason is None and cfg is not None and "settings" in record \
-                    and record["settings"] != run_fingerprint(cfg, record["contender"]):
-                reason = "made with other settings"
+                record = RunRecord.from_dict(json.loads(line))
+            except json.JSONDecodeError:
+                reason = "unreadable JSON"
+            except BadRecord as e:
+                reason = str(e)
+            else:
+                reason = None
+                if cfg is not None and record.settings is not None \
+                        and record.settings != run_fingerprint(cfg, record.contender):
+                    reason = "made with other settings"
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
-            found.setdefault(record["id"], record)
+            found.setdefault(record.id, record)
     return list(found.values()), skipped
 
 
+def load_records(study_dir: Path, cfg: Config | None = None) -> list[RunRecord]:
+    """Every finished run in the directory (see `read_records`)."""
+    return read_records(study_dir, cfg)[0]
+
+
+def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict], dict[str, int]]:
+    """`read_records`, each record as its JSON line's dict."""
+    records, skipped = read_records(study_dir, cfg)
+    return [r.to_dict() for r in records], skipped
+
+
 def load_results(study_dir: Path, cfg: Config | None = None) -> list[dict]:
-    """Every finished run in the directory (see `read_results`)."""
+    """Every finished run in the directory, as dicts (see `read_records`)."""
     return read_results(study_dir, cfg)[0]
+
+
+def append_record(path: Path, record: RunRecord) -> None:
+    """Append a finished run's line to a results file (see `append_result`)."""
+    append_result(path, record.to_dict())
 
 
 def append_result(path: Path, record: dict) -> None:

@@ -1,4 +1,5 @@
-"""A study's report: its cells summarised, ranked as a leaderboard, written as Markdown and drawn."""
+"""A study's report: its cells summarised, ranked as a leaderboard, shown as a table, written as Markdown
+and drawn."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from fmtransfer import contenders
 from fmtransfer.config import Config
-from fmtransfer.report import figures, save_figure
-from fmtransfer.study.axes import grid, study_contenders
-from fmtransfer.study.records import config_from, load_results, read_meta, read_results, settings_fingerprint
+from fmtransfer.report import figures, mean_std, pct, ratio_text, save_figure
+from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
+from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
 from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
 
 
@@ -49,33 +51,48 @@ def report(study_dir: str | Path) -> StudyResult:
     study_dir = Path(study_dir)
     meta = read_meta(study_dir)
     config = config_from(meta["config"], study_dir)
-    results, skipped = read_results(study_dir, config)
-    cells: dict[tuple, list[dict]] = {}
-    order = {name: i for i, name in enumerate(contenders.names())}
-    for r in sorted(results, key=lambda r: (r["pair"], r["b_train_size"], str(r["reuse_layers"]), r["preset"],
-                                            order.get(r["contender"], 99), r["contender"], r["seed"])):
-        cells.setdefault((tuple(r["pair"]), r["b_train_size"], r["reuse_layers"], r["preset"], r["contender"]),
-                         []).append(r)
+    results, skipped = read_records(study_dir, config)
     summary = []
     book_settings = settings_fingerprint(config) == settings_fingerprint(Config())  # the book's epochs, model...
-    for (pair, size, reuse, preset, name), runs in cells.items():
+    book_point = grid(Config())[0].cell_point
+    for (_, name), runs in _cells(results).items():
         title = contenders.get(name).title if name in contenders.names() else name
-        base = [r["baseline"]["test_accuracy"] for r in runs]
-        mine = [r["result"]["test_accuracy"] for r in runs]
-        cell = Cell(contender=name, title=title, pair=list(pair), b_train_size=size, reuse_layers=reuse, preset=preset,
-                    seeds=[r["seed"] for r in runs], **paired_stats(base, mine), baseline_accuracies=base,
-                    accuracies=mine, diverged=sum("diverged" in r["result"] for r in runs),
-                    baseline_diverged=sum("diverged" in r["baseline"] for r in runs))
-        probes = [r["result"]["linear_probe"] for r in runs if isinstance(r["result"].get("linear_probe"), float)]
+        base = [r.baseline.test_accuracy for r in runs]
+        mine = [r.result.test_accuracy for r in runs]
+        cell = Cell(contender=name, title=title, point=runs[0].key.cell_point, seeds=[r.key.seed for r in runs],
+                    **paired_stats(base, mine), baseline_accuracies=base, accuracies=mine,
+                    diverged=sum(r.result.diverged for r in runs),
+                    baseline_diverged=sum(r.baseline.diverged for r in runs))
+        probes = [r.result.linear_probe for r in runs if r.result.linear_probe is not None]
         cell.linear_probe = float(np.mean(probes)) if probes else None
-        if name == "transfer" and book_settings and (pair, size, reuse, preset) == (
-                BOOK["pair"], BOOK["b_train_size"], BOOK["reuse_layers"], BOOK["preset"]):
-            cell.book = book_placement(runs)
+        if name == "transfer" and book_settings and cell.point == book_point:
+            cell.book = book_placement(base, mine)
         summary.append(cell)
     holm(summary)
     in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
-    return StudyResult(str(study_dir), len(results), len(in_grid | {r["id"] for r in results}), summary,
+    return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
                        meta["config"], skipped=skipped)
+
+
+def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    """The records of each cell, (setting, contender) -> runs in seed order; cells in the report's order."""
+    order = {name: i for i, name in enumerate(contenders.names())}
+    cells: dict[tuple, list[RunRecord]] = {}
+    for r in sorted(records, key=lambda r: (r.key.setting, order.get(r.contender, 99), r.contender, r.key.seed)):
+        cells.setdefault((r.key.setting, r.contender), []).append(r)
+    return cells
+
+
+def _words(cell: Cell, sep: str = ", ", skip: tuple[str, ...] = ()) -> str:
+    """A cell's grid point as the report's headings write it: "classes 5 vs 6, 200 images, ..."."""
+    return sep.join(a.words(a.from_json(cell.point[a.name])) for a in cell_axes()
+                    if a.name in cell.point and a.name not in skip)
+
+
+def _label(cell: Cell, skip: tuple[str, ...] = ()) -> str:
+    """A cell's grid point in a short label: "5 vs 6, n=200, reuse all, book"."""
+    return ", ".join(a.short(a.from_json(cell.point[a.name])) for a in cell_axes()
+                     if a.name in cell.point and a.name not in skip)
 
 
 def leaderboard(result: "StudyResult") -> list[Cell]:
@@ -92,8 +109,8 @@ def markdown(result: "StudyResult") -> str:
             setting = c.setting
             # The baseline's line: from the contender with the most seeds, which has all of them.
             base = max((d for d in ranked if d.setting == setting), key=lambda d: d.n)
-            out += ["", f"Classes {c.pair[0]} vs {c.pair[1]}, {c.b_train_size} images, reuse {c.reuse_layers}, "
-                        f"{c.preset} rates; baseline {100 * base.baseline_mean:.2f}% ± "
+            where = _words(c)
+            out += ["", f"{where[:1].upper()}{where[1:]}; baseline {100 * base.baseline_mean:.2f}% ± "
                         f"{100 * (base.baseline_std or 0):.2f} over {base.n} seeds", "",
                     "| rank | contender | accuracy % | gain, points (95% CI) | W/T/L | p | p (Holm) | linear probe % |",
                     "|---:|---|---:|---|---:|---:|---:|---:|"]
@@ -107,6 +124,53 @@ def markdown(result: "StudyResult") -> str:
     return "\n".join(out).strip() + "\n"
 
 
+def table(summary: dict) -> Table:
+    """The report (`StudyResult.to_dict()`) as a rich table: one row per cell, a column per axis."""
+    out = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
+                      "test-B accuracy, paired over seeds")
+    shown = [a for a in cell_axes() if any(a.name in c for c in summary["cells"])]
+    out.add_column("contender")
+    for a in shown:
+        out.add_column(a.heading, justify=a.justify)
+    for name in ("seeds", "baseline", "contender acc", "gain, pts (95% CI)", "err ÷", "W/T/L", "p", "p Holm", "probe"):
+        out.add_column(name, justify="right")
+
+    def point(c: dict) -> tuple:
+        return tuple(a.order(a.from_json(c[a.name])) if a.name in c else "" for a in shown)
+
+    for c in sorted(summary["cells"], key=lambda c: (point(c), -c["mean_difference"])):
+        ci = c["ci95"]
+        gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
+        out.add_row(c["title"], *(a.text(a.from_json(c[a.name])) if a.name in c else "-" for a in shown),
+                    str(c["n"]), mean_std(c["baseline_mean"], c["baseline_std"]),
+                    mean_std(c["transfer_mean"], c["transfer_std"]), gain, ratio_text(c["error_rate_ratio"]),
+                    f"{c['wins']}/{c['ties']}/{c['losses']}",
+                    "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
+                    "-" if c.get("p_holm") is None else f"{c['p_holm']:.2g}",
+                    "-" if c.get("linear_probe") is None else f"{100 * c['linear_probe']:.2f}")
+    notes = []
+    for c in summary["cells"]:
+        if "book" in c:
+            b = c["book"]
+            notes.append(f"The book's {pct(b['baseline'])} -> {pct(b['transfer'])} (gain {100 * b['gain']:+.2f} pts, "
+                         f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
+                         f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
+                         "error rate as much.")
+    for c in summary["cells"]:
+        if c.get("diverged") or c.get("baseline_diverged"):
+            where = ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c)
+            notes.append(f"{c['title']}, {where}: {c['diverged']} of {c['n']} runs diverged "
+                         f"(baseline: {c['baseline_diverged']}), counted at chance accuracy.")
+    for reason, n in summary.get("skipped", {}).items():
+        notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
+    notes.append("Ranked by gain within each setting. Accuracies in %, mean±sd over seeds. Gain = contender - "
+                 "baseline; CI: Student t; err ÷: baseline error / contender error; p: Wilcoxon signed-rank, "
+                 "two-sided, Pratt's ties; p Holm: corrected over the contenders of the same setting; probe: "
+                 "linear probe on the pretrained features.")
+    out.caption = "\n".join(notes)
+    return out
+
+
 def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.2g}"
 
@@ -118,52 +182,50 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     study_dir = Path(study_dir)
     out_dir = study_dir / "plots"
     out_dir.mkdir(exist_ok=True)
-    results = load_results(study_dir, config_from(summary.config))
+    runs_of = _cells(load_records(study_dir, config_from(summary.config)))
     written = []
-    for cell in (c.to_dict() for c in summary.cells):
-        runs = sorted((r for r in results if (r["pair"], r["b_train_size"], r["reuse_layers"], r["preset"],
-                                              r["contender"]) == (cell["pair"], cell["b_train_size"],
-                                                                  cell["reuse_layers"], cell["preset"],
-                                                                  cell["contender"])),
-                      key=lambda r: r["seed"])
+    for cell in summary.cells:
+        runs = runs_of.get((cell.setting, cell.contender), [])
         fig, ax = figs.subplots(figsize=(6, 4))
         xs = np.arange(len(runs))
-        base = [100 * r["baseline"]["test_accuracy"] for r in runs]
-        trans = [100 * r["result"]["test_accuracy"] for r in runs]
+        base = [100 * r.baseline.test_accuracy for r in runs]
+        trans = [100 * r.result.test_accuracy for r in runs]
         for x, b, t in zip(xs, base, trans):
             ax.plot([x, x], [b, t], color="green" if t > b else "red" if t < b else "grey", lw=1)
         ax.scatter(xs, base, label="baseline (from scratch)", marker="o", color="tab:blue", zorder=3)
-        ax.scatter(xs, trans, label=cell["title"], marker="^", color="tab:orange", zorder=3)
-        if "book" in cell:
+        ax.scatter(xs, trans, label=cell.title, marker="^", color="tab:orange", zorder=3)
+        if cell.book is not None:
             ax.axhline(100 * BOOK["baseline"], color="tab:blue", ls=":", lw=1, label="book baseline 97.05%")
             ax.axhline(100 * BOOK["transfer"], color="tab:orange", ls=":", lw=1, label="book transfer 99.25%")
-        ax.set_xticks(xs, [str(r["seed"]) for r in runs], fontsize=7)
+        ax.set_xticks(xs, [str(r.key.seed) for r in runs], fontsize=7)
         ax.set_xlabel("seed")
         ax.set_ylabel("test B accuracy (%)")
-        p = cell["p_value"]
-        ax.set_title(f"{cell['title']}: classes {cell['pair'][0]} vs {cell['pair'][1]}, {cell['b_train_size']} images, "
-                     f"reuse {cell['reuse_layers']}, {cell['preset']}\n"
-                     f"W/T/L {cell['wins']}/{cell['ties']}/{cell['losses']}"
+        p = cell.p_value
+        ax.set_title(f"{cell.title}: {_words(cell)}\n"
+                     f"W/T/L {cell.wins}/{cell.ties}/{cell.losses}"
                      + (f", Wilcoxon p={p:.3g}" if p is not None else ""), fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        prefix = "" if cell["contender"] == "transfer" else f"{cell['contender']}-"
-        path = out_dir / (f"paired-{prefix}pair{cell['pair'][0]}v{cell['pair'][1]}-n{cell['b_train_size']}"
-                          f"-reuse{cell['reuse_layers']}-{cell['preset']}.png")
+        prefix = "" if cell.contender == "transfer" else f"{cell.contender}-"
+        point = "-".join(a.id(a.from_json(cell.point[a.name])) for a in cell_axes() if a.name in cell.point)
+        path = out_dir / f"paired-{prefix}{point}.png"
         save_figure(fig, path)
         written.append(path)
     fig, ax = figs.subplots(figsize=(6, 4))
-    lines: dict[tuple, list[dict]] = {}
-    for cell in (c.to_dict() for c in summary.cells):
-        lines.setdefault((cell["title"], tuple(cell["pair"]), cell["reuse_layers"], cell["preset"]), []).append(cell)
-    for (title, pair, reuse, preset), cells in lines.items():
-        cells = sorted(cells, key=lambda c: c["b_train_size"])
-        sizes = [c["b_train_size"] for c in cells]
-        means = [100 * c["mean_difference"] for c in cells]
-        lo = [100 * (c["mean_difference"] - c["ci95"][0]) if c["ci95"] else 0 for c in cells]
-        hi = [100 * (c["ci95"][1] - c["mean_difference"]) if c["ci95"] else 0 for c in cells]
+    # One line per cell but for the size: its gain against the task-B training size.
+    size = axis("b_train_size")
+    lines: dict[tuple, list[Cell]] = {}
+    for cell in summary.cells:
+        rest = tuple(str(cell.point.get(a.name)) for a in cell_axes() if a is not size)
+        lines.setdefault((cell.title, rest), []).append(cell)
+    for (title, _), cells in lines.items():
+        cells = sorted(cells, key=lambda c: c.point[size.name])
+        sizes = [c.point[size.name] for c in cells]
+        means = [100 * c.mean_difference for c in cells]
+        lo = [100 * (c.mean_difference - c.ci95[0]) if c.ci95 else 0 for c in cells]
+        hi = [100 * (c.ci95[1] - c.mean_difference) if c.ci95 else 0 for c in cells]
         ax.errorbar(sizes, means, yerr=[lo, hi], marker="o", capsize=3,
-                    label=f"{title}: {pair[0]} vs {pair[1]}, reuse {reuse}, {preset}")
+                    label=f"{title}: {_label(cells[0], skip=(size.name,))}")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("task-B training images")
@@ -180,7 +242,7 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
 
 
 def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
-    """The leaderboard: one row per contender, one panel per setting (pair, size, reuse, preset),
+    """The leaderboard: one row per contender, one panel per setting (the axes but the seed),
     each contender's mean gain over the baseline with its 95% CI; green or red where Holm's
     correction still finds a difference. A gain far below the others (a contender that fails)
     would squash the rest into a point: it is drawn at the panel's edge, its value written."""
@@ -195,7 +257,6 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     fig, axes = figs.subplots(1, len(settings), figsize=(3.6 * len(settings) + 2.4, 0.4 * len(names) + 1.4),
                               squeeze=False, sharey=True)
     for ax, setting in zip(axes[0], settings):
-        pair, size, reuse, preset = setting
         for y, title in enumerate(names):
             c = next((c for c in summary.cells if c.title == title and c.setting == setting), None)
             if c is None:
@@ -212,7 +273,7 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
                 ax.plot(mean, y, "o", color=colour)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlim(left - 0.3, right)
-        ax.set_title(f"{pair[0]} vs {pair[1]}, n={size}, reuse {reuse}, {preset}", fontsize=8)
+        ax.set_title(_label(next(c for c in summary.cells if c.setting == setting)), fontsize=8)
         ax.set_xlabel("gain, points (95% CI)", fontsize=8)
     axes[0][0].set_yticks(range(len(names)), names, fontsize=8)
     fig.suptitle("Contenders against the baseline, paired over seeds (colour: Holm-corrected p < 0.05)",

@@ -1,4 +1,5 @@
-"""Running a study: this shard's unfinished runs, in this process or in worker processes, each appended as it finishes."""
+"""Running a study: this shard's unfinished runs, in this process or in worker processes (`pool`), each
+recorded as it finishes."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from typing import Any
 import numpy as np
 
 from fmtransfer import contenders
-from fmtransfer.config import LR_PRESETS, Config
-from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
-from fmtransfer.io import locked
+from fmtransfer.config import Config
+from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.io import locked, refuse_if_locked
 from fmtransfer.report import Reporter
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.cache import Cache
-from fmtransfer.study.records import append_result, check_study_dir, load_results, results_path, run_fingerprint
+from fmtransfer.study.pool import run_units
+from fmtransfer.study.records import (
+    RunRecord, append_record, check_study_dir, load_records, results_path, run_fingerprint,
+)
 from fmtransfer.study.reporting import StudyResult, report
 
 
@@ -54,10 +58,13 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     jobs = parse_jobs(jobs, cfg.model.arch)
     check_grid(cfg)
     study_dir = Path(study_dir)
-    # One unsharded study per directory; the shards of an array side by side, one process each.
-    with locked(study_dir, shared=count > 1), \
-            (locked(study_dir, f".lock-{index}of{count}") if count > 1 else contextlib.nullcontext()):
-        return _run_study(cfg, study_dir, index, count, reporter, jobs)
+    # One unsharded study per directory; the shards of an array side by side, one process each;
+    # and none of them while worker processes of an earlier one (whose parent was killed) live.
+    lock = f".lock-{index}of{count}" if count > 1 else ".lock"
+    refuse_if_locked(study_dir, [".lock-workers", f"{lock}-workers"] if count > 1
+                     else [p.name for p in study_dir.glob(".lock*-workers")])
+    with locked(study_dir, shared=count > 1), (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
+        return _run_study(cfg, study_dir, index, count, reporter, jobs, workers_lock=f"{lock}-workers")
 
 
 def parse_jobs(jobs: int | str, arch: str) -> int:
@@ -93,11 +100,12 @@ def _seeds_per_unit(stack: int | str, jobs: int, n_seeds: int) -> int:
     return max(1, min(resolve_stack(stack), math.ceil(n_seeds / jobs)))
 
 
-def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1) -> StudyResult:
+def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1,
+               workers_lock: str = ".lock-workers") -> StudyResult:
     check_study_dir(cfg, study_dir)
     chosen = study_contenders(cfg)
     keys = shard(grid(cfg), index, count)
-    done = {r["id"] for r in load_results(study_dir, cfg)}
+    done = {r.id for r in load_records(study_dir, cfg)}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
     out = results_path(study_dir, index, count)
@@ -120,7 +128,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
                 for unit in units:
                     _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, per_unit)
             else:
-                _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance)
+                _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock)
     return report(study_dir)
 
 
@@ -149,65 +157,39 @@ def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, 
             _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together)
 
 
-def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance) -> None:
-    """Deal whole seeds to `jobs` spawned processes; each appends to its own results file, and
-    tells this one each run it finished, for the progress bar over the whole grid."""
-    import multiprocessing
-
+def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance,
+                 workers_lock: str) -> None:
+    """Deal whole seeds to `jobs` spawned processes (`pool.run_units`); each appends to its own
+    results file, and tells this one each run it finished, for the progress bar over the whole grid."""
     from fmtransfer import runtime
 
-    ctx = multiprocessing.get_context("spawn")  # not fork: TensorFlow is running here
-    tasks, events = ctx.Queue(), ctx.Queue()
-    for unit in units:
-        tasks.put(unit)
-    for _ in range(jobs):
-        tasks.put(None)
     # This process never set TensorFlow up: the workers apply the choice made for it.
     chosen_setup = runtime._configured or runtime._pending or {"arch": cfg.model.arch}
     setup = {**chosen_setup, "threads": runtime.threads(cfg.model.arch)}
-    workers = [ctx.Process(target=_worker, daemon=True,
-                           args=(cfg, chosen, str(study_dir), str(out.with_name(f"{out.stem}-job{k}.jsonl")),
-                                 sorted(done), setup, tasks, events)) for k in range(jobs)]
-    for w in workers:
-        w.start()
-    try:
-        running = jobs
-        while running:
-            kind, payload = events.get()
-            if kind == "run":
-                advance(payload)
-            elif kind == "done":
-                running -= 1
-            else:
-                name, message, code, key = payload
-                if key is not None:  # a setting the data refuses: said as the serial study says it
-                    raise ConfigError(*key)
-                error = (UsageError if code == 2 else FmtError)(f"a study worker failed: {message}")
-                raise error if name != "DivergedError" else FmtError(message)
-        for w in workers:
-            w.join()
-    finally:
-        for w in workers:  # on an error, Ctrl-C or SIGTERM here: no worker outlives the study
-            if w.is_alive():
-                w.terminate()
-                w.join(timeout=30)
+
+    def pending(unit: list[RunKey]) -> list[str]:
+        recorded = {r.id for r in load_records(study_dir, cfg)}
+        return [k.run_id(c) for k in unit for c in chosen if k.run_id(c) not in recorded]
+
+    run_units(units, jobs, prepare=_prepare_worker, prepare_args=(cfg, chosen, str(study_dir), str(out), sorted(done),
+                                                                  setup),
+              run=_run_in_worker, advance=advance, pending=pending, lock=(study_dir, workers_lock))
 
 
-def _worker(cfg: Config, chosen, study_dir: str, out: str, done: list[str], setup: dict, tasks, events) -> None:
+def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, done: list[str], setup: dict) -> dict:
+    """A worker's TensorFlow and dataset, once; its results go to its own file, `...-job{job}.jsonl`."""
     from fmtransfer import runtime
 
-    try:
-        runtime.setup(**setup)
-        raw = _checked_data(cfg)
-        stack = resolve_stack(cfg.study.stack)
-        finished = set(done)
-        while (unit := tasks.get()) is not None:
-            _run_unit(unit, cfg, chosen, raw, Path(study_dir), Path(out), finished,
-                      lambda run_id: events.put(("run", run_id)), stack)
-        events.put(("done", None))
-    except BaseException as e:  # reported to the parent, which stops the study with one line
-        key = (e.key, e.problem) if isinstance(e, ConfigError) else None
-        events.put(("error", (type(e).__name__, str(e) or type(e).__name__, getattr(e, "exit_code", 1), key)))
+    runtime.setup(**setup)
+    out_path = Path(out)
+    return {"cfg": cfg, "chosen": chosen, "raw": _checked_data(cfg), "study_dir": Path(study_dir),
+            "out": out_path.with_name(f"{out_path.stem}-job{job}.jsonl"), "finished": set(done),
+            "stack": resolve_stack(cfg.study.stack)}
+
+
+def _run_in_worker(state: dict, unit: list[RunKey], advance) -> None:
+    _run_unit(unit, state["cfg"], state["chosen"], state["raw"], state["study_dir"], state["out"], state["finished"],
+              advance, state["stack"])
 
 
 def chance_accuracy(split) -> float:
@@ -266,23 +248,17 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                                                                                     in contender.needs}, quiet)[1],
                                      split)
                     seconds = round(time.perf_counter() - started, 2)
-                record = {
-                    "id": key.run_id(name), "seed": key.seed, "pair": list(key.pair),
-                    "b_train_size": key.b_train_size, "reuse_layers": key.reuse_layers, "preset": key.preset,
-                    "contender": name, "learning_rates": list(LR_PRESETS[key.preset]),
-                    "settings": run_fingerprint(cfg, name),
-                    "baseline": base, "result": result,
-                    "built_on": {need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
-                                 for need in contender.needs if need in cache.info},
-                    "seconds": {"baseline": base_seconds, "contender": seconds,
-                                **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
-                                   if need in cache.info}},
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
+                record = RunRecord.made(
+                    key, name, key.config(cfg), base, result, settings=run_fingerprint(cfg, name),
+                    built_on={need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
+                              for need in contender.needs if need in cache.info},
+                    seconds={"baseline": base_seconds, "contender": seconds,
+                             **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
+                                if need in cache.info}})
                 base_seconds = 0.0  # the baseline's time is counted once, with its first run
-                append_result(out, record)
-                done.add(record["id"])
-                advance(record["id"])
+                append_record(out, record)
+                done.add(record.id)
+                advance(record.id)
 
 
 def _raised(outcome):
@@ -353,10 +329,10 @@ class _Stacked:
     def contender(self, asking: RunKey, contender, split) -> tuple[dict, float]:
         from fmtransfer import stacked
 
-        point = (asking.pair, asking.b_train_size, asking.reuse_layers, asking.preset)
+        point = asking.setting  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
-            peers = self._seeds(lambda k: (k.pair, k.b_train_size, k.reuse_layers, k.preset) == point
+            peers = self._seeds(lambda k: k.setting == point
                                 and k.run_id(contender.name) not in self.done)
             bases = {}
             for k in peers:

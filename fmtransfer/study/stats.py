@@ -9,22 +9,19 @@ from typing import Any
 import numpy as np
 
 from fmtransfer.pipeline import error_rate_ratio
+from fmtransfer.study.axes import cell_axes
 
 
+# Hands-On ML 2nd ed., 11.2.1; its grid point is the default Config's.
 BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "book",
-        "baseline": 0.9705, "transfer": 0.9925}  # Hands-On ML 2nd ed., 11.2.1
+        "baseline": 0.9705, "transfer": 0.9925}
 
 
 @dataclass
-class Cell:
-    """The paired statistics of one contender against the baseline over the seeds of one cell."""
-
+class _CellFields:
     contender: str
     title: str
-    pair: list[int]
-    b_train_size: int
-    reuse_layers: int | str
-    preset: str
+    point: dict[str, Any]  # the cell's axes but the seed, as results lines write them: {"pair": [5, 6], ...}
     seeds: list[int]
     n: int
     baseline_mean: float
@@ -46,13 +43,36 @@ class Cell:
     accuracies: list[float] = field(default_factory=list)  # the contender's, per seed
     book: dict | None = None
 
+
+class Cell(_CellFields):
+    """The paired statistics of one contender against the baseline over the seeds of one cell.
+
+    A cell's grid point is `point`, one value per axis but the seed; `cell.pair`,
+    `cell.b_train_size`, ... read it, and so may the constructor take them:
+    `Cell(contender="transfer", title="transfer", pair=[5, 6], b_train_size=200, ...)`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        named = {a.name: kwargs.pop(a.name) for a in cell_axes() if a.name in kwargs}
+        if named:
+            kwargs["point"] = {**kwargs.get("point", {}), **named}
+        super().__init__(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        point = self.__dict__.get("point", {})
+        if name in point:
+            return point[name]
+        raise AttributeError(f"Cell has no attribute or axis {name!r}")
+
     @property
     def setting(self) -> tuple:
-        """(pair, size, reuse, preset): the cells of one setting share their baseline runs."""
-        return tuple(self.pair), self.b_train_size, str(self.reuse_layers), self.preset
+        """The cell's axes but the seed, as sort keys: the cells of one setting share their baseline runs."""
+        return tuple(a.order(a.from_json(self.point[a.name])) for a in cell_axes() if a.name in self.point)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        point = d.pop("point")
+        d = {"contender": d.pop("contender"), "title": d.pop("title"), **point, **d}
         if d["book"] is None:
             del d["book"]
         return d
@@ -118,15 +138,15 @@ def holm(cells: list[Cell]) -> None:
             c.p_holm = running
 
 
-def book_placement(runs: list[dict]) -> dict:
-    """Where the book's published 97.05% -> 99.25% falls among this cell's seeds."""
+def book_placement(baseline: list[float], contender: list[float]) -> dict:
+    """Where the book's published 97.05% -> 99.25% falls among this cell's seeds, given their
+    test accuracies (the baseline's and the contender's, seed by seed)."""
     book_gain = BOOK["transfer"] - BOOK["baseline"]
-    gains = np.array([r["result"]["test_accuracy"] - r["baseline"]["test_accuracy"] for r in runs])
-    ratios = np.array([error_rate_ratio(r["baseline"]["test_accuracy"], r["result"]["test_accuracy"]) for r in runs])
+    gains = np.subtract(contender, baseline)
+    ratios = np.array([error_rate_ratio(b, t) for b, t in zip(baseline, contender)])
     book_ratio = error_rate_ratio(BOOK["baseline"], BOOK["transfer"])
     return {"baseline": BOOK["baseline"], "transfer": BOOK["transfer"], "gain": book_gain,
             "error_rate_ratio": book_ratio,
             "seeds_with_gain_at_least_book": int((gains >= book_gain - 1e-9).sum()),
             "seeds_with_ratio_at_least_book": int((ratios >= book_ratio - 1e-9).sum()),
-            "n": len(runs)}
-
+            "n": len(baseline)}
