@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from fmtransfer.errors import ConfigError, DivergedError
+
 _REGISTRY: dict[str, type["Contender"]] = {}
 SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
 
@@ -77,6 +79,9 @@ class Contender:
         sections: the config sections holding its settings.
         artifact: the run directory's file stem for it (model_b_on_ARTIFACT.keras).
         archs: the network families (`model.arch`) it can build.
+        stack_unsupported: why its seeds cannot train as one stack (`study.stack`), or None
+            where they can, through `fit_seeds`. A study trains a contender that cannot one
+            seed at a time, and says so.
     """
 
     name: ClassVar[str]
@@ -86,6 +91,8 @@ class Contender:
     sections: ClassVar[tuple[str, ...]] = ()
     artifact: ClassVar[str] = ""
     archs: ClassVar[tuple[str, ...]] = ("dense", "cnn")
+    stack_unsupported: ClassVar[str | None] = ("it trains model B by its own `fit`, not by a schedule a stack of "
+                                               "seeds can run")
 
     @classmethod
     def own_sections(cls) -> tuple[str, ...]:
@@ -102,6 +109,21 @@ class Contender:
         """Build and train the model on `split` with `cfg.seed`; return (model, result)."""
         raise NotImplementedError
 
+    def train(self, cfgs: list, split, bases: list, reporter) -> list:
+        """`fit` for each config's seed at once, config k on `bases[k]` (what `needs[0]` names,
+        None if it needs nothing): per seed (model, result) or the DivergedError that stopped it.
+        The configs differ in their seed only. One seed alone raises its DivergedError, as `fit`
+        does. Only where `stack_unsupported` is None."""
+        raise NotImplementedError(f"{self.name} cannot stack: {self.stack_unsupported}")
+
+    def fit_seeds(self, cfgs: list, split, bases: list, reporter) -> list:
+        """`train`'s results alone: per seed a ContenderResult or the DivergedError that stopped it."""
+        try:
+            made = self.train(cfgs, split, bases, reporter)
+        except DivergedError as e:  # one seed alone raises, as `fit` does
+            made = [e]
+        return [m if isinstance(m, DivergedError) else m[1] for m in made]
+
 
 def register(cls: type[Contender]) -> type[Contender]:
     """Class decorator: make a contender selectable by its `name`."""
@@ -113,8 +135,6 @@ def register(cls: type[Contender]) -> type[Contender]:
 
 
 def get(name: str) -> Contender:
-    from fmtransfer.errors import ConfigError
-
     if name not in _REGISTRY:
         raise ConfigError("contenders", f"unknown contender {name!r}; choose among {', '.join(_REGISTRY)}")
     return _REGISTRY[name]()
