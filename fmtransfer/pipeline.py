@@ -138,8 +138,9 @@ def train_models_a(cfgs: list[Config], split, reporter: Reporter | None = None) 
     from fmtransfer import models, training
 
     a = cfgs[0].train_a
-    made = training.train_from_scratch(cfgs, lambda cfg: models.build_model_a(cfg.model, n_classes=len(split.a_classes)),
-                                       a, training.MULTICLASS, (split.a_train, split.a_valid, split.a_test),
+    n_classes = len(split.a_classes)
+    made = training.train_from_scratch(cfgs, lambda cfg: models.build_model_a(cfg.model, n_classes=n_classes), a,
+                                       training.MULTICLASS, (split.a_train, split.a_valid, split.a_test),
                                        reporter or Reporter(quiet=True), "model A")
     return [m if isinstance(m, DivergedError) else
             (m[0], ModelAResult(m[2]["accuracy"], m[2]["loss"], a.epochs, a.learning_rate, m[1]["history"],

@@ -167,18 +167,19 @@ def fit(plain: list, x: np.ndarray, y: np.ndarray, *, task, epochs: int, learnin
         sums = losses * size
         return (sums, tf.reduce_sum(task.correct(yb, pred), axis=1)) if with_accuracy else (sums,)
 
-    validate = None
+    valid = None
     if validation is not None and len(validation[0]):
         valid = (tf.constant(validation[0], dtype=tf.float32), tf.constant(validation[1]))
         score = tf.function(_scorer(stack, task, per_sample))
 
-        def validate():
-            loss, correct = (t.numpy().astype(np.float64) / len(validation[0]) for t in score(*valid))
-            return {"val_loss": loss, "val_accuracy": correct} if with_accuracy else {"val_loss": loss}
+    def validate():
+        loss, correct = (t.numpy().astype(np.float64) / len(validation[0]) for t in score(*valid))
+        return {"val_loss": loss, "val_accuracy": correct} if with_accuracy else {"val_loss": loss}
 
     outcomes = loop.run_stacked(step, (x_all, y_all), size=len(x), columns=task.columns, epochs=epochs,
-                                batch_size=batch_size, seeds=seeds, what=what, key=key, validate=validate,
-                                on_diverged=stack.silence, on_epoch=on_epoch)
+                                batch_size=batch_size, seeds=seeds, what=what, key=key,
+                                validate=validate if valid is not None else None, on_diverged=stack.silence,
+                                on_epoch=on_epoch)
     stack.write_back()
     return outcomes
 

@@ -182,5 +182,6 @@ def test_in_a_stack_only_the_diverging_model_stops_and_is_silenced():
                                 seeds=[1, 2, 3], what="baseline B", key="baseline.learning_rate", inputs=inputs,
                                 on_diverged=on_diverged)
     assert silenced == [1]
-    assert isinstance(outcomes[1], DivergedError) and outcomes[1].epoch == 2 and outcomes[1].key == "baseline.learning_rate"
+    assert isinstance(outcomes[1], DivergedError)
+    assert (outcomes[1].epoch, outcomes[1].key) == (2, "baseline.learning_rate")
     assert [len(outcomes[0]), len(outcomes[2])] == [3, 3]

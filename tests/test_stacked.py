@@ -314,7 +314,8 @@ def test_a_contender_that_cannot_stack_trains_one_seed_at_a_time_and_says_why(ti
     records = {r["id"]: r for r in studies.load_results(tmp_path / "s")}
     for key in studies.grid(cfg):
         split = data.make_split(raw, key.pair, key.b_train_size, cfg.data.valid_size, cfg.data.valid_from)
-        model_a = models.load_model(tmp_path / "s" / "models" / f"a-seed{key.seed}-pair{key.pair[0]}v{key.pair[1]}.keras")
+        saved = tmp_path / "s" / "models" / f"a-seed{key.seed}-pair{key.pair[0]}v{key.pair[1]}.keras"
+        model_a = models.load_model(saved)
         _, alone = Gradual().fit(key.config(cfg), split, {"model_a": model_a}, Reporter(quiet=True))
         got = records[key.run_id("gradual")]["result"]
         assert (got["test_accuracy"], got["test_loss"]) == (alone.test_accuracy, alone.test_loss)
