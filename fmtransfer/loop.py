@@ -60,7 +60,7 @@ class Epoch:
     val_loss: float | None = None
     val_accuracy: float | None = None
     seconds: float = 0.0
-    extra: Mapping[str, float] = field(default_factory=dict)
+    extra: Mapping[str, float] = field(default_factory=dict, hash=False)  # a dict: hash the rest
 
     def __post_init__(self):
         if not isinstance(self.epoch, int) or self.epoch < 1:

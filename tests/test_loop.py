@@ -41,6 +41,7 @@ def test_a_methods_own_measures_go_between_the_training_and_validation_scores():
 def test_an_epoch_round_trips_through_json_and_checks_itself():
     record = Epoch.of(4, {"loss": 0.1, "accuracy": 0.9, "momentum": 0.9, "val_loss": 0.2}, 0.3)
     assert Epoch.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    assert len({record, Epoch.from_dict(record.to_dict())}) == 1  # a value: equal records hash alike
     with pytest.raises(ValueError, match="epoch"):
         Epoch(0, 0.1)
     with pytest.raises(ValueError, match="loss"):
