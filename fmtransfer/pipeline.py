@@ -19,6 +19,7 @@ from typing import Any
 
 from fmtransfer.config import Config
 from fmtransfer.contenders import ContenderResult
+from fmtransfer.errors import DivergedError
 from fmtransfer.report import Reporter
 
 
@@ -124,16 +125,26 @@ def paired_with_baseline(results: dict[str, ContenderResult]) -> dict[str, Conte
 
 def train_model_a(cfg: Config, split, reporter: Reporter | None = None):
     """Model A on task A's eight classes; returns (model, ModelAResult)."""
-    from fmtransfer import models, runtime, training
+    (made,) = train_models_a([cfg], split, reporter)
+    if isinstance(made, DivergedError):
+        raise made
+    return made
 
-    reporter = reporter or Reporter(quiet=True)
-    runtime.seed_everything(cfg.seed)
-    model = models.build_model_a(cfg.model, n_classes=len(split.a_classes))
-    phase = training.train_from_scratch(model, cfg.train_a, cfg, training.MULTICLASS, split.a_train,
-                                        split.a_valid, reporter, "model A")
-    test = training.evaluate(model, *training.scaled_part(split.a_test), task=training.MULTICLASS)
-    return model, ModelAResult(test["accuracy"], test["loss"], cfg.train_a.epochs, cfg.train_a.learning_rate,
-                               phase["history"], phase["seconds"])
+
+def train_models_a(cfgs: list[Config], split, reporter: Reporter | None = None) -> list:
+    """`train_model_a` for each config's seed at once (stacked where the network allows it): per
+    seed (model, ModelAResult) or the DivergedError that stopped it; one alone raises it. The
+    configs differ in their seed only."""
+    from fmtransfer import models, training
+
+    a = cfgs[0].train_a
+    n_classes = len(split.a_classes)
+    made = training.train_from_scratch(cfgs, lambda cfg: models.build_model_a(cfg.model, n_classes=n_classes), a,
+                                       training.MULTICLASS, (split.a_train, split.a_valid, split.a_test),
+                                       reporter or Reporter(quiet=True), "model A")
+    return [m if isinstance(m, DivergedError) else
+            (m[0], ModelAResult(m[2]["accuracy"], m[2]["loss"], a.epochs, a.learning_rate, m[1]["history"],
+                                m[1]["seconds"])) for m in made]
 
 
 class Dependencies:

@@ -112,7 +112,7 @@ def train(cfg: Config, x: np.ndarray, x_valid: np.ndarray, reporter: Reporter | 
                                    learning_rate=p.learning_rate, batch_size=cfg.batch_size,
                                    seed=[cfg.seed, depth], validation=(x_valid, x_valid), on_epoch=on_epoch,
                                    what=label, key=f"{section}.learning_rate")
-        steps.append({"name": name, "depth": depth, "trains": trains, "history": history,
+        steps.append({"name": name, "depth": depth, "trains": trains, "history": training.records(history),
                       "block_digests_before": before,
                       "block_digests_after": [_digest(block) for block in hidden[:depth]]})
     # Saved models carry their layers' trainable flags; transfer sets its own, but start clean.

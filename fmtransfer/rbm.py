@@ -12,20 +12,20 @@ restricted Boltzmann machines" (2010, UTML TR 2010-003):
 - weights ~ N(0, 0.01), hidden biases 0, visible biases log(p / (1 - p)) of the data's mean.
 - momentum 0.5 for the first 5 epochs, then 0.9; L2 weight decay on the weights only.
 
-An epoch is one `tf.function` call looping over the batches in-graph, as in `training.fit`, with
-the data passed as a graph argument. Sampling uses stateless random ops seeded from (seed, layer,
-epoch, step), so a run is reproducible to the bit whatever ran before it.
+An epoch is one `tf.function` call looping over the batches in-graph: `fmtransfer.loop`'s, which
+every training shares; the step here is one CD-k update. Sampling uses stateless random ops
+seeded from (seed, layer, epoch, step), so a run is reproducible to the bit whatever ran before it.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer import loop
+from fmtransfer.errors import ConfigError
+from fmtransfer.loop import Epoch
 from fmtransfer.runtime import import_keras
 
 keras = import_keras()
@@ -77,13 +77,14 @@ def _mean_field_error(v, w, bh, bv):
 
 
 def train_layer(x: np.ndarray, hidden: int, settings, *, seed: int, layer: int, x_valid: np.ndarray | None = None,
-                on_epoch=None, what: str = "RBM pretraining") -> tuple[Layer, list[dict]]:
+                on_epoch=None, what: str = "RBM pretraining") -> tuple[Layer, list[Epoch]]:
     """Train one RBM with `hidden` units on `x` by CD-k; return it and one record per epoch.
 
     `settings` is the `rbm` config section. Each record has the mean reconstruction error over
-    the epoch's batches (measured on each batch before its update) as `loss`, `val_loss` on
-    `x_valid` after the epoch when given, and the seconds it took. A non-finite loss or weight
-    raises DivergedError naming rbm.learning_rate before anything is returned.
+    the epoch's batches (measured on each batch before its update) as `loss`, the epoch's
+    momentum, `val_loss` on `x_valid` after the epoch when given, and the seconds it took. A
+    non-finite loss or weight raises DivergedError naming rbm.learning_rate before anything is
+    returned.
     """
     if settings.cd_k < 1:  # the config refuses it too; a direct caller gets the same message
         raise ConfigError("rbm.cd_k", f"CD-k needs at least 1 Gibbs step, got {settings.cd_k}")
@@ -93,10 +94,10 @@ def train_layer(x: np.ndarray, hidden: int, settings, *, seed: int, layer: int, 
     bv = tf.Variable(start.visible_bias)
     velocities = [tf.Variable(tf.zeros_like(v)) for v in (w, bh, bv)]
     lr, decay, k = float(settings.learning_rate), float(settings.weight_decay), int(settings.cd_k)
-    n, batch_size = len(x), int(settings.batch_size)
-    full_batches, rest = divmod(n, batch_size)
 
-    def step(v0, momentum, seed_pair):
+    def step(indices, batch, x_all, momentum, epoch_seed):
+        v0 = tf.gather(x_all, indices)
+        seed_pair = tf.random.experimental.stateless_fold_in(epoch_seed, batch)
         size = tf.cast(tf.shape(v0)[0], tf.float32)
         ph0 = tf.sigmoid(tf.matmul(v0, w) + bh)
         error = tf.reduce_mean(tf.square(v0 - tf.sigmoid(tf.matmul(ph0, w, transpose_b=True) + bv)))
@@ -111,41 +112,24 @@ def train_layer(x: np.ndarray, hidden: int, settings, *, seed: int, layer: int, 
         for var, velocity, grad in zip((w, bh, bv), velocities, grads):
             velocity.assign(momentum * velocity + lr * grad)
             var.assign_add(velocity)
-        return error * size
+        return (error * size,)
 
-    @tf.function
-    def run_epoch(order, x_all, momentum, seed_pair):
-        error_sum = tf.constant(0.0)
-        for i in tf.range(full_batches):
-            batch = tf.gather(x_all, order[i * batch_size:(i + 1) * batch_size])
-            error_sum += step(batch, momentum, tf.random.experimental.stateless_fold_in(seed_pair, i))
-        if rest:
-            batch = tf.gather(x_all, order[full_batches * batch_size:])
-            error_sum += step(batch, momentum, tf.random.experimental.stateless_fold_in(seed_pair, full_batches))
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in (w, bh, bv)])
-        return error_sum / n, finite
-
-    x_all = tf.constant(x, tf.float32)
-    valid = tf.constant(x_valid, tf.float32) if x_valid is not None and len(x_valid) else None
-    rng = np.random.default_rng((seed, layer))
-    history = []
-    for epoch in range(1, settings.epochs + 1):
-        started = time.perf_counter()
+    def inputs(epoch, _):
         momentum = settings.initial_momentum if epoch <= INITIAL_MOMENTUM_EPOCHS else settings.momentum
-        error, finite = run_epoch(tf.constant(rng.permutation(n), tf.int32), x_all, tf.constant(momentum, tf.float32),
-                                  tf.constant([seed, layer * 100_000 + epoch], tf.int64))
-        if not (bool(finite) and math.isfinite(float(error))):
-            raise DivergedError(what, epoch, KEY)
-        record = {"epoch": epoch, "loss": float(error), "momentum": momentum}
-        if valid is not None:
-            val_loss = float(_mean_field_error(valid, w, bh, bv))
-            if not math.isfinite(val_loss):
-                raise DivergedError(what, epoch, KEY)
-            record["val_loss"] = val_loss
-        record["seconds"] = round(time.perf_counter() - started, 4)
-        history.append(record)
-        if on_epoch:
-            on_epoch(epoch, record)
+        return ((tf.constant(momentum, tf.float32), tf.constant([seed, layer * 100_000 + epoch], tf.int64)),
+                {"momentum": momentum})
+
+    def finite():
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in (w, bh, bv)])
+
+    valid = tf.constant(x_valid, tf.float32) if x_valid is not None and len(x_valid) else None
+
+    def validate():
+        return {"val_loss": float(_mean_field_error(valid, w, bh, bv))}
+
+    history = loop.run(step, (tf.constant(x, tf.float32),), size=len(x), columns=("loss",), epochs=settings.epochs,
+                       batch_size=int(settings.batch_size), seed=(seed, layer), what=what, key=KEY, inputs=inputs,
+                       guard=finite, validate=validate if valid is not None else None, on_epoch=on_epoch)
     return Layer(w.numpy(), bh.numpy(), bv.numpy()), history
 
 
@@ -181,7 +165,8 @@ def train_stack(x: np.ndarray, sizes, settings, *, seed: int, x_valid: np.ndarra
             rbm, history = train_layer(visible, hidden, settings, seed=seed, layer=i, x_valid=visible_valid,
                                        on_epoch=on_epoch, what=f"RBM pretraining ({label})")
         steps.append({"name": f"rbm {i}", "depth": i, "trains": [f"hidden{i}"],
-                      "visible": int(visible.shape[1]), "hidden": int(hidden), "history": history,
+                      "visible": int(visible.shape[1]), "hidden": int(hidden),
+                      "history": [e.to_dict() for e in history],
                       "block_digests_before": before,
                       "block_digests_after": [digest(r) for r in trained + [rbm]]})
         trained.append(rbm)

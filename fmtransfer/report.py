@@ -40,12 +40,12 @@ class Reporter:
         with progress:
             task = progress.add_task(label, total=epochs, metrics="epoch 0")
 
-            def on_epoch(epoch: int, record: dict) -> None:
-                metrics = f"loss {record['loss']:.4f}"
-                if "accuracy" in record:
-                    metrics += f"  acc {record['accuracy']:.4f}"
-                if "val_accuracy" in record:
-                    metrics += f"  val_acc {record['val_accuracy']:.4f}"
+            def on_epoch(epoch: int, record) -> None:  # record: a loop.Epoch
+                metrics = f"loss {record.loss:.4f}"
+                if record.accuracy is not None:
+                    metrics += f"  acc {record.accuracy:.4f}"
+                if record.val_accuracy is not None:
+                    metrics += f"  val_acc {record.val_accuracy:.4f}"
                 progress.update(task, completed=epoch, metrics=metrics)
 
             try:

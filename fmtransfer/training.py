@@ -1,11 +1,11 @@
-"""Training and evaluation: Keras' own SGD and losses, driven one whole epoch per graph call.
+"""Training and evaluation: Keras' own SGD and losses, through the one in-graph epoch loop.
 
-`model.fit` runs a Python-level step for every batch; on this small network that overhead is
-most of the time (bench/ measures it). Here an epoch is one `tf.function` call looping over the
-batches in-graph. Everything that defines the experiment is kept: the same optimizer object
+Everything that defines the experiment is kept: the same optimizer object
 (keras.optimizers.SGD), losses, batch size, a fresh shuffle of the whole training set every epoch
 with the last partial batch kept (fit's semantics), and metrics averaged over the epoch's
-samples as fit reports them.
+samples as fit reports them. `fmtransfer.loop` runs the epochs; this module says what one batch
+of SGD on a Keras model does, and `fit_models` trains K models of one network: one by one, or
+as one stacked graph (`fmtransfer.stacked`) where the network allows it.
 
 Evaluation likewise scores a whole set in one graph call, traced once per model. What was tried
 besides, and what it measured, is in bench/README.md.
@@ -17,17 +17,17 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from fmtransfer import loop, runtime, stacked
 from fmtransfer.errors import DivergedError
+from fmtransfer.loop import EVAL_BATCH, Epoch, EpochCallback
 from fmtransfer.runtime import import_keras
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402  (keras first: it pins the TensorFlow backend)
-
-EVAL_BATCH = 2048  # evaluation does no backward pass, so larger batches are just faster
 
 
 @dataclass(frozen=True)
@@ -48,24 +48,33 @@ class Task:
             return tf.cast(tf.equal(tf.cast(p[..., 0] > 0.5, tf.float32), tf.cast(y > 0.5, tf.float32)), tf.float32)
         return tf.zeros(tf.shape(p)[:1])  # reconstruction has no accuracy
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """What an epoch of training reports: the loss, and the accuracy where there is one."""
+        return ("loss",) if self.name == "reconstruction" else ("loss", "accuracy")
+
 
 MULTICLASS, BINARY, RECONSTRUCTION = Task("multiclass"), Task("binary"), Task("reconstruction")
-EpochCallback = Callable[[int, dict], None]
+
+
+def _itself(weight):
+    return weight
 
 
 def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
         batch_size: int = 32, seed: int | list[int] = 42, validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch: EpochCallback | None = None, what: str = "training", key: str | None = None,
-        penalty: Callable | None = None, scales: list[float] | None = None) -> list[dict]:
+        penalty: Callable | None = None, scales: list[float] | None = None) -> list[Epoch]:
     """Train `model` in place with SGD; return one record per epoch (loss, accuracy, validation).
 
     Only the variables trainable now move: freeze or unfreeze layers before calling. A loss that
     stops being finite raises DivergedError naming `what` and the learning-rate `key` at once:
     a diverged model is never scored or saved.
 
-    `penalty()`, a scalar tensor, is added to every batch's loss (the history reports the data
-    loss alone). `scales`, one per trainable variable, multiply its gradient: with plain SGD that
-    is a per-variable learning rate, learning_rate * scale.
+    `penalty(value)`, a scalar tensor, is added to every batch's loss (the history reports the
+    data loss alone); `value(w)` is the tensor training moves for the model's weight `w`, here `w`
+    itself (a stack passes its slice). `scales`, one per trainable variable, multiply its
+    gradient: with plain SGD that is a per-variable learning rate, learning_rate * scale.
     """
     variables = model.trainable_variables
     if scales is not None and len(scales) != len(variables):
@@ -73,60 +82,58 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
     optimizer.build(variables)
     loss_fn = task.loss()
-    n = len(x)
     x_all, y_all = _tensors(x, y)
-    full_batches, rest = divmod(n, batch_size)
+    with_accuracy = len(task.columns) > 1
 
-    # The data are arguments of the graph, not constants captured in it: a captured constant
-    # lives as long as TensorFlow keeps the traced graph, which is the whole process.
-    def step(indices, x_all, y_all):
+    def step(indices, _, x_all, y_all):
         xb, yb = tf.gather(x_all, indices), tf.gather(y_all, indices)
         with tf.GradientTape() as tape:
             pred = model(xb, training=True)
             loss = loss_fn(yb, pred)
-            objective = loss + penalty() if penalty is not None else loss
+            objective = loss + penalty(_itself) if penalty is not None else loss
         gradients = tape.gradient(objective, variables)
         if scales is not None:
             gradients = [g * s for g, s in zip(gradients, scales)]
         optimizer.apply(gradients, variables)
         size = tf.cast(tf.shape(indices)[0], tf.float32)
-        return loss * size, tf.reduce_sum(task.correct(yb, pred))
-
-    @tf.function
-    def run_epoch(order, x_all, y_all):
-        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-        for i in tf.range(full_batches):
-            batch_loss, batch_correct = step(order[i * batch_size:(i + 1) * batch_size], x_all, y_all)
-            loss_sum += batch_loss
-            correct += batch_correct
-        if rest:
-            batch_loss, batch_correct = step(order[full_batches * batch_size:], x_all, y_all)
-            loss_sum += batch_loss
-            correct += batch_correct
-        return loss_sum / n, correct / n
+        return (loss * size, tf.reduce_sum(task.correct(yb, pred))) if with_accuracy else (loss * size,)
 
     # Converted once: the validation set is scored after every epoch.
     valid = _tensors(*validation) if validation is not None and len(validation[0]) else None
-    rng = np.random.default_rng(seed)
-    history = []
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        loss, accuracy = run_epoch(tf.constant(rng.permutation(n), dtype=tf.int32), x_all, y_all)
-        if not math.isfinite(float(loss)):
-            raise DivergedError(what, epoch + 1, key)
-        record = {"epoch": epoch + 1, "loss": float(loss)}
-        if task is not RECONSTRUCTION:
-            record["accuracy"] = float(accuracy)
-        if valid is not None:
-            scores = _evaluate_tensors(model, *valid, task=task, check=False)
-            if not math.isfinite(scores["loss"]):
-                raise DivergedError(what, epoch + 1, key)
-            record.update({f"val_{k}": v for k, v in scores.items()})
-        record["seconds"] = round(time.perf_counter() - started, 4)
-        history.append(record)
-        if on_epoch:
-            on_epoch(epoch + 1, record)
-    return history
+
+    def validate():
+        return {f"val_{k}": v for k, v in _evaluate_tensors(model, *valid, task=task, check=False).items()}
+
+    return loop.run(step, (x_all, y_all), size=len(x), columns=task.columns, epochs=epochs, batch_size=batch_size,
+                    seed=seed, what=what, key=key, validate=validate if valid is not None else None,
+                    on_epoch=on_epoch)
+
+
+def fit_models(plain: list, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
+               batch_size: int, seeds: list, validation: tuple | None = None, on_epoch: EpochCallback | None = None,
+               what: str = "training", key: str | None = None, penalties: list | None = None,
+               scales: list | None = None) -> list[list[Epoch] | DivergedError]:
+    """`fit` for K models of one network, model k with `seeds[k]`, `penalties[k]`, `scales[k]`;
+    per model, its records or the DivergedError that stopped it.
+
+    One model trains by `fit` itself, so its numbers are the unstacked ones to the bit. More
+    train as one stacked graph when the network stacks (`stacked.stacks`), else one by one.
+    """
+    penalties = penalties or [None] * len(plain)
+    scales = scales or [None] * len(plain)
+    if len(plain) > 1 and all(stacked.stacks(m) for m in plain):
+        return stacked.fit(plain, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
+                           batch_size=batch_size, seeds=seeds, validation=validation, on_epoch=on_epoch, what=what,
+                           key=key, penalties=penalties, scales=scales)
+    outcomes = []
+    for model, seed, penalty, scale in zip(plain, seeds, penalties, scales):
+        try:
+            outcomes.append(fit(model, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
+                                batch_size=batch_size, seed=seed, validation=validation, on_epoch=on_epoch,
+                                what=what, key=key, penalty=penalty, scales=scale))
+        except DivergedError as e:
+            outcomes.append(e)
+    return outcomes
 
 
 def scaled_part(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -134,17 +141,57 @@ def scaled_part(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.nda
     return part[0].astype(np.float32) / 255.0, part[1]
 
 
-def train_from_scratch(model, section, cfg, task: Task, train: tuple, valid: tuple, reporter, label: str) -> dict:
-    """Train a freshly built model for `section.epochs` at `section.learning_rate` (model A, the
-    baseline); return the phase record: epochs, learning rate, history, seconds."""
+def train_from_scratch(cfgs: list, build: Callable, section, task: Task, parts: tuple, reporter,
+                       label: str) -> list[tuple[Any, dict, dict] | DivergedError]:
+    """Models built by `build(cfg)` right after each config's seed, trained for `section.epochs`
+    at `section.learning_rate` (model A, the baseline), alone or stacked, then scored on the test
+    part of `parts` (train, valid, test: split parts of uint8 images).
+
+    Per config: (model, phase record, test scores) or the DivergedError that stopped it; the
+    phase record has the epochs, learning rate, history and seconds (a stacked model's share).
+    A model trained alone raises it, as `fit` does. The configs differ in their seed only.
+    """
+    plain = []
+    for cfg in cfgs:
+        runtime.seed_everything(cfg.seed)
+        plain.append(build(cfg))
+    train, valid, test = parts
     started = time.perf_counter()
     with reporter.training(label, section.epochs) as on_epoch:
-        history = fit(model, *scaled_part(train), task=task, epochs=section.epochs,
-                      learning_rate=section.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
-                      validation=scaled_part(valid), on_epoch=on_epoch, what=label,
-                      key=f"{section.NAME}.learning_rate")
-    return {"name": "train", "epochs": section.epochs, "learning_rate": section.learning_rate,
-            "history": history, "seconds": round(time.perf_counter() - started, 3)}
+        outcomes = fit_models(plain, *scaled_part(train), task=task, epochs=section.epochs,
+                              learning_rate=section.learning_rate, batch_size=cfgs[0].batch_size,
+                              seeds=[c.seed for c in cfgs], validation=scaled_part(valid), on_epoch=on_epoch,
+                              what=label, key=f"{section.NAME}.learning_rate")
+        raise_alone(outcomes)
+    seconds = round((time.perf_counter() - started) / len(plain), 3)
+    made = []
+    for model, outcome in zip(plain, outcomes):
+        scores = outcome if isinstance(outcome, DivergedError) else evaluated(model, test, task)
+        made.append(scores if isinstance(scores, DivergedError) else
+                    (model, {"name": "train", "epochs": section.epochs, "learning_rate": section.learning_rate,
+                             "history": records(outcome), "seconds": seconds}, scores))
+    return made
+
+
+def raise_alone(outcomes: list) -> None:
+    """One model alone fails as `fit` does, inside the progress bar it stops: a stack reports each
+    seed's failure instead, and the others go on."""
+    if len(outcomes) == 1 and isinstance(outcomes[0], DivergedError):
+        raise outcomes[0]
+
+
+def records(history: list[Epoch]) -> list[dict]:
+    """A history as run directories and study records keep it."""
+    return [e.to_dict() for e in history]
+
+
+def evaluated(model, part: tuple, task: Task) -> dict[str, float] | DivergedError:
+    """`evaluate` on a split part (uint8 images), or the DivergedError of a model whose predictions
+    are not finite, as an outcome."""
+    try:
+        return evaluate(model, *scaled_part(part), task=task)
+    except DivergedError as e:
+        return e
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:

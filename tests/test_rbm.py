@@ -74,8 +74,8 @@ def test_our_cd1_and_scikit_learns_fit_both_lower_the_reconstruction_error(image
     assert theirs_end < 0.8 * theirs_start, (theirs_start, theirs_end)
     assert ours_end < 0.5 * ours_start, (ours_start, ours_end)
     # The per-epoch loss is the same measure, on each batch before its update: it falls too.
-    assert history[-1]["loss"] < history[0]["loss"]
-    assert abs(history[-1]["loss"] - ours_end) < 0.5 * history[-1]["loss"]
+    assert history[-1].loss < history[0].loss
+    assert abs(history[-1].loss - ours_end) < 0.5 * history[-1].loss
 
 
 def test_cd_updates_follow_the_guides_formulas(images, monkeypatch):

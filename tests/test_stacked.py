@@ -4,6 +4,7 @@ Exact where it can be: each slice's initial weights, each seed's batch order, on
 Statistical where it cannot (reductions run in another order): a study's accuracies, paired.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_usage_error, run_cli, tiny_settings
-from fmtransfer import ConfigError
+from fmtransfer import ConfigError, contenders
 from fmtransfer import study as studies
 from fmtransfer.config import Config
 
@@ -45,7 +46,7 @@ def test_each_slice_starts_with_the_weights_the_unstacked_path_gives_that_seed(t
     cfg, split = tiny
     cfgs = [cfg.replace(**{"seed": s, "train_a.epochs": 0, "baseline.epochs": 0, "transfer.freeze_epochs": 0,
                            "transfer.fine_tune_epochs": 0}) for s in SEEDS]
-    a_stacked = stacked.train_models_a(cfgs, split)
+    a_stacked = pipeline.train_models_a(cfgs, split)
     for c, (model, _) in zip(cfgs, a_stacked):
         reference, _ = pipeline.train_model_a(c, split)
         assert all(np.array_equal(x, y) for x, y in zip(model.get_weights(), reference.get_weights()))
@@ -54,21 +55,12 @@ def test_each_slice_starts_with_the_weights_the_unstacked_path_gives_that_seed(t
     stack = stacked.Stack(plain)
     for k, m in enumerate(plain):
         assert all(np.array_equal(x, y) for x, y in zip(stack.weights_of(k), m.get_weights()))
-    for (model, _), outcome, c in zip(a_stacked, stacked.fit_transfers(contenders.get("transfer"), cfgs, split,
-                                                                       [m for m, _ in a_stacked]), cfgs):
-        reference = contenders.get("transfer").fit(c, split, {"model_a": model}, Reporter(quiet=True))
+    transfer = contenders.get("transfer")
+    quiet = Reporter(quiet=True)
+    for (model, _), outcome, c in zip(a_stacked, transfer.fit_seeds(cfgs, split, [m for m, _ in a_stacked], quiet),
+                                      cfgs):
+        reference = transfer.fit(c, split, {"model_a": model}, quiet)
         assert outcome.test_accuracy == reference[1].test_accuracy and outcome.test_loss == reference[1].test_loss
-
-
-def test_each_seed_draws_the_batch_order_of_its_own_unstacked_shuffle():
-    from fmtransfer import stacked
-
-    draws = stacked.orders([7, [7, 1]], 50)
-    reference = [np.random.default_rng(7), np.random.default_rng([7, 1])]
-    for _ in range(3):  # a fresh permutation every epoch, as training.fit draws them
-        order = next(draws)
-        assert np.array_equal(order[0], reference[0].permutation(50))
-        assert np.array_equal(order[1], reference[1].permutation(50))
 
 
 def _plain_b_models(cfg):
@@ -90,21 +82,22 @@ def test_stacked_sgd_steps_equal_separate_steps_of_each_seed(tiny, steps):
     x, y = np.concatenate([x] * 3)[:n], np.concatenate([y] * 3)[:n]
     batch = 32 if steps == 1 else 8
     before = [m.get_weights() for m in _plain_b_models(cfg)]
-    stack = stacked.Stack(_plain_b_models(cfg))
-    stacked.fit(stack, x, y, task=training.BINARY, epochs=1, learning_rate=0.5, batch_size=batch, seeds=SEEDS)
+    together = _plain_b_models(cfg)
+    stacked.fit(together, x, y, task=training.BINARY, epochs=1, learning_rate=0.5, batch_size=batch, seeds=SEEDS)
     separate = _plain_b_models(cfg)
     for model, seed in zip(separate, SEEDS):
         training.fit(model, x, y, task=training.BINARY, epochs=1, learning_rate=0.5, batch_size=batch, seed=seed)
     for k, model in enumerate(separate):
         moved = max(np.abs(a - b).max() for a, b in zip(model.get_weights(), before[k]))
         assert moved > 1e-3  # the step is large against the tolerance below
-        for got, want in zip(stack.weights_of(k), model.get_weights()):
+        for got, want in zip(together[k].get_weights(), model.get_weights()):
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
     if steps > 1:  # the same check fails when seed 0's slice is fed seed 1's batch order
-        swapped = stacked.Stack(_plain_b_models(cfg))
+        swapped = _plain_b_models(cfg)
         stacked.fit(swapped, x, y, task=training.BINARY, epochs=1, learning_rate=0.5, batch_size=batch,
                     seeds=[SEEDS[1], SEEDS[0], SEEDS[2]])
-        assert not all(np.allclose(g, w, atol=1e-5, rtol=1e-4) for g, w in zip(swapped.weights_of(0), separate[0].get_weights()))
+        assert not all(np.allclose(g, w, atol=1e-5, rtol=1e-4)
+                       for g, w in zip(swapped[0].get_weights(), separate[0].get_weights()))
 
 
 def test_a_diverging_seed_fails_as_unstacked_and_the_others_go_on(tiny):
@@ -116,8 +109,8 @@ def test_a_diverging_seed_fails_as_unstacked_and_the_others_go_on(tiny):
     plain = _plain_b_models(cfg)
     plain[1].set_weights([w * 1e30 for w in plain[1].get_weights()])  # its loss is not finite at once
     reference = [m.get_weights() for m in plain]
-    outcomes = stacked.fit(stacked.Stack(plain), x, y, task=training.BINARY, epochs=2, learning_rate=0.01,
-                           batch_size=8, seeds=SEEDS, what="baseline B", key="baseline.learning_rate")
+    outcomes = stacked.fit(plain, x, y, task=training.BINARY, epochs=2, learning_rate=0.01, batch_size=8,
+                           seeds=SEEDS, what="baseline B", key="baseline.learning_rate")
     unstacked = _plain_b_models(cfg)
     for k, model in enumerate(unstacked):
         model.set_weights(reference[k])
@@ -127,8 +120,121 @@ def test_a_diverging_seed_fails_as_unstacked_and_the_others_go_on(tiny):
         except DivergedError as e:
             assert isinstance(outcomes[k], DivergedError) and str(outcomes[k]) == str(e)
             continue
-        assert [r["loss"] for r in outcomes[k]] == pytest.approx([r["loss"] for r in history], rel=1e-5)
+        assert [r.loss for r in outcomes[k]] == pytest.approx([r.loss for r in history], rel=1e-5)
     assert [isinstance(o, DivergedError) for o in outcomes] == [False, True, False]
+
+
+# ----------------------------------------------------------------------------- every contender that stacks
+
+STACKING = [n for n in contenders.names() if contenders.get(n).stack_unsupported is None]
+
+
+@pytest.fixture(scope="module")
+def schedule(tiny):
+    """Rates and epochs large enough that every hook moves the weights well beyond the tolerance:
+    three batches an epoch (the last partial), L2-SP's pulls strong, gradual's three phases."""
+    cfg, split = tiny
+    cfg = cfg.replace(**{"batch_size": 8, "baseline.epochs": 3, "baseline.learning_rate": 0.05,
+                         "transfer.freeze_epochs": 2, "transfer.fine_tune_epochs": 2,
+                         "transfer.frozen_learning_rate": 0.05, "transfer.fine_tune_learning_rate": 0.02,
+                         "l2_sp.alpha": 2.0, "l2_sp.beta": 2.0})
+    return [cfg.replace(seed=s) for s in SEEDS[:2]], split, {}
+
+
+def _bases(contender, cfgs, split, made: dict) -> list:
+    """Each seed's base, made serially as a study's cache makes it, and kept for the module."""
+    from fmtransfer import pipeline, pretraining
+
+    if not contender.needs:
+        return [None] * len(cfgs)
+    need = contender.needs[0]
+    for cfg in cfgs:
+        if (need, cfg.seed) not in made:
+            made[need, cfg.seed] = (pipeline.train_model_a(cfg, split)[0] if need == "model_a" else
+                                    pretraining.pretrain(cfg, split, need.partition(":")[2]).encoder)
+    return [made[need, cfg.seed] for cfg in cfgs]
+
+
+def _serial(contender, cfg, split, base):
+    from fmtransfer.report import Reporter
+
+    return contender.fit(cfg, split, {contender.needs[0]: base} if contender.needs else {}, Reporter(quiet=True))
+
+
+@pytest.mark.parametrize("name", STACKING)
+def test_every_contender_that_stacks_trains_each_seed_of_a_stack_as_alone(schedule, name, monkeypatch):
+    """Through the contender's own hooks (phases, prepare, penalty, rates), stacked: the weights
+    of each seed's model B, every epoch's losses and the test scores agree with that seed
+    trained alone, to the tolerance of the exact tests above."""
+    from fmtransfer import stacked
+    from fmtransfer.report import Reporter
+
+    cfgs, split, made = schedule
+    contender = contenders.get(name)
+    bases = _bases(contender, cfgs, split, made)
+    calls = []
+    real_fit = stacked.fit
+    monkeypatch.setattr(stacked, "fit", lambda plain, *a, **k: calls.append(len(plain)) or real_fit(plain, *a, **k))
+    together = contender.train(cfgs, split, bases, Reporter(quiet=True))
+    assert calls and set(calls) == {len(cfgs)}, "the seeds did not train as one stack"
+    monkeypatch.undo()
+    for cfg, base, (model, result) in zip(cfgs, bases, together):
+        ref_model, ref = _serial(contender, cfg, split, base)
+        for got, want in zip(model.get_weights(), ref_model.get_weights()):
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+        assert [p["name"] for p in result.phases] == [p["name"] for p in ref.phases]
+        assert [h["loss"] for h in result.history] == pytest.approx([h["loss"] for h in ref.history], rel=1e-5)
+        assert [h["val_loss"] for h in result.history] == pytest.approx([h["val_loss"] for h in ref.history], rel=1e-5)
+        assert result.test_loss == pytest.approx(ref.test_loss, rel=1e-4)
+        assert result.test_accuracy == ref.test_accuracy
+        assert result.details == ref.details  # the probe, on each seed's own base
+    assert not all(np.array_equal(a, b) for a, b in zip(together[0][0].get_weights(), together[1][0].get_weights()))
+
+
+@pytest.mark.parametrize("name", ["l2-sp", "gradual"])
+def test_the_penalty_and_the_rates_move_a_stacked_seed_beyond_the_tolerance(schedule, name):
+    """So the test above can fail: without L2-SP's penalty or gradual's per-layer rates, the
+    stacked weights would be off by more than its tolerance."""
+    from fmtransfer.report import Reporter
+
+    cfgs, split, made = schedule
+    contender = contenders.get(name)
+    bases = _bases(contender, cfgs, split, made)
+    hooked = contender.train(cfgs, split, bases, Reporter(quiet=True))
+    plain = type(contender)()
+    if name == "l2-sp":
+        plain.penalty = lambda *a: None
+    else:
+        phases = contender.phases
+        plain.phases = lambda *a: [dataclasses.replace(p, rates=None) for p in phases(*a)]
+    unhooked = plain.train(cfgs, split, bases, Reporter(quiet=True))
+    for (a, _), (b, _) in zip(hooked, unhooked):
+        assert not all(np.allclose(x, y, atol=1e-5, rtol=1e-4) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_a_seed_diverging_in_a_stacked_phase_is_recorded_and_the_others_finish(schedule, monkeypatch):
+    """Seed 1 diverges in the frozen phase (as if its loss had stopped being finite): it is
+    recorded so, trains no further, and seed 0 goes on alone to the unstacked result."""
+    from fmtransfer import stacked
+    from fmtransfer.errors import DivergedError
+    from fmtransfer.report import Reporter
+
+    cfgs, split, made = schedule
+    transfer = contenders.get("transfer")
+    bases = _bases(transfer, cfgs, split, made)
+    real_fit, trained = stacked.fit, []
+
+    def fit(plain, *args, what, key, **kwargs):
+        outcomes = real_fit(plain, *args, what=what, key=key, **kwargs)
+        trained.append((what, len(plain)))
+        return [outcomes[0], DivergedError(what, 1, key)] if len(trained) == 1 else outcomes
+
+    monkeypatch.setattr(stacked, "fit", fit)
+    outcomes = transfer.fit_seeds(cfgs, split, bases, Reporter(quiet=True))
+    assert trained == [("B on A: frozen", 2)]  # the fine-tune phase had one seed left: trained alone
+    assert isinstance(outcomes[1], DivergedError) and outcomes[1].key == "transfer.frozen_learning_rate"
+    reference = _serial(transfer, cfgs[0], split, bases[0])[1]
+    assert outcomes[0].test_loss == pytest.approx(reference.test_loss, rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -182,6 +288,37 @@ def test_a_stacked_study_gives_the_unstacked_accuracies_and_results_lines(tiny_d
     again = studies.run_study(cfg.replace(**{"study.seeds": list(range(1, 11))}), tmp_path / "stacked", stack=5)
     assert again.runs_finished == 20
     assert {r["id"]: r for r in studies.load_results(tmp_path / "stacked") if r["id"] in lines} == lines
+
+
+@pytest.mark.slow
+def test_a_contender_that_cannot_stack_trains_one_seed_at_a_time_and_says_why(tiny_data, tmp_path, monkeypatch):
+    """Under --stack, a contender declaring `stack_unsupported` is never stacked: a warning gives
+    its reason once, and its runs are its unstacked `fit` on each seed's model A, to the bit."""
+    import warnings
+
+    from fmtransfer import data, models
+    from fmtransfer.contenders.finetune import Gradual
+    from fmtransfer.report import Reporter
+
+    monkeypatch.setattr(Gradual, "stack_unsupported", "a test says it cannot")
+    monkeypatch.setattr(Gradual, "fit_seeds", lambda *a, **k: pytest.fail("a contender that cannot stack was stacked"))
+    cfg = Config().replace(**tiny_settings(tiny_data), **{"study.seeds": [1, 2], "study.b_train_sizes": [20],
+                                                           "study.reuse_layers": ["all"],
+                                                           "contenders": ["transfer", "gradual"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        studies.run_study(cfg, tmp_path / "s", stack=2)
+    said = [str(w.message) for w in caught if "one seed at a time" in str(w.message)]
+    assert said == ["study.stack: gradual trains one seed at a time, since a test says it cannot"]
+    raw = data.load(cfg.data)
+    records = {r["id"]: r for r in studies.load_results(tmp_path / "s")}
+    for key in studies.grid(cfg):
+        split = data.make_split(raw, key.pair, key.b_train_size, cfg.data.valid_size, cfg.data.valid_from)
+        saved = tmp_path / "s" / "models" / f"a-seed{key.seed}-pair{key.pair[0]}v{key.pair[1]}.keras"
+        model_a = models.load_model(saved)
+        _, alone = Gradual().fit(key.config(cfg), split, {"model_a": model_a}, Reporter(quiet=True))
+        got = records[key.run_id("gradual")]["result"]
+        assert (got["test_accuracy"], got["test_loss"]) == (alone.test_accuracy, alone.test_loss)
 
 
 _PARENT = """

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from fmtransfer import config
-from fmtransfer.errors import ConfigError
+from fmtransfer.errors import ConfigError, DivergedError
 
 ENTRY_POINTS = "fmtransfer.contenders"  # the entry-point group plug-ins register in
 SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
@@ -99,6 +99,9 @@ class Contender:
         order: where tables, `--help` and `all` list it: the built-ins by tens, then the rest
             (plug-ins, in their names' order). Like `artifact`, read from the class itself, never
             inherited, so a subclass of TransferFromA does not take transfer's place or files.
+        stack_unsupported: why its seeds cannot train as one stack (`study.stack`), or None
+            where they can, through `fit_seeds`. A study trains a contender that cannot one
+            seed at a time, and says so.
     """
 
     name: ClassVar[str]
@@ -110,6 +113,8 @@ class Contender:
     artifact: ClassVar[str] = ""
     archs: ClassVar[tuple[str, ...]] = ("dense", "cnn")
     order: ClassVar[int] = PLUGIN_ORDER
+    stack_unsupported: ClassVar[str | None] = ("it trains model B by its own `fit`, not by a schedule a stack of "
+                                               "seeds can run")
 
     @classmethod
     def own_sections(cls) -> tuple[str, ...]:
@@ -125,6 +130,21 @@ class Contender:
     def fit(self, cfg, split, deps: Mapping[str, Any], reporter) -> tuple[Any, ContenderResult]:
         """Build and train the model on `split` with `cfg.seed`; return (model, result)."""
         raise NotImplementedError
+
+    def train(self, cfgs: list, split, bases: list, reporter) -> list:
+        """`fit` for each config's seed at once, config k on `bases[k]` (what `needs[0]` names,
+        None if it needs nothing): per seed (model, result) or the DivergedError that stopped it.
+        The configs differ in their seed only. One seed alone raises its DivergedError, as `fit`
+        does. Only where `stack_unsupported` is None."""
+        raise NotImplementedError(f"{self.name} cannot stack: {self.stack_unsupported}")
+
+    def fit_seeds(self, cfgs: list, split, bases: list, reporter) -> list:
+        """`train`'s results alone: per seed a ContenderResult or the DivergedError that stopped it."""
+        try:
+            made = self.train(cfgs, split, bases, reporter)
+        except DivergedError as e:  # one seed alone raises, as `fit` does
+            made = [e]
+        return [m if isinstance(m, DivergedError) else m[1] for m in made]
 
 
 # ----------------------------------------------------------------------------- registering

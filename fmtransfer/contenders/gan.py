@@ -24,13 +24,12 @@ The recipe is the one usually found stable for small GANs on (Fashion-)MNIST:
 Both networks step together, as in TensorFlow's DCGAN tutorial: one generated batch gives both
 losses and both updates (simultaneous gradient steps), which costs about half the forward
 passes of alternating steps; docs/pretrain.md gives the time against model A's. The whole
-epoch is one graph call, as in `training.fit`.
+epoch is one graph call of `fmtransfer.loop`, as every training's.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 from fmtransfer.config import Section, setting
@@ -135,8 +134,7 @@ def train(cfg, x: np.ndarray, x_valid: np.ndarray, reporter=None):
     """
     import numpy as np  # here, not at the top: the registry imports this module for `fmtransfer --help`
 
-    from fmtransfer import models, training
-    from fmtransfer.errors import DivergedError
+    from fmtransfer import loop, models, training
     from fmtransfer.report import Reporter
 
     tf = training.tf
@@ -149,17 +147,17 @@ def train(cfg, x: np.ndarray, x_valid: np.ndarray, reporter=None):
     g_opt = keras.optimizers.Adam(learning_rate=g.learning_rate, beta_1=g.beta_1)
     d_opt.build(d_vars)
     g_opt.build(g_vars)
-    n, batch_size, codings, real_label = len(x), g.batch_size, g.codings, g.real_label
-    full_batches, rest = divmod(n, batch_size)
+    codings, real_label = g.codings, g.real_label
 
     def bce(target, logits):  # per-sample binary cross-entropy on logits: stable where sigmoid saturates
         return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), target), logits=logits)
 
-    def step(indices, x_all, seed):
+    def step(indices, batch, x_all, epoch_seed):
         real = tf.gather(x_all, indices)
         size = tf.shape(indices)[0]
         # Stateless noise from (epoch seed, batch): a run is reproducible whatever ran before it.
-        z = tf.random.stateless_normal([size, codings], seed=seed)
+        noise_seed = tf.random.experimental.stateless_fold_in(epoch_seed, batch)
+        z = tf.random.stateless_normal([size, codings], seed=noise_seed)
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
             fake = generator(z, training=True)
             real_logits = discriminator(real, training=True)
@@ -170,44 +168,24 @@ def train(cfg, x: np.ndarray, x_valid: np.ndarray, reporter=None):
         d_opt.apply(d_tape.gradient(d_loss, d_vars), d_vars)
         g_opt.apply(g_tape.gradient(g_loss, g_vars), g_vars)
         w = tf.cast(size, tf.float32)
-        return tf.stack([d_loss * w, g_loss * w,
-                         tf.reduce_sum(tf.cast(real_logits > 0, tf.float32)),
-                         tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32))])
+        return (d_loss * w, g_loss * w, tf.reduce_sum(tf.cast(real_logits > 0, tf.float32)),
+                tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32)))
 
-    @tf.function
-    def run_epoch(order, x_all, seed):
-        sums = tf.zeros([4])
-        for i in tf.range(full_batches):
-            sums += step(order[i * batch_size:(i + 1) * batch_size], x_all,
-                         tf.random.experimental.stateless_fold_in(seed, i))
-        if rest:
-            sums += step(order[full_batches * batch_size:], x_all,
-                         tf.random.experimental.stateless_fold_in(seed, full_batches))
-        return sums / n
+    def inputs(epoch, rngs):  # the epoch's noise seed, drawn after its shuffle from the same generator
+        return (tf.constant(rngs[0].integers(0, 2**31 - 1, size=2), dtype=tf.int64),), {}
 
-    x_all = tf.constant(x, dtype=tf.float32)
-    rng = np.random.default_rng([cfg.seed, 17])  # 17: GAN pretraining's own stream of this seed
-    history = []
+    def validate():
+        logits = training.predict(discriminator, x_valid)
+        return {"val_real_accuracy": float(np.mean(logits > 0)) if np.isfinite(logits).all() else math.nan}
+
     with reporter.training("GAN", g.epochs) as on_epoch:
-        for epoch in range(g.epochs):
-            started = time.perf_counter()
-            order = tf.constant(rng.permutation(n), dtype=tf.int32)
-            seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), dtype=tf.int64)
-            d_loss, g_loss, real_acc, fake_acc = run_epoch(order, x_all, seed).numpy().tolist()
-            if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
-                raise DivergedError("GAN pretraining", epoch + 1, "gan.learning_rate")
-            record = {"epoch": epoch + 1, "loss": d_loss, "g_loss": g_loss,
-                      "real_accuracy": real_acc, "fake_accuracy": fake_acc}
-            if len(x_valid):
-                logits = training.predict(discriminator, x_valid)
-                if not np.isfinite(logits).all():
-                    raise DivergedError("GAN pretraining", epoch + 1, "gan.learning_rate")
-                record["val_real_accuracy"] = float(np.mean(logits > 0))
-            record["seconds"] = round(time.perf_counter() - started, 4)
-            history.append(record)
-            if on_epoch:
-                on_epoch(epoch + 1, record)
-    return generator, encoder, [{"name": "gan", "trains": ["discriminator", "generator"], "history": history}]
+        history = loop.run(step, (tf.constant(x, dtype=tf.float32),), size=len(x),
+                           columns=("loss", "g_loss", "real_accuracy", "fake_accuracy"), epochs=g.epochs,
+                           batch_size=g.batch_size, seed=[cfg.seed, 17],  # 17: GAN pretraining's own stream
+                           what="GAN pretraining", key="gan.learning_rate", inputs=inputs,
+                           validate=validate if len(x_valid) else None, on_epoch=on_epoch)
+    return generator, encoder, [{"name": "gan", "trains": ["discriminator", "generator"],
+                                 "history": [e.to_dict() for e in history]}]
 
 
 def plot_samples(images: np.ndarray, path, title: str, rows: int, cols: int) -> None:

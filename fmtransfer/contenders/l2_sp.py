@@ -44,9 +44,9 @@ class L2Sp(TransferFromA):
         anchors = [tf.Variable(w.numpy(), trainable=False) for w in reused_weights]
         head = model.layers[-1].weights
 
-        def penalty():
-            pull = tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(reused_weights, anchors)])
-            shrink = tf.add_n([tf.reduce_sum(tf.square(w)) for w in head])
+        def penalty(value):
+            pull = tf.add_n([tf.reduce_sum(tf.square(value(w) - a)) for w, a in zip(reused_weights, anchors)])
+            shrink = tf.add_n([tf.reduce_sum(tf.square(value(w))) for w in head])
             return 0.5 * alpha * pull + 0.5 * beta * shrink
 
         return penalty

@@ -6,6 +6,7 @@ Every other contender is paired against it: same split, same seed, same test ima
 from __future__ import annotations
 
 from fmtransfer.contenders.base import Contender, ContenderResult, register
+from fmtransfer.errors import DivergedError
 
 
 @register
@@ -15,14 +16,22 @@ class Baseline(Contender):
     description = "Model B from scratch on task B's images: the reference every contender is paired against."
     sections = ("baseline",)
     order = 0
+    stack_unsupported = None
 
     def fit(self, cfg, split, deps, reporter):
-        from fmtransfer import models, runtime, training
+        (made,) = self.train([cfg], split, [None], reporter)
+        if isinstance(made, DivergedError):
+            raise made
+        return made
 
-        runtime.seed_everything(cfg.seed)
-        model = models.build_model_b(cfg.model)
-        phase = training.train_from_scratch(model, cfg.baseline, cfg, training.BINARY, split.b_train,
-                                            split.b_valid, reporter, "baseline B")
-        test = training.evaluate(model, *training.scaled_part(split.b_test), task=training.BINARY)
-        return model, ContenderResult(self.name, self.title, test["accuracy"], test["loss"], phases=[phase],
-                                      seconds=phase["seconds"])
+    def train(self, cfgs: list, split, bases: list, reporter) -> list:
+        """Per config, (model, result) or the DivergedError that stopped it; `bases` are all None:
+        a model from scratch builds on nothing."""
+        from fmtransfer import models, training
+
+        made = training.train_from_scratch(cfgs, lambda cfg: models.build_model_b(cfg.model), cfgs[0].baseline,
+                                           training.BINARY, (split.b_train, split.b_valid, split.b_test), reporter,
+                                           "baseline B")
+        return [m if isinstance(m, DivergedError) else
+                (m[0], ContenderResult(self.name, self.title, m[2]["accuracy"], m[2]["loss"], phases=[m[1]],
+                                       seconds=m[1]["seconds"])) for m in made]

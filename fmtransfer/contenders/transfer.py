@@ -12,7 +12,7 @@ import time
 
 from fmtransfer.config import reuse_count
 from fmtransfer.contenders.base import Contender, ContenderResult, Phase, register
-from fmtransfer.errors import ConfigError
+from fmtransfer.errors import ConfigError, DivergedError
 
 
 @register
@@ -25,6 +25,7 @@ class TransferFromA(Contender):
     artifact = "a"
     source = "model A"  # what progress bars and errors call the model B is built on
     order = 10
+    stack_unsupported = None  # every subclass trains by phases too; one that cannot says why
 
     def phases(self, cfg, reused: int) -> list[Phase]:
         """The book's two phases: reused layers frozen, then unfrozen (all, or the top K) at the
@@ -37,50 +38,91 @@ class TransferFromA(Contender):
 
     def prepare(self, cfg, model, reused: int, features: tuple) -> list[dict]:
         """Change model B before its phases, given the (top features, labels) of task B's training
-        images; return records of what was done, shaped as phases."""
+        images; return records of what was done, shaped as phases. In a stack, each seed's plain
+        model is prepared before its weights fill the stack."""
         return []
 
     def penalty(self, cfg, model, reused: int):
-        """A callable giving a scalar added to every batch's loss, or None."""
+        """A callable `penalty(value)` giving a scalar added to every batch's loss, or None.
+
+        `value(w)` is the tensor training moves for a weight `w` of `model`: `w` itself, or in a
+        stack the seed's slice of it, so one penalty serves both; a stack adds every seed's."""
         return None
 
     def fit(self, cfg, split, deps, reporter, source: str | None = None):
         """model B on a clone of `deps[needs[0]]`, which itself is never changed."""
+        base = deps[self.needs[0]]  # may train it: seed after, so B's numbers never depend on how it came
+        (made,) = self.train([cfg], split, [base], reporter, source)
+        if isinstance(made, DivergedError):
+            raise made
+        return made
+
+    def train(self, cfgs: list, split, bases: list, reporter, source: str | None = None) -> list:
+        """Model B for each config's seed on its base (`bases[k]`, cloned, never changed), through
+        this contender's phases: alone, or stacked where the network allows it. Per seed
+        (model, result) or the DivergedError that stopped it; one seed alone raises it.
+
+        Per seed, in the order one seed alone takes: seed, build B on its base, probe, `prepare`,
+        `penalty`; then the phases, each trained for every seed still going.
+        """
         from fmtransfer import models, probe, runtime, training
 
         source = source or self.source
-        base = deps[self.needs[0]]  # may train it: seed after, so B's numbers never depend on how it came
-        runtime.seed_everything(cfg.seed)
-        started = time.perf_counter()
-        reused = reuse_count(cfg.transfer.reuse_layers, len(models.blocks(base)[1]))
-        model = models.build_b_on_a(base, reused, name=source)  # refuses more layers than `base` has
         x, y = training.scaled_part(split.b_train)
         valid = training.scaled_part(split.b_valid)
-        # Scored before any training: how good the pretrained features are, whatever B makes of them.
         x_test, y_test = training.scaled_part(split.b_test)
-        probed, features = probe.linear_probe(model, x, y, x_test, y_test)
-        phases = self.prepare(cfg, model, reused, (features, y))
-        penalty = self.penalty(cfg, model, reused)
+        plain, reused, probed, steps, penalties = [], [], [], [], []
+        started = time.perf_counter()
+        for cfg, base in zip(cfgs, bases):
+            runtime.seed_everything(cfg.seed)
+            reused.append(reuse_count(cfg.transfer.reuse_layers, len(models.blocks(base)[1])))
+            model = models.build_b_on_a(base, reused[-1], name=source)  # refuses more layers than `base` has
+            # Scored before any training: how good the pretrained features are, whatever B makes of them.
+            score, features = probe.linear_probe(model, x, y, x_test, y_test)
+            plain.append(model)
+            probed.append(score)
+            steps.append(self.prepare(cfg, model, reused[-1], (features, y)))
+            penalties.append(self.penalty(cfg, model, reused[-1]))
+        phases = self.phases(cfgs[0], reused[0])
+        if any(r != reused[0] or self.phases(c, r) != phases for c, r in zip(cfgs, reused)):
+            raise ValueError("the seeds trained together must share their layers and phases")
         label = "B on A" if self.artifact == "a" else f"B on {self.artifact}"
-        for i, phase in enumerate(self.phases(cfg, reused)):
-            if phase.top is not None and phase.top > reused:
-                raise ConfigError("transfer.unfreeze", f"top:{phase.top} asks for more than the {reused} reused "
+        failed: list = [None] * len(cfgs)
+        for i, phase in enumerate(phases):
+            if phase.top is not None and phase.top > reused[0]:
+                raise ConfigError("transfer.unfreeze", f"top:{phase.top} asks for more than the {reused[0]} reused "
                                                        f"layers of {source}")
-            models.set_reused_trainable(model, phase.trainable, phase.top)
+            going = [k for k, f in enumerate(failed) if f is None]
+            for k in going:
+                models.set_reused_trainable(plain[k], phase.trainable, phase.top)
             with reporter.training(f"{label}: {phase.name}", phase.epochs) as on_epoch:
-                history = training.fit(model, x, y, task=training.BINARY, epochs=phase.epochs,
-                                       learning_rate=phase.learning_rate, batch_size=cfg.batch_size,
-                                       seed=[cfg.seed, i + 1], validation=valid, on_epoch=on_epoch,
-                                       what=f"{label}: {phase.name}", key=phase.key, penalty=penalty,
-                                       scales=_scales(model, phase.rates))
-            phases.append({"name": phase.name, "epochs": phase.epochs, "learning_rate": phase.learning_rate,
-                           "trainable_weights": len(model.trainable_weights), "history": history,
-                           **({"rates": list(phase.rates)} if phase.rates else {})})
-        test = training.evaluate(model, x_test, y_test, task=training.BINARY)
-        return model, ContenderResult(self.name, self.title, test["accuracy"], test["loss"], phases=phases,
-                                      seconds=round(time.perf_counter() - started, 3),
-                                      details={"reuse_layers": reused, "unfreeze": cfg.transfer.unfreeze,
-                                               "linear_probe": probed})
+                outcomes = training.fit_models([plain[k] for k in going], x, y, task=training.BINARY,
+                                               epochs=phase.epochs, learning_rate=phase.learning_rate,
+                                               batch_size=cfgs[0].batch_size,
+                                               seeds=[[cfgs[k].seed, i + 1] for k in going], validation=valid,
+                                               on_epoch=on_epoch, what=f"{label}: {phase.name}", key=phase.key,
+                                               penalties=[penalties[k] for k in going],
+                                               scales=[_scales(plain[k], phase.rates) for k in going])
+                if len(cfgs) == 1:
+                    training.raise_alone(outcomes)
+            for k, outcome in zip(going, outcomes):
+                if isinstance(outcome, DivergedError):
+                    failed[k] = outcome
+                    continue
+                steps[k].append({"name": phase.name, "epochs": phase.epochs, "learning_rate": phase.learning_rate,
+                                 "trainable_weights": len(plain[k].trainable_weights),
+                                 "history": training.records(outcome),
+                                 **({"rates": list(phase.rates)} if phase.rates else {})})
+        seconds = round((time.perf_counter() - started) / len(cfgs), 3)
+        made = []
+        for k, (cfg, model) in enumerate(zip(cfgs, plain)):
+            test = failed[k] or training.evaluated(model, split.b_test, training.BINARY)
+            made.append(test if isinstance(test, DivergedError) else
+                        (model, ContenderResult(self.name, self.title, test["accuracy"], test["loss"], phases=steps[k],
+                                                seconds=seconds,
+                                                details={"reuse_layers": reused[k], "unfreeze": cfg.transfer.unfreeze,
+                                                         "linear_probe": probed[k]})))
+        return made
 
 
 def fine_tune_phase(t) -> Phase:

@@ -8,12 +8,13 @@ import itertools
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmtransfer import contenders
+from fmtransfer import contenders, pipeline
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DivergedError
 from fmtransfer.io import locked, refuse_if_locked
@@ -269,23 +270,30 @@ def _raised(outcome):
 
 class _Stacked:
     """The seeds of one stack (`fmtransfer.stacked`): the first seed to ask for model A, a
-    baseline or a transfer run has it trained for every seed of the stack that still needs it;
-    each seed's group then takes its own, and writes its results lines as an unstacked one does.
+    baseline or a run of a contender that stacks has it trained for every seed of the stack that
+    still needs it; each seed's group then takes its own, and writes its results lines as an
+    unstacked one does. A contender that cannot stack (`stack_unsupported`) trains one seed at a
+    time, as unstacked, and a warning says why, once per contender.
 
-    Times are each seed's share of the stack's. Divergence is per seed: a seed whose model A
-    diverged gets its transfer runs recorded as diverged, as unstacked.
+    Times are each seed's share of the stack's. Divergence is per seed: a seed whose model A (or
+    encoder) diverged gets the runs built on it recorded as diverged, as unstacked.
     """
 
     def __init__(self, keys: list[RunKey], cfg: Config, chosen: tuple[str, ...], study_dir: Path, done: set[str]):
         self.keys, self.cfg, self.chosen, self.study_dir, self.done = keys, cfg, chosen, study_dir, done
         self.caches: dict[tuple, Cache] = {}
         self.made: dict[tuple, Any] = {}  # (what, seed) -> what that seed's group will take
+        self.said: set[str] = set()  # the contenders whose fallback to one seed at a time was said
 
-    @staticmethod
-    def takes(contender) -> bool:
-        from fmtransfer import stacked
-
-        return stacked.stackable(contender)
+    def takes(self, contender) -> bool:
+        """Whether `contender` stacks; where it cannot, say so once, and `_run_group` trains it unstacked."""
+        if contender.stack_unsupported is None:
+            return True
+        if contender.name not in self.said:
+            self.said.add(contender.name)
+            warnings.warn(f"study.stack: {contender.name} trains one seed at a time, since "
+                          f"{contender.stack_unsupported}", stacklevel=2)
+        return False
 
     def _seeds(self, keep) -> list[RunKey]:
         """The first key of each seed with a key that `keep` accepts, in seed order."""
@@ -298,8 +306,6 @@ class _Stacked:
         return self.caches[key.seed, key.pair]
 
     def _model_a(self, asking: RunKey, split):
-        from fmtransfer import stacked
-
         tag = ("model_a", asking.pair)
         if (tag, asking.seed) not in self.made:
             needs_a = {c for c in self.chosen if "model_a" in contenders.get(c).needs}
@@ -307,46 +313,45 @@ class _Stacked:
                 k.run_id(c) not in self.done for c in needs_a)) if not self.cache(k, split).has("model_a")]
             peers = peers if any(k.seed == asking.seed for k in peers) else [asking, *peers]
             started = time.perf_counter()
-            made = stacked.train_models_a([k.config(self.cfg) for k in peers], split)
+            try:
+                made = pipeline.train_models_a([k.config(self.cfg) for k in peers], split)
+            except DivergedError as e:  # one seed alone raises, as unstacked
+                made = [e]
             share = (time.perf_counter() - started) / len(peers)
             for k, outcome in zip(peers, made):
                 self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
         return _raised(self.made.pop((tag, asking.seed)))
 
     def baseline(self, asking: RunKey, size: int, split) -> tuple[dict, float]:
-        from fmtransfer import stacked
-
         tag = ("baseline", asking.pair, size)
         if (tag, asking.seed) not in self.made:
             peers = self._seeds(lambda k: (k.pair, k.b_train_size) == (asking.pair, size))
-            started = time.perf_counter()
-            made = stacked.fit_baselines(contenders.get("baseline"), [k.config(self.cfg) for k in peers], split)
-            share = round((time.perf_counter() - started) / len(peers), 2)
-            for k, outcome in zip(peers, made):
-                self.made[tag, k.seed] = (_scores(lambda: _raised(outcome), split), share)
+            self._fit(contenders.get("baseline"), tag, peers, {k.seed: None for k in peers}, split)
         return self.made.pop((tag, asking.seed))
 
     def contender(self, asking: RunKey, contender, split) -> tuple[dict, float]:
-        from fmtransfer import stacked
-
         point = asking.setting  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
-            peers = self._seeds(lambda k: k.setting == point
-                                and k.run_id(contender.name) not in self.done)
+            peers = self._seeds(lambda k: k.setting == point and k.run_id(contender.name) not in self.done)
             bases = {}
             for k in peers:
-                try:
-                    bases[k.seed] = self.cache(k, split)["model_a"]
+                try:  # what it builds on: model A, or its own encoder, made (or loaded) per seed
+                    bases[k.seed] = self.cache(k, split)[contender.needs[0]] if contender.needs else None
                 except DivergedError as e:  # every run built on it diverged too, as unstacked
                     failure = e
                     self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0)
-            peers = [k for k in peers if k.seed in bases]
-            started = time.perf_counter()
-            made = stacked.fit_transfers(contender, [k.config(self.cfg) for k in peers], split,
-                                         [bases[k.seed] for k in peers]) if peers else []
-            share = round((time.perf_counter() - started) / max(1, len(peers)), 2)
-            for k, outcome in zip(peers, made):
-                self.made[tag, k.seed] = (_scores(lambda: _raised(outcome), split), share)
+            self._fit(contender, tag, [k for k in peers if k.seed in bases], bases, split)
         return self.made.pop((tag, asking.seed))
+
+    def _fit(self, contender, tag: tuple, peers: list[RunKey], bases: dict, split) -> None:
+        """`contender` for every seed of `peers` at once, each on its base; keep each seed's scores."""
+        if not peers:
+            return
+        started = time.perf_counter()
+        made = contender.fit_seeds([k.config(self.cfg) for k in peers], split, [bases[k.seed] for k in peers],
+                                   Reporter(quiet=True))
+        share = round((time.perf_counter() - started) / len(peers), 2)
+        for k, outcome in zip(peers, made):
+            self.made[tag, k.seed] = (_scores(lambda: _raised(outcome), split), share)
 
