@@ -19,14 +19,13 @@ its Markdown and plots).
 
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.records import (
-    STUDY_JSON, append_result, check_study_dir, encoder_fingerprint, load_results, read_results, run_fingerprint,
-    settings_fingerprint,
+    STUDY_JSON, append_result, check_study_dir, load_results, read_results, run_fingerprint, settings_fingerprint,
 )
 from fmtransfer.study.reporting import StudyResult, leaderboard, markdown, plot, report
 from fmtransfer.study.runner import STACK_AUTO, parse_jobs, resolve_stack, run_study
 from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
 
 __all__ = ["RunKey", "check_grid", "grid", "parse_shard", "shard", "study_contenders", "STUDY_JSON", "append_result",
-           "check_study_dir", "encoder_fingerprint", "load_results", "read_results", "run_fingerprint",
+           "check_study_dir", "load_results", "read_results", "run_fingerprint",
            "settings_fingerprint", "StudyResult", "leaderboard", "markdown", "plot", "report", "STACK_AUTO",
            "parse_jobs", "resolve_stack", "run_study", "BOOK", "Cell", "book_placement", "holm", "paired_stats"]

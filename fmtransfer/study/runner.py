@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from fmtransfer import contenders
+from fmtransfer import contenders, fingerprints
 from fmtransfer.config import LR_PRESETS, Config
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 from fmtransfer.io import locked
+from fmtransfer.needs import MODEL_A, needs_of
 from fmtransfer.report import Reporter
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.cache import Cache
@@ -271,11 +272,12 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                     "b_train_size": key.b_train_size, "reuse_layers": key.reuse_layers, "preset": key.preset,
                     "contender": name, "learning_rates": list(LR_PRESETS[key.preset]),
                     "settings": run_fingerprint(cfg, name),
+                    "fingerprint": fingerprints.run(key.config(cfg), split.sha256, name),
                     "baseline": base, "result": result,
-                    "built_on": {need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
+                    "built_on": {str(need): {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
                                  for need in contender.needs if need in cache.info},
                     "seconds": {"baseline": base_seconds, "contender": seconds,
-                                **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
+                                **{str(need): cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
                                    if need in cache.info}},
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 }
@@ -326,7 +328,7 @@ class _Stacked:
 
         tag = ("model_a", asking.pair)
         if (tag, asking.seed) not in self.made:
-            needs_a = {c for c in self.chosen if "model_a" in contenders.get(c).needs}
+            needs_a = {c for c in self.chosen if MODEL_A in needs_of(contenders.get(c))}
             peers = [k for k in self._seeds(lambda k: k.pair == asking.pair and any(
                 k.run_id(c) not in self.done for c in needs_a)) if not self.cache(k, split).has("model_a")]
             peers = peers if any(k.seed == asking.seed for k in peers) else [asking, *peers]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fmtransfer.pipeline import error_rate_ratio
+from fmtransfer.results import error_rate_ratio
 
 
 BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "book",
