@@ -152,7 +152,7 @@ def problem(record: Mapping[str, Any], expected: Mapping[str, Any], path: str | 
         return "its record does not say what made it (written by fmtransfer 0.4 or older, or edited)"
     why = difference(made, expected, ignore)
     if why is None and path is not None and record.get("file_sha256") != file_sha256(path):
-        why = "is not the file its record describes (its SHA-256 differs: copied over or replaced since)"
+        why = "not the file its record describes (its SHA-256 differs: copied over or replaced since it was made)"
     return why
 
 
