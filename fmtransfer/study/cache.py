@@ -25,7 +25,6 @@ class StudyStore:
 
     def __init__(self, directory: Path, pair: tuple[int, int], seed: int):
         self.dir, self.pair, self.seed = directory, pair, seed
-        self.stale: dict[str, str] = {}  # file name -> why it was not used
 
     def path(self, need: Need) -> Path:
         if isinstance(need, ModelA):
@@ -45,11 +44,7 @@ class StudyStore:
         except ValueError:
             raise DataError(f"{record_path} is unreadable; " + self.REMEDY.format(record=path.name),
                             path=record_path) from None
-        why = fingerprints.problem(record, made_from, path)
-        if why:
-            self.stale[path.name] = why
-            return None
-        return record
+        return record if fingerprints.problem(record, made_from, path) is None else None
 
     def load(self, need: Need, record: dict) -> Any:
         from fmtransfer import models
