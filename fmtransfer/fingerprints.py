@@ -80,6 +80,13 @@ def run(cfg: Config, sha256: Mapping[str, str], name: str) -> str:
     return fingerprint(_contender(d, sha256, name, built_on), _contender(d, sha256, "baseline", {}))
 
 
+def stage_sections(need: "str | Need") -> tuple[str, ...]:
+    """The config sections only the stage that makes `need` reads: [train_a] for model A,
+    [pretrain] and the method's own section for an encoder."""
+    need = parse(need)
+    return ("train_a",) if isinstance(need, ModelA) else ("pretrain", *contenders.get(need.method).own_sections())
+
+
 def dataset(sha256: Mapping[str, str], verified: bool) -> dict[str, Any]:
     """What a study directory records of its data: the files' hashes, and whether they were checked
     against the published ones."""
@@ -96,7 +103,7 @@ def _model_a(d: dict, sha256: Mapping[str, str]) -> dict[str, Any]:
 def _encoder(d: dict, sha256: Mapping[str, str], method: str) -> dict[str, Any]:
     need = Encoder(method)
     made = {"format": FORMAT, "artifact": str(need), **_data(d, sha256, pair=False, b_train=False), **_shared(d),
-            **_sections(d, *need.sections)}
+            **_sections(d, *stage_sections(need))}
     made.pop("pretrain.method")  # which method `pretrain` runs by default, not how this one was made
     return made
 
@@ -208,7 +215,7 @@ def settings_fingerprint(cfg: Config) -> str:
 def run_fingerprint(cfg: Config, contender: str) -> str:
     """What a results line carries as `settings`: the settings its run depended on beyond the
     grid's axes (pretraining's too, for a contender built on a pretrained encoder), so a line
-    made with other settings is never mixed in, whatever study.json says. Lines since 0.5 also
+    made with other settings is never mixed in, whatever study.json says. Lines after 0.4 also
     carry `fingerprint` (`run`), which covers the axes, the data and the rest."""
     c = contenders.get(contender) if contender in contenders.names() else None
     pretrained = c is not None and any(isinstance(n, Encoder) for n in needs_of(c))

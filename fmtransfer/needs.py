@@ -2,7 +2,7 @@
 
 Contenders have declared their needs as strings ("model_a", "encoder:gan"); `parse` turns either
 form into a `Need` and `str()` turns it back, so records, results lines and dict keys keep
-today's spelling:
+today's spelling. Imports nothing of fmtransfer's, so a contender's module may import it.
 
     >>> parse("encoder:gan")
     Encoder(method='gan')
@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from fmtransfer import contenders
-
 
 @dataclass(frozen=True)
 class ModelA:
@@ -24,16 +22,6 @@ class ModelA:
 
     def __str__(self) -> str:
         return "model_a"
-
-    @property
-    def sections(self) -> tuple[str, ...]:
-        """The config sections only its own stage reads (`train-a --epochs`)."""
-        return ("train_a",)
-
-    @property
-    def made_by(self) -> str:
-        """The command that makes it in a run directory."""
-        return "train-a"
 
 
 @dataclass(frozen=True)
@@ -48,14 +36,6 @@ class Encoder:
 
     def __str__(self) -> str:
         return f"encoder:{self.method}"
-
-    @property
-    def sections(self) -> tuple[str, ...]:
-        return ("pretrain", *contenders.get(self.method).own_sections())
-
-    @property
-    def made_by(self) -> str:
-        return f"pretrain --method {self.method}"
 
 
 Need = Union[ModelA, Encoder]

@@ -243,15 +243,15 @@ class RunDirStore:
         self.rd, self.manifest, self.needed_by = rd, manifest, needed_by
 
     def _again(self, need: Need) -> str:
-        return f"run `fmtransfer {need.made_by} --run {self.rd.path}`"
+        return f"run `fmtransfer {command_for(need)} --run {self.rd.path}`"
 
     def find(self, need: Need, made_from: dict) -> dict:
         path, record_path = self.rd.need_files(need)
-        record = self.rd.read_json(record_path, self.needed_by, need.made_by, TRAINED_SCHEMA)
-        self.rd.check_same_split(record, self.manifest, path, need.made_by)
+        record = self.rd.read_json(record_path, self.needed_by, command_for(need), TRAINED_SCHEMA)
+        self.rd.check_same_split(record, self.manifest, path, command_for(need))
         if not path.is_file():
             raise UsageError(f"{self.needed_by} needs {path}; {self._again(need)} first", path=path)
-        why = fingerprints.problem(record, made_from, path, ignore=need.sections)
+        why = fingerprints.problem(record, made_from, path, ignore=fingerprints.stage_sections(need))
         if why:
             raise DataError(f"{path}: {why}; {self._again(need)} again", path=path)
         return record
@@ -267,6 +267,11 @@ class RunDirStore:
         record = fingerprints.stamp(record, made_from, path)
         self.rd.write_json(record_path, record)
         return record
+
+
+def command_for(need: Need) -> str:
+    """The command that makes `need` in a run directory."""
+    return "train-a" if isinstance(need, ModelA) else f"pretrain --method {need.method}"
 
 
 def _json_or_none(path: Path) -> dict:

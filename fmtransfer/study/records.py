@@ -88,7 +88,7 @@ def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict]
 def made_with(cfg: Config, sha256: dict[str, str] | None):
     """record -> whether that results line was made with `cfg` on the dataset files `sha256`.
 
-    A line of fmtransfer 0.5 or later carries `fingerprint` (`fingerprints.run`: the data, the
+    A line written after fmtransfer 0.4 carries `fingerprint` (`fingerprints.run`: the data, the
     run's seed, pair, size and rates, every setting its contender and baseline depended on); an
     older one only `settings` (`run_fingerprint`), checked as then; one with neither is taken.
     """
