@@ -2,30 +2,42 @@
 
 Contenders have declared their needs as strings ("model_a", "encoder:gan"); `parse` turns either
 form into a `Need` and `str()` turns it back, so records, results lines and dict keys keep
-today's spelling. Imports nothing of fmtransfer's, so a contender's module may import it.
+today's spelling; a need also equals its string, so a dict keyed either way answers to both.
+Imports nothing of fmtransfer's, so a contender's module may import it.
 
     >>> parse("encoder:gan")
     Encoder(method='gan')
-    >>> str(MODEL_A), needs_of(contenders.get("autoencoder"))
-    ('model_a', (Encoder(method='autoencoder'),))
+    >>> str(MODEL_A), MODEL_A == "model_a", {"model_a": 1}[MODEL_A]
+    ('model_a', True, 1)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Union
 
 
-@dataclass(frozen=True)
-class ModelA:
+class _Need:
+    """A need equals its string and hashes as it does, so a mapping keyed by either spelling
+    answers to both: contenders' `deps` have been keyed by "model_a" since 0.1."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (_Need, str)) and str(other) == str(self)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelA(_Need):
     """Model A, trained on task A's eight classes of the split."""
 
     def __str__(self) -> str:
         return "model_a"
 
 
-@dataclass(frozen=True)
-class Encoder:
+@dataclass(frozen=True, eq=False)
+class Encoder(_Need):
     """The encoder `method`'s unsupervised pretraining makes, shaped like model A."""
 
     method: str
@@ -48,7 +60,7 @@ def parse(need: "str | Need") -> Need:
     Raises:
         ValueError: for anything else, naming it.
     """
-    if isinstance(need, (ModelA, Encoder)):
+    if isinstance(need, _Need):
         return need
     if need == "model_a":
         return MODEL_A
@@ -60,32 +72,3 @@ def parse(need: "str | Need") -> Need:
 def needs_of(contender) -> tuple[Need, ...]:
     """A contender's needs, typed, whether it declares them as strings or as Needs."""
     return tuple(parse(n) for n in contender.needs)
-
-
-class NeedMap(dict):
-    """A dict keyed by needs that takes their strings too: `m["model_a"] is m[MODEL_A]`."""
-
-    def __getitem__(self, need: Any) -> Any:
-        return super().__getitem__(parse(need))
-
-    def __setitem__(self, need: Any, value: Any) -> None:
-        super().__setitem__(parse(need), value)
-
-    def __delitem__(self, need: Any) -> None:
-        super().__delitem__(parse(need))
-
-    def __contains__(self, need: Any) -> bool:
-        try:
-            return super().__contains__(parse(need))
-        except ValueError:
-            return False
-
-    def get(self, need: Any, default: Any = None) -> Any:
-        return self[need] if need in self else default
-
-    def pop(self, need: Any, *default: Any) -> Any:
-        if need in self:
-            return super().pop(parse(need))
-        if default:
-            return default[0]
-        raise KeyError(need)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 from fmtransfer import fingerprints, pretraining
 from fmtransfer.config import Config
 from fmtransfer.errors import DivergedError
-from fmtransfer.needs import MODEL_A, Encoder, Need, NeedMap, parse
+from fmtransfer.needs import MODEL_A, Encoder, Need, parse
 from fmtransfer.report import Reporter
 from fmtransfer.results import ModelAResult
 
@@ -47,7 +47,7 @@ class MemoryStore:
     """Needs kept in this process only."""
 
     def __init__(self):
-        self.kept = NeedMap()  # need -> (model, stamped record)
+        self.kept: dict[Need, tuple] = {}  # need -> (model, stamped record)
 
     def find(self, need: Need, made_from: dict) -> dict | None:
         model, record = self.kept.get(need, (None, None))
@@ -97,10 +97,10 @@ class Resolver:
         self.cfg, self.split, self.store = cfg, split, store
         self.reporter = reporter or Reporter(quiet=True)
         self.train_a = train_a
-        self.models = NeedMap()  # need -> model, or the DivergedError making it raised
-        self.info = NeedMap()
-        self.made = NeedMap()
-        self._found = NeedMap()  # need -> the store's verdict (record or None), asked once
+        self.models: dict[Need, Any] = {}  # need -> model, or the DivergedError making it raised
+        self.info: dict[Need, dict] = {}
+        self.made: dict[Need, Any] = {}
+        self._found: dict[Need, dict | None] = {}  # need -> the store's verdict (record or None), asked once
 
     def made_from(self, need: "str | Need") -> dict:
         return fingerprints.of(need, self.cfg, self.split.sha256)
@@ -110,8 +110,9 @@ class Resolver:
         return need in self.models or self._record(need) is not None
 
     def _record(self, need: Need) -> dict | None:
+        need = parse(need)
         if need not in self._found:
-            self._found[need] = self.store.find(parse(need), self.made_from(need))
+            self._found[need] = self.store.find(need, self.made_from(need))
         return self._found[need]
 
     def __getitem__(self, need: "str | Need") -> Any:

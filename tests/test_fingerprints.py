@@ -23,7 +23,7 @@ from conftest import assert_usage_error, run_cli, snapshot, tiny_settings, write
 from fmtransfer import contenders, data, fingerprints
 from fmtransfer.io import file_sha256, fingerprint
 from fmtransfer import study as studies
-from fmtransfer.needs import MODEL_A, Encoder, NeedMap, needs_of, parse
+from fmtransfer.needs import MODEL_A, Encoder, needs_of, parse
 
 # ----------------------------------------------------------------------------- needs, typed
 
@@ -41,11 +41,13 @@ def test_a_need_round_trips_todays_strings_and_every_contender_maps_to_typed_nee
             parse(bad)
 
 
-def test_a_need_map_takes_either_spelling():
-    m = NeedMap()
-    m["encoder:gan"] = 1
-    assert m[Encoder("gan")] == 1 and Encoder("gan") in m and "encoder:gan" in m and "junk" not in m
-    assert m.get("model_a", 7) == 7 and m.pop("encoder:gan") == 1 and not m
+def test_a_need_equals_its_string_so_a_mapping_keyed_either_way_answers_to_both():
+    """Contenders' `deps` have been keyed by strings: a contender declaring MODEL_A finds its
+    model in {"model_a": model}, and one declaring "model_a" in {MODEL_A: model}."""
+    assert {"model_a": 1}[MODEL_A] == 1 and {MODEL_A: 1}["model_a"] == 1
+    assert {Encoder("gan"): 2}["encoder:gan"] == 2 and "encoder:rbm" not in {Encoder("gan"): 2}
+    assert MODEL_A != Encoder("model_a") and Encoder("gan") != "gan" and MODEL_A != 1
+    assert len({MODEL_A, "model_a", parse("model_a")}) == 1
 
 
 # ----------------------------------------------------------------------------- the rules
