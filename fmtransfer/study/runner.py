@@ -36,7 +36,8 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
         jobs: worker processes, each training whole seeds with its own thread pools; "auto" is
             the machine's cores divided by the threads one run uses. Every run gives the same
             numbers as with one. With more than one, this process only deals seeds and
-            collects results: it never imports TensorFlow or reads the dataset.
+            collects results: it never imports TensorFlow or parses the dataset (it hashes
+            the files, for study.json).
         stack: train up to this many seeds of a (pair, size) as one graph (`fmtransfer.stacked`;
             "auto": 10); None takes `cfg.study.stack`. Numbers agree with unstacked runs to
             float precision, not bit for bit.
