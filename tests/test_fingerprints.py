@@ -260,7 +260,8 @@ def test_transfer_refuses_an_encoder_made_for_another_shape(run):
     assert run_cli("train-a", "--run", run, "--hidden", "20", "--epochs", "1").code == 0
     before = snapshot(run)
     line = assert_usage_error(run_cli("transfer", "--run", run, "--from", "autoencoder", *SMALL),
-                              str(run / "encoder_autoencoder.keras"), "made with model.hidden [16, 8], this run has [20]",
+                              str(run / "encoder_autoencoder.keras"),
+                              "made with model.hidden [16, 8], this run has [20]",
                               f"`fmtransfer pretrain --method autoencoder --run {run}` again")
     assert "Traceback" not in line
     assert snapshot(run) == before and not (run / "transfer_autoencoder.json").exists()
