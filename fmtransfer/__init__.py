@@ -22,7 +22,7 @@ from fmtransfer.contenders import Contender, ContenderResult, register  # noqa: 
 from fmtransfer.runtime import setup  # noqa: E402
 
 # Imported on first use (numpy, rich, scipy), so that `fmtransfer --help` answers at once.
-_LAZY = {"run_experiment": "pipeline", "ExperimentResult": "pipeline", "run_study": "study",
+_LAZY = {"run_experiment": "pipeline", "ExperimentResult": "results", "run_study": "study",
          "StudyResult": "study", "Cell": "study"}
 
 

@@ -6,20 +6,21 @@ Pure numpy; no TensorFlow here, so `split` runs and fails fast.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import struct
 import tempfile
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fmtransfer import fingerprints
 from fmtransfer.config import DataConfig
 from fmtransfer.errors import ConfigError, DataError, FmtError
+from fmtransfer.io import file_sha256 as sha256
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -103,14 +104,6 @@ def download_dataset(target: Path, mirror: str = KERAS_MIRROR, expected: dict[st
     return target
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Parse a gzip-compressed IDX file of unsigned bytes: magic, dimension sizes, then the data."""
     try:
@@ -152,17 +145,7 @@ def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256
              hashes: dict[str, str] | None = None) -> Raw:
     """Read and check the four files in `directory`; `expected=None` skips the checksum check.
     `hashes`: the files' SHA-256s if the caller has just computed them."""
-    hashes = dict(hashes or {})
-    for name in FILES.values():
-        path = directory / name
-        if not path.is_file():
-            raise DataError(f"{path}: file not found; put the four Fashion-MNIST .gz files in {directory}")
-        if name not in hashes:
-            hashes[name] = sha256(path)
-        if expected is not None and expected.get(name) and hashes[name] != expected[name]:
-            raise DataError(f"{path}: SHA-256 {hashes[name][:16]}... does not match the published "
-                             f"{expected[name][:16]}...; the file is corrupt or not Fashion-MNIST, "
-                             "replace it (or pass --no-verify to use it anyway)")
+    hashes = _hashes(directory, expected, hashes)
     arrays = {key: read_idx(directory / name, LABELS_MAGIC if key.endswith("labels") else IMAGES_MAGIC)
               for key, name in FILES.items()}
     for part in ("train", "test"):
@@ -177,6 +160,29 @@ def load_raw(directory: Path, expected: dict[str, str] | None = PUBLISHED_SHA256
             raise DataError(f"{directory / FILES[part + '_labels']}: label {labels.max()} is outside 0..9")
     return Raw(arrays["train_images"], arrays["train_labels"], arrays["test_images"],
                arrays["test_labels"], directory, hashes)
+
+
+def _hashes(directory: Path, expected: dict[str, str] | None, hashes: dict[str, str] | None = None) -> dict[str, str]:
+    """The four files' SHA-256s (those in `hashes` taken as given), each checked against
+    `expected` unless it is None."""
+    hashes = dict(hashes or {})
+    for name in FILES.values():
+        path = directory / name
+        if not path.is_file():
+            raise DataError(f"{path}: file not found; put the four Fashion-MNIST .gz files in {directory}")
+        if name not in hashes:
+            hashes[name] = sha256(path)
+        if expected is not None and expected.get(name) and hashes[name] != expected[name]:
+            raise DataError(f"{path}: SHA-256 {hashes[name][:16]}... does not match the published "
+                             f"{expected[name][:16]}...; the file is corrupt or not Fashion-MNIST, "
+                             "replace it (or pass --no-verify to use it anyway)")
+    return hashes
+
+
+def dataset_hashes(cfg: DataConfig) -> dict[str, str]:
+    """The SHA-256s of the four files `load` would read, checked as it checks them, without
+    parsing them: what a study directory records of its data, cheaply."""
+    return _hashes(find_data_dir(cfg.dir or None), PUBLISHED_SHA256 if cfg.verify_checksums else None)
 
 
 @dataclass
@@ -198,6 +204,7 @@ class Split:
     unlabelled: np.ndarray  # every training image (not validation), labels dropped: for pretraining
     fingerprint: str = ""  # the manifest's, saved with the indices so the two cannot be mismatched
     indices: dict[str, np.ndarray] | None = None
+    sha256: dict[str, str] = field(default_factory=dict)  # the dataset files': what models made from it record
 
     PARTS = ("a_train", "a_valid", "a_test", "b_train", "b_valid", "b_test")
     SOURCE = {"a_train": "train", "a_valid": "train", "a_test": "test", "b_train": "train", "b_valid": "train",
@@ -234,7 +241,7 @@ class Split:
             labels = remap[y[rows]] if part.startswith("a_") else (y[rows] == pos).astype(np.float32)
             parts[part] = (x[rows], labels)
         return cls(**parts, b_classes=(neg, pos), unlabelled=raw.x_train[indices["unlabelled"]],
-                   fingerprint=fingerprint, indices=indices)
+                   fingerprint=fingerprint, indices=indices, sha256=dict(raw.sha256))
 
     def save(self, path: Path, manifest: dict) -> None:
         """The indices, the fingerprint and `manifest` in one file, replaced at once."""
@@ -334,11 +341,5 @@ def split_of(raw: Raw, cfg: DataConfig) -> Split:
 
 
 def split_fingerprint(cfg: DataConfig, sha256: dict[str, str]) -> str:
-    """What identifies a split: its settings and the data files' hashes (where the files lie,
-    or whether their checksums were checked, changes nothing in the data)."""
-    from fmtransfer.io import fingerprint
-
-    settings = {"b_classes": list(cfg.b_classes), "b_train_size": cfg.b_train_size, "valid_size": cfg.valid_size}
-    if cfg.valid_from != "first":  # added in 0.3.0: the splits made before keep their fingerprints
-        settings["valid_from"] = cfg.valid_from
-    return fingerprint(settings, sha256)
+    """What identifies a split (`fingerprints.split`)."""
+    return fingerprints.split(cfg, sha256)

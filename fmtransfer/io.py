@@ -1,4 +1,4 @@
-"""Leaf helpers every layer uses: fingerprints, atomic writes, strict JSON, directory locks.
+"""Leaf helpers every layer uses: fingerprints, file digests, atomic writes, strict JSON, directory locks.
 
 Imports nothing of fmtransfer's but its errors, so any module may import it.
 """
@@ -23,6 +23,15 @@ from fmtransfer.errors import FmtError, UsageError
 def fingerprint(*parts: Any) -> str:
     """A short hash of JSON-able settings: equal settings, equal fingerprint."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class atomic_path:

@@ -13,8 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fmtransfer import fingerprints
 from fmtransfer.errors import DataError, UsageError
 from fmtransfer.io import fingerprint, locked, to_json, write_text_atomic  # noqa: F401  (fingerprint: re-exported)
+from fmtransfer.needs import ModelA, Need
 
 # Settings later stages depend on (top-level keys and whole sections): remembered, so a bare
 # `train-a` after `split --b-classes 0,2` trains on that split, and `transfer` after
@@ -74,6 +76,14 @@ class RunDir:
                 "json": self.path / f"pretrain_{method}.json",
                 "picture": self.path / f"{c.picture}_{method}.png"}
 
+    def need_files(self, need: Need) -> tuple[Path, Path]:
+        """(model, record) of what a contender builds on: model_a.keras and model_a.json, or
+        encoder_METHOD.keras and pretrain_METHOD.json."""
+        if isinstance(need, ModelA):
+            return self.model_a, self.model_a_json
+        files = self.pretrain_files(need.method)
+        return files["encoder"], files["json"]
+
     # ------------------------------------------------------------------ JSON and models
 
     def read_json(self, path: Path, needed_by: str, made_by: str, schema: dict | None = None) -> dict:
@@ -104,6 +114,12 @@ class RunDir:
         from fmtransfer import models
 
         models.save_model(model, path)
+
+    @staticmethod
+    def load_model(path: Path, remedy: str):
+        from fmtransfer import models
+
+        return models.load_model(path, remedy=remedy)
 
     # ------------------------------------------------------------------ remembered settings
 
@@ -178,6 +194,7 @@ class RunDir:
             if old.fingerprint != manifest.get("fingerprint"):
                 raise DataError(f"{self.split_arrays} and {self.split_json} come from different splits; "
                                 f"run `fmtransfer split --run {self.path}` again", path=self.split_arrays)
+            old.sha256 = dict(manifest.get("sha256") or {})
             return old, manifest
         again = f"run `fmtransfer split --run {self.path}` again"
         for key, kind in {**SPLIT_SCHEMA, "sha256": dict, "source": str}.items():
@@ -209,6 +226,52 @@ class RunDir:
         if meta.get("split_fingerprint") != manifest.get("fingerprint"):
             raise UsageError(f"{what} was trained on another split than {self.split_arrays}; "
                              f"run `fmtransfer {made_by} --run {self.path}` first", path=what)
+
+
+class RunDirStore:
+    """A run directory's model A and encoders as `train-a` and `pretrain` left them: a store of
+    `resolver.Resolver` that never makes a need.
+
+    A missing one names the command that makes it; one that is not what this run needs (another
+    split, seed, architecture, dataset, or a model file copied over it) is refused in one line
+    naming the file, what it was made from, and the command that makes it again. The settings of
+    the stage that made it ([train_a], [pretrain], a method's own) are that stage's to choose, so
+    they are not compared.
+    """
+
+    def __init__(self, rd: RunDir, manifest: dict, needed_by: str = "transfer"):
+        self.rd, self.manifest, self.needed_by = rd, manifest, needed_by
+
+    def _again(self, need: Need) -> str:
+        return f"run `fmtransfer {command_for(need)} --run {self.rd.path}`"
+
+    def find(self, need: Need, made_from: dict) -> dict:
+        path, record_path = self.rd.need_files(need)
+        record = self.rd.read_json(record_path, self.needed_by, command_for(need), TRAINED_SCHEMA)
+        self.rd.check_same_split(record, self.manifest, path, command_for(need))
+        if not path.is_file():
+            raise UsageError(f"{self.needed_by} needs {path}; {self._again(need)} first", path=path)
+        why = fingerprints.problem(record, made_from, path, ignore=fingerprints.stage_sections(need))
+        if why:
+            raise DataError(f"{path}: {why}; {self._again(need)} again", path=path)
+        return record
+
+    def load(self, need: Need, record: dict):
+        return self.rd.load_model(self.rd.need_files(need)[0], remedy=f"{self._again(need)} again")
+
+    def save(self, need: Need, model, record: dict, made_from: dict) -> dict:
+        """The model, then its record: killed between the two, the old record's digest no longer
+        matches the new file, which is refused rather than trusted."""
+        path, record_path = self.rd.need_files(need)
+        self.rd.save_model(model, path)
+        record = fingerprints.stamp(record, made_from, path)
+        self.rd.write_json(record_path, record)
+        return record
+
+
+def command_for(need: Need) -> str:
+    """The command that makes `need` in a run directory."""
+    return "train-a" if isinstance(need, ModelA) else f"pretrain --method {need.method}"
 
 
 def _json_or_none(path: Path) -> dict:

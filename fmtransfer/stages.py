@@ -1,8 +1,10 @@
 """The CLI's stages: the in-memory pipeline's steps, each reading and writing a run directory.
 
-Each stage reads what earlier stages left in the `RunDir`, checks it belongs to the same split
-(a model A trained with other task-B classes has seen the task-B images), trains, writes its
-artifacts atomically, and returns a JSON-ready dict (`run` and `compare`: an ExperimentResult).
+Each stage reads what earlier stages left in the `RunDir`, checks it is what this run needs (its
+record's fingerprint: the same split, since a model A trained with other task-B classes has seen
+the task-B images, and the same dataset, seed and architecture; and the model file's digest),
+trains, writes its artifacts atomically with their fingerprints, and returns a JSON-ready dict
+(`run` and `compare`: an ExperimentResult).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import functools
 import time
 from pathlib import Path
 
-from fmtransfer import contenders, pipeline
+from fmtransfer import contenders, fingerprints, resolver
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DataError, UsageError
+from fmtransfer.io import file_sha256
+from fmtransfer.needs import MODEL_A, Encoder, needs_of
 from fmtransfer.report import Reporter, figures, plotting_available
-from fmtransfer.io import fingerprint
-from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir
+from fmtransfer.results import ExperimentResult, ModelAResult, paired_with_baseline
+from fmtransfer.rundir import SCORED_SCHEMA, RunDir, RunDirStore
 
 
 def _writing(create: bool = False):
@@ -79,12 +83,11 @@ def train_a(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     the_split, manifest = rd.load_split("train-a")
     cfg = with_split(cfg, manifest, rd)
     started = time.perf_counter()
-    model, a = pipeline.train_model_a(cfg, the_split, _quiet(reporter))
-    rd.save_model(model, rd.model_a)
+    model, a = resolver.train_model_a(cfg, the_split, _quiet(reporter))
     result = {"stage": "train-a", "test_accuracy": a.test_accuracy, "test_loss": a.test_loss, "epochs": a.epochs,
               "learning_rate": a.learning_rate, "history": a.history, "model": cfg.model.to_dict(),
               "seed": cfg.seed, "batch_size": cfg.batch_size, **_stamp(cfg, started, manifest)}
-    rd.write_json(rd.model_a_json, result)
+    result = RunDirStore(rd, manifest).save(MODEL_A, model, result, fingerprints.model_a(cfg, the_split.sha256))
     rd.remember(cfg)
     return result
 
@@ -107,7 +110,6 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     started = time.perf_counter()
     made = pretraining.pretrain(cfg, the_split, method, _quiet(reporter))
     paths = rd.pretrain_files(method)
-    rd.save_model(made.encoder, paths["encoder"])
     rd.save_model(made.companion, paths["companion"])
     chosen = contenders.get(method)
     picture = None
@@ -124,50 +126,44 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     }
     if not chosen.own_sections():  # the autoencoders' settings, where 0.2.0 wrote them
         result.update(epochs=cfg.pretrain.epochs, learning_rate=cfg.pretrain.learning_rate)
-    rd.write_json(paths["json"], result)
+    result = RunDirStore(rd, manifest).save(Encoder(method), made.encoder, result,
+                                            fingerprints.encoder(cfg, the_split.sha256, method))
     rd.remember(cfg)
     return result
-
-
-def _base(rd: RunDir, contender, manifest: dict, explicit: str | Path | None) -> tuple[Path, dict]:
-    """The model `contender` builds on, checked to come from this split (its training saw no task B)."""
-    if explicit:
-        return Path(explicit), {"path": str(explicit), "checked_against_split": False}
-    need = contender.needs[0]
-    if need == "model_a":
-        path, meta_path, made_by = rd.model_a, rd.model_a_json, "train-a"
-    else:
-        method = need.partition(":")[2]
-        files = rd.pretrain_files(method)
-        path, meta_path, made_by = files["encoder"], files["json"], f"pretrain --method {method}"
-    meta = rd.read_json(meta_path, "transfer", made_by, TRAINED_SCHEMA)
-    rd.check_same_split(meta, manifest, path, made_by)
-    if not path.is_file():
-        raise UsageError(f"transfer needs {path}; run `fmtransfer {made_by} --run {rd.path}` first", path=path)
-    scores = {k: meta[k] for k in ("test_accuracy", "reconstruction_loss") if k in meta}
-    return path, {"path": str(path), "checked_against_split": True, **scores}
 
 
 @_writing(create=False)
 def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contender: str = "transfer",
              model_a_path: str | Path | None = None) -> dict:
     """Build model B on a clone of a pretrained model's lower layers; train it through the
-    contender's phases; save it."""
+    contender's phases; save it.
+
+    What it builds on is the run directory's, checked to be what this run needs (`RunDirStore`),
+    or the model A file `model_a_path`, taken as it is.
+    """
     from fmtransfer import models
 
     chosen = contenders.get(contender)
-    if not chosen.needs:
+    wanted = needs_of(chosen)
+    if not wanted:
         raise ConfigError("contenders", f"{contender} builds on nothing pretrained; `compare` trains it")
-    if model_a_path and chosen.needs != ("model_a",):
+    if model_a_path and wanted != (MODEL_A,):
         raise ConfigError("contenders", f"a model A file is only for contenders built on model A, not {contender}")
     the_split, manifest = rd.load_split("transfer")
     cfg = with_split(cfg, manifest, rd)
-    base_path, base_meta = _base(rd, chosen, manifest, model_a_path)
-    base = models.load_model(base_path)
-    if not model_a_path and models.arch_of(base) != cfg.model.arch:
-        raise ConfigError("model.arch", f"{base_path} is a {models.arch_of(base)} network but this run builds "
-                                        f"{cfg.model.arch} networks; make it again with this run's --arch, or "
-                                        "transfer in a run directory split with its architecture")
+    need = wanted[0]
+    if model_a_path:
+        base_path = Path(model_a_path)
+        base = models.load_model(base_path)
+        base_meta = {"path": str(base_path), "checked_against_split": False}
+        built_on = file_sha256(base_path)
+    else:
+        resolved = resolver.Resolver(cfg, the_split, RunDirStore(rd, manifest, "transfer"), _quiet(reporter))
+        base, info = resolved[need], resolved.info[need]
+        base_path = rd.need_files(need)[0]
+        base_meta = {"path": str(base_path), "checked_against_split": True, "fingerprint": info["fingerprint"],
+                     **{k: info[k] for k in ("test_accuracy", "reconstruction_loss") if k in info}}
+        built_on = info["fingerprint"]
     before = models.weights_digest(base.get_weights())
     started = time.perf_counter()
     model, r = chosen.fit(cfg, the_split, {chosen.needs[0]: base}, _quiet(reporter), source=str(base_path))
@@ -181,6 +177,8 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
         "pretrained_unchanged": models.weights_digest(base.get_weights()) == before,
         "pretrained_meta": base_meta, **_stamp(cfg, started, manifest),
     }
+    made_from = fingerprints.contender(cfg, the_split.sha256, contender, {str(need): built_on})
+    result = fingerprints.stamp(result, made_from, model_path)
     rd.write_json(json_path, result)
     rd.remember(cfg)
     return result
@@ -192,16 +190,14 @@ def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     reporter = _quiet(reporter)
     manifest = rd.split_manifest("compare")
     cfg = with_split(cfg, manifest, rd)
-    settings = {"split": manifest["fingerprint"], "model": cfg.model.to_dict(), "baseline": cfg.baseline.to_dict(),
-                "seed": cfg.seed, "batch_size": cfg.batch_size}
-    key = fingerprint(settings)
+    made_from = fingerprints.contender(cfg, manifest.get("sha256") or {}, "baseline", {})
     model_path, meta_path = rd.contender_files("baseline")
     if meta_path.is_file() and model_path.is_file():
         try:
-            meta = rd.read_json(meta_path, "compare", "compare", {**SCORED_SCHEMA, "fingerprint": str})
+            meta = rd.read_json(meta_path, "compare", "compare", SCORED_SCHEMA)
         except UsageError:
             meta = {}  # unreadable: stale, train it again
-        if meta.get("fingerprint") == key:
+        if fingerprints.problem(meta, made_from, model_path) is None:
             reporter.info(f"baseline: reusing {model_path} (trained with the same settings)")
             return meta
     the_split, manifest = rd.load_split("compare")
@@ -210,14 +206,15 @@ def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     rd.save_model(model, model_path)
     result = {"stage": "baseline", "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
               "epochs": cfg.baseline.epochs, "learning_rate": cfg.baseline.learning_rate,
-              "history": r.phases[0]["history"], "fingerprint": key, **_stamp(cfg, started, manifest)}
+              "history": r.phases[0]["history"], **_stamp(cfg, started, manifest)}
+    result = fingerprints.stamp(result, made_from, model_path)
     rd.write_json(meta_path, result)
     return result
 
 
 @_writing(create=False)
 def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
-            chosen: tuple[str, ...] | None = None) -> pipeline.ExperimentResult:
+            chosen: tuple[str, ...] | None = None) -> ExperimentResult:
     """The baseline against every contender trained in the run directory (or those `chosen`), on test B."""
     manifest = rd.split_manifest("compare")
     names = [n for n in (chosen or contenders.names()) if n != "baseline"]
@@ -257,33 +254,31 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
         shown = cfg.replace(**{f"transfer.{k}": v for k, v in dict(theirs.get("transfer") or {}).items()})
     except (ConfigError, TypeError, ValueError):
         shown = cfg  # an older file's settings this version cannot read: show today's
-    result = pipeline.ExperimentResult(shown, tuple(manifest["b_classes"]), manifest["sizes"],
-                                       pipeline.paired_with_baseline(results))
+    result = ExperimentResult(shown, tuple(manifest["b_classes"]), manifest["sizes"], paired_with_baseline(results))
     rd.write_json(rd.compare_json, result.to_dict())
     return result
 
 
 @_writing(create=True)
-def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> pipeline.ExperimentResult:
+def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> ExperimentResult:
     """Every stage the selected contenders need, in order, then the comparison."""
     reporter = _quiet(reporter)
     started = time.perf_counter()
     chosen = contenders.select(cfg)  # before the split is written
     split(cfg, rd, reporter)
-    needs = {need for name in chosen for need in contenders.get(name).needs}
-    a = train_a(cfg, rd, reporter) if "model_a" in needs else None
+    needed = {need for name in chosen for need in needs_of(contenders.get(name))}
+    a = train_a(cfg, rd, reporter) if MODEL_A in needed else None
     pretrained = {}
-    for need in sorted(n for n in needs if n.startswith("encoder:")):
-        method = need.partition(":")[2]
-        made = pretrain(cfg, rd, reporter, method=method, plot=False)
-        pretrained[method] = {"reconstruction_loss": made.get("reconstruction_loss"), "seconds": made["seconds"]}
+    for need in sorted((n for n in needed if isinstance(n, Encoder)), key=str):
+        made = pretrain(cfg, rd, reporter, method=need.method, plot=False)
+        pretrained[need.method] = {"reconstruction_loss": made.get("reconstruction_loss"), "seconds": made["seconds"]}
     for name in chosen:
         if name != "baseline":
             transfer(cfg, rd, reporter, contender=name)
     result = compare(cfg, rd, reporter, chosen=chosen)
     if a is not None:
-        result.model_a = pipeline.ModelAResult(a["test_accuracy"], a["test_loss"], a["epochs"], a["learning_rate"],
-                                               a["history"], a["seconds"])
+        result.model_a = ModelAResult(a["test_accuracy"], a["test_loss"], a["epochs"], a["learning_rate"],
+                                      a["history"], a["seconds"])
     result.pretrained = pretrained
     result.seconds = round(time.perf_counter() - started, 3)
     rd.write_json(rd.compare_json, result.to_dict())

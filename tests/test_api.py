@@ -215,9 +215,9 @@ def test_run_experiment_in_memory_writes_no_file(tiny_cfg, tmp_path, monkeypatch
 
 
 def test_the_baseline_alone_needs_no_model_a(tiny_cfg, monkeypatch):
-    from fmtransfer import pipeline
+    from fmtransfer import resolver
 
-    monkeypatch.setattr(pipeline, "train_model_a", lambda *a, **k: pytest.fail("model A was trained"))
+    monkeypatch.setattr(resolver, "train_model_a", lambda *a, **k: pytest.fail("model A was trained"))
     result = fmtransfer.run_experiment(tiny_cfg.replace(contenders=["baseline"]))
     assert list(result.contenders) == ["baseline"] and result.transfer is None and result.model_a is None
 
@@ -315,10 +315,11 @@ def test_study_pairs_every_contender_with_the_same_baseline_and_pretrains_once_p
     assert sorted(calls) == [(1, "greedy"), (2, "greedy")] and more.runs_finished == 12
 
 
-def test_a_cached_encoder_is_reused_only_if_made_with_the_studys_settings(tiny_cfg, tmp_path, monkeypatch):
-    """An encoder saved without its settings (fmtransfer 0.3.0 or older) is trained again for a method
-    with its own section, which the directory did not guard then; the autoencoder's is reused."""
-    from fmtransfer import pretraining
+def test_a_cached_encoder_is_reused_only_if_its_record_proves_the_studys_settings(tiny_cfg, tmp_path, monkeypatch):
+    """A cached encoder's record carries what made it: [pretrain] and its method's own section
+    ([greedy] for greedy alone), the seed, the data. Resuming reuses it; one whose record
+    predates fingerprints (fmtransfer 0.4 or older) is trained again, to the same numbers."""
+    from fmtransfer import data, fingerprints, pretraining
 
     calls = []
     real = pretraining.pretrain
@@ -331,15 +332,19 @@ def test_a_cached_encoder_is_reused_only_if_made_with_the_studys_settings(tiny_c
     assert sorted(calls) == ["autoencoder", "greedy"]
     records = {m: study_dir / "models" / f"encoder-{m}-seed1.json" for m in ("autoencoder", "greedy")}
     made = {m: json.loads(p.read_text()) for m, p in records.items()}
-    assert made["greedy"]["settings"] == fmtransfer.study.encoder_fingerprint(cfg, "greedy")
-    assert made["autoencoder"]["settings"] != made["greedy"]["settings"]  # [greedy] is in greedy's alone
-    for path in records.values():  # as 0.3.0 wrote them
-        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "settings"}))
+    sha256 = data.dataset_hashes(cfg.data)
+    assert made["greedy"]["made_from"] == fingerprints.encoder(cfg.replace(seed=1), sha256, "greedy")
+    assert "greedy.epochs" in made["greedy"]["made_from"] and "greedy.epochs" not in made["autoencoder"]["made_from"]
     (study_dir / "results.jsonl").unlink()
     calls.clear()
+    fmtransfer.run_study(cfg, study_dir)
+    assert calls == []  # both proved what they are
+    old = {k: v for k, v in made["autoencoder"].items() if k not in ("made_from", "fingerprint", "file_sha256")}
+    records["autoencoder"].write_text(json.dumps(old))  # as 0.4 wrote it
+    (study_dir / "results.jsonl").unlink()
     again = fmtransfer.run_study(cfg, study_dir)
-    assert calls == ["greedy"]
-    assert json.loads(records["greedy"].read_text())["settings"] == made["greedy"]["settings"]
+    assert calls == ["autoencoder"]
+    assert json.loads(records["autoencoder"].read_text())["fingerprint"] == made["autoencoder"]["fingerprint"]
     assert [c.transfer_mean for c in again.cells] == [c.transfer_mean for c in first.cells]  # same seed, same runs
 
 

@@ -209,6 +209,7 @@ def test_a_corrupt_split_npz_is_exit_2_naming_it(trained):
 
 
 def test_a_corrupt_study_file_names_it_and_says_what_to_do(tiny_data, tmp_path):
+    import hashlib
     import json
 
     cfg = fmtransfer.load_config(None, {**tiny_settings(tiny_data), "study.b_train_sizes": [20]})
@@ -224,8 +225,15 @@ def test_a_corrupt_study_file_names_it_and_says_what_to_do(tiny_data, tmp_path):
     with pytest.raises(fmtransfer.DataError, match=f"{a_json.name} is unreadable; delete it"):
         fmtransfer.run_study(cfg, tmp_path)
     [a_model] = (tmp_path / "models").glob("a-*.keras")
-    a_json.write_text("{}")
+    a_json.write_text("{}")  # a record that proves nothing: model A is trained again
     a_model.write_bytes(b"garbage")
+    fmtransfer.run_study(cfg, tmp_path)
+    made = json.loads(a_json.read_text())
+    assert made["file_sha256"] == hashlib.sha256(a_model.read_bytes()).hexdigest()
+    # A file its record vouches for that still cannot be loaded: say what to do, not which stage.
+    a_model.write_bytes(b"garbage")
+    a_json.write_text(json.dumps({**made, "file_sha256": hashlib.sha256(b"garbage").hexdigest()}))
+    (tmp_path / "results.jsonl").unlink()
     with pytest.raises(fmtransfer.DataError) as info:
         fmtransfer.run_study(cfg, tmp_path)
     assert "run the study again" in str(info.value) and "fmtransfer train-a" not in str(info.value)

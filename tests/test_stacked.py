@@ -151,7 +151,7 @@ def _bases(contender, cfgs, split, made: dict) -> list:
     for cfg in cfgs:
         if (need, cfg.seed) not in made:
             made[need, cfg.seed] = (pipeline.train_model_a(cfg, split)[0] if need == "model_a" else
-                                    pretraining.pretrain(cfg, split, need.partition(":")[2]).encoder)
+                                    pretraining.pretrain(cfg, split, need.method).encoder)
     return [made[need, cfg.seed] for cfg in cfgs]
 
 

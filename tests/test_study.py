@@ -123,7 +123,7 @@ def test_a_torn_last_line_is_ignored_and_cannot_swallow_the_next_result(tmp_path
 
 @pytest.mark.slow
 def test_an_interrupted_study_resumes_without_repeating_a_finished_run(tiny_config, tmp_path, monkeypatch):
-    from fmtransfer import pipeline
+    from fmtransfer import resolver
     from fmtransfer.contenders.transfer import TransferFromA
 
     calls = []
@@ -145,8 +145,8 @@ def test_an_interrupted_study_resumes_without_repeating_a_finished_run(tiny_conf
 
     monkeypatch.setattr(TransferFromA, "fit", real)
     trained = []
-    real_fit_a = pipeline.train_model_a
-    monkeypatch.setattr(pipeline, "train_model_a", lambda *a, **k: trained.append(1) or real_fit_a(*a, **k))
+    real_fit_a = resolver.train_model_a
+    monkeypatch.setattr(resolver, "train_model_a", lambda *a, **k: trained.append(1) or real_fit_a(*a, **k))
     summary = studies.run_study(tiny_config, tmp_path)
     results = studies.load_results(tmp_path)
     assert len(results) == len(studies.grid(tiny_config)) == summary.runs_finished

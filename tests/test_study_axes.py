@@ -95,10 +95,10 @@ def test_the_runner_writes_what_the_reader_reads(tmp_path):
     key = studies.grid(Config())[0]
     made = studies.RunRecord.made(key, "transfer", key.config(Config()), {"test_accuracy": 0.97, "test_loss": 0.1},
                                   {"test_accuracy": 0.99, "test_loss": 0.05, "linear_probe": 0.98},
-                                  settings="f", built_on={}, seconds={"baseline": 1.0, "contender": 2.0})
+                                  settings="f", fingerprint="g", built_on={}, seconds={"baseline": 1.0, "contender": 2.0})
     studies.append_record(tmp_path / "results.jsonl", made)
     [line] = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert list(json.loads(line)) == list(LINE)  # today's keys, in today's order
+    assert list(json.loads(line)) == [*LINE, "fingerprint"]  # today's keys, in today's order, then the fingerprint
     assert json.loads(line)["learning_rates"] == [0.01, 0.0001]
     assert studies.load_records(tmp_path) == [made] and made.result.linear_probe == 0.98
 
@@ -125,7 +125,7 @@ def test_a_declared_axis_reaches_run_ids_configs_records_and_cells(fine_tune_axi
     for k, accuracy in zip(keys, (0.95, 0.99, 0.96, 0.98)):
         studies.append_record(tmp_path / "results.jsonl", studies.RunRecord.made(
             k, "transfer", k.config(cfg), {"test_accuracy": 0.9}, {"test_accuracy": accuracy}, settings=None,
-            built_on={}, seconds={}))
+            fingerprint=None, built_on={}, seconds={}))
     studies.append_result(tmp_path / "results.jsonl", {**json.loads((tmp_path / "results.jsonl").read_text()
                                                                     .splitlines()[0]), "fine_tune_epochs": "x"})
     assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])["fine_tune_epochs"] == 1  # its key

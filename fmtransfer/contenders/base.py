@@ -90,7 +90,7 @@ class Contender:
         name: stable registry key, used by `--contenders` and in study records.
         title: what tables and `compare --json` call it (and the title of its `--help` group).
         description: one line for `--help`.
-        needs: what it builds on: "model_a", or "encoder:METHOD" for a pretrained encoder.
+        needs: what it builds on (`fmtransfer.needs`): MODEL_A, or Encoder(METHOD) for a pretrained encoder.
         Settings: its own config section, a frozen dataclass subclass of `config.Section` whose
             `NAME` is the section's name (`[gan]` in TOML, `--gan-epochs` on the CLI), or None.
         sections: the config sections it reads; its own is added when it registers.
@@ -107,7 +107,7 @@ class Contender:
     name: ClassVar[str]
     title: ClassVar[str]
     description: ClassVar[str]
-    needs: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[tuple] = ()  # of fmtransfer.needs.Need
     Settings: ClassVar[type[config.Section] | None] = None
     sections: ClassVar[tuple[str, ...]] = ()
     artifact: ClassVar[str] = ""

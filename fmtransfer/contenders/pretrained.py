@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fmtransfer.config import Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA
+from fmtransfer.needs import Encoder
 
 
 class PretrainedEncoder(TransferFromA):
@@ -28,7 +29,7 @@ class PretrainedEncoder(TransferFromA):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            cls.needs = (f"encoder:{cls.name}",)
+            cls.needs = (Encoder(cls.name),)
             cls.artifact = cls.source = cls.name
 
     def pretrain(self, cfg, x, x_valid, reporter):

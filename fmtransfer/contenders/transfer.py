@@ -13,6 +13,7 @@ import time
 from fmtransfer.config import reuse_count
 from fmtransfer.contenders.base import Contender, ContenderResult, Phase, register
 from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.needs import MODEL_A
 
 
 @register
@@ -20,7 +21,7 @@ class TransferFromA(Contender):
     name = "transfer"
     title = "transfer from A"
     description = "Reuse model A's lower layers: a new output trained frozen, then fine-tuned (ch. 11.2.1)."
-    needs = ("model_a",)
+    needs = (MODEL_A,)
     sections = ("transfer",)
     artifact = "a"
     source = "model A"  # what progress bars and errors call the model B is built on

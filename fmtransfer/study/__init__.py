@@ -22,7 +22,7 @@ from fmtransfer.study.axes import (
     Axis, RunKey, check_grid, declare, declared, grid, parse_shard, shard, study_contenders, withdraw,
 )
 from fmtransfer.study.records import (
-    STUDY_JSON, BadRecord, RunRecord, Scores, append_record, append_result, check_study_dir, encoder_fingerprint,
+    STUDY_JSON, BadRecord, RunRecord, Scores, append_record, append_result, check_study_dir,
     load_records, load_results, read_records, read_results, run_fingerprint, settings_fingerprint,
 )
 from fmtransfer.study.reporting import StudyResult, leaderboard, markdown, plot, report, table
@@ -31,7 +31,7 @@ from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stat
 
 __all__ = ["Axis", "RunKey", "check_grid", "declare", "declared", "grid", "parse_shard", "shard", "study_contenders",
            "withdraw", "STUDY_JSON", "BadRecord", "RunRecord", "Scores", "append_record", "append_result",
-           "check_study_dir", "encoder_fingerprint", "load_records", "load_results", "read_records", "read_results",
+           "check_study_dir", "load_records", "load_results", "read_records", "read_results",
            "run_fingerprint", "settings_fingerprint", "StudyResult", "leaderboard", "markdown", "plot", "report",
            "table", "STACK_AUTO", "parse_jobs", "resolve_stack", "run_study", "BOOK", "Cell", "book_placement", "holm",
            "paired_stats"]

@@ -3,106 +3,74 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-
-from fmtransfer import contenders
+from fmtransfer import fingerprints
 from fmtransfer.config import Config
-from fmtransfer.errors import DataError, DivergedError
+from fmtransfer.errors import DataError
 from fmtransfer.io import write_text_atomic
-from fmtransfer.study.records import encoder_fingerprint
+from fmtransfer.needs import Encoder, ModelA, Need
+from fmtransfer.resolver import Resolver
 
 
-class Cache:
-    """Model A and pretrained encoders of a study, saved in its directory and loaded on resume."""
+class StudyStore:
+    """A study's models/ directory as a store of `resolver.Resolver`: a saved model is used only
+    if its record says it was made from exactly what the run needs and the file is the one the
+    record describes (`fingerprints.problem`); anything else (another seed's file copied in, a
+    model file copied over, settings changed, a record from fmtransfer 0.4 or older) is made again.
+    """
 
-    def __init__(self, study_dir: Path, cfg: Config, split, pair: tuple[int, int], seed: int, train_a=None):
-        self.dir, self.cfg, self.split, self.pair, self.seed = study_dir / "models", cfg, split, pair, seed
-        self.info: dict[str, dict] = {}
-        self.models: dict[str, Any] = {}
-        # () -> (model A, ModelAResult, seconds or None); a stack trains its seeds' model A together.
-        self.train_a = train_a or (lambda: (*train_model_a(cfg, split), None))
+    REMEDY = "delete it and {record}, and run the study again (they are retrained)"
 
-    def path(self, need: str) -> Path:
-        if need == "model_a":
+    def __init__(self, directory: Path, pair: tuple[int, int], seed: int):
+        self.dir, self.pair, self.seed = directory, pair, seed
+
+    def path(self, need: Need) -> Path:
+        if isinstance(need, ModelA):
             return self.dir / f"a-seed{self.seed}-pair{self.pair[0]}v{self.pair[1]}.keras"
-        return self.dir / f"encoder-{need.partition(':')[2]}-seed{self.seed}.keras"
+        assert isinstance(need, Encoder)
+        return self.dir / f"encoder-{need.method}-seed{self.seed}.keras"
 
-    def has(self, need: str) -> bool:
-        """Whether `need` is made already (in memory or saved), so asking for it trains nothing."""
-        return need in self.models or self._saved(need) is not None
-
-    def _saved(self, need: str) -> dict | None:
-        """The saved file's record, or None if there is none or it was made with other settings.
-
-        Model A's settings are the whole study's, which the directory's fingerprints guard. An
-        encoder's record carries its pretraining settings (`encoder_fingerprint`), so an encoder
-        made before a method's section existed or changed is trained again, not reused. A record
-        without one is from fmtransfer 0.3.0 or older; it is kept only for a method with no own
-        section, whose settings the directory's pretraining fingerprint guarded when it was made.
-        """
+    def find(self, need: Need, made_from: dict) -> dict | None:
         path = self.path(need)
-        meta = path.with_suffix(".json")
-        if not (path.is_file() and meta.is_file()):
+        record_path = path.with_suffix(".json")
+        if not (path.is_file() and record_path.is_file()):
             return None
         try:
-            info = json.loads(meta.read_text(encoding="utf-8"))
-            if not isinstance(info, dict):
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except ValueError:
-            raise DataError(f"{meta} is unreadable; delete it and {path.name}, and run the study again "
-                            "(they are retrained)", path=meta) from None
-        if need != "model_a":
-            method = need.partition(":")[2]
-            if "settings" in info:
-                return info if info["settings"] == encoder_fingerprint(self.cfg, method) else None
-            if contenders.get(method).own_sections():
-                return None
-        return info
+            raise DataError(f"{record_path} is unreadable; " + self.REMEDY.format(record=path.name),
+                            path=record_path) from None
+        return record if fingerprints.problem(record, made_from, path) is None else None
 
-    def __getitem__(self, need: str):
-        from fmtransfer import models, pretraining
+    def load(self, need: Need, record: dict) -> Any:
+        from fmtransfer import models
 
-        if need in self.models:
-            if isinstance(self.models[need], DivergedError):
-                raise self.models[need]
-            return self.models[need]
         path = self.path(need)
-        meta = path.with_suffix(".json")
-        started = time.perf_counter()
-        info = self._saved(need)
-        if info is not None:
-            model = models.load_model(path, remedy=f"delete it and {meta.name}, and run the study again "
-                                                   "(they are retrained)")
-        else:
-            try:
-                if need == "model_a":
-                    model, a, spent = self.train_a()
-                    info = {"test_accuracy": a.test_accuracy, "seed": self.seed, "pair": list(self.pair)}
-                    if spent is not None:  # this seed's share of a stack's time
-                        started = time.perf_counter() - spent
-                else:
-                    method = need.partition(":")[2]
-                    made = pretraining.pretrain(self.cfg, self.split, method)
-                    model = made.encoder
-                    info = {**made.scores, "seed": self.seed, "seconds": made.seconds,
-                            "settings": encoder_fingerprint(self.cfg, method)}
-            except DivergedError as e:  # every run built on it diverged too; do not train it again
-                self.models[need] = e
-                raise
-            # Drop a stale record first: until the new one is written, a crash leaves a model file
-            # with no record, which is made again rather than trusted.
-            meta.unlink(missing_ok=True)
-            models.save_model(model, path)
-            write_text_atomic(meta, json.dumps(info))
-        self.models[need], self.info[need] = model, {**info, "seconds_here": round(time.perf_counter() - started, 2)}
-        return model
+        return models.load_model(path, remedy=self.REMEDY.format(record=path.with_suffix(".json").name))
+
+    def save(self, need: Need, model: Any, record: dict, made_from: dict) -> dict:
+        """Drop the stale record first: until the new one is written, a crash leaves a model file
+        with no record, which is made again rather than trusted."""
+        from fmtransfer import models
+
+        path = self.path(need)
+        record_path = path.with_suffix(".json")
+        record_path.unlink(missing_ok=True)
+        models.save_model(model, path)
+        record = fingerprints.stamp(record, made_from, path)
+        write_text_atomic(record_path, json.dumps(record))
+        return record
 
 
-def train_model_a(cfg: Config, split):
-    from fmtransfer import pipeline
+class Cache(Resolver):
+    """Model A and pretrained encoders of a study, saved in its directory and loaded on resume.
 
-    return pipeline.train_model_a(cfg, split)
+    `train_a`: () -> (model A, ModelAResult, seconds or None); a stack trains its seeds' model A together.
+    """
 
+    def __init__(self, study_dir: Path, cfg: Config, split, pair: tuple[int, int], seed: int, train_a=None):
+        super().__init__(cfg, split, StudyStore(study_dir / "models", pair, seed), train_a=train_a)

@@ -11,58 +11,18 @@ from pathlib import Path
 from typing import Any
 
 
-from fmtransfer import contenders
+from fmtransfer import contenders, data, fingerprints
 from fmtransfer.config import Config, flatten, merge
 from fmtransfer.errors import ConfigError, DataError, UsageError
+from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: re-exported)
+    own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
+)
 from fmtransfer.io import fingerprint, write_text_atomic
+from fmtransfer.needs import Encoder, needs_of
 from fmtransfer.study.axes import RunKey, study_contenders
 
 
 STUDY_JSON = "study.json"
-
-
-def settings_fingerprint(cfg: Config) -> str:
-    """What every run of a study shares: the settings that are not the grid's axes.
-
-    Pretraining settings are fingerprinted apart (`pretrain_fingerprint`), so a study of
-    transfer alone can later take pretraining contenders in.
-    """
-    d = cfg.to_dict()
-    # A key added after 0.2.0 counts only away from its default, so older studies still resume.
-    model = {k: v for k, v in d["model"].items() if (k, v) != ("initializer", "glorot_uniform")}
-    shared = {"batch_size": d["batch_size"], "model": model, "train_a": d["train_a"], "baseline": d["baseline"],
-              "data": {k: d["data"][k] for k in ("valid_size", "verify_checksums")
-                       + (("valid_from",) if d["data"]["valid_from"] != "first" else ())},
-              "transfer": {k: d["transfer"][k] for k in ("freeze_epochs", "fine_tune_epochs", "unfreeze")}}
-    return fingerprint(shared)
-
-
-def run_fingerprint(cfg: Config, contender: str) -> str:
-    """What a results line carries: the settings its run depended on beyond the grid's axes
-    (pretraining's too, for a contender built on a pretrained encoder), so a line made with other
-    settings is never mixed in, whatever study.json says."""
-    c = contenders.get(contender) if contender in contenders.names() else None
-    pretrained = c is not None and any(n.startswith("encoder:") for n in c.needs)
-    own = own_sections_fingerprint(cfg, contender)
-    return fingerprint(settings_fingerprint(cfg), pretrain_fingerprint(cfg) if pretrained else None,
-                       *([own] if own else []))
-
-
-def own_sections_fingerprint(cfg: Config, contender: str) -> str | None:
-    """The settings of a contender's own sections ([gan], [l2_sp], ...), None if it has none."""
-    own = contenders.get(contender).own_sections() if contender in contenders.names() else ()
-    d = cfg.to_dict()
-    return fingerprint({s: d[s] for s in own}) if own else None
-
-
-def pretrain_fingerprint(cfg: Config) -> str:
-    return fingerprint({k: v for k, v in cfg.pretrain.to_dict().items() if k != "method"})
-
-
-def encoder_fingerprint(cfg: Config, method: str) -> str:
-    """What a cached encoder of `method` was made with: pretraining's settings and its own section's."""
-    own = own_sections_fingerprint(cfg, method)
-    return fingerprint(pretrain_fingerprint(cfg), *([own] if own else []))
 
 
 def results_path(study_dir: Path, index: int, count: int) -> Path:
@@ -123,7 +83,7 @@ class Scores:
 
 # A results line's fields besides the axes', in the order written; the runner writes every one,
 # older fmtransfers only some, so those after `result` are optional (None: not in the line).
-_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished")
+_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint")
 
 
 @dataclass(frozen=True)
@@ -143,6 +103,8 @@ class RunRecord:
         settings: `run_fingerprint` of the settings the run depended on beyond the axes; opaque.
         built_on: per need (model_a, encoder:...), the record of the artifact the run used.
         seconds: time spent, per part; `finished`: when, local time. Neither is a result.
+        fingerprint: `fingerprints.run` of everything the run depended on, the data included
+            (lines of fmtransfer 0.4 or older have none); opaque.
         extra: keys this fmtransfer does not know, kept as read.
 
     Example:
@@ -160,16 +122,18 @@ class RunRecord:
     built_on: Any = None
     seconds: Any = None
     finished: Any = None
+    fingerprint: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
-             settings: str, built_on: dict, seconds: dict) -> "RunRecord":
+             settings: str, fingerprint: str, built_on: dict, seconds: dict) -> "RunRecord":
         """The record of a run the runner just finished, stamped now."""
         t = run_config.transfer
         return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
-                   built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                   built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   fingerprint=fingerprint)
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":
@@ -210,12 +174,13 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
     """Every finished run in the directory, merged over shards, and how many lines were skipped, by reason.
 
     A line that is not a finished run (a torn last line, a wrong shape, another type) is skipped,
-    and so is one made with other settings than `cfg`'s (its `run_fingerprint`); neither can hide
-    a valid record of the same run, which is looked for in every line. Lines of an older
-    fmtransfer, which carry no fingerprint, are taken as they are.
+    and so is one made with other settings than `cfg`'s or on other data than study.json records
+    (`made_with`); neither can hide a valid record of the same run, which is looked for in every
+    line. Lines of an older fmtransfer, which carry no fingerprint, are taken as they are.
     """
     found: dict[str, RunRecord] = {}
     skipped: dict[str, int] = {}
+    same = made_with(cfg, _recorded_dataset(study_dir)) if cfg is not None else None
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             if not line.strip():
@@ -227,10 +192,7 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
             except BadRecord as e:
                 reason = str(e)
             else:
-                reason = None
-                if cfg is not None and record.settings is not None \
-                        and record.settings != run_fingerprint(cfg, record.contender):
-                    reason = "made with other settings"
+                reason = None if same is None or same(record) else "made with other settings"
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
@@ -247,6 +209,38 @@ def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict]
     """`read_records`, each record as its JSON line's dict."""
     records, skipped = read_records(study_dir, cfg)
     return [r.to_dict() for r in records], skipped
+def made_with(cfg: Config, sha256: dict[str, str] | None):
+    """record -> whether that results line was made with `cfg` on the dataset files `sha256`.
+
+    A line written after fmtransfer 0.4 carries `fingerprint` (`fingerprints.run`: the data, the
+    run's seed, pair, size and rates, every setting its contender and baseline depended on); an
+    older one only `settings` (`run_fingerprint`), checked as then; one with neither is taken.
+    """
+    configs: dict[RunKey, Config | None] = {}  # the lines of one grid point share their config
+
+    def same(record: RunRecord) -> bool:
+        if record.fingerprint is not None and sha256 is not None and record.contender in contenders.names():
+            if record.key not in configs:
+                try:
+                    configs[record.key] = record.key.config(cfg)
+                except ConfigError:  # a point this config cannot even express
+                    configs[record.key] = None
+            run_config = configs[record.key]
+            return run_config is not None and \
+                record.fingerprint == fingerprints.run(run_config, sha256, record.contender)
+        return record.settings is None or record.settings == run_fingerprint(cfg, record.contender)
+
+    return same
+
+
+def _recorded_dataset(study_dir: Path) -> dict[str, str] | None:
+    """The dataset hashes study.json records, None where it records none (fmtransfer 0.4 or older)."""
+    try:
+        meta = json.loads((Path(study_dir) / STUDY_JSON).read_text(encoding="utf-8"))
+        sha256 = meta["dataset"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sha256 if isinstance(sha256, dict) else None
 
 
 def load_results(study_dir: Path, cfg: Config | None = None) -> list[dict]:
@@ -276,8 +270,9 @@ def check_study_dir(cfg: Config, study_dir: Path) -> None:
     """A directory holds one study: runs made with other fixed settings must not be mixed in."""
     meta_path = study_dir / STUDY_JSON
     meta = {"settings_fingerprint": settings_fingerprint(cfg)}
-    if any(contenders.get(c).needs != ("model_a",) and contenders.get(c).needs for c in study_contenders(cfg)):
+    if any(isinstance(n, Encoder) for c in study_contenders(cfg) for n in needs_of(contenders.get(c))):
         meta["pretrain_fingerprint"] = pretrain_fingerprint(cfg)
+    dataset = fingerprints.dataset(data.dataset_hashes(cfg.data), cfg.data.verify_checksums)
     d = cfg.to_dict()
     owned = {f"{section}_fingerprint": fingerprint(d[section])
              for c in study_contenders(cfg) for section in contenders.get(c).own_sections()}
@@ -292,9 +287,15 @@ def check_study_dir(cfg: Config, study_dir: Path) -> None:
                                  "use another directory, or the same settings", path=study_dir)
             if key in old:
                 meta.setdefault(key, old[key])
+        # A study.json of fmtransfer 0.4 or older records no dataset: it gets this one's.
+        theirs = old.get("dataset") if isinstance(old.get("dataset"), dict) else {}
+        if theirs and theirs.get("sha256") != dataset["sha256"]:
+            why = fingerprints.difference({"data.sha256": theirs.get("sha256")}, {"data.sha256": dataset["sha256"]})
+            raise UsageError(f"{study_dir} holds a study {why}; use another directory, or the data it was made "
+                             "from", path=study_dir)
     # The grid's axes may grow between invocations; the latest grid is the one to report against.
     study_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(meta_path, json.dumps({**meta, "config": cfg.to_dict()}, indent=2))
+    write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
 
 
 def read_meta(study_dir: Path) -> dict:

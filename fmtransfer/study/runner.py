@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from fmtransfer import contenders, pipeline
+from fmtransfer import contenders, fingerprints
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DivergedError
 from fmtransfer.io import locked, refuse_if_locked
+from fmtransfer.needs import MODEL_A, needs_of
 from fmtransfer.report import Reporter
+from fmtransfer.resolver import train_models_a
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.cache import Cache
 from fmtransfer.study.pool import run_units
@@ -40,7 +42,8 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
         jobs: worker processes, each training whole seeds with its own thread pools; "auto" is
             the machine's cores divided by the threads one run uses. Every run gives the same
             numbers as with one. With more than one, this process only deals seeds and
-            collects results: it never imports TensorFlow or reads the dataset.
+            collects results: it never imports TensorFlow or parses the dataset (it hashes
+            the files, for study.json).
         stack: train up to this many seeds of a (pair, size) as one graph (`fmtransfer.stacked`;
             "auto": 10); None takes `cfg.study.stack`. Numbers agree with unstacked runs to
             float precision, not bit for bit.
@@ -251,10 +254,11 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                     seconds = round(time.perf_counter() - started, 2)
                 record = RunRecord.made(
                     key, name, key.config(cfg), base, result, settings=run_fingerprint(cfg, name),
-                    built_on={need: {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
+                    fingerprint=fingerprints.run(key.config(cfg), split.sha256, name),
+                    built_on={str(need): {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
                               for need in contender.needs if need in cache.info},
                     seconds={"baseline": base_seconds, "contender": seconds,
-                             **{need: cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
+                             **{str(need): cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
                                 if need in cache.info}})
                 base_seconds = 0.0  # the baseline's time is counted once, with its first run
                 append_record(out, record)
@@ -308,13 +312,13 @@ class _Stacked:
     def _model_a(self, asking: RunKey, split):
         tag = ("model_a", asking.pair)
         if (tag, asking.seed) not in self.made:
-            needs_a = {c for c in self.chosen if "model_a" in contenders.get(c).needs}
+            needs_a = {c for c in self.chosen if MODEL_A in needs_of(contenders.get(c))}
             peers = [k for k in self._seeds(lambda k: k.pair == asking.pair and any(
                 k.run_id(c) not in self.done for c in needs_a)) if not self.cache(k, split).has("model_a")]
             peers = peers if any(k.seed == asking.seed for k in peers) else [asking, *peers]
             started = time.perf_counter()
             try:
-                made = pipeline.train_models_a([k.config(self.cfg) for k in peers], split)
+                made = train_models_a([k.config(self.cfg) for k in peers], split)
             except DivergedError as e:  # one seed alone raises, as unstacked
                 made = [e]
             share = (time.perf_counter() - started) / len(peers)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fmtransfer.pipeline import error_rate_ratio
+from fmtransfer.results import error_rate_ratio
 from fmtransfer.study.axes import cell_axes
 
 
