@@ -14,12 +14,11 @@ Importing the package, or any module of it, changes no TensorFlow setting: `setu
 (threads, determinism, logging), and the entry points call it for you unless you did first.
 """
 
-__version__ = "0.4.0"
-
-from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError  # noqa: E402
-from fmtransfer.config import Config, load_config  # noqa: E402
-from fmtransfer.contenders import Contender, ContenderResult, register  # noqa: E402
-from fmtransfer.runtime import setup  # noqa: E402
+from fmtransfer.version import __version__  # noqa: F401  (fmtransfer.__version__)
+from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError
+from fmtransfer.config import Config, load_config
+from fmtransfer.contenders import Contender, ContenderResult, register
+from fmtransfer.runtime import setup
 
 # Imported on first use (numpy, rich, scipy), so that `fmtransfer --help` answers at once.
 _LAZY = {"run_experiment": "pipeline", "ExperimentResult": "results", "run_study": "study",

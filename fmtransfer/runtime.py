@@ -17,6 +17,9 @@ import platform
 import sys
 import warnings
 
+from fmtransfer.errors import FmtError, UsageError
+from fmtransfer.version import __version__
+
 _configured: dict | None = None
 _pending: dict | None = None  # setup(lazy=True)'s choice, applied at the first ensure_setup
 
@@ -38,8 +41,6 @@ def import_keras():
         import keras
 
     if keras.backend.backend() != "tensorflow":
-        from fmtransfer.errors import FmtError
-
         raise FmtError(f"Keras was imported with the {keras.backend.backend()} backend; fmtransfer needs "
                        "TensorFlow: import fmtransfer before keras, or set KERAS_BACKEND=tensorflow")
     return keras
@@ -129,8 +130,6 @@ def threads(arch: str = "dense") -> tuple[int, int]:
         if len(parts) not in (1, 2) or min(parts) < 0:
             raise ValueError
     except ValueError:
-        from fmtransfer.errors import UsageError
-
         raise UsageError(f"FMTRANSFER_THREADS: expected N or INTRA,INTER (0: TensorFlow's default), "
                          f"got {value!r}") from None
     return parts[0], parts[-1]
@@ -147,8 +146,6 @@ def versions() -> dict[str, str]:
     import keras
     import numpy
     import tensorflow as tf
-
-    from fmtransfer import __version__
 
     return {"fmtransfer": __version__, "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": numpy.__version__, "platform": platform.platform()}
