@@ -22,9 +22,11 @@ from pathlib import Path
 import click
 import cloup
 
-from fmtransfer import __version__, contenders
+from fmtransfer import contenders, report, runtime
 from fmtransfer.config import field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
+from fmtransfer.rundir import RunDir
+from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
 
@@ -175,10 +177,8 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         _fail(f"{type(e).__name__}: {first} (rerun with --verbose for the traceback)", 1)
-    from fmtransfer.report import to_json
-
     if as_json:
-        click.echo(to_json(result.to_dict() if hasattr(result, "to_dict") else result))
+        click.echo(report.to_json(result.to_dict() if hasattr(result, "to_dict") else result))
     else:
         show(_console(), result.to_dict() if hasattr(result, "to_dict") else result)
 
@@ -192,8 +192,6 @@ def _console():
 def layers(run_dir: Path, config_path: str | None, given: dict):
     """The settings' layers, last wins: the run directory's remembered settings, --config FILE,
     the options; and which layer set each key."""
-    from fmtransfer.rundir import RunDir
-
     rd = RunDir(run_dir)
     found = [(str(rd.path / rd.CONFIG), rd.remembered())]
     if config_path:
@@ -222,9 +220,6 @@ def stage(tensorflow: bool = True, prepare=None):
             origins: dict = {}
 
             def body():
-                from fmtransfer import runtime
-                from fmtransfer.report import Reporter
-
                 runtime.check_environment()
                 rd, found, where = layers(Path(run_dir), config_path, given)
                 origins.update(where)
@@ -238,7 +233,7 @@ def stage(tensorflow: bool = True, prepare=None):
                         click.echo(f"fmtransfer: note: KERAS_BACKEND={asked} ignored; fmtransfer trains with "
                                    "TensorFlow graphs, so it uses Keras' TensorFlow backend", err=True)
                     runtime.setup(arch=cfg.model.arch, quiet=not verbose, lazy=True)
-                return f(cfg, rd, Reporter(quiet=as_json), **kwargs)
+                return f(cfg, rd, report.Reporter(quiet=as_json), **kwargs)
 
             execute(body, as_json=as_json, verbose=verbose, run_path=Path(run_dir), origins=origins)
 
@@ -268,7 +263,7 @@ def cli():
 @stage(tensorflow=False)
 def split(cfg, rd, reporter):
     """Find and verify Fashion-MNIST, make the book's A/B split, save it in the run directory."""
-    from fmtransfer import report, stages
+    from fmtransfer import stages
 
     return stages.split(cfg, rd, reporter), lambda console, r: console.print(report.split_table(r))
 
@@ -281,7 +276,7 @@ def split(cfg, rd, reporter):
 @stage()
 def train_a(cfg, rd, reporter):
     """Train model A on the eight task-A classes and save it (.keras) with its history."""
-    from fmtransfer import report, stages
+    from fmtransfer import stages
 
     return stages.train_a(cfg, rd, reporter), lambda c, r: c.print(report.history_table("Model A (8 classes)", r))
 
@@ -307,7 +302,7 @@ def _sources() -> list[str]:
 def transfer(cfg, rd, reporter, model_a, source, contender):
     """Build model B on a clone of model A's (or a pretrained encoder's) lower layers; train
     frozen, then fine-tune."""
-    from fmtransfer import report, stages
+    from fmtransfer import stages
 
     by_source = "transfer" if source in (None, "a") else source
     if contender and source and contender != by_source:
@@ -350,15 +345,13 @@ def _prepare_pretrain(cfg, given, origins, **_):
 def pretrain(cfg, rd, reporter, plot):
     """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
     encoder for `transfer --from METHOD`."""
-    from fmtransfer import report, stages
+    from fmtransfer import stages
 
     result = stages.pretrain(cfg, rd, reporter, plot=plot)
     return result, lambda console, r: console.print(report.pretrain_table(r))
 
 
 def _compare_show(console, r):
-    from fmtransfer import report
-
     console.print(report.compare_table(r))
 
 
@@ -463,7 +456,6 @@ def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
 
 
 def _with_plots(result, study_dir: Path, plots: bool | None):
-    from fmtransfer import report
     from fmtransfer import study as studies
 
     if plots is None:
