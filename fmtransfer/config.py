@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Union
 
-from fmtransfer.errors import ConfigError
+from fmtransfer.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -639,8 +639,6 @@ def merge(layers: Iterable[tuple[str | None, Mapping[str, Any]]], base: Config |
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """A TOML file's settings as `section.key` values, or a ConfigError-free UsageError naming it."""
-    from fmtransfer.errors import UsageError
-
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

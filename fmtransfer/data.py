@@ -20,7 +20,7 @@ import numpy as np
 from fmtransfer import fingerprints
 from fmtransfer.config import DataConfig
 from fmtransfer.errors import ConfigError, DataError, FmtError
-from fmtransfer.io import file_sha256 as sha256
+from fmtransfer.io import atomic_path, file_sha256 as sha256
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -246,8 +246,6 @@ class Split:
     def save(self, path: Path, manifest: dict) -> None:
         """The indices, the fingerprint and `manifest` in one file, replaced at once."""
         import json
-
-        from fmtransfer.io import atomic_path
 
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:

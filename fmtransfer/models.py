@@ -24,7 +24,8 @@ import numpy as np
 
 from fmtransfer.config import ModelConfig
 from fmtransfer.errors import ConfigError, DataError
-from fmtransfer.runtime import import_keras
+from fmtransfer.io import atomic_path
+from fmtransfer.runtime import ensure_setup, import_keras
 
 keras = import_keras()
 layers = keras.layers
@@ -200,8 +201,6 @@ def set_reused_trainable(model, trainable: bool, top: int | None = None) -> None
 def load_model(path: str | Path, remedy: str = "retrain it with `fmtransfer train-a`"):
     """Load a `.keras` or legacy `.h5` model (model A, an encoder), or fail with one line naming
     the file and `remedy`, what makes it again."""
-    from fmtransfer.runtime import ensure_setup
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file {path} not found; run `fmtransfer train-a` first or pass --model-a FILE", path=path)
@@ -235,7 +234,5 @@ def weights_digest(weights: list) -> str:
 
 
 def save_model(model, path: Path) -> None:
-    from fmtransfer.io import atomic_path
-
     with atomic_path(path) as tmp:
         model.save(tmp)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from fmtransfer.config import CLASS_NAMES
 from fmtransfer.errors import UsageError
+from fmtransfer.io import atomic_path
 from fmtransfer.io import to_json  # noqa: F401  (what the CLI prints with --json)
 
 
@@ -115,8 +116,6 @@ def figures(option: str) -> Figures:
 
 def save_figure(fig, path, dpi: int = 110) -> None:
     """Write `fig` as a PNG atomically."""
-    from fmtransfer.io import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 

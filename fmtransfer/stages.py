@@ -13,7 +13,7 @@ import functools
 import time
 from pathlib import Path
 
-from fmtransfer import contenders, fingerprints, resolver
+from fmtransfer import contenders, fingerprints, resolver, runtime
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DataError, UsageError
 from fmtransfer.io import file_sha256
@@ -52,8 +52,6 @@ def with_split(cfg: Config, manifest: dict, rd: RunDir) -> Config:
 
 
 def _stamp(cfg: Config, started: float, manifest: dict) -> dict:
-    from fmtransfer import runtime
-
     return {"seconds": round(time.perf_counter() - started, 3), "split_fingerprint": manifest["fingerprint"],
             "config": cfg.to_dict(), "versions": runtime.versions()}
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fmtransfer import contenders, fingerprints
+from fmtransfer import contenders, fingerprints, runtime
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DivergedError
 from fmtransfer.io import locked, refuse_if_locked
@@ -73,8 +73,6 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
 
 def parse_jobs(jobs: int | str, arch: str) -> int:
     """A worker count: N >= 1, or "auto": the cores divided by the threads one run uses."""
-    from fmtransfer import runtime
-
     if isinstance(jobs, str) and jobs.strip().lower() == "auto":
         cores = os.cpu_count() or 1
         per_run = runtime.threads(arch)[0] or cores  # 0: TensorFlow's choice, every core
@@ -120,8 +118,6 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         # Whole seeds go to one worker: model A and the encoders of a seed are made once; a
         # stack's worth of seeds at once, so that the worker can train them as one graph.
         if jobs == 1:  # TensorFlow is needed here, and first set up (asking it about a GPU starts it)
-            from fmtransfer import runtime
-
             runtime.ensure_setup(cfg.model.arch)
         seeds = [[*unit] for _, unit in itertools.groupby(todo, key=lambda k: k.seed)]
         per_unit = _seeds_per_unit(cfg.study.stack, jobs, len(seeds))
@@ -165,8 +161,6 @@ def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Pa
                  workers_lock: str) -> None:
     """Deal whole seeds to `jobs` spawned processes (`pool.run_units`); each appends to its own
     results file, and tells this one each run it finished, for the progress bar over the whole grid."""
-    from fmtransfer import runtime
-
     # This process never set TensorFlow up: the workers apply the choice made for it.
     chosen_setup = runtime._configured or runtime._pending or {"arch": cfg.model.arch}
     setup = {**chosen_setup, "threads": runtime.threads(cfg.model.arch)}
@@ -182,8 +176,6 @@ def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Pa
 
 def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, done: list[str], setup: dict) -> dict:
     """A worker's TensorFlow and dataset, once; its results go to its own file, `...-job{job}.jsonl`."""
-    from fmtransfer import runtime
-
     runtime.setup(**setup)
     out_path = Path(out)
     return {"cfg": cfg, "chosen": chosen, "raw": _checked_data(cfg), "study_dir": Path(study_dir),
