@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmtransfer import fingerprints
+from fmtransfer import contenders, fingerprints
+from fmtransfer.config import flatten
 from fmtransfer.errors import DataError, UsageError
 from fmtransfer.io import fingerprint, locked, to_json, write_text_atomic  # noqa: F401  (fingerprint: re-exported)
 from fmtransfer.needs import ModelA, Need
@@ -57,9 +58,7 @@ class RunDir:
     def contender_files(self, name: str) -> tuple[Path, Path]:
         """(model, results) of a contender: model_b.keras and baseline.json for the baseline,
         model_b_on_SOURCE.keras and transfer_SOURCE.json for one built on pretrained layers."""
-        from fmtransfer.contenders import get
-
-        artifact = get(name).artifact
+        artifact = contenders.get(name).artifact
         if name == "baseline":
             return self.path / "model_b.keras", self.baseline_json
         return self.path / f"model_b_on_{artifact}.keras", self.path / f"transfer_{artifact}.json"
@@ -68,9 +67,7 @@ class RunDir:
         """What `pretrain --method METHOD` writes: the encoder B is built on, the method's
         companion model (autoencoder_METHOD.keras, generator_gan.keras), the results, and its
         picture (reconstructions_METHOD.png, samples_gan.png, filters_rbm.png)."""
-        from fmtransfer.contenders import get
-
-        c = get(method)
+        c = contenders.get(method)
         return {"encoder": self.path / f"encoder_{method}.keras",
                 "companion": self.path / f"{c.companion}_{method}.keras",
                 "json": self.path / f"pretrain_{method}.json",
@@ -129,8 +126,6 @@ class RunDir:
         A config.json written by an older fmtransfer holds every setting; only the remembered
         ones are taken from it.
         """
-        from fmtransfer.config import flatten
-
         path = self.path / self.CONFIG
         if not path.is_file():
             return {}
