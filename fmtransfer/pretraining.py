@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fmtransfer import contenders, runtime
 from fmtransfer.config import CLASS_NAMES, Config
 from fmtransfer.errors import ConfigError
 from fmtransfer.report import Reporter, figures, save_figure
@@ -67,8 +68,6 @@ def images(split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 def pretrain(cfg: Config, split, method: str, reporter: Reporter | None = None) -> Pretrained:
     """Pretrain `method`'s encoder on `split`'s unlabelled images with `cfg.seed`."""
-    from fmtransfer import contenders, runtime
-
     reporter = reporter or Reporter(quiet=True)
     contender = contenders.get(contenders.pretraining_method(cfg, method))
     if cfg.model.arch not in contender.archs:

@@ -26,6 +26,7 @@ import numpy as np
 from fmtransfer import loop
 from fmtransfer.errors import ConfigError
 from fmtransfer.loop import Epoch
+from fmtransfer.report import Reporter
 from fmtransfer.runtime import import_keras
 
 keras = import_keras()
@@ -152,8 +153,6 @@ def train_stack(x: np.ndarray, sizes, settings, *, seed: int, x_valid: np.ndarra
     never change again. Each step records the digests of every RBM so far before and after it
     trains, so anyone can check that.
     """
-    from fmtransfer.report import Reporter
-
     reporter = reporter or Reporter(quiet=True)
     trained: list[Layer] = []
     steps = []

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from fmtransfer.config import Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.pretrained import PretrainedEncoder
+from fmtransfer.report import Reporter, figures, save_figure
 
 SAMPLE_GRID = (4, 8)  # rows, columns of the picture of generated images
 PICTURE_SEED = 2024  # the picture's noise: the same codings for every run, so pictures compare
@@ -135,7 +136,6 @@ def train(cfg, x: np.ndarray, x_valid: np.ndarray, reporter=None):
     import numpy as np  # here, not at the top: the registry imports this module for `fmtransfer --help`
 
     from fmtransfer import loop, models, training
-    from fmtransfer.report import Reporter
 
     tf = training.tf
     keras = models.keras
@@ -190,8 +190,6 @@ def train(cfg, x: np.ndarray, x_valid: np.ndarray, reporter=None):
 
 def plot_samples(images: np.ndarray, path, title: str, rows: int, cols: int) -> None:
     """A PNG grid of `rows` x `cols` images in [0, 1] (needs matplotlib)."""
-    from fmtransfer.report import figures, save_figure
-
     fig, axes = figures("--plot").subplots(rows, cols, figsize=(1.0 * cols, 1.0 * rows + 0.4), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.imshow(images[k], cmap="binary", vmin=0.0, vmax=1.0)

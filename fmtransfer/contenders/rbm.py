@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from fmtransfer.config import Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.pretrained import PretrainedEncoder
+from fmtransfer.report import figures, save_figure
 
 FILTERS_SHOWN = 64  # of the first layer's filters, an 8x8 grid
 
@@ -82,8 +83,6 @@ class Rbm(PretrainedEncoder):
         """The first RBM's filters: the weights into each of its first hidden units as a 28x28
         image, each on its own symmetric colour scale (needs matplotlib)."""
         import numpy as np
-
-        from fmtransfer.report import figures, save_figure
 
         weights = made.encoder.get_layer("hidden1").get_weights()[0]
         shown = min(FILTERS_SHOWN, weights.shape[1])

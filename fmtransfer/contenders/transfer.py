@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from fmtransfer import runtime
 from fmtransfer.config import reuse_count
 from fmtransfer.contenders.base import Contender, ContenderResult, Phase, register
 from fmtransfer.errors import ConfigError, DivergedError
@@ -66,7 +67,7 @@ class TransferFromA(Contender):
         Per seed, in the order one seed alone takes: seed, build B on its base, probe, `prepare`,
         `penalty`; then the phases, each trained for every seed still going.
         """
-        from fmtransfer import models, probe, runtime, training
+        from fmtransfer import models, probe, training
 
         source = source or self.source
         x, y = training.scaled_part(split.b_train)
