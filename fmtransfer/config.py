@@ -121,12 +121,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 def _tuple(value: Any, args: tuple, key: str) -> tuple:
     variadic = len(args) == 2 and args[1] is Ellipsis
     if isinstance(value, str):
-        text = value.replace(" ", "")
-        # "5:6" is a pair; "5:6,0:2" a list of pairs; "300,100" a list of sizes.
-        sep = ":" if not variadic and ":" in text else ","
-        value = text.split(sep) if text else []
-        if any(item == "" for item in value):
-            raise ConfigError(key, f"has an empty item; separate values with single '{sep}', got {text!r}")
+        value = _split_list(value, ":" if not variadic and ":" in value else ",", key)
     if isinstance(value, range):
         value = list(value)
     if not isinstance(value, (list, tuple)):
@@ -136,6 +131,20 @@ def _tuple(value: Any, args: tuple, key: str) -> tuple:
     if len(value) != len(args):
         raise ConfigError(key, f"must be {len(args)} values, got {list(value)}")
     return tuple(coerce(v, a, key) for v, a in zip(value, args))
+
+
+def _split_list(text: str, sep: str, key: str) -> list[str]:
+    """The one parser of list values typed as text ("5:6" a pair; "5:6,0:2" pairs; "300,100"
+    sizes): items separated by `sep`, spaces around them allowed, anything else refused, since
+    "42 43" read as one item would silently become 4243."""
+    if not text.strip():
+        raise ConfigError(key, f"is empty; give at least one value, separated by '{sep}'")
+    items = [item.strip() for item in text.split(sep)]
+    if any(item == "" for item in items):
+        raise ConfigError(key, f"has an empty item; separate values with single '{sep}', got {text!r}")
+    if any(len(item.split()) > 1 for item in items):
+        raise ConfigError(key, f"separate values with '{sep}', not spaces, got {text!r}")
+    return items
 
 
 @functools.lru_cache(maxsize=None)
@@ -652,7 +661,60 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     for key, value in raw.items():
         if isinstance(value, dict) and key not in known:
             raise ConfigError(key, f"unknown section [{key}]", source=f"config file {path}")
-    return flatten(raw)
+    flat = flatten(raw)
+    for key, value in flat.items():
+        problem = _toml_type_problem(key, value)
+        if problem:
+            raise ConfigError(key, problem, source=f"config file {path}")
+    return flat
+
+
+def _toml_type_problem(key: str, value: Any) -> str | None:
+    """Why a TOML value has the wrong type for `key`, or None. TOML has typed values, so a file
+    says what it means: "1" is a string, 1e9 a float; neither is an integer, as an option's text
+    would be. Unknown keys are left to `merge`, which names them."""
+    try:
+        hint = field_info(key)[1]
+    except (KeyError, StopIteration):
+        return None
+    return None if _has_type(value, hint) else f"expected {_type_name(hint)}, got {value!r}"
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return any(_has_type(value, a) for a in args if a is not type(None))
+    if origin is Literal:
+        return value in args
+    if origin is tuple:
+        if isinstance(value, str):  # a list written as text: the list parser refuses what is not one
+            return True
+        if not isinstance(value, list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_has_type(v, args[0]) for v in value)
+        # A wrong count is for the section's own check to say ("must be 2 values").
+        return len(value) != len(args) or all(_has_type(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in args if a is not type(None))
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        return "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, /,
