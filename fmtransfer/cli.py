@@ -184,9 +184,11 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
 
 
 def _console():
+    """Where tables go. Off a terminal (a pipe, a file, a Slurm log) rich would assume 80 columns
+    and cut numbers to fit; there, every line is as wide as its content needs."""
     from rich.console import Console
 
-    return Console()
+    return Console() if sys.stdout.isatty() else Console(width=100_000)
 
 
 def layers(run_dir: Path, config_path: str | None, given: dict):

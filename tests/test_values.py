@@ -64,3 +64,17 @@ def test_toml_values_of_the_right_type_load_as_they_read(tmp_path):
     assert (cfg.seed, cfg.contenders, cfg.model.hidden) == (7, ("transfer",), (300, 100))
     assert (cfg.transfer.reuse_layers, cfg.transfer.frozen_learning_rate) == (1, 1.0)
     assert cfg.study.pairs == ((5, 6), (0, 2)) and cfg.study.stack == "auto"
+
+
+def test_off_a_terminal_a_table_prints_complete_numbers(monkeypatch, capsys):
+    from rich.table import Table
+
+    from fmtransfer import cli
+
+    table = Table(*(f"column {i}" for i in range(12)))
+    table.add_row(*(f"{100 * i / 7:.6f}" for i in range(12)))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False, raising=False)
+    cli._console().print(table)
+    printed = capsys.readouterr().out
+    assert "…" not in printed
+    assert all(f"{100 * i / 7:.6f}" in printed for i in range(12))
