@@ -297,7 +297,7 @@ def test_a_contender_that_cannot_stack_trains_one_seed_at_a_time_and_says_why(ti
     import warnings
 
     from fmtransfer import data, models
-    from fmtransfer.contenders.finetune import Gradual
+    from fmtransfer.contenders.gradual import Gradual
     from fmtransfer.report import Reporter
 
     monkeypatch.setattr(Gradual, "stack_unsupported", "a test says it cannot")

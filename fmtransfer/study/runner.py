@@ -30,6 +30,11 @@ from fmtransfer.study.records import (
 from fmtransfer.study.reporting import StudyResult, report
 
 
+# What a cached model's record holds that is no property of the run: its time here, and the digest of
+# its file, which differs between two saves of the same weights (the archive stamps its time).
+_NOT_RESULTS = ("seconds_here", "file_sha256")
+
+
 def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *, shard_spec: str | None = None,
               jobs: int | str = 1, stack: int | str | None = None, progress: bool = False,
               reporter: Reporter | None = None) -> StudyResult:
@@ -247,7 +252,7 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                 record = RunRecord.made(
                     key, name, key.config(cfg), base, result, settings=run_fingerprint(cfg, name),
                     fingerprint=fingerprints.run(key.config(cfg), split.sha256, name),
-                    built_on={str(need): {k: v for k, v in cache.info[need].items() if k != "seconds_here"}
+                    built_on={str(need): {k: v for k, v in cache.info[need].items() if k not in _NOT_RESULTS}
                               for need in contender.needs if need in cache.info},
                     seconds={"baseline": base_seconds, "contender": seconds,
                              **{str(need): cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
