@@ -130,16 +130,39 @@ def _stop(workers: dict, terminate: bool) -> set[int]:
     for pid, p in workers.items():
         with contextlib.suppress(OSError, ValueError):
             p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
+            if p.is_alive() and _exists(pid):
                 p.kill()
                 killed.add(pid)
                 p.join(GRACE_S)
     return killed
 
 
+def _exists(pid: int) -> bool:
+    """Whether `pid` is still a process. `is_alive` can say yes for one the executor's thread has
+    just reaped (its waitpid then finds no child), and killing it "again" would hide the status
+    that says how it died."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _exit_codes(workers: dict, patience: float = 2.0) -> dict[int, int]:
+    """Each ended worker's exit status. The executor's own thread reaps its workers too, and a
+    join racing it may return before the status is stored (waitpid then finds no child): wait a
+    moment for it rather than lose the one status that says what happened."""
+    deadline = time.monotonic() + patience
+    while any(p.exitcode is None for p in workers.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {pid: p.exitcode for pid, p in workers.items() if p.exitcode is not None}
+
+
 def _death(workers: dict, killed: set[int], doing: dict[int, int], units: list, pending) -> FmtError:
     """One line for the worker(s) that died, each named by the run it was doing."""
-    codes = {pid: p.exitcode for pid, p in workers.items() if pid not in killed and p.exitcode is not None}
+    codes = _exit_codes({pid: p for pid, p in workers.items() if pid not in killed})
     # The executor ends the others with SIGTERM once one died: those are not the news.
     dead = [pid for pid, code in codes.items() if code != -signal.SIGTERM] or list(codes)
     parts = []
