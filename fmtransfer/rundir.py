@@ -16,7 +16,7 @@ from typing import Any
 from fmtransfer import contenders, fingerprints
 from fmtransfer.config import flatten
 from fmtransfer.errors import DataError, UsageError
-from fmtransfer.io import fingerprint, locked, to_json, write_text_atomic  # noqa: F401  (fingerprint: re-exported)
+from fmtransfer.io import locked, to_json, write_text_atomic
 from fmtransfer.needs import ModelA, Need
 
 # Settings later stages depend on (top-level keys and whole sections): remembered, so a bare
