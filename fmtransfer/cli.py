@@ -163,10 +163,9 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
         result, show = body()
     except ConfigError as e:
         _fail(explain(e, origins or {}), e.exit_code)
-    except DivergedError as e:
-        option = _option_for(e.key) if e.key else None
-        message = str(e).replace(f"lower {e.key}", f"lower {option} ({e.key})") if option else str(e)
-        _fail(f"{message}; nothing it trained was saved", e.exit_code)
+    except DivergedError as e:  # each setting that could have caused it, as the user would change it
+        named = [f"{option} ({key})" if (option := _option_for(key)) else key for key in e.keys]
+        _fail(f"{e.describe(named)}; nothing it trained was saved", e.exit_code)
     except FmtError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt as e:

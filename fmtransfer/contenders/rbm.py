@@ -73,7 +73,8 @@ class Rbm(PretrainedEncoder):
         from fmtransfer import rbm
 
         flat = x.reshape(len(x), -1)
-        flat_valid = x_valid.reshape(len(x_valid), -1)
+        # No validation images (data.valid_size 0): no validation loss, as for the other methods.
+        flat_valid = x_valid.reshape(len(x_valid), -1) if len(x_valid) else None
         rbms, steps = rbm.train_stack(flat, cfg.model.hidden, cfg.rbm, seed=cfg.seed, x_valid=flat_valid,
                                       reporter=reporter)
         encoder = rbm.encoder(rbms)

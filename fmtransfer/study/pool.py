@@ -197,7 +197,8 @@ def _error(outcome: tuple) -> FmtError:
         key, problem, source = details
         return ConfigError(key, problem, source=source)
     if kind == "diverged":
-        return FmtError(details[0])
+        what, epoch, keys, cause = details
+        return DivergedError(what, epoch, keys, cause=cause)
     name, message, code, path = details
     prefix = "a study worker failed: " + ("" if kind == "fmt" else f"{name}: ")
     return (UsageError if code == 2 else FmtError)(prefix + message, path=path)
@@ -259,7 +260,7 @@ def _describe(e: BaseException) -> tuple:
     if isinstance(e, ConfigError):
         return "config", e.key, e.problem, e.source
     if isinstance(e, DivergedError):
-        return "diverged", str(e)
+        return "diverged", e.what, e.epoch, e.keys, e.cause
     path = str(e.path) if isinstance(e, FmtError) and e.path is not None else None
     return ("fmt" if isinstance(e, FmtError) else "other", type(e).__name__, str(e) or type(e).__name__,
             getattr(e, "exit_code", 1), path)
