@@ -198,12 +198,14 @@ def set_reused_trainable(model, trainable: bool, top: int | None = None) -> None
             layer.trainable = wanted
 
 
-def load_model(path: str | Path, remedy: str = "retrain it with `fmtransfer train-a`"):
+def load_model(path: str | Path, remedy: str = "give a complete model file"):
     """Load a `.keras` or legacy `.h5` model (model A, an encoder), or fail with one line naming
-    the file and `remedy`, what makes it again."""
+    the file and `remedy`: what makes it again (`pretrain --method gan` for a GAN's encoder), or
+    that it is the user's own file. Only the caller knows which file it is, so the default names
+    no command."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"model file {path} not found; run `fmtransfer train-a` first or pass --model-a FILE", path=path)
+        raise DataError(f"model file {path} not found; {remedy}", path=path)
     ensure_setup()  # loading runs ops, which fix TensorFlow's thread pools
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise DataError(f"model file {path} is not a .keras (zip) file; {remedy}", path=path)

@@ -152,7 +152,9 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
     need = wanted[0]
     if model_a_path:
         base_path = Path(model_a_path)
-        base = models.load_model(base_path)
+        base = models.load_model(base_path, remedy="it is your own file (--model-a), not one fmtransfer made: "
+                                                    "pass a complete model file, or leave --model-a out to use "
+                                                    "the run directory's model A")
         base_meta = {"path": str(base_path), "checked_against_split": False}
         built_on = file_sha256(base_path)
     else:
