@@ -73,8 +73,13 @@ def build_model_b(cfg: ModelConfig):
 
 
 def blocks(model) -> tuple[list, list[list]]:
-    """Split every layer but the output into (stem, hidden blocks)."""
-    return split_blocks(model.layers[:-1])
+    """Split every layer below the output into (stem, hidden blocks).
+
+    The output is the last layer with weights and whatever weightless layers follow it: a
+    model A whose softmax is a separate `Activation` layer has its 8-unit logits layer as its
+    output, never as a hidden layer to reuse."""
+    weighted = [i for i, layer in enumerate(model.layers) if layer.weights]
+    return split_blocks(model.layers[:weighted[-1]] if weighted else [])
 
 
 def split_blocks(layer_list: list) -> tuple[list, list[list]]:

@@ -155,6 +155,11 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
         base = models.load_model(base_path, remedy="it is your own file (--model-a), not one fmtransfer made: "
                                                     "pass a complete model file, or leave --model-a out to use "
                                                     "the run directory's model A")
+        if models.arch_of(base) != cfg.model.arch:  # before anything trains, or a good result is overwritten
+            raise ConfigError("model.arch", f"model file {base_path} is a {models.arch_of(base)} network but this run "
+                                            f"builds {cfg.model.arch} ones, so its baseline could not be compared "
+                                            f"with it; give a {cfg.model.arch} model A, or use a run of that "
+                                            f"architecture")
         base_meta = {"path": str(base_path), "checked_against_split": False}
         built_on = file_sha256(base_path)
     else:
@@ -220,7 +225,7 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     names = [n for n in (chosen or contenders.names()) if n != "baseline"]
     trained = {n: rd.read_json(rd.contender_files(n)[1], "compare", f"transfer --contender {n}", SCORED_SCHEMA)
                for n in names if chosen or rd.contender_files(n)[1].is_file()}
-    if not trained:
+    if not trained and not chosen:  # `chosen` of the baseline alone: its scores, as run_experiment gives them
         raise UsageError(f"compare needs a transferred model in {rd.path}; run `fmtransfer transfer --run {rd.path}` first",
                          path=rd.path)
     cfg = with_split(cfg, manifest, rd)
@@ -248,7 +253,7 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
                                                       details={"reuse_layers": meta.get("reuse_layers"),
                                                                "linear_probe": meta.get("linear_probe")})
     # The settings line describes the contenders as they were trained.
-    first = trained.get("transfer") or next(iter(trained.values()))
+    first = trained.get("transfer") or next(iter(trained.values()), {})
     theirs = first.get("config") if isinstance(first.get("config"), dict) else {}
     try:
         shown = cfg.replace(**{f"transfer.{k}": v for k, v in dict(theirs.get("transfer") or {}).items()})

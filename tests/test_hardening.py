@@ -113,3 +113,128 @@ def test_options_typed_are_reported_as_options_not_config_keys(run, tmp_path):
     line = _one_line(run_cli("transfer", "--json", "--run", run, "--contender", "autoencoder", "--model-a",
                              run / "model_a.keras"), 2)
     assert "option --contender" in line and "--config" not in line
+
+
+# ----------------------------------------------------------------------------- class 3: one line, exit 2, before the work
+
+@pytest.mark.parametrize("variable, value, shard", [
+    ("SLURM_ARRAY_TASK_ID", "abc", "auto"),
+    ("JOB_COMPLETION_INDEX", "-1", "auto/3"),  # found beside it: a Kubernetes index, as the pattern's other half
+])
+def test_a_scheduler_variable_that_is_not_a_number_is_named(tmp_path, monkeypatch, variable, value, shard):
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    line = _one_line(run_cli("study", "--run", tmp_path / "study", "--shard", shard, "--no-plots"), 2)
+    assert variable in line and repr(value) in line and "--shard" in line
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--batch-size", "99999999999999999999"], "--batch-size"),
+    (["--batch-size", "70000"], "--batch-size"),
+    (["--hidden", "100,99999999"], "--hidden"),  # found beside it: a layer TensorFlow cannot allocate
+])
+def test_integers_are_range_checked_before_tensorflow_sees_them(trained, args, option):
+    line = _one_line(run_cli("train-a", "--run", trained, "--epochs", "1", *args), 2)
+    assert line.startswith(f"fmtransfer: error: option {option} (")
+
+
+def test_pretraining_without_validation_images(tiny_data, tmp_path):
+    """--valid-size 0 leaves no validation images: once `cannot reshape array of size 0` (rbm)."""
+    run = tmp_path / "run"
+    assert run_cli("split", "--run", run, "--data-dir", tiny_data, "--valid-size", "0", "--no-verify",
+                   "--b-train-size", "20").code == 0
+    for method, epochs in (("rbm", "--rbm-epochs"), ("autoencoder", "--epochs")):  # autoencoder: through Keras
+        result = run_cli("pretrain", "--run", run, "--method", method, "--hidden", "16,8", epochs, "1",
+                         "--unlabelled-size", "200", "--no-plot", "--json")
+        assert result.code == 0, (method, result.err)
+        assert (run / f"encoder_{method}.keras").is_file()
+
+
+@pytest.mark.parametrize("blocked", ["models", "."])
+def test_a_study_folder_that_is_a_file_is_refused_before_model_a_trains(tiny_data, tmp_path, blocked):
+    study = tmp_path / "study"
+    if blocked == ".":  # found beside it: the study directory itself a file
+        study.write_text("notes")
+        target = study
+    else:
+        study.mkdir()
+        target = study / "models"
+        target.write_text("notes")
+    line = _one_line(run_cli("study", "--run", study, "--data-dir", tiny_data, "--no-verify", "--valid-size", "100",
+                             "--b-train-sizes", "20", "--hidden", "16,8", "--no-plots", "--json"), 2)
+    assert str(target) in line and "is a file" in line
+    assert target.read_text() == "notes"
+    assert blocked == "." or sorted(p.name for p in study.iterdir()) == ["models"]
+
+
+def test_the_api_says_what_it_wanted():
+    import fmtransfer
+
+    with pytest.raises(fmtransfer.UsageError, match="run_experiment takes a Config.*load_config"):
+        fmtransfer.run_experiment("configs/quick.toml")
+    with pytest.raises(fmtransfer.UsageError, match="run_study takes a Config"):
+        fmtransfer.run_study("configs/quick.toml")
+    with pytest.raises(fmtransfer.ConfigError, match="expected the text I/N.*got 3") as caught:
+        fmtransfer.run_study(fmtransfer.Config(), "runs/never-made", shard_spec=3)
+    assert caught.value.key == "shard"
+
+
+# ----------------------------------------------------------------------------- class 4: honoured or refused
+
+def test_gradual_unfreezing_stops_at_top_k_and_says_so(run):
+    result = run_cli("transfer", "--json", "--run", run, "--contender", "gradual", "--freeze-epochs", "2",
+                     "--fine-tune-epochs", "2", "--unfreeze", "top:1")
+    assert result.code == 0, result.err
+    import json
+
+    record = json.loads((run / "transfer_gradual.json").read_text())
+    assert [p["name"] for p in record["phases"]] == ["head", "top 1"] and record["unfreeze"] == "top:1"
+    assert [p["epochs"] for p in record["phases"]] == [1, 3]
+    # model A of hidden 16,8: the head's kernel and bias, then the top layer's too, never the bottom's
+    assert [p["trainable_weights"] for p in record["phases"]] == [2, 4]
+
+
+def test_the_baseline_alone_runs_alone_and_a_study_of_it_is_refused(tiny_data, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    result = run_cli("run", "--run", run, "--data-dir", tiny_data, *TINY[2:], "--valid-size", "100",
+                     "--hidden", "16,8", "--b-epochs", "1", "--contenders", "baseline", "--json")
+    assert result.code == 0, result.err
+    assert list(json.loads(result.out)["contenders"]) == ["baseline"]
+    assert not (run / "model_a.keras").exists()
+    study = tmp_path / "study"
+    line = _one_line(run_cli("study", "--run", study, "--contenders", "baseline", "--no-plots"), 2)
+    assert "option --contenders (contenders)" in line and "besides it" in line and not study.exists()
+
+
+def test_a_cnn_model_a_in_a_dense_run_is_refused_before_anything_is_overwritten(run, tiny_data, tmp_path):
+    cnn = tmp_path / "cnn"
+    assert run_cli("split", "--run", cnn, "--data-dir", tiny_data, *TINY).code == 0
+    assert run_cli("train-a", "--run", cnn, "--epochs", "1", "--arch", "cnn", "--hidden", "4",
+                   "--cnn-dense", "0").code == 0
+    assert run_cli("transfer", "--json", "--run", run, *PHASES).code == 0
+    before = snapshot(run)
+    line = _one_line(run_cli("transfer", "--json", "--run", run, *PHASES, "--model-a", cnn / "model_a.keras"), 2)
+    assert "is a cnn network" in line and "dense" in line
+    assert snapshot(run) == before
+
+
+@pytest.mark.usefixtures("tensorflow_set_up")
+def test_a_softmax_of_its_own_is_part_of_model_as_output():
+    from fmtransfer import models
+    from fmtransfer.models import INPUT_SHAPE, keras
+
+    layers = keras.layers
+    model_a = keras.Sequential([keras.Input(INPUT_SHAPE), layers.Flatten(), layers.Dense(16, activation="selu"),
+                                layers.Dense(8, activation="selu"), layers.Dense(8), layers.Activation("softmax")])
+    stem, hidden = models.blocks(model_a)
+    assert [[layer.units for layer in block] for block in hidden] == [[16], [8]]
+    b = models.build_b_on_a(model_a)
+    assert [layer.units for layer in b.layers if isinstance(layer, layers.Dense)] == [16, 8, 1]
+    # Found beside it: a Dropout after the output is the output's too, not a hidden layer.
+    with_dropout = keras.Sequential([keras.Input(INPUT_SHAPE), layers.Flatten(), layers.Dense(16),
+                                     layers.Dense(8, activation="softmax"), layers.Dropout(0.1)])
+    assert len(models.blocks(with_dropout)[1]) == 1

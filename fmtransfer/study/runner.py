@@ -16,7 +16,7 @@ import numpy as np
 
 from fmtransfer import contenders, fingerprints, runtime
 from fmtransfer.config import Config
-from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.errors import ConfigError, DivergedError, UsageError
 from fmtransfer.io import locked, refuse_if_locked
 from fmtransfer.needs import MODEL_A, needs_of
 from fmtransfer.report import Reporter
@@ -63,9 +63,15 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     if stack is not None:
         cfg = cfg.replace(**{"study.stack": stack})
     reporter = reporter or Reporter(quiet=not progress)
+    if not isinstance(cfg, Config):  # run_study("configs/quick.toml"): say what is wanted
+        raise UsageError(f"run_study takes a Config (fmtransfer.load_config(path) reads a file), got {cfg!r}")
     index, count = parse_shard(shard_spec)
     jobs = parse_jobs(jobs, cfg.model.arch)
     check_grid(cfg)
+    if not study_contenders(cfg):  # a study of nothing would exit 0 having run nothing
+        raise ConfigError("contenders", "a study pairs each contender with the baseline, which runs with every one; "
+                                        "name at least one contender besides it, e.g. transfer")
+    check_study_paths(Path(study_dir))
     study_dir = Path(study_dir)
     # One unsharded study per directory; the shards of an array side by side, one process each;
     # and none of them while worker processes of an earlier one (whose parent was killed) live.
@@ -105,6 +111,16 @@ def resolve_stack(stack: int | str) -> int:
 def _seeds_per_unit(stack: int | str, jobs: int, n_seeds: int) -> int:
     """How many seeds to deal as one unit: a stack's worth, but never so many that a worker idles."""
     return max(1, min(resolve_stack(stack), math.ceil(n_seeds / jobs)))
+
+
+def check_study_paths(study_dir: Path) -> None:
+    """The folders a study writes into are folders, or absent: found out when the first model is
+    saved, it would be after model A had trained."""
+    for folder in (study_dir, study_dir / "models"):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} is a file, but the study keeps its {'models' if folder != study_dir else 'runs'} "
+                             "in a folder of that name; move the file away, or choose another study directory",
+                             path=folder)
 
 
 def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1,
