@@ -494,7 +494,10 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
     if plots is None:
         plots = report.plotting_available()
     if plots and result.cells:
-        result.plots = [str(p) for p in studies.plot(study_dir, result)]
+        try:
+            result.plots = [str(p) for p in studies.plot(study_dir, result)]
+        except FmtError as e:  # plots are extras: the report is printed, and the plots' failure said once
+            click.echo(f"fmtransfer: note: no plots written ({e})", err=True)
 
     def show(console, r):
         console.print(studies.table(r))

@@ -12,11 +12,17 @@ that only read it.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, snapshot
+from conftest import require_system, run_cli, snapshot
 
 TINY = ["--valid-size", "100", "--no-verify", "--b-train-size", "20"]
 PHASES = ["--freeze-epochs", "1", "--fine-tune-epochs", "1"]
@@ -238,3 +244,136 @@ def test_a_softmax_of_its_own_is_part_of_model_as_output():
     with_dropout = keras.Sequential([keras.Input(INPUT_SHAPE), layers.Flatten(), layers.Dense(16),
                                      layers.Dense(8, activation="softmax"), layers.Dropout(0.1)])
     assert len(models.blocks(with_dropout)[1]) == 1
+
+
+# ----------------------------------------------------------------------------- class 5: output and files
+
+@pytest.fixture
+def disk(tmp_path):
+    """`disk(size)`: a real file system of `size` ("20m") mounted at a fresh folder (tmpfs; root
+    only), unmounted after the test."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            require_system("a small file system", "mounting a tmpfs needs root")
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            require_system("a small file system", f"mount -t tmpfs failed: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def _fill(folder: Path, leave: int) -> None:
+    """Take all but about `leave` bytes of the file system `folder` is on."""
+    free = shutil.disk_usage(folder).free
+    with open(folder / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+
+
+def test_split_fits_a_20_mib_disk_and_a_stage_is_refused_for_what_it_will_write(disk, tiny_data):
+    small = disk("20m")
+    run = small / "run"
+    assert run_cli("split", "--run", run, "--data-dir", tiny_data, *TINY).code == 0, "split refused on 20 MiB"
+    _fill(small, 2**20)  # 1 MiB left: model A of the book's 300,100,50,50,50 needs more
+    line = _one_line(run_cli("train-a", "--run", run, "--epochs", "1"), 2)
+    assert str(run) in line and "has 1 MiB free, less than the 4 MiB this stage may write" in line
+    assert not (run / "model_a.keras").exists()
+
+
+def test_a_full_disk_while_appending_a_result_names_the_file_and_keeps_the_others(disk):
+    from fmtransfer import FmtError
+    from fmtransfer import study as studies
+
+    small = disk("1m")
+    path = small / "results.jsonl"
+    studies.append_result(path, {"id": "a"})
+    before = path.read_bytes()
+    _fill(small, 0)
+    with pytest.raises(FmtError, match=f"cannot append a finished run to {path}: No space left on device"):
+        studies.append_result(path, {"id": "b", "history": "x" * 200_000})
+    assert path.read_bytes() == before  # nothing torn left behind
+    (small / "filler").unlink()
+    studies.append_result(path, {"id": "c"})
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "c"]
+
+
+def test_a_torn_last_line_is_ignored_silently_then_cut_off_by_its_writer(tmp_path):
+    from test_study import _record
+
+    from fmtransfer import study as studies
+
+    path = tmp_path / "results.jsonl"
+    studies.append_result(path, _record("a"))
+    (tmp_path / "study.json").write_text("{}")
+    with open(path, "a") as f:
+        f.write('{"id": "b", "trunc')  # killed mid-write
+    records, skipped = studies.read_records(tmp_path)
+    assert [r.id for r in records] == ["a"] and skipped == {}  # not "unreadable JSON", ever
+    studies.append_result(path, _record("c"))
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "c"]
+    # Found beside it: a whole record that lacks only its newline is a finished run, and kept.
+    with open(path, "a") as f:
+        f.write(json.dumps(_record("d")))
+    studies.append_result(path, _record("e"))
+    assert [r["id"] for r in studies.load_results(tmp_path)] == ["a", "c", "d", "e"]
+
+
+def test_study_report_on_a_read_only_study_prints_the_report_and_says_plots_failed(disk, tiny_data):
+    pytest.importorskip("matplotlib")  # fmtransfer[plot]: `make install` installs it
+    study = disk("64m") / "study"
+    result = run_cli("study", "--run", study, "--data-dir", tiny_data, "--no-verify", "--valid-size", "100",
+                     "--b-train-sizes", "20", "--hidden", "16,8", "--a-epochs", "1", "--b-epochs", "1",
+                     "--freeze-epochs", "1", "--fine-tune-epochs", "1", "--no-plots", "--json")
+    assert result.code == 0, result.err
+    subprocess.run(["mount", "-o", "remount,ro", str(study.parent)], check=True)
+    shown = run_cli("study", "report", study, "--plots")
+    assert shown.code == 0, shown.err
+    assert "transfer" in shown.out and "baseline" in shown.out
+    assert shown.err_lines == [f"fmtransfer: note: no plots written (cannot write plots to {study / 'plots'}: "
+                               "Read-only file system)"]
+    as_json = run_cli("study", "report", study, "--plots", "--json")  # found beside it: --json is one object still
+    assert as_json.code == 0 and json.loads(as_json.out)["cells"]
+
+
+def _prepare_writer(job: int, directory: str) -> Path:
+    return Path(directory)
+
+
+def _write_slowly(folder: Path, unit: int, advance) -> None:
+    """A unit that is saving a model when the parent stops the pool."""
+    from fmtransfer.io import atomic_path
+
+    with atomic_path(folder / "models" / f"model_{unit}.keras") as tmp:
+        tmp.write_bytes(b"half a model")
+        advance(f"saving {unit}")
+        time.sleep(60)
+
+
+def test_workers_stopped_mid_save_leave_no_temporary_file(tmp_path):
+    """Ctrl-C or SIGTERM in a `study --jobs N` parent stops its workers with SIGTERM: each
+    unwinds, as the parent does, so its half-written model goes."""
+    from fmtransfer.study import pool
+
+    (tmp_path / "models").mkdir()
+    seen = []
+
+    def advance(run_id):
+        seen.append(run_id)
+        if len(seen) == 2:  # both workers are mid-save
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pool.run_units([0, 1], 2, prepare=_prepare_writer, prepare_args=(str(tmp_path),), run=_write_slowly,
+                       advance=advance, pending=lambda unit: [], lock=(tmp_path, ".lock-workers"))
+    assert sorted(seen) == ["saving 0", "saving 1"]
+    assert list((tmp_path / "models").iterdir()) == []
+    assert time.monotonic() - started < pool.GRACE_S + 30  # ended by SIGTERM, not killed after the grace

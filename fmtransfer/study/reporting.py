@@ -12,6 +12,7 @@ from rich.table import Table
 
 from fmtransfer import contenders
 from fmtransfer.config import Config
+from fmtransfer.errors import FmtError
 from fmtransfer.report import figures, mean_std, pct, ratio_text, save_figure
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
@@ -181,7 +182,10 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     figs = figures("--plots")
     study_dir = Path(study_dir)
     out_dir = study_dir / "plots"
-    out_dir.mkdir(exist_ok=True)
+    try:
+        out_dir.mkdir(exist_ok=True)
+    except OSError as e:  # a read-only study directory: the report is still the report
+        raise FmtError(f"cannot write plots to {out_dir}: {e.strerror}", path=out_dir) from None
     runs_of = _cells(load_records(study_dir, config_from(summary.config)))
     written = []
     for cell in summary.cells:

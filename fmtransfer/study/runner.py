@@ -21,6 +21,7 @@ from fmtransfer.io import locked, refuse_if_locked
 from fmtransfer.needs import MODEL_A, needs_of
 from fmtransfer.report import Reporter
 from fmtransfer.resolver import train_models_a
+from fmtransfer.stages import SMALL_FILES, model_bytes
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.cache import Cache
 from fmtransfer.study.pool import run_units
@@ -78,7 +79,8 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     lock = f".lock-{index}of{count}" if count > 1 else ".lock"
     refuse_if_locked(study_dir, [".lock-workers", f"{lock}-workers"] if count > 1
                      else [p.name for p in study_dir.glob(".lock*-workers")])
-    with locked(study_dir, shared=count > 1), (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
+    with locked(study_dir, shared=count > 1, need_bytes=_writes_at_most(cfg, count)), \
+            (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
         return _run_study(cfg, study_dir, index, count, reporter, jobs, workers_lock=f"{lock}-workers")
 
 
@@ -111,6 +113,14 @@ def resolve_stack(stack: int | str) -> int:
 def _seeds_per_unit(stack: int | str, jobs: int, n_seeds: int) -> int:
     """How many seeds to deal as one unit: a stack's worth, but never so many that a worker idles."""
     return max(1, min(resolve_stack(stack), math.ceil(n_seeds / jobs)))
+
+
+def _writes_at_most(cfg: Config, count: int) -> int:
+    """What a shard of a study writes at most: its share of the models it keeps (model A and each
+    encoder per seed and pair; models B are not kept), and a results line per run."""
+    kept = 1 + len({n for c in study_contenders(cfg) for n in needs_of(contenders.get(c)) if n != MODEL_A})
+    groups = math.ceil(len(cfg.study_seeds) * len(cfg.study_pairs) / count)
+    return groups * kept * model_bytes(cfg) + SMALL_FILES
 
 
 def check_study_paths(study_dir: Path) -> None:
