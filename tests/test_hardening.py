@@ -108,6 +108,24 @@ def test_lp_ft_takes_a_model_a_file(run, tmp_path):
     assert (run / "model_b_on_lp_ft.keras").is_file()
 
 
+def test_a_truncated_encoder_names_the_pretraining_that_makes_it(run):
+    assert run_cli("pretrain", "--json", "--run", run, "--method", "autoencoder", "--epochs", "1",
+                   "--unlabelled-size", "200", "--no-plot").code == 0
+    encoder = run / "encoder_autoencoder.keras"
+    encoder.write_bytes(encoder.read_bytes()[:3000])
+    line = _one_line(run_cli("transfer", "--json", "--run", run, *PHASES, "--from", "autoencoder"), 2)
+    assert str(encoder) in line and "`fmtransfer pretrain --method autoencoder" in line and "train-a" not in line
+
+
+def test_a_divergence_in_a_study_worker_keeps_every_setting_it_names():
+    from fmtransfer import DivergedError
+    from fmtransfer.study import pool
+
+    sent = DivergedError("B on l2_sp: frozen", 2, ("transfer.frozen_learning_rate", "l2_sp.alpha", "l2_sp.beta"))
+    back = pool._error(pool._describe(sent))
+    assert isinstance(back, DivergedError) and back.keys == sent.keys and str(back) == str(sent)
+
+
 def test_options_typed_are_reported_as_options_not_config_keys(run, tmp_path):
     study = tmp_path / "study"
     line = _one_line(run_cli("study", "--run", study, "--seed", "4294967295", "--seeds", "2", "--no-plots"), 2)
