@@ -38,9 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
 TIMING = ("seconds", "finished")
-TINY = ["--seeds", "3", "--reuse-layers", "1,all", "--b-train-sizes", "20", "--valid-size", "100", "--no-verify",
+TINY = ["--seeds", "6", "--reuse-layers", "1,all", "--b-train-sizes", "20", "--valid-size", "100", "--no-verify",
         "--hidden", "16,8", "--a-epochs", "1", "--b-epochs", "2", "--freeze-epochs", "1", "--fine-tune-epochs", "1"]
-QUICK = ["--config", str(ROOT / "configs" / "quick.toml"), "--seeds", "3", "--b-train-sizes", "50", "--a-epochs", "1",
+QUICK = ["--config", str(ROOT / "configs" / "quick.toml"), "--seeds", "6", "--b-train-sizes", "50", "--a-epochs", "1",
          "--b-epochs", "1", "--freeze-epochs", "1", "--fine-tune-epochs", "1"]
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT}
 
@@ -189,8 +189,8 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
 
     `reference` is a study directory of the same study run start to end (else it is run here,
     serially). Signals come at random between the end of the command's start-up (Python's import
-    of it, measured) and that plus `max_delay` seconds (default: 0.6 of the uninterrupted study's
-    time): before its start-up ends, Ctrl-C meets Python's own handler and its traceback.
+    of it, measured) and that plus `max_delay` seconds (default: 0.3 of the uninterrupted study's
+    time, so that most rounds end mid-study): before its start-up ends, Ctrl-C meets Python's own handler and its traceback.
     """
     started = time.perf_counter()
     if reference is None:
@@ -199,7 +199,7 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
         if done.returncode:
             raise RuntimeError(f"the uninterrupted study failed: {done.stderr[-2000:]}")
     uninterrupted_s = round(time.perf_counter() - started, 1)
-    max_delay = 0.6 * uninterrupted_s if max_delay is None else max_delay
+    max_delay = 0.3 * uninterrupted_s if max_delay is None else max_delay
     earliest = round(1.5 * startup_seconds(), 2)
     wanted = records(reference)
     study_dir = work / "tortured"
@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20, help="signals sent, one per round  [20]")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random times, signals and targets  [0]")
     parser.add_argument("--max-delay", type=float, help="longest wait after start-up before a signal, seconds  "
-                                                        "[0.6 of the uninterrupted study's time]")
+                                                        "[0.3 of the uninterrupted study's time]")
     parser.add_argument("--real", action="store_true", help="the real Fashion-MNIST with configs/quick.toml")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     opts = parser.parse_args()

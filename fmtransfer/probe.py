@@ -32,6 +32,10 @@ class Probe:
         return 1.0 / (1.0 + np.exp(-z))
 
     def accuracy(self, features: np.ndarray, y: np.ndarray) -> float:
+        """The share of `y` the probe predicts; NaN for a probe whose fit failed (weights not
+        finite), since NaN probabilities would all read as class 0 and score the negatives' share."""
+        if not (np.all(np.isfinite(self.weights)) and np.isfinite(self.bias)):
+            return float("nan")
         return float(np.mean((self.probability(features) > 0.5) == (np.asarray(y) > 0.5)))
 
     def as_dense(self) -> tuple[np.ndarray, np.ndarray]:

@@ -92,6 +92,21 @@ def test_a_weight_computed_outside_the_loop_is_checked_finite():
     assert caught.value.keys == ("lp_ft.c",) and caught.value.epoch == 0
 
 
+def test_a_probe_that_cannot_be_fitted_scores_nan_not_the_negatives_share():
+    import math
+
+    import numpy as np
+
+    from fmtransfer import probe
+
+    rng = np.random.default_rng(0)
+    y = (np.arange(20) % 2).astype(np.float32)
+    x = np.c_[2 * y - 1 + 0.1 * rng.normal(size=20), rng.normal(size=(20, 2))]  # separable: no finite optimum
+    fitted = probe.fit(x, y, c=1e300)  # once a LinAlgError
+    assert not np.all(np.isfinite(fitted.weights)) and math.isnan(fitted.accuracy(x, y))
+    assert 0 <= probe.fit(x, y).accuracy(x, y) <= 1
+
+
 def test_a_truncated_model_a_file_of_the_users_own_is_called_theirs(run, tmp_path):
     own = tmp_path / "my_model_A.keras"
     own.write_bytes((run / "model_a.keras").read_bytes()[:3000])
