@@ -6,10 +6,10 @@ records of a study never interrupted.
     .venv/bin/python bench/torture.py --real           # the real Fashion-MNIST, configs/quick.toml
 
 Each round starts the study (in its own session, as a shell runs a job), waits a random time
-(from the end of Python's start-up: see `torture`),
-then sends a random signal (SIGTERM, SIGKILL or SIGINT) to a random target: the parent, one
-worker, or the whole process group (what Ctrl-C in a terminal and `scancel` do). A worker alone
-never gets SIGINT, which workers ignore by design (Ctrl-C reaches the group; the parent decides).
+(from the end of Python's start-up: see `torture`), or until the study has saved something new
+and then up to a second more (half the rounds each, at random: see `one_round`), then sends a
+random signal (SIGTERM, SIGKILL or SIGINT) to a random target: the parent, one worker, or the
+whole process group (what Ctrl-C in a terminal and `scancel` do). A worker alone never gets SIGINT, which workers ignore by design (Ctrl-C reaches the group; the parent decides).
 The round checks how the study ended (the exit status the signal must give, one line on stderr
 and no traceback), that every process of it is gone, and, unless SIGKILL ended a process that
 was writing, that no temporary file is left. After the last round the study runs to the end.
@@ -138,16 +138,34 @@ def startup_seconds() -> float:
     return time.perf_counter() - started
 
 
+def progress(study_dir: Path) -> int:
+    """What a study has made so far that survives it: saved models and results lines."""
+    lines = sum(len(p.read_bytes().splitlines()) for p in study_dir.glob("results*.jsonl"))
+    return lines + len(list(study_dir.glob("models/*.keras")))
+
+
 def one_round(args, study_dir: Path, rng: random.Random, earliest: float, max_delay: float) -> dict:
+    """One start and one signal. Half the rounds signal at a random time; the other half once the
+    study has saved something new (a model, a results line), then within a second: start-up on a
+    loaded machine can outlast any fixed delay, and a study killed only while starting would
+    never be killed mid-write."""
+    made = progress(study_dir)
     proc = subprocess.Popen(command(args, study_dir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    delay = round(earliest + rng.uniform(0, max_delay), 2)
+    when = rng.choice(["time", "after progress"])
+    delay = round(earliest + rng.uniform(0, max_delay), 2) if when == "time" else round(rng.uniform(0, 1), 2)
     name = rng.choice(sorted(SIGNALS))
-    deadline = time.monotonic() + delay
+    started = time.monotonic()
+    deadline = started + delay if when == "time" else None
     seen: set[int] = set()
-    while time.monotonic() < deadline and proc.poll() is None:
+    while proc.poll() is None:
         seen.update(workers(proc.pid))
+        if deadline is None and (progress(study_dir) > made or time.monotonic() - started > 300):
+            deadline = time.monotonic() + delay
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         time.sleep(0.05)
+    delay = round(time.monotonic() - started, 2)
     live = [w for w in workers(proc.pid) if alive(w)] if proc.poll() is None else []
     seen.update(live)
     targets = ["parent", "group"] + (["worker"] if live and name != "SIGINT" else [])
@@ -164,7 +182,8 @@ def one_round(args, study_dir: Path, rng: random.Random, earliest: float, max_de
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         _, err = proc.communicate()
-        return {"delay": delay, "target": target, "signal": name, "code": None, "problems": ["hung for 120 s"]}
+        return {"when": when, "delay": delay, "target": target, "signal": name, "code": None,
+                "problems": ["hung for 120 s"]}
     problems = []
     if proc.returncode not in expected_codes(target, name):
         problems.append(f"exit {proc.returncode}, not one of {sorted(expected_codes(target, name))}")
@@ -179,7 +198,7 @@ def one_round(args, study_dir: Path, rng: random.Random, earliest: float, max_de
     left = temporaries(study_dir)
     if left and name != "SIGKILL":  # a process killed hard cannot clean up; the next run does
         problems.append(f"temporary files left: {left}")
-    return {"delay": delay, "target": target, "signal": name, "code": proc.returncode,
+    return {"when": when, "delay": delay, "target": target, "signal": name, "code": proc.returncode,
             "recorded": len(set(recorded_ids(study_dir))), "temporaries_left": left, "problems": problems}
 
 
@@ -189,7 +208,7 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
 
     `reference` is a study directory of the same study run start to end (else it is run here,
     serially). Signals come at random between the end of the command's start-up (Python's import
-    of it, measured) and that plus `max_delay` seconds (default: 0.3 of the uninterrupted study's
+    of it, measured) and that plus `max_delay` seconds (default: 0.6 of the uninterrupted study's
     time, so that most rounds end mid-study): before its start-up ends, Ctrl-C meets Python's own handler and its traceback.
     """
     started = time.perf_counter()
@@ -199,7 +218,7 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
         if done.returncode:
             raise RuntimeError(f"the uninterrupted study failed: {done.stderr[-2000:]}")
     uninterrupted_s = round(time.perf_counter() - started, 1)
-    max_delay = 0.3 * uninterrupted_s if max_delay is None else max_delay
+    max_delay = 0.6 * uninterrupted_s if max_delay is None else max_delay
     earliest = round(1.5 * startup_seconds(), 2)
     wanted = records(reference)
     study_dir = work / "tortured"
@@ -225,7 +244,7 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
     return {"ok": not problems, "problems": problems, "kills": kills, "seed": seed,
             "delay_s": [earliest, round(earliest + max_delay, 2)],
             "runs": len(wanted), "recorded_once": len(ids) == len(set(ids)), "records_equal": got == wanted,
-            "signals": by("signal"), "targets": by("target"),
+            "signals": by("signal"), "targets": by("target"), "when": by("when"),
             "exit_codes": {str(k): sum(r["code"] == k for r in rounds) for k in sorted({r["code"] for r in rounds},
                                                                                      key=str)},
             "rounds_with_progress": sum(1 for a, b in zip([{"recorded": 0}, *rounds], rounds)
@@ -238,7 +257,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20, help="signals sent, one per round  [20]")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random times, signals and targets  [0]")
     parser.add_argument("--max-delay", type=float, help="longest wait after start-up before a signal, seconds  "
-                                                        "[0.3 of the uninterrupted study's time]")
+                                                        "[0.6 of the uninterrupted study's time]")
     parser.add_argument("--real", action="store_true", help="the real Fashion-MNIST with configs/quick.toml")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     opts = parser.parse_args()

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not __import__("os").path.exists("/proc/self/sta
 # Two seeds of two runs each, so that each worker has a seed and is mid-seed when a run is recorded.
 ARGS = ["--seeds", "2", "--reuse-layers", "1,all", "--b-train-sizes", "20", "--valid-size", "100", "--no-verify",
         "--hidden", "16,8", "--a-epochs", "1", "--b-epochs", "2", "--freeze-epochs", "1", "--fine-tune-epochs", "1"]
-KILLS = 4
+KILLS = 3
 
 
 def _bench():
