@@ -93,7 +93,7 @@ def common(f=None, *, run_default: str = "runs/default"):
 
 
 DATA = [config_option("data.dir"), config_option("data.b_classes"), config_option("data.b_train_size"),
-        config_option("data.valid_size"), config_option("data.valid_from"),
+        config_option("data.valid_size"), config_option("data.valid_from"), config_option("data.b_sample"),
         click.option("--no-verify", is_flag=True, help="Skip the SHA-256 check (for a dataset of your own).")]
 MODEL = [config_option("model.arch"), config_option("model.hidden"), config_option("model.cnn_dense"),
          config_option("model.activation"), config_option("model.initializer"), config_option("batch_size")]
@@ -297,7 +297,7 @@ def _sources() -> list[str]:
        click.option("--contender", default=None,
                     help="The contender to train (any but the baseline); --from a is transfer, --from METHOD is "
                          "METHOD."),
-       *TRANSFER)
+       *TRANSFER, config_option("data.b_sample"))
 @options(*contender_options(pretraining=False))
 @common
 @stage()
@@ -361,6 +361,7 @@ def _compare_show(console, r):
 @group("Baseline", config_option("baseline.epochs", "--epochs"),
        config_option("baseline.learning_rate", "--learning-rate"))
 @group("Contenders", config_option("contenders"))
+@group("Data", config_option("data.b_sample"))
 @group("Model", *MODEL)
 @common
 @stage()
@@ -393,8 +394,25 @@ def run(cfg, rd, reporter):
     return stages.run(cfg, rd, reporter), _compare_show
 
 
-def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
-    """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed."""
+def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_seeds=None, data_seed_list=None,
+                   **rest):
+    """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed.
+    --data-seeds N draws task B's images with data seeds 0..N-1; --data-seed-list exact ones."""
+    if n_data_seeds is not None and data_seed_list:
+        raise UsageError("options --data-seeds and --data-seed-list: give one of them, not both")
+    if n_data_seeds is not None and n_data_seeds < 1:
+        raise UsageError(f"option --data-seeds: must be at least 1, got {n_data_seeds}")
+    if n_data_seeds is not None:
+        cfg = cfg.replace(**{"study.data_seeds": list(range(n_data_seeds))})
+    if data_seed_list:
+        try:
+            cfg = cfg.replace(**{"study.data_seeds": data_seed_list})
+        except ConfigError as e:
+            raise UsageError(f"option --data-seed-list ({e.problem})") from None
+    return _prepare_seeds(cfg, given, origins, n_seeds, seed_list)
+
+
+def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
     if n_seeds is not None and seed_list:
         raise UsageError("options --seeds and --seed-list: give one of them, not both")
     if n_seeds is not None and n_seeds < 1:
@@ -416,6 +434,11 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
 @group("Study",
        click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
+       click.option("--data-seeds", "n_data_seeds", type=int,
+                    help="Cross the seeds with this many random draws of task B's training images: data seeds "
+                         "0..N-1 (model A and the encoders are shared by a seed's draws)  [--b-sample]"),
+       click.option("--data-seed-list", help="Draw task B's training images with exactly these data seeds, "
+                                              "e.g. 3,7,11."),
        config_option("study.pairs"), config_option("study.b_train_sizes"),
        config_option("study.reuse_layers", "--reuse-layers"), config_option("study.presets"),
        click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N "
@@ -430,13 +453,13 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
 @group("Model A", config_option("train_a.epochs"))
 @group("Baseline", config_option("baseline.epochs"))
 @group("Transfer", config_option("transfer.freeze_epochs"), config_option("transfer.fine_tune_epochs"))
-@group("Data", DATA[0], DATA[3], DATA[4], DATA[5])
+@group("Data", DATA[0], DATA[3], DATA[4], DATA[5], DATA[6])
 @group("Model", *MODEL)
 @group("Pretraining", *PRETRAIN, config_option("pretrain.epochs"))
 @options(*contender_options())
 @common(run_default="runs/study")
 @stage(prepare=_prepare_study)
-def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
+def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots):
     """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each
     contender paired with the baseline of the same seed.
 

@@ -98,7 +98,10 @@ def test_the_runner_writes_what_the_reader_reads(tmp_path):
                                   settings="f", fingerprint="g", built_on={}, seconds={"baseline": 1.0, "contender": 2.0})
     studies.append_record(tmp_path / "results.jsonl", made)
     [line] = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert list(json.loads(line)) == [*LINE, "fingerprint"]  # today's keys, in today's order, then the fingerprint
+    # The keys of lines before draws, in their order, the data seed after the size, then the fingerprint.
+    before = list(LINE)
+    assert list(json.loads(line)) == [*before[:4], "data_seed", *before[4:], "fingerprint"]
+    assert json.loads(line)["data_seed"] == "first" and made.id == "seed42-pair5v6-n200-reuseall-book-transfer"
     assert json.loads(line)["learning_rates"] == [0.01, 0.0001]
     assert studies.load_records(tmp_path) == [made] and made.result.linear_probe == 0.98
 

@@ -60,6 +60,7 @@ def report(study_dir: str | Path) -> StudyResult:
         base = [r.baseline.test_accuracy for r in runs]
         mine = [r.result.test_accuracy for r in runs]
         cell = Cell(contender=name, title=title, point=runs[0].key.cell_point, seeds=[r.key.seed for r in runs],
+                    data_seeds=[r.key.data_seed for r in runs],
                     **paired_stats(base, mine), baseline_accuracies=base, accuracies=mine,
                     diverged=sum(r.result.diverged for r in runs),
                     baseline_diverged=sum(r.baseline.diverged for r in runs))
@@ -75,10 +76,13 @@ def report(study_dir: str | Path) -> StudyResult:
 
 
 def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
-    """The records of each cell, (setting, contender) -> runs in seed order; cells in the report's order."""
+    """The records of each cell, (setting, contender) -> runs, one per unit (seed, data seed): draw
+    by draw, seeds in order within each; cells in the report's order."""
     order = {name: i for i, name in enumerate(contenders.names())}
+    draw = axis("data_seed")
     cells: dict[tuple, list[RunRecord]] = {}
-    for r in sorted(records, key=lambda r: (r.key.setting, order.get(r.contender, 99), r.contender, r.key.seed)):
+    for r in sorted(records, key=lambda r: (r.key.setting, order.get(r.contender, 99), r.contender,
+                                            draw.order(r.key.data_seed), r.key.seed)):
         cells.setdefault((r.key.setting, r.contender), []).append(r)
     return cells
 

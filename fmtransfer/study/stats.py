@@ -21,8 +21,8 @@ BOOK = {"pair": (5, 6), "b_train_size": 200, "reuse_layers": "all", "preset": "b
 class _CellFields:
     contender: str
     title: str
-    point: dict[str, Any]  # the cell's axes but the seed, as results lines write them: {"pair": [5, 6], ...}
-    seeds: list[int]
+    point: dict[str, Any]  # the cell's axes but the pooled ones, as results lines write them: {"pair": [5, 6], ...}
+    seeds: list[int]  # one per unit (seed, data seed) of the cell, in its order; `data_seeds` beside them
     n: int
     baseline_mean: float
     baseline_std: float | None
@@ -42,12 +42,20 @@ class _CellFields:
     baseline_accuracies: list[float] = field(default_factory=list)  # per seed, in `seeds` order
     accuracies: list[float] = field(default_factory=list)  # the contender's, per seed
     book: dict | None = None
+    # Per unit, parallel to `seeds`: "first" (the book's sample) or the data seed of its draw.
+    # Empty only in a cell written before draws existed, whose units were all "first".
+    data_seeds: list[Any] = field(default_factory=list)
 
 
 class Cell(_CellFields):
-    """The paired statistics of one contender against the baseline over the seeds of one cell.
+    """The paired statistics of one contender against the baseline over the units of one cell.
 
-    A cell's grid point is `point`, one value per axis but the seed; `cell.pair`,
+    A unit is a (seed, data seed) pair: its baseline and its contender trained with the same seed
+    on the same labelled images. `seeds[i]` and `data_seeds[i]` name unit i, and
+    `baseline_accuracies[i]` and `accuracies[i]` are its scores; the differences are paired over
+    the units. With the book's sample alone, the units are the seeds, as before draws existed.
+
+    A cell's grid point is `point`, one value per axis but the pooled ones; `cell.pair`,
     `cell.b_train_size`, ... read it, and so may the constructor take them:
     `Cell(contender="transfer", title="transfer", pair=[5, 6], b_train_size=200, ...)`.
     """
@@ -72,10 +80,19 @@ class Cell(_CellFields):
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         point = d.pop("point")
+        draws = d.pop("data_seeds")
         d = {"contender": d.pop("contender"), "title": d.pop("title"), **point, **d}
         if d["book"] is None:
             del d["book"]
+        if draws:  # beside the seeds; a cell of a report made before draws keeps its form
+            d = {k: v for key, value in d.items()
+                 for k, v in ([(key, value), ("data_seeds", draws)] if key == "seeds" else [(key, value)])}
         return d
+
+    @property
+    def units(self) -> list[tuple[int, Any]]:
+        """The cell's (seed, data seed) pairs, in the order of its accuracies."""
+        return list(zip(self.seeds, self.data_seeds or ["first"] * len(self.seeds)))
 
 
 def paired_stats(baseline: list[float], transfer: list[float]) -> dict:
