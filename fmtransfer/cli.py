@@ -476,6 +476,9 @@ def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, s
     except ConfigError as e:
         if e.key in ("shard", "jobs"):
             raise UsageError(f"option --{e.key}: {e.problem}") from None
+        if e.key == "data.b_train_size" and cfg.study.b_train_sizes:  # the size came from the grid
+            raise UsageError(f"data.b_train_size, from {_option_for('study.b_train_sizes')} "
+                             f"(study.b_train_sizes): {e.problem}") from None
         raise
     return _with_plots(result, rd.path, plots)
 

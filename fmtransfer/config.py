@@ -227,6 +227,15 @@ class DataConfig(Section):
                                                             "valid_size (2nd edition) or the last (3rd edition).")
     verify_checksums: bool = setting(True, "Check the files against the published SHA-256 sums.")
 
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except ConfigError as e:
+            if e.key != self.key("b_sample") or "a data seed" in e.problem:
+                raise
+            raise ConfigError(e.key, f"must be first or a data seed (an integer from 0 to 2**32 - 1), "
+                                     f"got {self.b_sample!r}") from None
+
     def check(self) -> None:
         check_pair(self.b_classes, self.key("b_classes"))
         self.fail_unless(self.b_train_size >= 1, "b_train_size", f"must be at least 1, got {self.b_train_size}")
@@ -360,13 +369,13 @@ class StudyConfig(Section):
 
     NAME = "study"
     seeds: tuple[int, ...] = setting((), "Seeds to run (empty: the top-level seed only).", show="--seed")
-    # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
-    pairs: tuple[tuple[int, int], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 (empty: data.b_classes).",
-                                                 show="data.b_classes: 5:6")
     # Empty: data.b_sample's one sample. Crossed with the seeds: model A and the encoders are made
     # once per seed and shared by its draws; only task B's runs multiply.
     data_seeds: tuple[int, ...] = setting((), "Data seeds, each drawing task B's training images at random "
                                               "(empty: data.b_sample).", show="data.b_sample: first")
+    # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
+    pairs: tuple[tuple[int, int], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 (empty: data.b_classes).",
+                                                 show="data.b_classes: 5:6")
     b_train_sizes: tuple[int, ...] = setting((), "Task-B training sizes, e.g. 50,200,1000 (empty: "
                                                  "data.b_train_size).", show="data.b_train_size: 200")
     reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths")

@@ -115,6 +115,8 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
     done = {r.id for r in load_records(study_dir, cfg)}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
+    # In one process, the data's refusals (too few images to draw N) come before anything is said or trained.
+    raw = _checked_data(cfg) if todo and jobs == 1 else None
     out = results_path(study_dir, index, count)
     finished = sum(k.run_id(c) in done for k in keys for c in chosen)
     reporter.info(f"study {study_dir}: shard {index}/{count} has {total} runs, {finished} already finished, "
@@ -129,7 +131,6 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         units = [[k for unit in seeds[i:i + per_unit] for k in unit] for i in range(0, len(seeds), per_unit)]
         with reporter.grid("study", total=total, done=finished) as advance:
             if jobs == 1:
-                raw = _checked_data(cfg)
                 for unit in units:
                     _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, per_unit)
             else:
