@@ -115,7 +115,7 @@ def markdown(result: "StudyResult") -> str:
             base = max((d for d in ranked if d.setting == setting), key=lambda d: d.n)
             where = _words(c)
             out += ["", f"{where[:1].upper()}{where[1:]}; baseline {100 * base.baseline_mean:.2f}% ± "
-                        f"{100 * (base.baseline_std or 0):.2f} over {base.n} seeds", "",
+                        f"{100 * (base.baseline_std or 0):.2f} over {_units(base)}", "",
                     "| rank | contender | accuracy % | gain, points (95% CI) | W/T/L | p | p (Holm) | linear probe % |",
                     "|---:|---|---:|---|---:|---:|---:|---:|"]
             rank = 0
@@ -175,6 +175,14 @@ def table(summary: dict) -> Table:
     return out
 
 
+def _units(cell: Cell) -> str:
+    """What a cell's n counts: its seeds, or with draws, its (seed, draw) runs."""
+    draws = set(cell.data_seeds) - {"first"}
+    if not draws:
+        return f"{cell.n} seeds"
+    return f"{cell.n} runs ({len(set(cell.seeds))} seeds x {len(set(cell.data_seeds))} draws of the labelled sample)"
+
+
 def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.2g}"
 
@@ -201,8 +209,9 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
         if cell.book is not None:
             ax.axhline(100 * BOOK["baseline"], color="tab:blue", ls=":", lw=1, label="book baseline 97.05%")
             ax.axhline(100 * BOOK["transfer"], color="tab:orange", ls=":", lw=1, label="book transfer 99.25%")
-        ax.set_xticks(xs, [str(r.key.seed) for r in runs], fontsize=7)
-        ax.set_xlabel("seed")
+        drawn = any(r.key.data_seed != "first" for r in runs)
+        ax.set_xticks(xs, [f"{r.key.seed}/{r.key.data_seed}" if drawn else str(r.key.seed) for r in runs], fontsize=7)
+        ax.set_xlabel("seed / data seed" if drawn else "seed")
         ax.set_ylabel("test B accuracy (%)")
         p = cell.p_value
         ax.set_title(f"{cell.title}: {_words(cell)}\n"
