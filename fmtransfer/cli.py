@@ -54,7 +54,11 @@ def config_option(key: str, name: str | None = None):
     name = name or f.metadata.get("option") or "--" + key.rpartition(".")[2].replace("_", "-")
     shown = f.metadata.get("show") or show_default(default)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-    metavar = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}.get(hint, "LIST")
+    names = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}
+    metavar = names.get(hint, "LIST")
+    if typing.get_origin(hint) is typing.Union:  # a number or a word: first|N, N|all
+        metavar = "|".join("|".join(map(str, typing.get_args(a))) if typing.get_origin(a) is typing.Literal
+                           else names.get(a, "LIST") for a in typing.get_args(hint) if a is not type(None))
     text = f.metadata["help"]
     if key == "contenders":  # the registry is open: say what is registered now
         text += " " + _contenders_help()
@@ -395,7 +399,7 @@ def run(cfg, rd, reporter):
 
 
 def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_seeds=None, data_seed_list=None,
-                   **rest):
+                   **_):
     """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed.
     --data-seeds N draws task B's images with data seeds 0..N-1; --data-seed-list exact ones."""
     if n_data_seeds is not None and data_seed_list:
@@ -460,8 +464,8 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
 @common(run_default="runs/study")
 @stage(prepare=_prepare_study)
 def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots):
-    """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each
-    contender paired with the baseline of the same seed.
+    """Is a gain real? Run a grid of experiments (seeds x draws x pairs x sizes x reuse x presets),
+    each contender paired with the baseline of the same seed and draw.
 
     \b
     fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped

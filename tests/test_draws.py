@@ -278,3 +278,30 @@ def test_a_run_directory_trains_on_the_sample_its_split_holds(tiny_data, tmp_pat
     line = assert_usage_error(cli("transfer", "--run", run, "--b-sample", "4"), "--b-sample", "data seed 3",
                               "fmtransfer split --b-sample 4")
     assert not (run / "model_a.keras").exists() and "first" not in line
+
+
+@pytest.mark.slow
+def test_a_stack_trains_only_the_seeds_of_one_draw_together_on_that_draws_images(tiny_data, tmp_path, monkeypatch):
+    from fmtransfer.contenders.base import Contender
+
+    stacks = []
+    real = Contender.fit_seeds
+
+    def spy(self, cfgs, split, *args, **kwargs):
+        stacks.append((self.name, [c.seed for c in cfgs], {c.data.b_sample for c in cfgs},
+                       data.indices_sha256(split.indices["b_train"])))
+        return real(self, cfgs, split, *args, **kwargs)
+
+    monkeypatch.setattr(Contender, "fit_seeds", spy)
+    cfg = Config().replace(**tiny_settings(tiny_data), **{"study.seeds": [1, 2], "study.data_seeds": [0, 1],
+                                                          "contenders": ["transfer"]})
+    result = studies.run_study(cfg, tmp_path, stack=2)
+    raw = data.load(cfg.data)
+    drawn = {d: data.indices_sha256(data.make_split(raw, (5, 6), 20, 100, b_sample=d).indices["b_train"])
+             for d in (0, 1)}
+    assert sorted((name, seeds, tuple(draw)) for name, seeds, draw, _ in stacks) == \
+        [("baseline", [1, 2], (0,)), ("baseline", [1, 2], (1,)), ("transfer", [1, 2], (0,)), ("transfer", [1, 2], (1,))]
+    assert all(rows == drawn[next(iter(draw))] for _, _, draw, rows in stacks)
+    assert {r.id: r.b_indices_sha256 for r in studies.load_records(tmp_path)} == \
+        {f"seed{s}-pair5v6-n20-draw{d}-reuseall-book-transfer": drawn[d] for s in (1, 2) for d in (0, 1)}
+    assert result.cells[0].units == [(1, 0), (2, 0), (1, 1), (2, 1)]
