@@ -221,6 +221,7 @@ def test_report_of_a_directory_that_holds_no_study_is_a_usage_error(tmp_path):
     (["--seeds", "0"], "option --seeds"),
     (["--pairs", "5:5"], "option --pairs"),
     (["--shard", "2/2"], "option --shard"),
+    (["--equivalence-margin", "0"], "option --equivalence-margin"),
 ])
 def test_bad_study_options_are_one_line_usage_errors_before_any_work(tmp_path, args, says):
     result = CliRunner().invoke(cli, ["study", "--run", str(tmp_path / "s"), *args])
