@@ -57,7 +57,7 @@ class _CellFields:
     accuracies: list[float] = field(default_factory=list)  # the contender's, per seed
     book: dict | None = None  # where the book's published gain and error ratio fall among this cell's runs
     design: str = "paired"  # "paired": one draw of the labelled sample; "crossed": draws x seeds
-    n_seeds: int = 0  # the units of the tests: seeds analysed (those with a run at every draw)
+    n_seeds: int | None = None  # the units of the tests: seeds analysed (those with a run at every draw)
     n_draws: int = 1
     runs_left_out: int = 0  # runs of seeds lacking some draw: a crossed design must be complete
     ci95_method: str | None = None  # "student t" or "crossed random effects"
