@@ -249,7 +249,8 @@ def table(summary: dict) -> Table:
         ci = c["ci95"]
         gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
         out.add_row(c["title"], *(a.text(a.from_json(c[a.name])) if a.name in c else "-" for a in shown),
-                    str(c["n"]), mean_std(c["baseline_mean"], c["baseline_std"]),
+                    f"{c['n_seeds']}x{c['n_draws']}" if c.get("n_draws", 1) > 1 else str(c["n"]),
+                    mean_std(c["baseline_mean"], c["baseline_std"]),
                     mean_std(c["transfer_mean"], c["transfer_std"]), gain, ratio_text(c["error_rate_ratio"]),
                     f"{c['wins']}/{c['ties']}/{c['losses']}",
                     "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
