@@ -479,7 +479,8 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @click.option("--markdown", is_flag=True, help="Print the leaderboard as Markdown tables (for a README).")
 @click.option("--equivalence-margin", "margin", type=str, default=None, metavar="X",
-              help=field_info("study.equivalence_margin")[0].metadata["help"] + "  [the study's: 0.5]")
+              help=field_info("study.equivalence_margin")[0].metadata["help"]
+              + f"  [the study's: {show_default(field_info('study.equivalence_margin')[2])}]")
 def study_report(study_dir, as_json, plots, markdown, margin):
     """Merge every finished run in STUDY_DIR (all shards) and print the statistics, each setting's
     contenders ranked by their gain over the baseline."""
@@ -511,7 +512,8 @@ def _margin(text: str | None) -> float | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the claims as one JSON list on stdout.")
 @click.option("--markdown", is_flag=True, help="Print the claims as a Markdown table (for a README).")
 @click.option("--equivalence-margin", "margin", type=str, default=None, metavar="X",
-              help=field_info("study.equivalence_margin")[0].metadata["help"] + "  [each study's: 0.5]")
+              help=field_info("study.equivalence_margin")[0].metadata["help"]
+              + f"  [each study's: {show_default(field_info('study.equivalence_margin')[2])}]")
 def study_claims(study_dirs, as_json, markdown, margin):
     """Judge the chapter's claims (11.2) on the studies in STUDY_DIRS by fixed rules
     (docs/claims.md): supported, contradicted, equivalent or no evidence. Give a dense and a cnn
