@@ -36,6 +36,9 @@ def test_each_claim_gets_the_verdict_its_rule_gives_on_known_truths(grids):
     assert verdicts["gain-shrinks-with-data"] == "supported"
     assert verdicts["pretraining-helps-when-scarce"] == "supported"
     assert verdicts["book-result-picked"] == "supported"  # dense judges it: 0 of 10 seeds gain 2.2 points
+    picked = found["book-result-picked"]
+    assert [(e["arch"], e["judged"]) for e in picked.evidence] == [("dense", True), ("cnn", False)]
+    assert picked.evidence[0]["reach_gain"] == 0 and picked.evidence[0]["ci95_gain"][1] < 0.5
     assert verdicts["other-pairs-and-seeds-do-worse"] == "supported"
 
 
