@@ -173,3 +173,27 @@ def test_a_seed_missing_a_draw_is_left_out_of_a_crossed_cell_and_counted():
                                  draws=[0, 0, 1, 1, 0])
     assert (stats["n_draws"], stats["n_seeds"], stats["runs_left_out"]) == (2, 2, 1)
     assert stats["mean_difference"] == pytest.approx(np.mean([0.01, 0.02, 0.01, 0.03]))
+
+
+def test_a_cell_with_one_seed_has_no_test_and_stays_out_of_max_t(tmp_path):
+    directory = write_study(tmp_path, {"transfer": 0.01, "greedy": 0.0})
+    lines = (directory / "results.jsonl").read_text().splitlines()
+    kept = [line for line in lines if '"greedy"' not in line or '"seed": 42,' in line]  # greedy: seed 42 only
+    (directory / "results.jsonl").write_text("\n".join(kept) + "\n")
+    result = studies.report(directory)
+    greedy, transfer = result.cell("greedy"), result.cell("transfer")
+    assert greedy.n == 1 and greedy.p_value is None and greedy.p_max_t is None
+    assert (result.max_t["cells"], result.max_t["cells_without_a_test"], result.max_t["n_units"]) == (1, 1, 10)
+    assert transfer.p_max_t == transfer.p_value == transfer.p_holm  # a family of one test
+
+
+def test_cells_sharing_fewer_than_two_seeds_get_no_max_t_and_the_report_says_why(tmp_path):
+    directory = write_study(tmp_path, {"transfer": 0.01, "greedy": 0.0}, seeds=[1, 2, 3])
+    lines = (directory / "results.jsonl").read_text().splitlines()
+    kept = [line for line in lines if not ('"greedy"' in line and '"seed": 1,' in line)
+            and not ('"transfer"' in line and '"seed": 2,' in line)]  # they share seed 3 only
+    (directory / "results.jsonl").write_text("\n".join(kept) + "\n")
+    result = studies.report(directory)
+    assert all(c.p_max_t is None and c.p_value is not None for c in result.cells)
+    assert "fewer than 2 seeds" in result.max_t["why"]
+    assert "No max-T over the study: fewer than 2 seeds" in studies.markdown(result)

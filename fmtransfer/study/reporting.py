@@ -205,6 +205,8 @@ def markdown(result: "StudyResult") -> str:
         if c.runs_left_out:
             below.append(f"- {c.title}: {c.runs_left_out} runs of seeds without a run at every draw left out.")
     out += below
+    if result.max_t and result.max_t.get("why"):
+        out += ["", f"No max-T over the study: {result.max_t['why']}."]
     out += ["", "p: exact sign-flip test of the mean gain over seeds (whole seeds flipped across the draws); "
                 "p Wilcoxon: signed-rank, exact; p (Holm): corrected over the setting's contenders; p (max-T): "
                 "Westfall-Young, corrected over every cell of the study; P(win): chance of beating the baseline on "
@@ -265,6 +267,8 @@ def table(summary: dict) -> Table:
                          f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
                          f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
                          "error rate as much.")
+    if (summary.get("max_t") or {}).get("why"):
+        notes.append(f"No max-T over the study: {summary['max_t']['why']}.")
     if any(c.get("no_interval") for c in summary["cells"]):
         notes.append(f"No CI where a cell has fewer than {MIN_INTERVAL_UNITS} seeds: with 2, Student's t has one "
                      "degree of freedom.")

@@ -294,24 +294,26 @@ def max_t_over_study(cells: list[Cell], by_seed: list[dict], *, seed: Any = 0) -
     One sign pattern per seed flips that seed in every cell at once, so the dependence the
     shared baselines and model A's create is kept, and, unlike Holm within a setting, the
     family is what the study's conclusions are drawn from. `by_seed` holds each cell's
-    difference per seed (its mean over the draws). The family is tested on the seeds every
-    cell has; the summary says which, and which seeds of some cells were left out.
+    difference per seed (its mean over the draws). The family is every cell with a test of its
+    own (2 seeds or more), tested on the seeds all of them have; the summary says which, and
+    which seeds of some cells were left out.
     """
-    if not cells:
+    tested = [i for i, c in enumerate(cells) if c.p_value is not None]
+    if not tested:
         return None
-    shared = set(by_seed[0])
-    for values in by_seed[1:]:
-        shared &= set(values)
-    every = set().union(*by_seed)
+    shared = set(by_seed[tested[0]])
+    for i in tested[1:]:
+        shared &= set(by_seed[i])
+    every = set().union(*(by_seed[i] for i in tested))
+    summary = {"cells": len(tested), "cells_without_a_test": len(cells) - len(tested), "n_units": len(shared)}
     if len(shared) < 2:
-        return {"cells": len(cells), "n_units": len(shared), "p": None,
-                "why": "fewer than 2 seeds are shared by every cell"}
+        return {**summary, "p": None, "why": "fewer than 2 seeds are shared by every cell with a test"}
     order = sorted(shared)
-    family = inference.max_t({i: {s: v[s] for s in order} for i, v in enumerate(by_seed)}, seed=seed)
-    for i, c in enumerate(cells):
-        c.p_max_t = family[i].p_adjusted
-    return {"cells": len(cells), "n_units": len(order), "seeds": order, "seeds_left_out": sorted(every - shared),
-            "method": family.method, "n_patterns": family.n_patterns, "mc_standard_error": family.mc_standard_error}
+    family = inference.max_t({i: {s: by_seed[i][s] for s in order} for i in tested}, seed=seed)
+    for i in tested:
+        cells[i].p_max_t = family[i].p_adjusted
+    return {**summary, "seeds": order, "seeds_left_out": sorted(every - shared), "method": family.method,
+            "n_patterns": family.n_patterns, "mc_standard_error": family.mc_standard_error}
 
 
 def best_sets(cells: list[Cell], by_seed: list[dict], *, seed: Any = 0) -> list[dict]:
