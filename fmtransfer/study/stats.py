@@ -8,7 +8,6 @@ reports, on which units, and what a cell too small for them shows instead (docs/
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
