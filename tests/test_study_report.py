@@ -197,3 +197,12 @@ def test_cells_sharing_fewer_than_two_seeds_get_no_max_t_and_the_report_says_why
     assert all(c.p_max_t is None and c.p_value is not None for c in result.cells)
     assert "fewer than 2 seeds" in result.max_t["why"]
     assert "No max-T over the study: fewer than 2 seeds" in studies.markdown(result)
+
+
+def test_a_crossed_cell_reads_the_same_whatever_order_its_lines_were_written_in(tmp_path, data_seed_axis):
+    directory = write_study(tmp_path, {"transfer": 0.01}, draws=[0, 1], seeds=range(4))
+    before = studies.report(directory).to_dict()
+    lines = (directory / "results.jsonl").read_text().splitlines()
+    (directory / "results.jsonl").write_text("\n".join(reversed(lines)) + "\n")  # as another --jobs might
+    after = studies.report(directory).to_dict()
+    assert after["cells"] == before["cells"] and after["cells"][0]["seeds"] == [0, 0, 1, 1, 2, 2, 3, 3]

@@ -17,8 +17,8 @@ from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study import inference, records
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
 from fmtransfer.study.stats import (
-    BOOK, FIRST, MIN_INTERVAL_UNITS, Cell, best_sets, book_placement, holm, max_t_over_study, mc_seed, paired_stats,
-    units,
+    BOOK, FIRST, MIN_INTERVAL_UNITS, Cell, best_sets, book_placement, draw_order, holm, max_t_over_study, mc_seed,
+    paired_stats, units,
 )
 
 
@@ -136,7 +136,9 @@ def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
     """The records of each cell, (setting, contender) -> runs in seed order; cells in the report's order."""
     order = {name: i for i, name in enumerate(contenders.names())}
     cells: dict[tuple, list[RunRecord]] = {}
-    for r in sorted(records, key=lambda r: (r.key.setting, order.get(r.contender, 99), r.contender, r.key.seed)):
+    # Draws after seeds: a cell's lists read the same whatever order its lines were written in.
+    for r in sorted(records, key=lambda r: (r.key.setting, order.get(r.contender, 99), r.contender, r.key.seed,
+                                            draw_order(draw_of(r)))):
         cells.setdefault((r.key.setting, r.contender), []).append(r)
     return cells
 

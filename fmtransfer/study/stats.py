@@ -120,7 +120,7 @@ class Cell(_CellFields):
         return "no evidence"
 
 
-def _draw_key(draw: Any) -> tuple:
+def draw_order(draw: Any) -> tuple:
     """Draws sort "first" before data seeds, data seeds by number."""
     return (0, 0) if draw == FIRST else (1, draw) if isinstance(draw, (int, float)) else (2, str(draw))
 
@@ -154,7 +154,7 @@ def units(baseline: list[float], contender: list[float], seeds: list | None = No
     if not len(diff) == len(seeds) == len(draws):
         raise ValueError(f"need one seed and one draw per run: {len(diff)} runs, {len(seeds)} seeds, "
                          f"{len(draws)} draws")
-    rows = sorted(set(draws), key=_draw_key)
+    rows = sorted(set(draws), key=draw_order)
     if len(rows) == 1:
         return Units(diff[None, :], tuple(rows), tuple(seeds), 0)
     at: dict[tuple, float] = {}
