@@ -23,7 +23,7 @@ import click
 import cloup
 
 from fmtransfer import contenders, report, runtime
-from fmtransfer.config import field_info, merge, read_toml
+from fmtransfer.config import Config, field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 from fmtransfer.rundir import RunDir
 from fmtransfer.version import __version__
@@ -450,7 +450,7 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
        click.option("--jobs", default="1", show_default=True,
                     help="Worker processes, each training whole seeds with its own thread pools; auto: the cores "
                          "divided by the threads one run uses. The same numbers as one."),
-       config_option("study.stack"),
+       config_option("study.stack"), config_option("study.equivalence_margin"),
        click.option("--plots/--no-plots", default=None,
                     help="Write PNG plots (needs fmtransfer[plot])  [if installed]."))
 @group("Contenders", config_option("contenders"))
@@ -508,7 +508,10 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @click.option("--markdown", is_flag=True, help="Print the leaderboard as Markdown tables (for a README).")
-def study_report(study_dir, as_json, plots, markdown):
+@click.option("--equivalence-margin", "margin", type=str, default=None, metavar="X",
+              help=field_info("study.equivalence_margin")[0].metadata["help"]
+              + f"  [the study's: {show_default(field_info('study.equivalence_margin')[2])}]")
+def study_report(study_dir, as_json, plots, markdown, margin):
     """Merge every finished run in STUDY_DIR (all shards) and print the statistics, each setting's
     contenders ranked by their gain over the baseline."""
     from fmtransfer import study as studies
@@ -516,12 +519,48 @@ def study_report(study_dir, as_json, plots, markdown):
     run_path = Path(study_dir)
 
     def body():
-        result, show = _with_plots(studies.report(run_path), run_path, plots)
+        result, show = _with_plots(studies.report(run_path, equivalence_margin=_margin(margin)), run_path, plots)
         if markdown:
             return result, lambda console, r: click.echo(studies.markdown(result), nl=False)
         return result, show
 
     execute(body, as_json=as_json, verbose=False, run_path=run_path)
+
+
+def _margin(text: str | None) -> float | None:
+    """--equivalence-margin as typed, checked by the config key it overrides."""
+    if text is None:
+        return None
+    try:
+        return Config().replace(**{"study.equivalence_margin": text}).study.equivalence_margin
+    except ConfigError as e:
+        raise UsageError(f"option --equivalence-margin ({e.key}): {e.problem}") from None
+
+
+@study.command("claims")
+@click.argument("study_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the claims as one JSON list on stdout.")
+@click.option("--markdown", is_flag=True, help="Print the claims as a Markdown table (for a README).")
+@click.option("--equivalence-margin", "margin", type=str, default=None, metavar="X",
+              help=field_info("study.equivalence_margin")[0].metadata["help"]
+              + f"  [each study's: {show_default(field_info('study.equivalence_margin')[2])}]")
+def study_claims(study_dirs, as_json, markdown, margin):
+    """Judge the chapter's claims (11.2) on the studies in STUDY_DIRS by fixed rules
+    (docs/claims.md): supported, contradicted, equivalent or no evidence. Give a dense and a cnn
+    study together to judge the claims that compare the two."""
+    from fmtransfer.study import claims
+
+    paths = [Path(d) for d in study_dirs]
+    if as_json and markdown:
+        _fail("options --json and --markdown: give one of them, not both", 2)
+
+    def body():
+        found = claims.judge(paths, equivalence_margin=_margin(margin))  # its to_dict() is the --json list
+        if markdown:
+            return found, lambda console, r: click.echo(claims.markdown(found), nl=False)
+        return found, lambda console, r: console.print(claims.table(found))
+
+    execute(body, as_json=as_json, verbose=False, run_path=paths[0])
 
 
 class Terminated(KeyboardInterrupt):

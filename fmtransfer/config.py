@@ -386,6 +386,10 @@ class StudyConfig(Section):
     stack: Union[int, Literal["auto"]] = setting(
         1, "Train up to K seeds of a (pair, size) as one graph (dense model A, baseline, transfer from A); "
            "auto: 10. Faster; numbers agree with 1 to float precision, not to the bit.")
+    # Points, as the report shows gains; fixed before the results are seen (docs/statistics.md).
+    equivalence_margin: float = setting(
+        0.5, "Equivalence margin in accuracy points: the report's TOST calls a contender equivalent to the "
+             "baseline when its gain is shown to lie within +-this.")
 
     def check(self) -> None:
         self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")
@@ -403,6 +407,7 @@ class StudyConfig(Section):
                          "depths must be 'all' or at least 1")
         self.fail_unless(self.stack == "auto" or self.stack >= 1, "stack",
                          f"must be a number of seeds (1 or more: 1 is unstacked) or auto, got {self.stack}")
+        self.fail_unless_positive("equivalence_margin")
 
 
 # ----------------------------------------------------------------------------- the sections in force
