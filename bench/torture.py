@@ -2,7 +2,7 @@
 records of a study never interrupted.
 
     .venv/bin/python bench/torture.py                  # 20 signals, seed 0, generated data
-    .venv/bin/python bench/torture.py --kills 40 --seed 7
+    .venv/bin/python bench/torture.py --kills 40 --seed 7 --seeds 12
     .venv/bin/python bench/torture.py --real           # the real Fashion-MNIST, configs/quick.toml
 
 Each round starts the study (in its own session, as a shell runs a job), waits a random time
@@ -258,6 +258,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the random times, signals and targets  [0]")
     parser.add_argument("--max-delay", type=float, help="longest wait after start-up before a signal, seconds  "
                                                         "[0.6 of the uninterrupted study's time]")
+    parser.add_argument("--seeds", type=int, default=6, help="how many seeds the study runs  [6]")
     parser.add_argument("--real", action="store_true", help="the real Fashion-MNIST with configs/quick.toml")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     opts = parser.parse_args()
@@ -268,6 +269,7 @@ def main() -> None:
             args = [*QUICK, "--data-dir", str(REAL_DATA)]
         else:
             args = [*TINY, "--data-dir", str(write_tiny_data(work / "data"))]
+        args[args.index("--seeds") + 1] = str(opts.seeds)
         result = torture(args, work, opts.kills, opts.seed, opts.max_delay,
                          log=lambda line: print(line, file=sys.stderr, flush=True))
         result["command"] = " ".join(["study", *args]).replace(str(work), "TMP")
