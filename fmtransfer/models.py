@@ -75,11 +75,17 @@ def build_model_b(cfg: ModelConfig):
 def blocks(model) -> tuple[list, list[list]]:
     """Split every layer below the output into (stem, hidden blocks).
 
-    The output is the last layer with weights and whatever weightless layers follow it: a
-    model A whose softmax is a separate `Activation` layer has its 8-unit logits layer as its
-    output, never as a hidden layer to reuse."""
-    weighted = [i for i, layer in enumerate(model.layers) if layer.weights]
-    return split_blocks(model.layers[:weighted[-1]] if weighted else [])
+    The output is the last layer (an encoder's is its weightless `code`), and where that is an
+    activation or a dropout, the layer below it too: a model A whose softmax is a separate
+    `Activation` layer has its 8-unit logits layer as its output, never as a hidden layer."""
+    end = len(model.layers) - 1
+    while end > 0 and isinstance(model.layers[end], OUTPUT_TAILS):
+        end -= 1
+    return split_blocks(model.layers[:end])
+
+
+# Weightless layers that finish the output layer below them rather than stand for one.
+OUTPUT_TAILS = (layers.Activation, layers.Softmax, layers.Dropout)
 
 
 def split_blocks(layer_list: list) -> tuple[list, list[list]]:

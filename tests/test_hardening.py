@@ -277,6 +277,10 @@ def test_a_softmax_of_its_own_is_part_of_model_as_output():
     with_dropout = keras.Sequential([keras.Input(INPUT_SHAPE), layers.Flatten(), layers.Dense(16),
                                      layers.Dense(8, activation="softmax"), layers.Dropout(0.1)])
     assert len(models.blocks(with_dropout)[1]) == 1
+    # An encoder's output is its weightless `code` layer: every Dense below it is a hidden layer.
+    encoder = keras.Sequential([keras.Input(INPUT_SHAPE), layers.Flatten(), layers.Dense(16), layers.Dense(8),
+                                layers.Identity(name="code")])
+    assert len(models.blocks(encoder)[1]) == 2
 
 
 # ----------------------------------------------------------------------------- class 5: output and files
