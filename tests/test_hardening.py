@@ -12,7 +12,6 @@ that only read it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
