@@ -262,6 +262,12 @@ class ModelConfig(Section):
                          f"must be one of {', '.join(INITIALIZERS)}, got {self.initializer!r}")
 
     @property
+    def stacks(self) -> bool:
+        """Whether seeds of this network can train as one stack (`study.stack`): only Flatten and
+        Dense layers become one batched matmul over the seeds, so dense networks only."""
+        return self.arch == "dense"
+
+    @property
     def blocks(self) -> int:
         """How many hidden blocks the network has: what reuse depth and freezing count."""
         return len(self.hidden) + (1 if self.arch == "cnn" and self.cnn_dense else 0)

@@ -24,6 +24,49 @@ from fmtransfer.study.axes import RunKey, study_contenders
 
 STUDY_JSON = "study.json"
 
+# `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
+# 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
+# steps leave it idle, is where stacking is meant to pay most.
+STACK_AUTO = 10
+
+
+def resolve_stack(stack: int | str) -> int:
+    """`study.stack` as a number of seeds."""
+    return STACK_AUTO if stack == "auto" else int(stack)
+
+
+def stacking(cfg: Config) -> int:
+    """How many seeds a stack of this study holds: `study.stack`, or 1 (unstacked) where the
+    network cannot stack (`ModelConfig.stacks`)."""
+    return resolve_stack(cfg.study.stack) if cfg.model.stacks else 1
+
+
+def slot(seed: int, stack: int) -> int:
+    """A seed's place in any stack of `stack` seeds: fixed by the seed alone, so that whichever
+    seeds share a stack (with --jobs, --shard, on resuming), each seed's numbers are the same."""
+    return seed % stack
+
+
+def how(cfg: Config, threads: int | None, contender: str, seed: int) -> fingerprints.How:
+    """How the study trains `contender`'s run at `seed`: its threads, and in a stacked study the
+    seed's slot and what trains in the stack (model A, the baseline, and a contender that stacks;
+    never an encoder)."""
+    k = stacking(cfg)
+    if k == 1:
+        return fingerprints.How(threads)
+    parts = {"model_a", "baseline"}
+    if contender in contenders.names() and contenders.get(contender).stack_unsupported is None:
+        parts.add(contender)
+    return fingerprints.How(threads, slot(seed, k), frozenset(parts))
+
+
+def trained_with(h: fingerprints.How) -> dict[str, Any]:
+    """What a results line says of how its run was trained (`RunRecord.trained_with`)."""
+    said: dict[str, Any] = {"threads": h.threads}
+    if h.slot is not None:
+        said.update(stack_slot=h.slot, stacked=sorted(h.stacked))
+    return said
+
 
 def results_path(study_dir: Path, index: int, count: int) -> Path:
     return study_dir / ("results.jsonl" if count == 1 else f"results-{index}of{count}.jsonl")
@@ -83,7 +126,7 @@ class Scores:
 
 # A results line's fields besides the axes', in the order written; the runner writes every one,
 # older fmtransfers only some, so those after `result` are optional (None: not in the line).
-_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint")
+_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "trained_with")
 
 
 @dataclass(frozen=True)
@@ -105,6 +148,10 @@ class RunRecord:
         seconds: time spent, per part; `finished`: when, local time. Neither is a result.
         fingerprint: `fingerprints.run` of everything the run depended on, the data included
             (lines of fmtransfer 0.4 or older have none); opaque.
+        trained_with: how it was trained beyond its settings (`trained_with`): `threads`, the
+            intra-op thread count; in a stacked study `stack_slot`, the seed's place in its
+            stack, and `stacked`, what trained in the stack. Both are in `fingerprint` too.
+            Lines of fmtransfer 0.5 or older have none.
         extra: keys this fmtransfer does not know, kept as read.
 
     Example:
@@ -123,17 +170,19 @@ class RunRecord:
     seconds: Any = None
     finished: Any = None
     fingerprint: Any = None
+    trained_with: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
-             settings: str, fingerprint: str, built_on: dict, seconds: dict) -> "RunRecord":
+             settings: str, fingerprint: str, built_on: dict, seconds: dict,
+             trained_with: dict | None = None) -> "RunRecord":
         """The record of a run the runner just finished, stamped now."""
         t = run_config.transfer
         return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
                    built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   fingerprint=fingerprint)
+                   fingerprint=fingerprint, trained_with=trained_with)
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":
@@ -180,7 +229,7 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
     """
     found: dict[str, RunRecord] = {}
     skipped: dict[str, int] = {}
-    same = made_with(cfg, _recorded_dataset(study_dir)) if cfg is not None else None
+    same = made_with(cfg, _recorded_dataset(study_dir), recorded_threads(study_dir)) if cfg is not None else None
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             if not line.strip():
@@ -209,12 +258,14 @@ def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict]
     """`read_records`, each record as its JSON line's dict."""
     records, skipped = read_records(study_dir, cfg)
     return [r.to_dict() for r in records], skipped
-def made_with(cfg: Config, sha256: dict[str, str] | None):
-    """record -> whether that results line was made with `cfg` on the dataset files `sha256`.
+def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = None):
+    """record -> whether that results line was made with `cfg` on the dataset files `sha256`,
+    trained on `threads` intra-op threads (None: a study that recorded none, fmtransfer 0.5 or older).
 
     A line written after fmtransfer 0.4 carries `fingerprint` (`fingerprints.run`: the data, the
-    run's seed, pair, size and rates, every setting its contender and baseline depended on); an
-    older one only `settings` (`run_fingerprint`), checked as then; one with neither is taken.
+    run's seed, pair, size and rates, every setting its contender and baseline depended on, and
+    how it was trained: `how`); an older one only `settings` (`run_fingerprint`), checked as
+    then; one with neither is taken.
     """
     configs: dict[RunKey, Config | None] = {}  # the lines of one grid point share their config
 
@@ -226,11 +277,21 @@ def made_with(cfg: Config, sha256: dict[str, str] | None):
                 except ConfigError:  # a point this config cannot even express
                     configs[record.key] = None
             run_config = configs[record.key]
-            return run_config is not None and \
-                record.fingerprint == fingerprints.run(run_config, sha256, record.contender)
+            return run_config is not None and record.fingerprint == fingerprints.run(
+                run_config, sha256, record.contender, how(cfg, threads, record.contender, record.key.seed))
         return record.settings is None or record.settings == run_fingerprint(cfg, record.contender)
 
     return same
+
+
+def recorded_threads(study_dir: Path) -> int | None:
+    """The intra-op thread count study.json records its runs were trained with; None where it
+    records none (fmtransfer 0.5 or older: its lines' fingerprints do not carry one either)."""
+    try:
+        threads = json.loads((Path(study_dir) / STUDY_JSON).read_text(encoding="utf-8"))["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
 
 
 def _recorded_dataset(study_dir: Path) -> dict[str, str] | None:
@@ -266,8 +327,14 @@ def append_result(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def check_study_dir(cfg: Config, study_dir: Path) -> None:
-    """A directory holds one study: runs made with other fixed settings must not be mixed in."""
+def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) -> None:
+    """A directory holds one study: runs made with other fixed settings must not be mixed in.
+
+    `threads`: the intra-op thread count this invocation trains with, recorded in study.json (its
+    runs' fingerprints carry it); None keeps what study.json records. A study made stacked is not
+    continued unstacked, nor with another stack size, or the other way round: its runs would no
+    longer count (their fingerprints say how they were trained), so it is refused instead.
+    """
     meta_path = study_dir / STUDY_JSON
     meta = {"settings_fingerprint": settings_fingerprint(cfg)}
     if any(isinstance(n, Encoder) for c in study_contenders(cfg) for n in needs_of(contenders.get(c))):
@@ -287,6 +354,19 @@ def check_study_dir(cfg: Config, study_dir: Path) -> None:
                                  "use another directory, or the same settings", path=study_dir)
             if key in old:
                 meta.setdefault(key, old[key])
+        old_config = old.get("config") if isinstance(old.get("config"), dict) else {}
+        try:
+            old_stack = stacking(config_from(old_config, study_dir)) if old_config else None
+        except DataError:
+            old_stack = None
+        if old_stack is not None and old_stack != stacking(cfg) and any(study_dir.glob("results*.jsonl")):
+            def said(k):
+                return "unstacked (study.stack 1)" if k == 1 else f"stacked, study.stack {k}"
+            raise UsageError(f"{study_dir} holds runs trained {said(old_stack)}; this run would train them "
+                             f"{said(stacking(cfg))}, and the two are never mixed: give --stack "
+                             f"{old_stack if old_stack > 1 else 1}, or use another directory", path=study_dir)
+        if threads is None and isinstance(old.get("threads"), int):
+            threads = old["threads"]
         # A study.json of fmtransfer 0.4 or older records no dataset: it gets this one's.
         theirs = old.get("dataset") if isinstance(old.get("dataset"), dict) else {}
         if theirs and theirs.get("sha256") != dataset["sha256"]:
@@ -295,6 +375,8 @@ def check_study_dir(cfg: Config, study_dir: Path) -> None:
                              "from", path=study_dir)
     # The grid's axes may grow between invocations; the latest grid is the one to report against.
     study_dir.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        meta["threads"] = threads
     write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
 
 
