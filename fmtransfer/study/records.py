@@ -17,9 +17,9 @@ from fmtransfer.errors import ConfigError, DataError, UsageError
 from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: re-exported)
     own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
 )
-from fmtransfer.io import fingerprint, write_text_atomic
+from fmtransfer.io import atomic_path, file_sha256, fingerprint, write_text_atomic
 from fmtransfer.needs import Encoder, needs_of
-from fmtransfer.study.axes import RunKey, study_contenders
+from fmtransfer.study.axes import SCOPES, RunKey, axis, study_contenders
 
 
 STUDY_JSON = "study.json"
@@ -126,7 +126,8 @@ class Scores:
 
 # A results line's fields besides the axes', in the order written; the runner writes every one,
 # older fmtransfers only some, so those after `result` are optional (None: not in the line).
-_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "trained_with")
+_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "trained_with",
+             "predictions")
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ class RunRecord:
             intra-op thread count; in a stacked study `stack_slot`, the seed's place in its
             stack, and `stacked`, what trained in the stack. Both are in `fingerprint` too.
             Lines of fmtransfer 0.5 or older have none.
+        predictions: where the run's test-B predictions are kept, `{"baseline": {"path", "sha256"},
+            "result": {...}}` (see `load_predictions`); None where it has none (an older line, a
+            diverged model).
         extra: keys this fmtransfer does not know, kept as read.
 
     Example:
@@ -171,18 +175,19 @@ class RunRecord:
     finished: Any = None
     fingerprint: Any = None
     trained_with: Any = None
+    predictions: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
              settings: str, fingerprint: str, built_on: dict, seconds: dict,
-             trained_with: dict | None = None) -> "RunRecord":
+             trained_with: dict | None = None, predictions: dict | None = None) -> "RunRecord":
         """The record of a run the runner just finished, stamped now."""
         t = run_config.transfer
         return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
                    built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   fingerprint=fingerprint, trained_with=trained_with)
+                   fingerprint=fingerprint, trained_with=trained_with, predictions=predictions)
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":
@@ -404,3 +409,131 @@ def config_from(d: dict, study_dir: Path | None = None) -> Config:
         raise DataError(f"{where}: unusable settings ({e}); delete it and run the study again "
                         "(finished runs are kept, and checked against the new settings)", path=where) from None
 
+
+
+# ----------------------------------------------------------------------------- stored test predictions
+
+PREDICTIONS = "predictions"  # the study directory's folder of them
+_PREDICTIONS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One run's predictions on task B's test images, in the test set's order.
+
+    Args:
+        y: the images' labels, 0 or 1 (1: `data.b_classes`' second class), uint8.
+        baseline: the baseline's P(label 1) per image, float32 in [0, 1], quantised to 1/255
+            (each image's predicted class, p > 0.5, is the one the model gave: the accuracies
+            they give are the record's).
+        result: the contender's, likewise.
+
+    `baseline_correct` and `result_correct` are what `inference.mcnemar_exact` and
+    `inference.image_bootstrap` take.
+    """
+
+    y: Any
+    baseline: Any
+    result: Any
+
+    @property
+    def baseline_correct(self):
+        return (self.baseline > 0.5) == (self.y == 1)
+
+    @property
+    def result_correct(self):
+        return (self.result > 0.5) == (self.y == 1)
+
+
+def quantised(p) -> Any:
+    """P(label 1) per image as uint8 (p * 255, rounded), each image's class (p > 0.5) kept."""
+    import numpy as np
+
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    q = np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)
+    positive = p > 0.5
+    q[positive & (q < 128)] = 128
+    q[~positive & (q >= 128)] = 127
+    return q
+
+
+def _write_predictions(path: Path, header: dict, *parts) -> dict:
+    """A predictions file: one JSON line saying what it is for, then each part's bytes; written
+    atomically, and its digest returned for the results line that refers to it."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes((json.dumps({"format": _PREDICTIONS_FORMAT, **header}) + "\n").encode()
+                        + b"".join(bytes(p) for p in parts))
+    return {"path": str(path.relative_to(path.parent.parent)), "sha256": file_sha256(path)}
+
+
+def write_baseline_predictions(study_dir: Path, key: RunKey, fingerprint_: str, y, p) -> dict:
+    """The baseline's predictions of a (seed, pair, size) group, kept once for all its
+    contenders, with the test labels; -> what a results line records of the file."""
+    import numpy as np
+
+    name = "baseline-" + "-".join(axis(a).id(v) for a, v in key.items if axis(a).scope in SCOPES[:2]) + ".bin"
+    y = np.asarray(y).reshape(-1).astype(np.uint8)
+    return _write_predictions(Path(study_dir) / PREDICTIONS / name,
+                              {"for": f"baseline of {key.id}", "fingerprint": fingerprint_, "n": int(y.size),
+                               "parts": ["baseline", "y"]}, quantised(p), y)
+
+
+def write_result_predictions(study_dir: Path, run_id: str, fingerprint_: str, p) -> dict:
+    """A contender's predictions, tied to its results line's id and fingerprint."""
+    q = quantised(p)
+    return _write_predictions(Path(study_dir) / PREDICTIONS / f"{run_id}.bin",
+                              {"for": run_id, "fingerprint": fingerprint_, "n": int(q.size), "parts": ["result"]}, q)
+
+
+def _read_predictions(study_dir: Path, ref: Any) -> tuple[dict, bytes] | None:
+    if not (isinstance(ref, dict) and isinstance(ref.get("path"), str) and isinstance(ref.get("sha256"), str)):
+        return None
+    path = Path(study_dir) / ref["path"]
+    try:
+        raw = path.read_bytes()
+        head, _, body = raw.partition(b"\n")
+        header = json.loads(head)
+    except (OSError, ValueError):
+        return None
+    import hashlib
+
+    if hashlib.sha256(raw).hexdigest() != ref["sha256"] or not isinstance(header, dict) \
+            or header.get("format") != _PREDICTIONS_FORMAT:
+        return None
+    return header, body
+
+
+def load_predictions(study_dir: str | Path, record: RunRecord) -> Predictions | None:
+    """`record`'s test-B predictions, or None where it has none: a line of fmtransfer 0.5 or
+    older, a run whose baseline or contender diverged, or files that are not the ones the line
+    names (their SHA-256, the id and fingerprint they are for, or the accuracies they give
+    differ: a stale or edited file is never used).
+
+    Example:
+        >>> for r in load_records(study_dir, cfg):
+        ...     pred = load_predictions(study_dir, r)
+        ...     if pred is not None:
+        ...         inference.mcnemar_exact(pred.baseline_correct, pred.result_correct).p_value
+    """
+    import numpy as np
+
+    refs = record.predictions
+    if not isinstance(refs, dict):
+        return None
+    base, mine = _read_predictions(study_dir, refs.get("baseline")), _read_predictions(study_dir, refs.get("result"))
+    if base is None or mine is None:
+        return None
+    (bh, bbody), (rh, rbody) = base, mine
+    n = rh.get("n")
+    if rh.get("for") != record.id or rh.get("fingerprint") != record.fingerprint or not isinstance(n, int) \
+            or bh.get("n") != n or len(rbody) != n or len(bbody) != 2 * n or n == 0:
+        return None
+    raw = np.frombuffer(bbody, dtype=np.uint8)
+    y, baseline = raw[n:].copy(), raw[:n].astype(np.float32) / 255
+    result = np.frombuffer(rbody, dtype=np.uint8).astype(np.float32) / 255
+    found = Predictions(y, baseline, result)
+    for what, correct, scores in (("baseline", found.baseline_correct, record.baseline),
+                                  ("result", found.result_correct, record.result)):
+        if abs(float(np.mean(correct)) - scores.test_accuracy) > 1e-9:
+            return None
+    return found

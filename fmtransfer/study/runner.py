@@ -25,8 +25,9 @@ from fmtransfer.study.cache import Cache
 from fmtransfer.study.pool import run_units
 from fmtransfer.study.records import (  # noqa: F401  (STACK_AUTO, resolve_stack: re-exported)
     STACK_AUTO, RunRecord, append_record, check_study_dir, how, load_records, resolve_stack, results_path,
-    run_fingerprint, slot, stacking, trained_with,
+    run_fingerprint, slot, stacking, trained_with, write_baseline_predictions, write_result_predictions,
 )
+from fmtransfer.io import fingerprint
 from fmtransfer.study.reporting import StudyResult, report
 
 
@@ -215,6 +216,28 @@ def _scores(fit, split) -> dict:
     return scores
 
 
+def _predicted(model, split):
+    """A model's P(label 1) on test B's images, or None where it gives no one such number per image."""
+    from fmtransfer import training
+
+    p = training.predict(model, training.scaled_part(split.b_test)[0])
+    p = p.reshape(len(p), -1) if p.ndim > 1 else p.reshape(-1, 1)
+    return p[:, 0] if p.shape[1] == 1 and np.all(np.isfinite(p)) else None
+
+
+def _fitted(fit, split) -> tuple[dict, Any]:
+    """`fit()` -> (model, result), as a run's scores (see `_scores`) and its test predictions (None
+    for a diverged model)."""
+    made: list = []
+
+    def result():
+        made.append(fit())
+        return made[0][1]
+
+    scores = _scores(result, split)
+    return scores, (_predicted(made[0][0], split) if made and "diverged" not in scores else None)
+
+
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
                done: set[str], advance, together: "_Stacked | None" = None, threads: int | None = None) -> None:
     """The runs sharing one (seed, pair): model A and encoders made or loaded once, each baseline
@@ -231,29 +254,38 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
     for size, sized in itertools.groupby(runs, key=lambda k: k.b_train_size):
         split = data.make_split(raw, first.pair, size, cfg.data.valid_size, cfg.data.valid_from)
         if together:
-            base, base_seconds = together.baseline(first, size, split)
+            base, base_seconds, base_p = together.baseline(first, size, split)
         else:
             started = time.perf_counter()
-            base = _scores(lambda: contenders.get("baseline").fit(first.config(cfg), split, {}, quiet)[1], split)
+            base, base_p = _fitted(lambda: contenders.get("baseline").fit(first.config(cfg), split, {}, quiet), split)
             base_seconds = round(time.perf_counter() - started, 2)
+        base_file = None
+        if base_p is not None:  # once per group, for all its contenders; written before any line names it
+            base_how = how(cfg, threads, "baseline", first.seed)
+            base_file = write_baseline_predictions(
+                study_dir, first, fingerprint(fingerprints.contender(first.config(cfg), split.sha256, "baseline", {},
+                                                                     base_how)), split.b_test[1], base_p)
         for key in sized:
             for name in chosen:
                 if key.run_id(name) in done:
                     continue
                 contender = contenders.get(name)
                 if together and together.takes(contender):
-                    result, seconds = together.contender(key, contender, split)
+                    result, seconds, mine_p = together.contender(key, contender, split)
                 else:
                     started = time.perf_counter()
-                    result = _scores(lambda: contender.fit(key.config(cfg), split, {need: cache[need] for need
-                                                                                    in contender.needs}, quiet)[1],
-                                     split)
+                    result, mine_p = _fitted(lambda: contender.fit(key.config(cfg), split, {
+                        need: cache[need] for need in contender.needs}, quiet), split)
                     seconds = round(time.perf_counter() - started, 2)
                 trained = how(cfg, threads, name, key.seed)
+                run_fp = fingerprints.run(key.config(cfg), split.sha256, name, trained)
+                kept = None
+                if base_file is not None and mine_p is not None:
+                    kept = {"baseline": base_file,
+                            "result": write_result_predictions(study_dir, key.run_id(name), run_fp, mine_p)}
                 record = RunRecord.made(
                     key, name, key.config(cfg), base, result, settings=run_fingerprint(cfg, name),
-                    fingerprint=fingerprints.run(key.config(cfg), split.sha256, name, trained),
-                    trained_with=trained_with(trained),
+                    fingerprint=run_fp, trained_with=trained_with(trained), predictions=kept,
                     built_on={str(need): {k: v for k, v in cache.info[need].items() if k not in _NOT_RESULTS}
                               for need in contender.needs if need in cache.info},
                     seconds={"baseline": base_seconds, "contender": seconds,
@@ -350,14 +382,14 @@ class _Stacked:
                     self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
         return _raised(self.made.pop((tag, asking.seed)))
 
-    def baseline(self, asking: RunKey, size: int, split) -> tuple[dict, float]:
+    def baseline(self, asking: RunKey, size: int, split) -> tuple[dict, float, Any]:
         tag = ("baseline", asking.pair, size)
         if (tag, asking.seed) not in self.made:
             peers = self._seeds(lambda k: (k.pair, k.b_train_size) == (asking.pair, size))
             self._fit(contenders.get("baseline"), tag, peers, {k.seed: None for k in peers}, split)
         return self.made.pop((tag, asking.seed))
 
-    def contender(self, asking: RunKey, contender, split) -> tuple[dict, float]:
+    def contender(self, asking: RunKey, contender, split) -> tuple[dict, float, Any]:
         point = asking.setting  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
@@ -368,18 +400,21 @@ class _Stacked:
                     bases[k.seed] = self.cache(k, split)[contender.needs[0]] if contender.needs else None
                 except DivergedError as e:  # every run built on it diverged too, as unstacked
                     failure = e
-                    self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0)
+                    self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0, None)
             self._fit(contender, tag, [k for k in peers if k.seed in bases], bases, split)
         return self.made.pop((tag, asking.seed))
 
     def _fit(self, contender, tag: tuple, peers: list[RunKey], bases: dict, split) -> None:
-        """`contender` for every seed of `peers` at once, each on its base; keep each seed's scores."""
+        """`contender` for every seed of `peers` at once, each on its base; keep each seed's scores
+        and test predictions."""
         for stack, placed in self._in_slots(peers):
             started = time.perf_counter()
-            made = contender.fit_seeds([k.config(self.cfg) for k in stack], split, [bases[k.seed] for k in stack],
-                                       Reporter(quiet=True))
+            # Two slots or more: `train` gives each seed's outcome, and raises for none.
+            made = contender.train([k.config(self.cfg) for k in stack], split, [bases[k.seed] for k in stack],
+                                   Reporter(quiet=True))
             share = round((time.perf_counter() - started) / len(placed), 2)
             for k, i in placed:
                 outcome = made[i]
-                self.made[tag, k.seed] = (_scores(lambda: _raised(outcome), split), share)
+                scores, predicted = _fitted(lambda: _raised(outcome), split)
+                self.made[tag, k.seed] = (scores, share, predicted)
 
