@@ -393,10 +393,24 @@ def run(cfg, rd, reporter):
     return stages.run(cfg, rd, reporter), _compare_show
 
 
-def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
-    """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed."""
+def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, shard=None, **_):
+    """--seeds N runs N seeds from --seed; --seeds auto as many as precision needs; --seed-list
+    exact ones; --seed alone, that one seed."""
     if n_seeds is not None and seed_list:
         raise UsageError("options --seeds and --seed-list: give one of them, not both")
+    if isinstance(n_seeds, str) and n_seeds.strip().lower() == "auto":
+        if cfg.study.target_halfwidth is None:
+            raise UsageError("option --seeds auto: needs --target-halfwidth W, the 95% interval half-width "
+                             "(accuracy points) to add seeds until, e.g. --target-halfwidth 0.5")
+        if shard:
+            raise UsageError("option --shard: not with --seeds auto, which decides how many seeds to run from "
+                             "every cell's runs; run it unsharded (--jobs N runs it in parallel)")
+        return cfg
+    if n_seeds is not None:
+        try:
+            n_seeds = int(n_seeds)
+        except ValueError:
+            raise UsageError(f"option --seeds: expected a number of seeds or auto, got {n_seeds!r}") from None
     if n_seeds is not None and n_seeds < 1:
         raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
     if n_seeds is not None:
@@ -414,7 +428,10 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
 
 @cli.group(invoke_without_command=True)
 @group("Study",
-       click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
+       click.option("--seeds", "n_seeds", metavar="N|auto",
+                    help="Run this many seeds: --seed, --seed + 1, ...; auto: 10, then 5 more at a time until "
+                         "every cell's 95% half-width is at most --target-halfwidth, or --max-seeds  [1]"),
+       config_option("study.target_halfwidth"), config_option("study.max_seeds"),
        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
        config_option("study.pairs"), config_option("study.b_train_sizes"),
        config_option("study.reuse_layers", "--reuse-layers"), config_option("study.presets"),
@@ -442,6 +459,7 @@ def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
 
     \b
     fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped
+    fmtransfer study --seeds auto --target-halfwidth 0.5 # seeds until every 95% CI is +-0.5 points
     fmtransfer study --seeds 10 --contenders transfer,autoencoder,greedy
     fmtransfer study --shard $SLURM_ARRAY_TASK_ID/10 ... # one slice per array job
     fmtransfer study report runs/study                   # merge what has finished
@@ -449,7 +467,10 @@ def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
     from fmtransfer import study as studies
 
     try:
-        result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
+        if isinstance(n_seeds, str) and n_seeds.strip().lower() == "auto":
+            result = studies.run_until_precise(cfg, rd.path, jobs=jobs, reporter=reporter)
+        else:
+            result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
     except ConfigError as e:
         if e.key in ("shard", "jobs"):
             raise UsageError(f"option --{e.key}: {e.problem}") from None

@@ -373,6 +373,11 @@ class StudyConfig(Section):
     stack: Union[int, Literal["auto"]] = setting(
         1, "Train up to K seeds of a (pair, size) as one graph (dense model A, baseline, transfer from A); "
            "auto: 10. Faster; numbers agree with 1 to float precision, not to the bit.")
+    # `--seeds auto`: in accuracy points, as the report shows gains, on the CLI as in a file.
+    target_halfwidth: Union[float, None] = setting(
+        None, "With --seeds auto: add seeds until every cell's 95% t-interval half-width of the paired "
+              "difference is at most this many accuracy points (e.g. 0.5).", show="none")
+    max_seeds: int = setting(50, "With --seeds auto: stop at this many seeds, however wide the intervals.")
 
     def check(self) -> None:
         self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")
@@ -388,6 +393,10 @@ class StudyConfig(Section):
                          "depths must be 'all' or at least 1")
         self.fail_unless(self.stack == "auto" or self.stack >= 1, "stack",
                          f"must be a number of seeds (1 or more: 1 is unstacked) or auto, got {self.stack}")
+        self.fail_unless(self.target_halfwidth is None or 0 < self.target_halfwidth < math.inf, "target_halfwidth",
+                         f"must be a positive number of accuracy points, got {self.target_halfwidth}")
+        self.fail_unless(self.max_seeds >= 2, "max_seeds",
+                         f"must be at least 2 (a t interval needs two seeds), got {self.max_seeds}")
 
 
 # ----------------------------------------------------------------------------- the sections in force

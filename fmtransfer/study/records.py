@@ -385,6 +385,12 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
     write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
 
 
+def record_precision(study_dir: Path, precision: Any) -> None:
+    """Note in study.json where `--seeds auto` stopped (`runner.Precision`): how many seeds it needed."""
+    meta = read_meta(study_dir)
+    write_text_atomic(Path(study_dir) / STUDY_JSON, json.dumps({**meta, "seeds_auto": precision.to_dict()}, indent=2))
+
+
 def read_meta(study_dir: Path) -> dict:
     path = study_dir / STUDY_JSON
     if not path.is_file():

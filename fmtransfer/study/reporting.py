@@ -29,6 +29,7 @@ class StudyResult:
     config: dict
     plots: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # results lines left out, by reason
+    seeds_auto: dict | None = None  # where `--seeds auto` stopped (`runner.Precision`), if it ran last
 
     def cell(self, contender: str = "transfer", **axes) -> Cell:
         """The first cell of `contender` matching `axes` (pair=(5, 6), b_train_size=200, ...)."""
@@ -43,6 +44,8 @@ class StudyResult:
              "cells": [c.to_dict() for c in self.cells], "config": self.config, "skipped": self.skipped}
         if self.plots:
             d["plots"] = self.plots
+        if self.seeds_auto is not None:
+            d["seeds_auto"] = self.seeds_auto
         return d
 
 
@@ -71,7 +74,8 @@ def report(study_dir: str | Path) -> StudyResult:
     holm(summary)
     in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
-                       meta["config"], skipped=skipped)
+                       meta["config"], skipped=skipped,
+                       seeds_auto=meta["seeds_auto"] if isinstance(meta.get("seeds_auto"), dict) else None)
 
 
 def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:

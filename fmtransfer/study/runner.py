@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import time
 import warnings
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,8 @@ from fmtransfer.study.cache import Cache
 from fmtransfer.study.pool import run_units
 from fmtransfer.study.records import (  # noqa: F401  (STACK_AUTO, resolve_stack: re-exported)
     STACK_AUTO, RunRecord, append_record, check_study_dir, how, load_records, resolve_stack, results_path,
-    run_fingerprint, slot, stacking, trained_with, write_baseline_predictions, write_result_predictions,
+    record_precision, run_fingerprint, slot, stacking, trained_with, write_baseline_predictions,
+    write_result_predictions,
 )
 from fmtransfer.io import fingerprint
 from fmtransfer.study.reporting import StudyResult, report
@@ -78,6 +81,88 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     with locked(study_dir, shared=count > 1), (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
         return _run_study(cfg, study_dir, index, count, reporter, jobs, workers_lock=f"{lock}-workers",
                           threads=threads)
+
+
+# `--seeds auto`: a first batch as large as a fixed study's usual ten seeds, then five at a time.
+AUTO_FIRST, AUTO_BATCH = 10, 5
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where `run_until_precise` stopped: what study.json records as `seeds_auto`.
+
+    Args:
+        target_halfwidth: the half-width asked for, in accuracy points.
+        max_seeds: the most seeds it could add.
+        seeds: the seeds the grid ran, `cfg.seed` onwards: how many it needed.
+        widest: the widest cell's 95% t-interval half-width, points, at those seeds.
+        stopped: "precision" (every cell at or under the target) or "max_seeds".
+        batches: how many times it ran the grid.
+    """
+
+    target_halfwidth: float
+    max_seeds: int
+    seeds: int
+    widest: float
+    stopped: str
+    batches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target_halfwidth": self.target_halfwidth, "max_seeds": self.max_seeds, "seeds": self.seeds,
+                "widest_halfwidth": None if math.isinf(self.widest) else self.widest, "stopped": self.stopped,
+                "batches": self.batches}
+
+
+def widest_halfwidth(cfg: Config, study_dir: str | Path) -> float:
+    """The largest 95% t-interval half-width (points) of the paired difference over the cells of
+    `cfg`'s grid, each over `cfg`'s seeds only: what `--seeds auto` stops on (deterministic, so
+    the same records always give the same decision). inf while a cell has fewer than two runs."""
+    from fmtransfer.study.inference import t_halfwidth
+
+    wanted = {k.run_id(c): (k.setting, c) for k in grid(cfg) for c in study_contenders(cfg)}
+    cells: dict[tuple, list[float]] = {cell: [] for cell in wanted.values()}
+    for r in load_records(Path(study_dir), cfg):
+        if r.id in wanted:
+            cells[wanted[r.id]].append(r.gain)
+    return max((t_halfwidth(d) if len(d) >= 2 else math.inf for d in cells.values()), default=math.inf)
+
+
+def run_until_precise(cfg: Config, study_dir: str | Path = "runs/study", *, jobs: int | str = 1,
+                      stack: int | str | None = None, progress: bool = False, reporter: Reporter | None = None,
+                      first: int = AUTO_FIRST, batch: int = AUTO_BATCH) -> StudyResult:
+    """`--seeds auto`: run the grid on seeds `cfg.seed`, `cfg.seed + 1`, ..., first `first` of
+    them, then `batch` more at a time to the whole grid at once (every cell keeps the same seeds,
+    the units of its paired statistics), until every cell's 95% t-interval half-width of the
+    paired difference is at most `cfg.study.target_halfwidth` points, or `cfg.study.max_seeds`.
+
+    It stops on precision, never on significance: the rule never looks at a p-value, so it does
+    not inflate false positives as "stop when p < 0.05" would. Rerun, it resumes as any study
+    does (finished runs are kept) and reaches the same decision. How many seeds it needed is in
+    study.json (`seeds_auto`) and the result's `seeds_auto`. Not with shards: each shard would
+    see only its own seeds' runs and stop at another count.
+
+    Raises:
+        ConfigError: `study.target_halfwidth` is not set.
+    """
+    target, most = cfg.study.target_halfwidth, cfg.study.max_seeds
+    if target is None:
+        raise ConfigError("study.target_halfwidth", "is needed by --seeds auto: the 95% half-width, in accuracy "
+                                                    "points, to add seeds until")
+    if first < 1 or batch < 1:
+        raise ValueError("first and batch must be at least 1 seed")
+    n, batches = min(max(first, 2), most), 0
+    while True:
+        at = cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n))})
+        result = run_study(at, study_dir, jobs=jobs, stack=stack, progress=progress, reporter=reporter)
+        batches += 1
+        widest = widest_halfwidth(at.replace(**({"study.stack": stack} if stack is not None else {})), study_dir)
+        if widest <= target or n >= most:
+            break
+        n = min(n + batch, most)
+    done = Precision(float(target), most, n, widest, "precision" if widest <= target else "max_seeds", batches)
+    record_precision(Path(study_dir), done)
+    result.seeds_auto = done.to_dict()
+    return result
 
 
 def parse_jobs(jobs: int | str, arch: str) -> int:
