@@ -217,9 +217,9 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         units = _units(todo, k)
         with reporter.grid("study", total=total, done=finished) as advance:
             if jobs == 1:
-                raw = _checked_data(cfg)
+                raw, said = _checked_data(cfg), set()
                 for unit in units:
-                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0])
+                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said)
             else:
                 _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock,
                              threads)
@@ -237,11 +237,11 @@ def _checked_data(cfg: Config):
 
 
 def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, done: set[str], advance,
-              threads: int) -> None:
+              threads: int, said: set | None = None) -> None:
     """A unit's seeds: stacked where the study stacks (`records.stacking`), each seed in its slot,
     even a seed alone (a stack of one seed and a filler); else one by one."""
     k = stacking(cfg)
-    together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k) if k > 1 else None
+    together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k, said) if k > 1 else None
     for _, runs in itertools.groupby(unit, key=lambda key: key.group):
         _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads)
 
@@ -270,12 +270,12 @@ def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, don
     out_path = Path(out)
     return {"cfg": cfg, "chosen": chosen, "raw": _checked_data(cfg), "study_dir": Path(study_dir),
             "out": out_path.with_name(f"{out_path.stem}-job{job}.jsonl"), "finished": set(done),
-            "threads": runtime.training_threads(cfg.model.arch)[0]}
+            "threads": runtime.training_threads(cfg.model.arch)[0], "said": set()}
 
 
 def _run_in_worker(state: dict, unit: list[RunKey], advance) -> None:
     _run_unit(unit, state["cfg"], state["chosen"], state["raw"], state["study_dir"], state["out"], state["finished"],
-              advance, state["threads"])
+              advance, state["threads"], state["said"])
 
 
 def chance_accuracy(split) -> float:
@@ -406,12 +406,13 @@ class _Stacked:
     """
 
     def __init__(self, keys: list[RunKey], cfg: Config, chosen: tuple[str, ...], study_dir: Path, done: set[str],
-                 threads: int | None = None, stack: int = 2):
+                 threads: int | None = None, stack: int = 2, said: set | None = None):
         self.keys, self.cfg, self.chosen, self.study_dir, self.done = keys, cfg, chosen, study_dir, done
         self.threads, self.stack = threads, stack
         self.caches: dict[tuple, Cache] = {}
         self.made: dict[tuple, Any] = {}  # (what, seed) -> what that seed's group will take
-        self.said: set[str] = set()  # the contenders whose fallback to one seed at a time was said
+        # The contenders whose fallback to one seed at a time was said, in this study (or worker).
+        self.said: set[str] = set() if said is None else said
 
     def takes(self, contender) -> bool:
         """Whether `contender` stacks; where it cannot, say so once, and `_run_group` trains it unstacked."""
