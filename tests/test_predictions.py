@@ -108,6 +108,14 @@ def test_a_study_keeps_each_runs_test_predictions_tied_to_its_record(tiny_data, 
             pytest.approx(r.gain, abs=1e-12)
     shared = {r.predictions["baseline"]["path"] for r in runs if r.key.seed == 1}
     assert len(shared) == 1  # the baseline once per group, not per contender
+    # Resumed, a group's baseline file is written again, with the same bytes: the lines written
+    # before it still find theirs.
+    results = tmp_path / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:-1]))
+    studies.run_study(cfg, tmp_path)
+    runs = studies.load_records(tmp_path, cfg)
+    assert len(runs) == 4 and all(records.load_predictions(tmp_path, r) is not None for r in runs)
     # A stale file is never used: edited, or another run's copied over it.
     victim, other = runs[0], runs[1]
     path = tmp_path / victim.predictions["result"]["path"]

@@ -477,10 +477,12 @@ def write_baseline_predictions(study_dir: Path, key: RunKey, fingerprint_: str, 
     contenders, with the test labels; -> what a results line records of the file."""
     import numpy as np
 
-    name = "baseline-" + "-".join(axis(a).id(v) for a, v in key.items if axis(a).scope in SCOPES[:2]) + ".bin"
+    # Named and headed by the group alone, never by the run that asked first: resumed, the file
+    # is written again with the same bytes, so the lines written before still match its digest.
+    group = "-".join(axis(a).id(v) for a, v in key.items if axis(a).scope in SCOPES[:2])
     y = np.asarray(y).reshape(-1).astype(np.uint8)
-    return _write_predictions(Path(study_dir) / PREDICTIONS / name,
-                              {"for": f"baseline of {key.id}", "fingerprint": fingerprint_, "n": int(y.size),
+    return _write_predictions(Path(study_dir) / PREDICTIONS / f"baseline-{group}.bin",
+                              {"for": f"baseline of {group}", "fingerprint": fingerprint_, "n": int(y.size),
                                "parts": ["baseline", "y"]}, quantised(p), y)
 
 
