@@ -29,6 +29,7 @@ from fmtransfer.rundir import RunDir
 from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
+ALIAS = "alias__"  # an old name of a config option, kept for scripts: alias__train_a__epochs
 
 
 def show_default(value) -> str:
@@ -45,22 +46,45 @@ def show_default(value) -> str:
 
 
 def _contenders_help() -> str:
-    return " ".join(f"{n}: {contenders.get(n).description}" for n in contenders.names())
+    return f"Registered: {', '.join(contenders.names())}; `fmtransfer contenders` says what each builds on and reads."
 
 
-def config_option(key: str, name: str | None = None):
-    """A click option setting config key `key`; help and shown default come from the field."""
+def option_name(key: str) -> str:
+    """The one option name of config key `key` on every command: its field's `option`, else
+    `--` + the key's last part with dashes (a contender's section: --SECTION-KEY)."""
+    f = field_info(key)[0]
+    section, _, name = key.rpartition(".")
+    if f.metadata.get("option"):
+        return f.metadata["option"]
+    if section and section not in CORE:
+        return f"--{section}-{name}".replace("_", "-")
+    return "--" + name.replace("_", "-")
+
+
+CORE = ("data", "model", "train_a", "baseline", "transfer", "pretrain", "study")
+
+
+def config_option(key: str, *, alias: str | None = None):
+    """A click option setting config key `key`; help and shown default come from the field.
+
+    `alias` is an older name of the same setting on this command, kept for scripts: documented
+    in the option's help, and giving both is a usage error (`stage` checks), never last-wins."""
     f, hint, default = field_info(key)
-    name = name or f.metadata.get("option") or "--" + key.rpartition(".")[2].replace("_", "-")
+    name = option_name(key)
     shown = f.metadata.get("show") or show_default(default)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
     metavar = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}.get(hint, "LIST")
     text = f.metadata["help"]
     if key == "contenders":  # the registry is open: say what is registered now
         text += " " + _contenders_help()
-    return click.option(name, CFG + key.replace(".", "__"), default=None,
-                        type=click.Choice(choices) if choices else None, metavar=None if choices else metavar,
-                        help=f"{text}  [{shown}]")
+    if alias:
+        text += f" Alias: {alias}."
+    kind = dict(default=None, type=click.Choice(choices) if choices else None, metavar=None if choices else metavar)
+    main = click.option(name, CFG + key.replace(".", "__"), help=f"{text}  [{shown}]", **kind)
+    if not alias:
+        return main
+    old = click.option(alias, ALIAS + key.replace(".", "__"), hidden=True, **kind)
+    return lambda f: old(main(f))
 
 
 def group(title: str, *decorators):
@@ -99,7 +123,10 @@ MODEL = [config_option("model.arch"), config_option("model.hidden"), config_opti
          config_option("model.activation"), config_option("model.initializer"), config_option("batch_size")]
 TRANSFER = [config_option(f"transfer.{k}") for k in ("reuse_layers", "freeze_epochs", "fine_tune_epochs",
                                                      "frozen_learning_rate", "fine_tune_learning_rate", "unfreeze")]
-PRETRAIN = [config_option("pretrain.unlabelled_size")]
+PRETRAIN = [config_option("pretrain.unlabelled_size"), config_option("pretrain.epochs"),
+            config_option("pretrain.learning_rate")]
+MODEL_A = [config_option("train_a.epochs"), config_option("train_a.learning_rate")]
+BASELINE = [config_option("baseline.epochs"), config_option("baseline.learning_rate")]
 
 
 def contender_options(pretraining: bool | None = None) -> list:
@@ -117,8 +144,7 @@ def contender_options(pretraining: bool | None = None) -> list:
             continue
         s = own.NAME
         seen.add(s)  # a subclass may share its parent's section: one group, under the first to own it
-        groups.append(group(f"{c.title} [{s}]",
-                            *[config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for f in fields(own)]))
+        groups.append(group(f"{c.title} [{s}]", *[config_option(f"{s}.{f.name}") for f in fields(own)]))
     return groups
 
 
@@ -130,10 +156,22 @@ def _fail(message: str, code: int) -> None:
 
 
 def _option_for(key: str) -> str | None:
-    """The current command's option that sets config key `key`, as the user would type it."""
+    """The current command's option that sets config key `key`, as the user would type it (the
+    older name where they typed that)."""
     ctx = click.get_current_context(silent=True)
+    if ctx and ctx.params.get(ALIAS + key.replace(".", "__")) is not None:
+        return _alias_for(key)
     for param in ctx.command.params if ctx else []:
         if param.name == CFG + key.replace(".", "__"):
+            return param.opts[0]
+    return None
+
+
+def _alias_for(key: str) -> str | None:
+    """The current command's older name of the option that sets `key`, if it keeps one."""
+    ctx = click.get_current_context(silent=True)
+    for param in ctx.command.params if ctx else []:
+        if param.name == ALIAS + key.replace(".", "__"):
             return param.opts[0]
     return None
 
@@ -217,6 +255,13 @@ def stage(tensorflow: bool = True, prepare=None):
             if click.get_current_context().invoked_subcommand:  # a group's subcommand does the work
                 return
             given = {k[len(CFG):].replace("__", "."): kwargs.pop(k) for k in list(kwargs) if k.startswith(CFG)}
+            for k in [k for k in kwargs if k.startswith(ALIAS)]:
+                key, value = k[len(ALIAS):].replace("__", "."), kwargs.pop(k)
+                if value is not None and given.get(key) is not None:
+                    _fail(f"options {option_name(key)} and {_alias_for(key)}: both set {key} ({_alias_for(key)} "
+                          f"is the older name of {option_name(key)}); give one of them", 2)
+                if value is not None:
+                    given[key] = value
             if no_verify:
                 given["data.verify_checksums"] = False
             origins: dict = {}
@@ -271,8 +316,8 @@ def split(cfg, rd, reporter):
 
 
 @cli.command("train-a")
-@group("Model A", config_option("train_a.epochs", "--epochs"),
-       config_option("train_a.learning_rate", "--learning-rate"))
+@group("Model A", config_option("train_a.epochs", alias="--epochs"),
+       config_option("train_a.learning_rate", alias="--learning-rate"))
 @group("Model", *MODEL)
 @common
 @stage()
@@ -335,8 +380,8 @@ def _prepare_pretrain(cfg, given, origins, **_):
 
 @cli.command()
 @group("Pretraining",
-       config_option("pretrain.method", "--method"), *PRETRAIN, config_option("pretrain.epochs", "--epochs"),
-       config_option("pretrain.learning_rate", "--learning-rate"),
+       config_option("pretrain.method"), PRETRAIN[0], config_option("pretrain.epochs", alias="--epochs"),
+       config_option("pretrain.learning_rate", alias="--learning-rate"),
        click.option("--plot/--no-plot", default=None,
                     help="Write the method's picture: reconstructions_METHOD.png, samples_gan.png, filters_rbm.png "
                          "(needs fmtransfer[plot])  [if matplotlib is installed]."))
@@ -358,8 +403,8 @@ def _compare_show(console, r):
 
 
 @cli.command()
-@group("Baseline", config_option("baseline.epochs", "--epochs"),
-       config_option("baseline.learning_rate", "--learning-rate"))
+@group("Baseline", config_option("baseline.epochs", alias="--epochs"),
+       config_option("baseline.learning_rate", alias="--learning-rate"))
 @group("Contenders", config_option("contenders"))
 @group("Model", *MODEL)
 @common
@@ -375,11 +420,11 @@ def compare(cfg, rd, reporter):
 @cli.command()
 @group("Data", *DATA)
 @group("Model", *MODEL)
-@group("Model A", config_option("train_a.epochs"))
-@group("Baseline", config_option("baseline.epochs"))
+@group("Model A", *MODEL_A)
+@group("Baseline", *BASELINE)
 @group("Transfer", *TRANSFER)
 @group("Contenders", config_option("contenders"))
-@group("Pretraining", *PRETRAIN, config_option("pretrain.epochs"))
+@group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common
 @stage()
@@ -391,6 +436,51 @@ def run(cfg, rd, reporter):
     from fmtransfer import stages
 
     return stages.run(cfg, rd, reporter), _compare_show
+
+
+def contender_rows() -> list[dict]:
+    """Every registered contender as `fmtransfer contenders` lists it: name, title, what it builds
+    on, its description, and the options of its own section with their defaults."""
+    from fmtransfer.needs import needs_of
+
+    rows = []
+    for name in contenders.names():
+        c = contenders.get(name)
+        own = c.Settings
+        keys = [f"{own.NAME}.{f.name}" for f in fields(own)] if own is not None else []
+        on = ["model A" if str(n) == "model_a" else f"{n.method}'s encoder" for n in needs_of(c)]
+        rows.append({"name": name, "title": c.title, "builds_on": on or ["nothing"], "description": c.description,
+                     "archs": list(c.archs), "sections": list(c.sections),
+                     "options": {option_name(k): show_default(field_info(k)[2]) for k in keys}})
+    return rows
+
+
+@cli.command("contenders")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+def list_contenders(as_json):
+    """List every contender --contenders takes: what it builds on, and its own options with defaults."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    def own_sections(row):
+        return contenders.get(row["name"]).own_sections()
+
+    def body():
+        rows = contender_rows()
+
+        def show(console, r):
+            table = Table(title="Contenders (--contenders NAME,...; all: every one that builds --arch)")
+            for heading in ("name", "title", "builds on", "what it does", "its options [default]"):
+                table.add_column(heading, overflow="fold")
+            for row in r["contenders"]:
+                shared = [escape(f"+ [{s}] keys") for s in row["sections"] if s not in own_sections(row)]
+                table.add_row(row["name"], row["title"], ", ".join(row["builds_on"]), row["description"],
+                              "\n".join([*(f"{k} {v}" for k, v in row["options"].items()), *shared]) or "-")
+            console.print(table)
+
+        return {"contenders": rows}, show
+
+    execute(body, as_json=as_json, verbose=False, run_path=Path("."))
 
 
 def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
@@ -417,7 +507,7 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
        click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
        config_option("study.pairs"), config_option("study.b_train_sizes"),
-       config_option("study.reuse_layers", "--reuse-layers"), config_option("study.presets"),
+       config_option("study.reuse_layers", alias="--reuse-layers"), config_option("study.presets"),
        click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N "
                                     "in a Kubernetes Indexed Job of N completions."),
        click.option("--jobs", default="1", show_default=True,
@@ -427,12 +517,13 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
        click.option("--plots/--no-plots", default=None,
                     help="Write PNG plots (needs fmtransfer[plot])  [if installed]."))
 @group("Contenders", config_option("contenders"))
-@group("Model A", config_option("train_a.epochs"))
-@group("Baseline", config_option("baseline.epochs"))
-@group("Transfer", config_option("transfer.freeze_epochs"), config_option("transfer.fine_tune_epochs"))
+@group("Model A", *MODEL_A)
+@group("Baseline", *BASELINE)
+# The grid's axes set the rest of [transfer] (reuse depths, the presets' rates) and of [data].
+@group("Transfer", TRANSFER[1], TRANSFER[2], TRANSFER[5])
 @group("Data", DATA[0], DATA[3], DATA[4], DATA[5])
 @group("Model", *MODEL)
-@group("Pretraining", *PRETRAIN, config_option("pretrain.epochs"))
+@group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common(run_default="runs/study")
 @stage(prepare=_prepare_study)
