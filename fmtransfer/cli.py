@@ -398,8 +398,11 @@ def pretrain(cfg, rd, reporter, plot):
     return result, lambda console, r: console.print(report.pretrain_table(r))
 
 
-def _compare_show(console, r):
-    console.print(report.compare_table(r))
+def _compare_show(wide: bool):
+    return lambda console, r: console.print(report.compare_table(r, width=console.width, wide=wide))
+
+
+WIDE = click.option("--wide", is_flag=True, help="Every column of the tables, however wide the terminal.")
 
 
 @cli.command()
@@ -408,13 +411,14 @@ def _compare_show(console, r):
 @group("Contenders", config_option("contenders"))
 @group("Model", *MODEL)
 @common
+@WIDE
 @stage()
-def compare(cfg, rd, reporter):
+def compare(cfg, rd, reporter, wide):
     """Train (or reuse) the from-scratch baseline; compare it on test B with every contender
     trained in the run directory (or those --contenders names)."""
     from fmtransfer import stages
 
-    return stages.compare(cfg, rd, reporter, chosen=contenders.select(cfg) if cfg.contenders else None), _compare_show
+    return stages.compare(cfg, rd, reporter, chosen=contenders.select(cfg) if cfg.contenders else None), _compare_show(wide)
 
 
 @cli.command()
@@ -427,15 +431,16 @@ def compare(cfg, rd, reporter):
 @group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common
+@WIDE
 @stage()
-def run(cfg, rd, reporter):
+def run(cfg, rd, reporter, wide):
     """Run every stage the contenders need, in order, then compare: the whole experiment.
 
     The default contenders are the book's pair: the baseline and transfer from model A.
     """
     from fmtransfer import stages
 
-    return stages.run(cfg, rd, reporter), _compare_show
+    return stages.run(cfg, rd, reporter), _compare_show(wide)
 
 
 def contender_rows() -> list[dict]:
@@ -526,8 +531,9 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
 @group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common(run_default="runs/study")
+@WIDE
 @stage(prepare=_prepare_study)
-def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
+def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots, wide):
     """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each
     contender paired with the baseline of the same seed.
 
@@ -545,10 +551,10 @@ def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots):
         if e.key in ("shard", "jobs"):
             raise UsageError(f"option --{e.key}: {e.problem}") from None
         raise
-    return _with_plots(result, rd.path, plots)
+    return _with_plots(result, rd.path, plots, wide)
 
 
-def _with_plots(result, study_dir: Path, plots: bool | None):
+def _with_plots(result, study_dir: Path, plots: bool | None, wide: bool = False):
     from fmtransfer import study as studies
 
     if plots is None:
@@ -557,7 +563,7 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
         result.plots = [str(p) for p in studies.plot(study_dir, result)]
 
     def show(console, r):
-        console.print(studies.table(r))
+        console.print(studies.table(r, width=console.width, wide=wide))
         for p in r.get("plots", []):
             console.print(f"plot: {p}")
 
@@ -569,7 +575,8 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @click.option("--markdown", is_flag=True, help="Print the leaderboard as Markdown tables (for a README).")
-def study_report(study_dir, as_json, plots, markdown):
+@WIDE
+def study_report(study_dir, as_json, plots, markdown, wide):
     """Merge every finished run in STUDY_DIR (all shards) and print the statistics, each setting's
     contenders ranked by their gain over the baseline."""
     from fmtransfer import study as studies
@@ -577,7 +584,7 @@ def study_report(study_dir, as_json, plots, markdown):
     run_path = Path(study_dir)
 
     def body():
-        result, show = _with_plots(studies.report(run_path), run_path, plots)
+        result, show = _with_plots(studies.report(run_path), run_path, plots, wide)
         if markdown:
             return result, lambda console, r: click.echo(studies.markdown(result), nl=False)
         return result, show

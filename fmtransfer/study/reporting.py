@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 from fmtransfer import contenders
 from fmtransfer.config import Config
-from fmtransfer.report import figures, mean_std, pct, ratio_text, save_figure
+from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
 from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
@@ -116,38 +115,99 @@ def markdown(result: "StudyResult") -> str:
                     "|---:|---|---:|---|---:|---:|---:|---:|"]
             rank = 0
         rank += 1
-        ci = f" ({100 * c.ci95[0]:+.2f}, {100 * c.ci95[1]:+.2f})" if c.ci95 else ""
         probe = "-" if c.linear_probe is None else f"{100 * c.linear_probe:.2f}"
         out.append(f"| {rank} | {c.title} | {100 * c.transfer_mean:.2f} ± {100 * (c.transfer_std or 0):.2f} | "
-                   f"{100 * c.mean_difference:+.2f}{ci} | {c.wins}/{c.ties}/{c.losses} | "
+                   f"{gain_text(c.to_dict())} | {c.wins}/{c.ties}/{c.losses} | "
                    f"{_p(c.p_value)} | {_p(c.p_holm)} | {probe} |")
     return "\n".join(out).strip() + "\n"
 
 
-def table(summary: dict) -> Table:
-    """The report (`StudyResult.to_dict()`) as a rich table: one row per cell, a column per axis."""
-    out = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
-                      "test-B accuracy, paired over seeds")
+MIN_UNITS = 3  # below it a cell's t interval is a number without meaning (n=2: t = 12.7)
+
+# The cell fields a column below shows, or that are no column (per-seed lists, the grid point);
+# any other scalar field a Cell grows is shown with --wide (and where the width allows).
+_SHOWN = {"contender", "title", "seeds", "n", "baseline_mean", "baseline_std", "transfer_mean", "transfer_std",
+          "mean_difference", "ci95", "p_value", "error_rate_ratio", "wins", "ties", "losses", "diverged",
+          "baseline_diverged", "p_holm", "linear_probe", "baseline_accuracies", "accuracies", "book"}
+
+
+def gain_text(c: dict) -> str:
+    """The mean gain in points with its 95% CI; no CI below MIN_UNITS units, and the reason."""
+    gain = f"{100 * c['mean_difference']:+.2f}"
+    if c["n"] < MIN_UNITS:
+        return f"{gain} (no CI: n={c['n']})"
+    ci = c.get("ci95")
+    return gain + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
+
+
+def _number(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool) or isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def columns(cells: list[dict]) -> list:
+    """The study table's columns, the essential ones first: contender, gain with its CI, W/T/L,
+    p and the adjusted p; then the rest, left out last-first where the width is short."""
+    def opt(v, fmt=lambda v: f"{v:.2g}"):
+        return "-" if v is None else fmt(v)
+
+    cols = [
+        Column("contender", lambda c: c["title"], essential=True, name=True),
+        Column("gain, pts (95% CI)", gain_text, essential=True),
+        Column("W/T/L", lambda c: f"{c['wins']}/{c['ties']}/{c['losses']}", essential=True),
+        Column("p", lambda c: opt(c["p_value"]), essential=True),
+        Column("p Holm", lambda c: opt(c.get("p_holm")), essential=True),
+        Column("seeds", lambda c: str(c["n"])),
+        Column("contender acc", lambda c: mean_std(c["transfer_mean"], c["transfer_std"])),
+        Column("baseline acc", lambda c: mean_std(c["baseline_mean"], c["baseline_std"])),
+        Column("err ÷", lambda c: ratio_text(c["error_rate_ratio"])),
+        Column("probe", lambda c: opt(c.get("linear_probe"), lambda v: f"{100 * v:.2f}")),
+    ]
+    axes = {a.name for a in cell_axes()}
+    extra = [k for c in cells for k, v in c.items()
+             if k not in _SHOWN and k not in axes and (v is None or isinstance(v, (int, float, str)))]
+    for k in dict.fromkeys(extra):
+        cols.append(Column(k.replace("_", " "), lambda c, k=k: _number(c.get(k))))
+    return cols
+
+
+def table(summary: dict, width: int | None = None, wide: bool = False):
+    """The report (`StudyResult.to_dict()`) for a terminal: one block per setting (the grid point
+    but the seed, in words, with its baseline), its contenders ranked by gain; then the notes.
+    At `width` columns the essential columns stay and the others go, last first, until the
+    block fits: numbers are never cut. `wide` (or no width): every column."""
+    from rich.console import Group
+    from rich.text import Text
+
     shown = [a for a in cell_axes() if any(a.name in c for c in summary["cells"])]
-    out.add_column("contender")
-    for a in shown:
-        out.add_column(a.heading, justify=a.justify)
-    for name in ("seeds", "baseline", "contender acc", "gain, pts (95% CI)", "err ÷", "W/T/L", "p", "p Holm", "probe"):
-        out.add_column(name, justify="right")
 
     def point(c: dict) -> tuple:
         return tuple(a.order(a.from_json(c[a.name])) if a.name in c else "" for a in shown)
 
+    blocks: dict[tuple, list[dict]] = {}
     for c in sorted(summary["cells"], key=lambda c: (point(c), -c["mean_difference"])):
-        ci = c["ci95"]
-        gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
-        out.add_row(c["title"], *(a.text(a.from_json(c[a.name])) if a.name in c else "-" for a in shown),
-                    str(c["n"]), mean_std(c["baseline_mean"], c["baseline_std"]),
-                    mean_std(c["transfer_mean"], c["transfer_std"]), gain, ratio_text(c["error_rate_ratio"]),
-                    f"{c['wins']}/{c['ties']}/{c['losses']}",
-                    "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
-                    "-" if c.get("p_holm") is None else f"{c['p_holm']:.2g}",
-                    "-" if c.get("linear_probe") is None else f"{100 * c['linear_probe']:.2f}")
+        blocks.setdefault(point(c), []).append(c)
+    parts: list = [Text(f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
+                        "test-B accuracy, paired over seeds", style="bold")]
+    cols = columns(summary["cells"])
+    for cells in blocks.values():
+        first = cells[0]
+        where = ", ".join(a.words(a.from_json(first[a.name])) for a in shown if a.name in first)
+        base = max(cells, key=lambda c: c["n"])  # the contender with the most seeds has every baseline run
+        title = (f"{where[:1].upper()}{where[1:]}: baseline {mean_std(base['baseline_mean'], base['baseline_std'])}% "
+                 f"over {base['n']} seed{'s' if base['n'] != 1 else ''}")
+        parts += [Text(""), fitted(cols, cells, width=width, wide=wide, title=title)]
+    parts.append(Text("\n".join(notes(summary, shown))))
+    return Group(*parts)
+
+
+def notes(summary: dict, shown) -> list[str]:
+    """What the table's numbers need said: the book's placement, divergences, skipped lines, the legend."""
     notes = []
     for c in summary["cells"]:
         if "book" in c:
@@ -161,14 +221,16 @@ def table(summary: dict) -> Table:
             where = ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c)
             notes.append(f"{c['title']}, {where}: {c['diverged']} of {c['n']} runs diverged "
                          f"(baseline: {c['baseline_diverged']}), counted at chance accuracy.")
+    if any(c["n"] < MIN_UNITS for c in summary["cells"]):
+        notes.append(f"No CI where a cell has fewer than {MIN_UNITS} seeds: a t interval on 2 points is as wide as "
+                     "it is meaningless; run more seeds (--seeds N).")
     for reason, n in summary.get("skipped", {}).items():
         notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
     notes.append("Ranked by gain within each setting. Accuracies in %, mean±sd over seeds. Gain = contender - "
                  "baseline; CI: Student t; err ÷: baseline error / contender error; p: Wilcoxon signed-rank, "
                  "two-sided, Pratt's ties; p Holm: corrected over the contenders of the same setting; probe: "
                  "linear probe on the pretrained features.")
-    out.caption = "\n".join(notes)
-    return out
+    return notes
 
 
 def _p(p: float | None) -> str:
