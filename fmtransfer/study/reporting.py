@@ -273,34 +273,48 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
         path = out_dir / f"paired-{prefix}{point}.png"
         save_figure(fig, path)
         written.append(path)
-    fig, ax = figs.subplots(figsize=(6, 4))
-    # One line per cell but for the size: its gain against the task-B training size.
-    size = axis("b_train_size")
-    lines: dict[tuple, list[Cell]] = {}
-    for cell in summary.cells:
-        rest = tuple(str(cell.point.get(a.name)) for a in cell_axes() if a is not size)
-        lines.setdefault((cell.title, rest), []).append(cell)
-    for (title, _), cells in lines.items():
-        cells = sorted(cells, key=lambda c: c.point[size.name])
-        sizes = [c.point[size.name] for c in cells]
-        means = [100 * c.mean_difference for c in cells]
-        lo = [100 * (c.mean_difference - c.ci95[0]) if c.ci95 else 0 for c in cells]
-        hi = [100 * (c.ci95[1] - c.mean_difference) if c.ci95 else 0 for c in cells]
-        ax.errorbar(sizes, means, yerr=[lo, hi], marker="o", capsize=3,
-                    label=f"{title}: {_label(cells[0], skip=(size.name,))}")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("task-B training images")
-    ax.set_ylabel("contender - baseline accuracy (points, mean, 95% CI)")
-    ax.set_title("Gain over the baseline against task-B training size")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig = gain_vs_size(summary, figs)
     path = out_dir / "gain-vs-size.png"
     save_figure(fig, path)
     written.append(path)
     if len({c.contender for c in summary.cells}) > 1:
         written.append(plot_contenders(out_dir, summary, figs))
     return written
+
+
+def gain_vs_size(summary: StudyResult, figs):
+    """The mean gain against the task-B training size, one line per contender and setting, with
+    the 95% CI where a cell has the seeds for one. The size axis is ticked at the sizes used, the
+    gain axis spans the data."""
+    fig, ax = figs.subplots(figsize=(6, 4))
+    size = axis("b_train_size")
+    lines: dict[tuple, list[Cell]] = {}
+    for cell in summary.cells:
+        rest = tuple(str(cell.point.get(a.name)) for a in cell_axes() if a is not size)
+        lines.setdefault((cell.title, rest), []).append(cell)
+    used = sorted({c.point[size.name] for c in summary.cells})
+    for (title, _), cells in lines.items():
+        cells = sorted(cells, key=lambda c: c.point[size.name])
+        sizes = [c.point[size.name] for c in cells]
+        means = [100 * c.mean_difference for c in cells]
+        shown = [c.ci95 if c.ci95 and c.n >= MIN_UNITS else None for c in cells]
+        lo = [100 * (c.mean_difference - ci[0]) if ci else 0 for c, ci in zip(cells, shown)]
+        hi = [100 * (ci[1] - c.mean_difference) if ci else 0 for c, ci in zip(cells, shown)]
+        ax.errorbar(sizes, means, yerr=[lo, hi], marker="o", capsize=3,
+                    label=f"{title}: {_label(cells[0], skip=(size.name,))}")
+    ax.axhline(0, color="black", lw=0.8)
+    if len(used) > 1 and used[-1] / used[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(used, [str(n) for n in used])
+    ax.minorticks_off()
+    ax.set_xlabel("task-B training images")
+    few = any(c.n < MIN_UNITS for c in summary.cells)
+    ax.set_ylabel("contender - baseline accuracy (points, mean"
+                  + (", 95% CI)" if not few else "; CI from 3 seeds)"))
+    ax.set_title("Gain over the baseline against task-B training size")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
@@ -312,8 +326,11 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     names = list(dict.fromkeys(c.title for c in summary.cells))
     mean_gain = {t: np.mean([c.mean_difference for c in summary.cells if c.title == t]) for t in names}
     names.sort(key=lambda t: mean_gain[t])
-    los = [100 * (c.ci95[0] if c.ci95 else c.mean_difference) for c in summary.cells]
-    his = [100 * (c.ci95[1] if c.ci95 else c.mean_difference) for c in summary.cells]
+    def ci(c):  # none below MIN_UNITS seeds: a t interval on two points spans hundreds of points
+        return c.ci95 if c.ci95 and c.n >= MIN_UNITS else (c.mean_difference, c.mean_difference)
+
+    los = [100 * ci(c)[0] for c in summary.cells]
+    his = [100 * ci(c)[1] for c in summary.cells]
     left = max(min(los), -8.0)  # points: beyond it, a failing contender's row is written, not drawn
     right = max(max(his), 0.5) + 0.3
     fig, axes = figs.subplots(1, len(settings), figsize=(3.6 * len(settings) + 2.4, 0.4 * len(names) + 1.4),
@@ -323,7 +340,7 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
             c = next((c for c in summary.cells if c.title == title and c.setting == setting), None)
             if c is None:
                 continue
-            lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))
+            lo, hi = ci(c)
             p = c.p_holm if c.p_holm is not None else c.p_value
             colour = "tab:grey" if p is None or p >= 0.05 else "tab:green" if c.mean_difference > 0 else "tab:red"
             mean = 100 * c.mean_difference
