@@ -576,20 +576,34 @@ def _with_plots(result, study_dir: Path, plots: bool | None, wide: bool = False)
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @click.option("--markdown", is_flag=True, help="Print the leaderboard as Markdown tables (for a README).")
 @WIDE
-def study_report(study_dir, as_json, plots, markdown, wide):
+@click.option("--html", "html_path", type=click.Path(),  # checked after the report is printed
+              help="Also write the report as one self-contained HTML page (tables, per-seed points, plots, "
+                   "settings, versions) to this file.")
+def study_report(study_dir, as_json, plots, markdown, wide, html_path):
     """Merge every finished run in STUDY_DIR (all shards) and print the statistics, each setting's
     contenders ranked by their gain over the baseline."""
     from fmtransfer import study as studies
 
     run_path = Path(study_dir)
 
+    made = []
+
     def body():
         result, show = _with_plots(studies.report(run_path), run_path, plots, wide)
+        made.append(result)
         if markdown:
             return result, lambda console, r: click.echo(studies.markdown(result), nl=False)
         return result, show
 
     execute(body, as_json=as_json, verbose=False, run_path=run_path)
+    if html_path:  # after the report is printed: a page that cannot be written loses nothing
+        from fmtransfer.study import html_report
+
+        try:
+            written = html_report.write(made[0], run_path, html_path, plots=plots)
+        except UsageError as e:
+            _fail(f"option --html: {e}", 2)
+        click.echo(f"html: {written}", err=True)
 
 
 class Terminated(KeyboardInterrupt):

@@ -47,16 +47,6 @@ def tiny_run(tiny_data, tmp_path_factory):
     return run, _ok("run", "--run", run, "--data-dir", tiny_data, *TINY, "--contenders", "transfer,reinit")
 
 
-@pytest.fixture(scope="module")
-def tiny_study(tiny_data, tmp_path_factory):
-    """Two seeds, two contenders, two sizes: cells of n=2, where a t interval means nothing."""
-    run = tmp_path_factory.mktemp("study")
-    args = [a for a in TINY if a not in ("--b-train-size", "20")]
-    _ok("study", "--run", run, "--data-dir", tiny_data, *args, "--seeds", "2", "--b-train-sizes", "20,50",
-        "--contenders", "transfer,reinit", "--no-plots")
-    return run
-
-
 @pytest.mark.parametrize("width", WIDTHS)
 def test_compare_shows_every_number_and_model_a_at_any_width(tiny_run, width):
     _, result = tiny_run

@@ -239,13 +239,23 @@ def _p(p: float | None) -> str:
 
 def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     """Per cell, the paired accuracies seed by seed; the mean gain against task-B size; and, with
-    more than one contender, every contender's gain with its confidence interval."""
-    figs = figures("--plots")
-    study_dir = Path(study_dir)
-    out_dir = study_dir / "plots"
+    more than one contender, every contender's gain with its confidence interval: PNGs in
+    STUDY_DIR/plots."""
+    out_dir = Path(study_dir) / "plots"
+    made = list(study_figures(study_dir, summary))
     out_dir.mkdir(exist_ok=True)
-    runs_of = _cells(load_records(study_dir, config_from(summary.config)))
     written = []
+    for name, fig in made:
+        save_figure(fig, out_dir / name)
+        written.append(out_dir / name)
+    return written
+
+
+def study_figures(study_dir: Path, summary: StudyResult, option: str = "--plots"):
+    """(file name, matplotlib Figure) of each of the study's plots; `option` is named if the
+    plot extra is missing."""
+    figs = figures(option)
+    runs_of = _cells(load_records(Path(study_dir), config_from(summary.config)))
     for cell in summary.cells:
         runs = runs_of.get((cell.setting, cell.contender), [])
         fig, ax = figs.subplots(figsize=(6, 4))
@@ -270,16 +280,10 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
         fig.tight_layout()
         prefix = "" if cell.contender == "transfer" else f"{cell.contender}-"
         point = "-".join(a.id(a.from_json(cell.point[a.name])) for a in cell_axes() if a.name in cell.point)
-        path = out_dir / f"paired-{prefix}{point}.png"
-        save_figure(fig, path)
-        written.append(path)
-    fig = gain_vs_size(summary, figs)
-    path = out_dir / "gain-vs-size.png"
-    save_figure(fig, path)
-    written.append(path)
+        yield f"paired-{prefix}{point}.png", fig
+    yield "gain-vs-size.png", gain_vs_size(summary, figs)
     if len({c.contender for c in summary.cells}) > 1:
-        written.append(plot_contenders(out_dir, summary, figs))
-    return written
+        yield "contenders.png", contenders_figure(summary, figs)
 
 
 def gain_vs_size(summary: StudyResult, figs):
@@ -317,7 +321,7 @@ def gain_vs_size(summary: StudyResult, figs):
     return fig
 
 
-def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
+def contenders_figure(summary: StudyResult, figs):
     """The leaderboard: one row per contender, one panel per setting (the axes but the seed),
     each contender's mean gain over the baseline with its 95% CI; green or red where Holm's
     correction still finds a difference. A gain far below the others (a contender that fails)
@@ -358,7 +362,5 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     fig.suptitle("Contenders against the baseline, paired over seeds (colour: Holm-corrected p < 0.05)",
                  fontsize=9)
     fig.tight_layout()
-    path = out_dir / "contenders.png"
-    save_figure(fig, path)
-    return path
+    return fig
 
