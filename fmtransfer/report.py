@@ -215,10 +215,10 @@ def compare_table(result: dict, width: int | None = None, wide: bool = False) ->
     columns = [
         Column("model", lambda r: r[0], essential=True, name=True),
         Column("test accuracy", lambda r: pct(r[1]["test_accuracy"]), essential=True),
-        Column("error divided by", lambda r: "-" if r[0] == "baseline" else ratio_text(r[1].get("error_rate_ratio")),
-               essential=True),
         Column("error rate", lambda r: pct(1 - r[1]["test_accuracy"])),
         Column("test loss", lambda r: f"{r[1]['test_loss']:.4f}"),
+        Column("error divided by", lambda r: "-" if r[0] == "baseline" else ratio_text(r[1].get("error_rate_ratio")),
+               essential=True),
         Column("linear probe", lambda r: "-" if r[1].get("linear_probe") is None else pct(r[1]["linear_probe"])),
     ]
     notes = []
