@@ -25,6 +25,7 @@ import cloup
 from fmtransfer import contenders, report, runtime
 from fmtransfer.config import field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
+from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
 from fmtransfer.version import __version__
 
@@ -446,8 +447,6 @@ def run(cfg, rd, reporter, wide):
 def contender_rows() -> list[dict]:
     """Every registered contender as `fmtransfer contenders` lists it: name, title, what it builds
     on, its description, and the options of its own section with their defaults."""
-    from fmtransfer.needs import needs_of
-
     rows = []
     for name in contenders.names():
         c = contenders.get(name)
