@@ -302,6 +302,8 @@ def cli():
     fmtransfer split; fmtransfer train-a; fmtransfer transfer; fmtransfer compare
     fmtransfer pretrain --method greedy; fmtransfer transfer --from greedy   # ch. 11.2.2
     fmtransfer study --seeds 10 --contenders transfer,autoencoder           # is the gain real?
+    fmtransfer study report runs/study --html study.html                    # one page to share
+    fmtransfer contenders                       # every way to build model B, and its options
     """
 
 
@@ -379,7 +381,7 @@ def _prepare_pretrain(cfg, given, origins, **_):
     return cfg
 
 
-@cli.command()
+@cli.command(short_help="Pretrain A's hidden stack on unlabelled images (ch. 11.2.2), for transfer --from.")
 @group("Pretraining",
        config_option("pretrain.method"), PRETRAIN[0], config_option("pretrain.epochs", alias="--epochs"),
        config_option("pretrain.learning_rate", alias="--learning-rate"),
