@@ -103,6 +103,9 @@ def markdown(result: "StudyResult") -> str:
     """The leaderboard as a Markdown table, one per setting, ready for a README."""
     out, setting = [], None
     ranked = leaderboard(result)
+    # Every other column of the terminal's table, after the README's own (which keep their order).
+    own = ("contender", "gain, pts (95% CI)", "W/T/L", "p", "p Holm", "contender acc", "probe")
+    more = [col for col in columns([c.to_dict() for c in ranked]) if col.heading not in own]
     for c in ranked:
         if c.setting != setting:
             setting = c.setting
@@ -111,14 +114,15 @@ def markdown(result: "StudyResult") -> str:
             where = _words(c)
             out += ["", f"{where[:1].upper()}{where[1:]}; baseline {100 * base.baseline_mean:.2f}% ± "
                         f"{100 * (base.baseline_std or 0):.2f} over {base.n} seeds", "",
-                    "| rank | contender | accuracy % | gain, points (95% CI) | W/T/L | p | p (Holm) | linear probe % |",
-                    "|---:|---|---:|---|---:|---:|---:|---:|"]
+                    "| rank | contender | accuracy % | gain, points (95% CI) | W/T/L | p | p (Holm) | linear probe % |"
+                    + "".join(f" {col.heading} |" for col in more),
+                    "|---:|---|---:|---|---:|---:|---:|---:|" + "---:|" * len(more)]
             rank = 0
         rank += 1
         probe = "-" if c.linear_probe is None else f"{100 * c.linear_probe:.2f}"
         out.append(f"| {rank} | {c.title} | {100 * c.transfer_mean:.2f} ± {100 * (c.transfer_std or 0):.2f} | "
                    f"{gain_text(c.to_dict())} | {c.wins}/{c.ties}/{c.losses} | "
-                   f"{_p(c.p_value)} | {_p(c.p_holm)} | {probe} |")
+                   f"{_p(c.p_value)} | {_p(c.p_holm)} | {probe} |" + "".join(f" {col.text(c.to_dict())} |" for col in more))
     return "\n".join(out).strip() + "\n"
 
 
