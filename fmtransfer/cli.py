@@ -466,7 +466,7 @@ def contender_rows() -> list[dict]:
 def list_contenders(as_json):
     """List every contender --contenders takes: what it builds on, and its own options with defaults."""
     from rich.markup import escape
-    from rich.table import Table
+    from rich.padding import Padding
 
     def own_sections(row):
         return contenders.get(row["name"]).own_sections()
@@ -474,15 +474,18 @@ def list_contenders(as_json):
     def body():
         rows = contender_rows()
 
-        def show(console, r):
-            table = Table(title="Contenders (--contenders NAME,...; all: every one that builds --arch)")
-            for heading in ("name", "title", "builds on", "what it does", "its options [default]"):
-                table.add_column(heading, overflow="fold")
+        def show(console, r):  # a block per contender: it reads at any width, names wrapped, none cut
+            console.print("[bold]Contenders[/bold] (--contenders NAME,...; all: every one that builds --arch)")
             for row in r["contenders"]:
-                shared = [escape(f"+ [{s}] keys") for s in row["sections"] if s not in own_sections(row)]
-                table.add_row(row["name"], row["title"], ", ".join(row["builds_on"]), row["description"],
-                              "\n".join([*(f"{k} {v}" for k, v in row["options"].items()), *shared]) or "-")
-            console.print(table)
+                shared = [f"[{s}]" for s in row["sections"] if s not in own_sections(row)]
+                options = "  ".join(f"{k} {v}" for k, v in row["options"].items())
+                reads = "; ".join(x for x in (options, "and the keys of " + ", ".join(shared) if shared else "") if x)
+                console.print()
+                console.print(f"[bold]{escape(row['name'])}[/bold]  {escape(row['title'])}, builds on "
+                              f"{escape(', '.join(row['builds_on']))}")
+                console.print(Padding(escape(row["description"]), (0, 0, 0, 2)))
+                if reads:
+                    console.print(Padding(escape(reads), (0, 0, 0, 2)))
 
         return {"contenders": rows}, show
 
