@@ -13,7 +13,7 @@ import json
 import pytest
 from rich.console import Console
 
-from conftest import REPO, run_cli
+from conftest import REPO, TINY_STUDY, run_cli
 from fmtransfer import study as studies
 from fmtransfer.report import compare_table, pct
 from fmtransfer.study.reporting import gain_text
@@ -116,3 +116,21 @@ def test_size_axis_shows_the_sizes_used_and_the_gain_axis_the_data(tiny_study):
     low, high = ax.get_ylim()
     assert low <= min(gains) and high >= max(gains)
     assert high - low <= 2 * (max(gains) - min(gains)) + 10  # no t interval of two seeds stretching it
+
+
+def test_the_studys_closing_table_to_a_pipe(tiny_study, tiny_data):
+    """`study` itself, resumed with nothing left to train, closes with the same complete table."""
+    piped = run_cli("study", "--run", tiny_study, "--data-dir", tiny_data, *TINY_STUDY)
+    assert piped.code == 0, piped.err
+    assert_fits(piped.out, None)
+    assert "Not shown" not in piped.out and piped.out.count("(no CI: n=2)") == 4
+
+
+def test_progress_in_a_pipe_names_the_contender_by_its_title(tiny_run):
+    """Off a terminal a bar prints once, complete, plain text; and under the title the tables use."""
+    run, _ = tiny_run
+    piped = run_cli("transfer", "--run", run, "--contender", "reinit", "--freeze-epochs", "1",
+                    "--fine-tune-epochs", "1")
+    assert piped.code == 0, piped.err
+    assert "re-initialised top: head and top layer" in piped.err and "1/1" in piped.err and "\x1b[" not in piped.err
+    assert "B on reinit" not in piped.err
