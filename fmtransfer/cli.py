@@ -23,7 +23,7 @@ import click
 import cloup
 
 from fmtransfer import contenders, report, runtime
-from fmtransfer.config import field_info, merge, read_toml
+from fmtransfer.config import Config, field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
@@ -74,7 +74,11 @@ def config_option(key: str, *, alias: str | None = None):
     name = option_name(key)
     shown = f.metadata.get("show") or show_default(default)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-    metavar = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}.get(hint, "LIST")
+    names = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}
+    metavar = names.get(hint, "LIST")
+    if typing.get_origin(hint) is typing.Union:  # a number or a word: first|N, N|all
+        metavar = "|".join("|".join(map(str, typing.get_args(a))) if typing.get_origin(a) is typing.Literal
+                           else names.get(a, "LIST") for a in typing.get_args(hint) if a is not type(None))
     text = f.metadata["help"]
     if key == "contenders":  # the registry is open: say what is registered now
         text += " " + _contenders_help()
@@ -118,7 +122,7 @@ def common(f=None, *, run_default: str = "runs/default"):
 
 
 DATA = [config_option("data.dir"), config_option("data.b_classes"), config_option("data.b_train_size"),
-        config_option("data.valid_size"), config_option("data.valid_from"),
+        config_option("data.valid_size"), config_option("data.valid_from"), config_option("data.b_sample"),
         click.option("--no-verify", is_flag=True, help="Skip the SHA-256 check (for a dataset of your own).")]
 MODEL = [config_option("model.arch"), config_option("model.hidden"), config_option("model.cnn_dense"),
          config_option("model.activation"), config_option("model.initializer"), config_option("batch_size")]
@@ -345,7 +349,7 @@ def _sources() -> list[str]:
        click.option("--contender", default=None,
                     help="The contender to train (any but the baseline); --from a is transfer, --from METHOD is "
                          "METHOD."),
-       *TRANSFER)
+       *TRANSFER, config_option("data.b_sample"))
 @options(*contender_options(pretraining=False))
 @common
 @stage()
@@ -412,6 +416,7 @@ WIDE = click.option("--wide", is_flag=True, help="Every column of the tables, ho
 @group("Baseline", config_option("baseline.epochs", alias="--epochs"),
        config_option("baseline.learning_rate", alias="--learning-rate"))
 @group("Contenders", config_option("contenders"))
+@group("Data", config_option("data.b_sample"))
 @group("Model", *MODEL)
 @common
 @WIDE
@@ -492,8 +497,25 @@ def list_contenders(as_json):
     execute(body, as_json=as_json, verbose=False, run_path=Path("."))
 
 
-def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
-    """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed."""
+def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_seeds=None, data_seed_list=None,
+                   **_):
+    """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed.
+    --data-seeds N draws task B's images with data seeds 0..N-1; --data-seed-list exact ones."""
+    if n_data_seeds is not None and data_seed_list:
+        raise UsageError("options --data-seeds and --data-seed-list: give one of them, not both")
+    if n_data_seeds is not None and n_data_seeds < 1:
+        raise UsageError(f"option --data-seeds: must be at least 1, got {n_data_seeds}")
+    if n_data_seeds is not None:
+        cfg = cfg.replace(**{"study.data_seeds": list(range(n_data_seeds))})
+    if data_seed_list:
+        try:
+            cfg = cfg.replace(**{"study.data_seeds": data_seed_list})
+        except ConfigError as e:
+            raise UsageError(f"option --data-seed-list ({e.problem})") from None
+    return _prepare_seeds(cfg, given, origins, n_seeds, seed_list)
+
+
+def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
     if n_seeds is not None and seed_list:
         raise UsageError("options --seeds and --seed-list: give one of them, not both")
     if n_seeds is not None and n_seeds < 1:
@@ -515,6 +537,11 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
 @group("Study",
        click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
+       click.option("--data-seeds", "n_data_seeds", type=int,
+                    help="Cross the seeds with this many random draws of task B's training images: data seeds "
+                         "0..N-1 (model A and the encoders are shared by a seed's draws)  [--b-sample]"),
+       click.option("--data-seed-list", help="Draw task B's training images with exactly these data seeds, "
+                                              "e.g. 3,7,11."),
        config_option("study.pairs"), config_option("study.b_train_sizes"),
        config_option("study.reuse_layers", alias="--reuse-layers"), config_option("study.presets"),
        click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N "
@@ -522,7 +549,7 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
        click.option("--jobs", default="1", show_default=True,
                     help="Worker processes, each training whole seeds with its own thread pools; auto: the cores "
                          "divided by the threads one run uses. The same numbers as one."),
-       config_option("study.stack"),
+       config_option("study.stack"), config_option("study.equivalence_margin"),
        click.option("--plots/--no-plots", default=None,
                     help="Write PNG plots (needs fmtransfer[plot])  [if installed]."))
 @group("Contenders", config_option("contenders"))
@@ -530,16 +557,16 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, **_):
 @group("Baseline", *BASELINE)
 # The grid's axes set the rest of [transfer] (reuse depths, the presets' rates) and of [data].
 @group("Transfer", TRANSFER[1], TRANSFER[2], TRANSFER[5])
-@group("Data", DATA[0], DATA[3], DATA[4], DATA[5])
+@group("Data", DATA[0], DATA[3], DATA[4], DATA[5], DATA[6])
 @group("Model", *MODEL)
 @group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common(run_default="runs/study")
 @WIDE
 @stage(prepare=_prepare_study)
-def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots, wide):
-    """Is a gain real? Run a grid of experiments (seeds x pairs x sizes x reuse x presets), each
-    contender paired with the baseline of the same seed.
+def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots, wide):
+    """Is a gain real? Run a grid of experiments (seeds x draws x pairs x sizes x reuse x presets),
+    each contender paired with the baseline of the same seed and draw.
 
     \b
     fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped
@@ -554,6 +581,9 @@ def study(cfg, rd, reporter, n_seeds, seed_list, shard, jobs, plots, wide):
     except ConfigError as e:
         if e.key in ("shard", "jobs"):
             raise UsageError(f"option --{e.key}: {e.problem}") from None
+        if e.key == "data.b_train_size" and cfg.study.b_train_sizes:  # the size came from the grid
+            raise UsageError(f"data.b_train_size, from {_option_for('study.b_train_sizes')} "
+                             f"(study.b_train_sizes): {e.problem}") from None
         raise
     return _with_plots(result, rd.path, plots, wide)
 
@@ -579,11 +609,14 @@ def _with_plots(result, study_dir: Path, plots: bool | None, wide: bool = False)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--plots/--no-plots", default=None, help="Write PNG plots (needs fmtransfer[plot])  [if installed].")
 @click.option("--markdown", is_flag=True, help="Print the leaderboard as Markdown tables (for a README).")
+@click.option("--equivalence-margin", "margin", type=str, default=None, metavar="X",
+              help=field_info("study.equivalence_margin")[0].metadata["help"]
+              + f"  [the study's: {show_default(field_info('study.equivalence_margin')[2])}]")
 @WIDE
 @click.option("--html", "html_path", type=click.Path(),  # checked after the report is printed
               help="Also write the report as one self-contained HTML page (tables, per-seed points, plots, "
                    "settings, versions) to this file.")
-def study_report(study_dir, as_json, plots, markdown, wide, html_path):
+def study_report(study_dir, as_json, plots, markdown, margin, wide, html_path):
     """Merge every finished run in STUDY_DIR (all shards) and print the statistics, each setting's
     contenders ranked by their gain over the baseline."""
     from fmtransfer import study as studies
@@ -593,7 +626,8 @@ def study_report(study_dir, as_json, plots, markdown, wide, html_path):
     made = []
 
     def body():
-        result, show = _with_plots(studies.report(run_path), run_path, plots, wide)
+        result, show = _with_plots(studies.report(run_path, equivalence_margin=_margin(margin)), run_path, plots,
+                                   wide)
         made.append(result)
         if markdown:
             return result, lambda console, r: click.echo(studies.markdown(result), nl=False)
@@ -608,6 +642,42 @@ def study_report(study_dir, as_json, plots, markdown, wide, html_path):
         except UsageError as e:
             _fail(f"option --html: {e}", 2)
         click.echo(f"html: {written}", err=True)
+
+
+def _margin(text: str | None) -> float | None:
+    """--equivalence-margin as typed, checked by the config key it overrides."""
+    if text is None:
+        return None
+    try:
+        return Config().replace(**{"study.equivalence_margin": text}).study.equivalence_margin
+    except ConfigError as e:
+        raise UsageError(f"option --equivalence-margin ({e.key}): {e.problem}") from None
+
+
+@study.command("claims")
+@click.argument("study_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the claims as one JSON list on stdout.")
+@click.option("--markdown", is_flag=True, help="Print the claims as a Markdown table (for a README).")
+@click.option("--equivalence-margin", "margin", type=str, default=None, metavar="X",
+              help=field_info("study.equivalence_margin")[0].metadata["help"]
+              + f"  [each study's: {show_default(field_info('study.equivalence_margin')[2])}]")
+def study_claims(study_dirs, as_json, markdown, margin):
+    """Judge the chapter's claims (11.2) on the studies in STUDY_DIRS by fixed rules
+    (docs/claims.md): supported, contradicted, equivalent or no evidence. Give a dense and a cnn
+    study together to judge the claims that compare the two."""
+    from fmtransfer.study import claims
+
+    paths = [Path(d) for d in study_dirs]
+    if as_json and markdown:
+        _fail("options --json and --markdown: give one of them, not both", 2)
+
+    def body():
+        found = claims.judge(paths, equivalence_margin=_margin(margin))  # its to_dict() is the --json list
+        if markdown:
+            return found, lambda console, r: click.echo(claims.markdown(found), nl=False)
+        return found, lambda console, r: console.print(claims.table(found))
+
+    execute(body, as_json=as_json, verbose=False, run_path=paths[0])
 
 
 class Terminated(KeyboardInterrupt):

@@ -82,7 +82,7 @@ def page(result: StudyResult, study_dir: str | Path, plots: bool | None = None) 
              f"<p>{summary['runs_finished']} of {summary['runs_in_grid']} runs finished; test-B accuracy, each "
              "contender paired with the baseline of the same seed. Made by fmtransfer "
              f"{escape(__version__)}.</p>"]
-    parts += _claims(result)
+    parts += _claims(study_dir)
     parts.append("<h2>Leaderboards</h2>")
     cols = columns(cells)
     blocks: dict[tuple, list[dict]] = {}
@@ -118,29 +118,30 @@ def page(result: StudyResult, study_dir: str | Path, plots: bool | None = None) 
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-def _claims(result: StudyResult) -> list[str]:
-    """What `fmtransfer.study.claims` judges on this study's grid, where that module exists."""
+def _claims(study_dir: str | Path) -> list[str]:
+    """What `fmtransfer study claims` judges on this study's grid (the chapter's claims, by the
+    rules of docs/claims.md), where that module exists; and what it could not judge, and why."""
     import importlib
 
     try:
-        module = importlib.import_module("fmtransfer.study.claims")
+        claims = importlib.import_module("fmtransfer.study.claims")
     except ModuleNotFoundError as e:
         if e.name != "fmtransfer.study.claims":  # the module is there, and broken: say so
             raise
         return []
-    judge = getattr(module, "claims", None)
-    if not callable(judge):
-        return []
-    found = judge(result)
-    rows = found.to_dict() if hasattr(found, "to_dict") else found
-    if isinstance(rows, dict):
-        rows = rows.get("claims", [rows])
-    rows = [r.to_dict() if hasattr(r, "to_dict") else r for r in rows or []]
-    if not rows:
-        return ["<h2>Claims</h2>", "<p>No claim of the chapter can be judged on this study's grid.</p>"]
-    heads = list(dict.fromkeys(k for r in rows if isinstance(r, dict) for k in r))
-    return ["<h2>Claims</h2>", _table(heads, [[_value(r.get(k)) for k in heads] for r in rows if isinstance(r, dict)],
-                                      cls="claims")]
+    found = claims.judge([Path(study_dir)])
+    summary = getattr(claims, "_summary", lambda c: "")
+    out = ["<h2>Claims</h2>"]
+    if found.claims:
+        out.append(_table(["claim", "section", "verdict", "evidence", "MDE, points"],
+                          [[c.claim, c.section, c.verdict, summary(c), "-" if c.mde is None else f"{c.mde:.2f}"]
+                           for c in found.claims], cls="claims"))
+    else:
+        out.append("<p>No claim of the chapter can be judged on this study's grid.</p>")
+    if found.not_judged:
+        out.append("<ul class=\"note\">" + "".join(f"<li>Not judged: {escape(k)} ({escape(why)}).</li>"
+                                                  for k, why in found.not_judged.items()) + "</ul>")
+    return out
 
 
 def _plots(result: StudyResult, study_dir: str | Path, plots: bool | None) -> list[str]:

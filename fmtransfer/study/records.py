@@ -83,7 +83,7 @@ class Scores:
 
 # A results line's fields besides the axes', in the order written; the runner writes every one,
 # older fmtransfers only some, so those after `result` are optional (None: not in the line).
-_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint")
+_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "b_indices_sha256")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,11 @@ class RunRecord:
         seconds: time spent, per part; `finished`: when, local time. Neither is a result.
         fingerprint: `fingerprints.run` of everything the run depended on, the data included
             (lines of fmtransfer 0.4 or older have none); opaque.
+        b_indices_sha256: the SHA-256 of task B's training rows (`data.indices_sha256`): which
+            images the baseline and the contender learnt from (lines before 0.6 have none).
         extra: keys this fmtransfer does not know, kept as read.
+        absent: the axes whose field the line lacked (written before the axis existed, read as
+            its `missing` value); left out again when written, so the line keeps its form.
 
     Example:
         >>> record = RunRecord.from_dict(json.loads(line))
@@ -123,17 +127,20 @@ class RunRecord:
     seconds: Any = None
     finished: Any = None
     fingerprint: Any = None
+    b_indices_sha256: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()
 
     @classmethod
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
-             settings: str, fingerprint: str, built_on: dict, seconds: dict) -> "RunRecord":
+             settings: str, fingerprint: str, built_on: dict, seconds: dict,
+             b_indices_sha256: str | None = None) -> "RunRecord":
         """The record of a run the runner just finished, stamped now."""
         t = run_config.transfer
         return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
                    built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   fingerprint=fingerprint)
+                   fingerprint=fingerprint, b_indices_sha256=b_indices_sha256)
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":
@@ -156,11 +163,13 @@ class RunRecord:
         optional = {k: line[k] for k in _OPTIONAL if line.get(k) is not None}
         return cls(line["id"], key, line["contender"], Scores.from_dict(line["baseline"]),
                    Scores.from_dict(line["result"]), **optional,
-                   extra={k: v for k, v in line.items() if k not in known and k not in optional})
+                   extra={k: v for k, v in line.items() if k not in known and k not in optional},
+                   absent=tuple(name for name in key.values if name not in line))
 
     def to_dict(self) -> dict[str, Any]:
         optional = {k: getattr(self, k) for k in _OPTIONAL if getattr(self, k) is not None}
-        return {"id": self.id, **self.key.to_json(), "contender": self.contender,
+        axes = {k: v for k, v in self.key.to_json().items() if k not in self.absent}
+        return {"id": self.id, **axes, "contender": self.contender,
                 **{k: optional.pop(k) for k in _OPTIONAL[:2] if k in optional},
                 "baseline": self.baseline.to_dict(), "result": self.result.to_dict(), **optional, **self.extra}
 

@@ -115,6 +115,8 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
     done = {r.id for r in load_records(study_dir, cfg)}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
+    # In one process, the data's refusals (too few images to draw N) come before anything is said or trained.
+    raw = _checked_data(cfg) if todo and jobs == 1 else None
     out = results_path(study_dir, index, count)
     finished = sum(k.run_id(c) in done for k in keys for c in chosen)
     reporter.info(f"study {study_dir}: shard {index}/{count} has {total} runs, {finished} already finished, "
@@ -129,7 +131,6 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         units = [[k for unit in seeds[i:i + per_unit] for k in unit] for i in range(0, len(seeds), per_unit)]
         with reporter.grid("study", total=total, done=finished) as advance:
             if jobs == 1:
-                raw = _checked_data(cfg)
                 for unit in units:
                     _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, per_unit)
             else:
@@ -143,7 +144,8 @@ def _checked_data(cfg: Config):
 
     raw = data.load(cfg.data)
     for pair in cfg.study_pairs:
-        data.make_split(raw, pair, max(cfg.study_sizes), cfg.data.valid_size, cfg.data.valid_from)
+        for draw in cfg.study_data_seeds:
+            data.make_split(raw, pair, max(cfg.study_sizes), cfg.data.valid_size, cfg.data.valid_from, draw)
     return raw
 
 
@@ -218,8 +220,9 @@ def _scores(fit, split) -> dict:
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
                done: set[str], advance, together: "_Stacked | None" = None) -> None:
-    """The runs sharing one (seed, pair): model A and encoders made or loaded once, each baseline
-    once per size, then every unfinished contender. `together`: the stack this seed trains in."""
+    """The runs sharing one (seed, pair): model A and encoders made or loaded once (whatever the
+    draw: neither sees task B's images), each baseline once per (size, draw), then every
+    unfinished contender. `together`: the stack this seed trains in."""
     from fmtransfer import data
 
     first = runs[0]
@@ -228,13 +231,17 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
     cache = together.cache(first, split) if together else Cache(study_dir, first.config(cfg), split, first.pair,
                                                                  first.seed)
     quiet = Reporter(quiet=True)
-    for size, sized in itertools.groupby(runs, key=lambda k: k.b_train_size):
-        split = data.make_split(raw, first.pair, size, cfg.data.valid_size, cfg.data.valid_from)
+    for _, sized in itertools.groupby(runs, key=lambda k: k.baseline_group):
+        sized = list(sized)
+        here = sized[0]
+        split = data.make_split(raw, first.pair, here.b_train_size, cfg.data.valid_size, cfg.data.valid_from,
+                                here.data_seed)
+        b_rows = data.indices_sha256(split.indices["b_train"])
         if together:
-            base, base_seconds = together.baseline(first, size, split)
+            base, base_seconds = together.baseline(here, split)
         else:
             started = time.perf_counter()
-            base = _scores(lambda: contenders.get("baseline").fit(first.config(cfg), split, {}, quiet)[1], split)
+            base = _scores(lambda: contenders.get("baseline").fit(here.config(cfg), split, {}, quiet)[1], split)
             base_seconds = round(time.perf_counter() - started, 2)
         for key in sized:
             for name in chosen:
@@ -256,7 +263,8 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                               for need in contender.needs if need in cache.info},
                     seconds={"baseline": base_seconds, "contender": seconds,
                              **{str(need): cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
-                                if need in cache.info}})
+                                if need in cache.info}},
+                    b_indices_sha256=b_rows)
                 base_seconds = 0.0  # the baseline's time is counted once, with its first run
                 append_record(out, record)
                 done.add(record.id)
@@ -323,18 +331,18 @@ class _Stacked:
                 self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
         return _raised(self.made.pop((tag, asking.seed)))
 
-    def baseline(self, asking: RunKey, size: int, split) -> tuple[dict, float]:
-        tag = ("baseline", asking.pair, size)
+    def baseline(self, asking: RunKey, split) -> tuple[dict, float]:
+        tag = ("baseline", *asking.draw_group)  # the seeds of one stack train on the same images
         if (tag, asking.seed) not in self.made:
-            peers = self._seeds(lambda k: (k.pair, k.b_train_size) == (asking.pair, size))
+            peers = self._seeds(lambda k: k.draw_group == asking.draw_group)
             self._fit(contenders.get("baseline"), tag, peers, {k.seed: None for k in peers}, split)
         return self.made.pop((tag, asking.seed))
 
     def contender(self, asking: RunKey, contender, split) -> tuple[dict, float]:
-        point = asking.setting  # every axis but the seed
+        point = (asking.setting, asking.data_seed)  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
-            peers = self._seeds(lambda k: k.setting == point and k.run_id(contender.name) not in self.done)
+            peers = self._seeds(lambda k: (k.setting, k.data_seed) == point and k.run_id(contender.name) not in self.done)
             bases = {}
             for k in peers:
                 try:  # what it builds on: model A, or its own encoder, made (or loaded) per seed
