@@ -287,7 +287,7 @@ def columns(cells: list[dict]) -> list:
         Column("probe", lambda c: opt(c.get("linear_probe"), lambda v: f"{100 * v:.2f}")),
         Column("p Wilcoxon", lambda c: opt(c.get("p_wilcoxon"))),
         Column("P(win)", lambda c: opt(c.get("superiority"), lambda v: f"{v['p']:.2f}")),
-        Column("MDE, pts", lambda c: opt(c.get("mde_points"), lambda v: f"{v:.2f}")),
+        Column("MDE pts", lambda c: opt(c.get("mde_points"), lambda v: f"{v:.2f}")),
         Column("TOST", lambda c: opt(c.get("equivalence"), lambda v: v["verdict"])),
         Column("≈ best", lambda c: opt(c.get("in_best_set"), _number)),
     ]
