@@ -183,7 +183,8 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 def split_table(result: dict) -> Table:
     neg, pos = result["b_classes"]
-    table = Table(title=f"Split: task B = {CLASS_NAMES[neg]} (0) vs {CLASS_NAMES[pos]} (1); task A = the other 8")
+    table = Table(title=f"Split: task B = {CLASS_NAMES[neg]} (0) vs {CLASS_NAMES[pos]} (1); task A = the other 8",
+                  title_justify="left")
     table.add_column("part")
     table.add_column("images", justify="right")
     for part, n in result["sizes"].items():
@@ -193,7 +194,7 @@ def split_table(result: dict) -> Table:
 
 
 def history_table(title: str, result: dict) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, title_justify="left")
     table.add_column("phase")
     table.add_column("epochs", justify="right")
     table.add_column("learning rate", justify="right")
@@ -247,7 +248,7 @@ def mean_std(mean: float, std: float | None) -> str:
 
 def pretrain_table(result: dict) -> Table:
     table = Table(title=f"Unsupervised pretraining: {result['method']} ({result['arch']}), "
-                        f"{result['unlabelled_size']:,} unlabelled images")
+                        f"{result['unlabelled_size']:,} unlabelled images", title_justify="left")
     table.add_column("step")
     table.add_column("trains")
     table.add_column("epochs", justify="right")
