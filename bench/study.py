@@ -6,11 +6,15 @@ on one seed, extrapolated per seed.
     .venv/bin/python bench/study.py               # 10 seeds, configs/book.toml
     .venv/bin/python bench/study.py --seeds 3 --quick   # a smoke run of the benchmark
     .venv/bin/python bench/study.py --modes serial,stack --stack 5
+    .venv/bin/python bench/study.py --modes serial,draws --draws 5 --no-keras   # N seeds against N x 5 draws
 
 For each mode: total wall time, time per seed, peak memory of the whole process tree (sampled
 every 0.2 s from /proc), and the cell's accuracies (mean and sd over seeds) with Wilcoxon's
 paired p against the serial study's. `--jobs auto` gives the serial numbers exactly; stacking
-agrees to float precision, so its accuracies may differ by a test image here and there.
+agrees to float precision, so its accuracies may differ by a test image here and there. The
+`draws` mode runs the same seeds crossed with `--draws D` data seeds (`--data-seeds D`): model A
+is trained once per seed and shared by its draws, so only task B's runs multiply; its
+`over_serial` is what D draws cost against the book's one sample.
 Prints a JSON object; only ratios from one invocation mean anything on a shared machine.
 """
 
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("serial", "jobs auto", "stack", "jobs+stack")
+MODES = ("serial", "jobs auto", "stack", "jobs+stack", "draws")
 QUICK = ["--a-epochs", "2", "--b-epochs", "3", "--freeze-epochs", "1", "--fine-tune-epochs", "2"]
 
 
@@ -80,10 +84,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--modes", default=",".join(MODES), help=f"any of {', '.join(MODES)} (serial always runs)")
     parser.add_argument("--stack", default=None, help="seeds per graph in the stack modes (default: all of them)")
+    parser.add_argument("--draws", type=int, default=5, help="data seeds crossed with the seeds in the draws mode")
+    parser.add_argument("--no-keras", action="store_true", help="skip plain Keras' one-seed run")
     args = parser.parse_args()
     stack = args.stack or str(args.seeds)
     modes = {"serial": [], "jobs auto": ["--jobs", "auto"], "stack": ["--stack", stack],
-             "jobs+stack": ["--jobs", "auto", "--stack", stack]}
+             "jobs+stack": ["--jobs", "auto", "--stack", stack], "draws": ["--data-seeds", str(args.draws)]}
     wanted = ["serial", *[m for m in args.modes.split(",") if m != "serial"]]
     if any(m not in modes for m in wanted):
         parser.error(f"--modes: choose among {', '.join(MODES)}")
@@ -98,20 +104,26 @@ def main() -> None:
                                               "--json", "--no-plots"], cwd=ROOT, capture_output=True, text=True,
                                              check=True).stdout)["cells"][0]
             report[mode] = {"wall_seconds": round(wall, 1), "seconds_per_seed": round(wall / args.seeds, 2),
+                            "runs": cell["n"], "seconds_per_run": round(wall / cell["n"], 2),
                             "peak_mib": round(peak), "baseline_mean": cell["baseline_mean"],
                             "baseline_std": cell["baseline_std"], "transfer_mean": cell["transfer_mean"],
                             "transfer_std": cell["transfer_std"],
                             "accuracies": cell["accuracies"], "baseline_accuracies": cell["baseline_accuracies"]}
-        keras = [sys.executable, str(ROOT / "bench" / "bench.py"), "--worker", "keras", "--config", args.config,
-                 "--seed", "42", "--out", str(Path(tmp) / "keras.json"), *(["--quick"] if args.quick else [])]
-        wall, peak = timed(keras)
-        report["plain keras, 1 seed, extrapolated"] = {"seconds_per_seed": round(wall, 1),
-                                                       "wall_seconds": round(wall * args.seeds, 1),
-                                                       "peak_mib": round(peak)}
+            if mode == "draws":  # what was trained: one model A per seed, whatever the draws
+                report[mode]["model_a_files"] = len(list((study_dir / "models").glob("a-*.keras")))
+        if not args.no_keras:
+            keras = [sys.executable, str(ROOT / "bench" / "bench.py"), "--worker", "keras", "--config", args.config,
+                     "--seed", "42", "--out", str(Path(tmp) / "keras.json"), *(["--quick"] if args.quick else [])]
+            wall, peak = timed(keras)
+            report["plain keras, 1 seed, extrapolated"] = {"seconds_per_seed": round(wall, 1),
+                                                           "wall_seconds": round(wall * args.seeds, 1),
+                                                           "peak_mib": round(peak)}
     serial = report["serial"]
     for mode in wanted[1:]:
         mine = report[mode]
         mine["over_serial"] = round(mine["wall_seconds"] / serial["wall_seconds"], 3)
+        if mode == "draws":  # other units than the serial cell's: nothing to pair
+            continue
         mine["same_accuracies"] = mine["accuracies"] == serial["accuracies"]
         mine["paired_p_transfer"] = paired_stats(serial["accuracies"], mine["accuracies"])["p_value"]
         mine["paired_p_baseline"] = paired_stats(serial["baseline_accuracies"], mine["baseline_accuracies"])["p_value"]

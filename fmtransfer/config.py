@@ -61,6 +61,8 @@ DEFAULT_HIDDEN = {"dense": (300, 100, 50, 50, 50), "cnn": (16, 32, 64)}
 ACTIVATIONS = ("selu", "relu", "elu", "tanh", "sigmoid", "gelu", "swish", "leaky_relu")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform")
 Reuse = Union[int, Literal["all"]]
+# Task B's labelled sample: the book's first N images, or a data seed that draws N at random.
+BSample = Union[int, Literal["first"]]
 
 
 def setting(default: Any, help: str, *, option: str | None = None, show: str | None = None) -> Any:
@@ -217,14 +219,27 @@ class DataConfig(Section):
                        show="search")
     b_classes: tuple[int, int] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive).")
     b_train_size: int = setting(200, "Task-B training images kept.")
+    b_sample: BSample = setting("first", "Which task-B training images: first (the book's, the first "
+                                         "b_train_size), or a data seed N drawing them at random from the "
+                                         "training images outside the validation set.")
     valid_size: int = setting(5000, "Training images held out for validation.")
     valid_from: Literal["first", "last"] = setting("first", "Which training images validate: the first "
                                                             "valid_size (2nd edition) or the last (3rd edition).")
     verify_checksums: bool = setting(True, "Check the files against the published SHA-256 sums.")
 
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except ConfigError as e:
+            if e.key != self.key("b_sample") or "a data seed" in e.problem:
+                raise
+            raise ConfigError(e.key, f"must be first or a data seed (an integer from 0 to 2**32 - 1), "
+                                     f"got {self.b_sample!r}") from None
+
     def check(self) -> None:
         check_pair(self.b_classes, self.key("b_classes"))
         self.fail_unless(self.b_train_size >= 1, "b_train_size", f"must be at least 1, got {self.b_train_size}")
+        check_data_seed(self.b_sample, self.key("b_sample"))
         self.fail_unless(0 <= self.valid_size < 60000, "valid_size",
                          f"must be between 0 and 59999 (of the 60,000 training images), got {self.valid_size}")
 
@@ -360,6 +375,10 @@ class StudyConfig(Section):
 
     NAME = "study"
     seeds: tuple[int, ...] = setting((), "Seeds to run (empty: the top-level seed only).", show="--seed")
+    # Empty: data.b_sample's one sample. Crossed with the seeds: model A and the encoders are made
+    # once per seed and shared by its draws; only task B's runs multiply.
+    data_seeds: tuple[int, ...] = setting((), "Data seeds, each drawing task B's training images at random "
+                                              "(empty: data.b_sample).", show="data.b_sample: first")
     # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
     pairs: tuple[tuple[int, int], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 (empty: data.b_classes).",
                                                  show="data.b_classes: 5:6")
@@ -378,13 +397,19 @@ class StudyConfig(Section):
         None, "With --seeds auto: add seeds until every cell's 95% t-interval half-width of the paired "
               "difference is at most this many accuracy points (e.g. 0.5).", show="none")
     max_seeds: int = setting(50, "With --seeds auto: stop at this many seeds, however wide the intervals.")
+    # Points, as the report shows gains; fixed before the results are seen (docs/statistics.md).
+    equivalence_margin: float = setting(
+        0.5, "Equivalence margin in accuracy points: the report's TOST calls a contender equivalent to the "
+             "baseline when its gain is shown to lie within +-this.")
 
     def check(self) -> None:
         self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")
-        for name in ("seeds", "pairs", "b_train_sizes", "reuse_layers", "presets"):
+        for seed in self.data_seeds:
+            check_data_seed(seed, self.key("data_seeds"))
+        for name in ("seeds", "data_seeds", "pairs", "b_train_sizes", "reuse_layers", "presets"):
             values = getattr(self, name)
             self.fail_unless(len(set(values)) == len(values), name, f"lists a value twice: {_plain(values)}")
-            if name not in ("seeds", "pairs", "b_train_sizes"):
+            if name not in ("seeds", "data_seeds", "pairs", "b_train_sizes"):
                 self.fail_unless(len(values) >= 1, name, "must list at least one value")
         for pair in self.pairs:
             check_pair(pair, self.key("pairs"))
@@ -397,6 +422,7 @@ class StudyConfig(Section):
                          f"must be a positive number of accuracy points, got {self.target_halfwidth}")
         self.fail_unless(self.max_seeds >= 2, "max_seeds",
                          f"must be at least 2 (a t interval needs two seeds), got {self.max_seeds}")
+        self.fail_unless_positive("equivalence_margin")
 
 
 # ----------------------------------------------------------------------------- the sections in force
@@ -559,6 +585,11 @@ class Config(Section):
         return self.study.seeds or (self.seed,)
 
     @property
+    def study_data_seeds(self) -> tuple[BSample, ...]:
+        """The task-B samples a study crosses with its seeds: its data seeds, else data.b_sample."""
+        return self.study.data_seeds or (self.data.b_sample,)
+
+    @property
     def study_pairs(self) -> tuple[tuple[int, int], ...]:
         return self.study.pairs or (tuple(self.data.b_classes),)
 
@@ -590,6 +621,12 @@ def check_pair(pair: tuple[int, ...], key: str) -> None:
             raise ConfigError(key, f"class {k} is outside 0..9 ({', '.join(f'{i} {n}' for i, n in enumerate(CLASS_NAMES))})")
     if pair[0] == pair[1]:
         raise ConfigError(key, f"the two classes must differ, got {pair[0]} twice")
+
+
+def check_data_seed(value: BSample, key: str) -> None:
+    """A data seed is an integer from 0 to 2**32 - 1 (or "first", where the key allows it)."""
+    if value != "first" and not 0 <= value < 2**32:
+        raise ConfigError(key, f"a data seed must be an integer from 0 to 2**32 - 1, got {value}")
 
 
 def check_reuse(reuse: Reuse, blocks: int, key: str) -> None:

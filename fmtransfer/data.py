@@ -282,11 +282,54 @@ def scaled(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
+_MASK64 = np.uint64(2**64 - 1)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of uint64 whose outputs look independent."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+    return x ^ (x >> np.uint64(31))
+
+
+def draw_order(rows: np.ndarray, data_seed: int) -> np.ndarray:
+    """`rows` in the random order data seed `data_seed` gives them; its first N are its draw of N.
+
+    Each row's place comes from a hash of (data seed, row number), so a draw is one permutation
+    cut at N: the 50 images of a seed are among its 200, and its 200 among its 1000. Our own
+    arithmetic, not numpy's generators (whose streams may change between versions), so a data
+    seed draws the same images on any machine and version; and a row keeps its rank whatever
+    else is in the pool.
+    """
+    with np.errstate(over="ignore"):
+        keys = _mix64(_mix64(np.full(len(rows), data_seed, dtype=np.uint64)) ^ rows.astype(np.uint64))
+    return rows[np.argsort(keys, kind="stable")]
+
+
+def b_train_rows(pool: np.ndarray, b_train_size: int, b_sample: "int | str" = "first") -> np.ndarray:
+    """Task B's training rows from `pool` (the task-B training images outside the validation set,
+    in file order): the first `b_train_size` (the book's), or data seed `b_sample`'s draw of
+    them, in file order."""
+    if b_sample == "first":
+        return pool[:b_train_size]
+    return np.sort(draw_order(pool, int(b_sample))[:b_train_size])
+
+
+def indices_sha256(rows: np.ndarray) -> str:
+    """A digest of row numbers (task B's training images): what a results line proves it trained on."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<i8").tobytes()).hexdigest()
+
+
 def split_indices(y_train: np.ndarray, y_test: np.ndarray, b_classes: tuple[int, int] = (5, 6),
-                  b_train_size: int = 200, valid_size: int = 5000, valid_from: str = "first") -> dict[str, np.ndarray]:
+                  b_train_size: int = 200, valid_size: int = 5000, valid_from: str = "first",
+                  b_sample: "int | str" = "first") -> dict[str, np.ndarray]:
     """Where the book's split takes each part: the first `valid_size` training images validate
     (the last, with `valid_from="last"`, as the 3rd edition does), task B keeps only its first
-    `b_train_size` training images, task A is the other eight classes."""
+    `b_train_size` training images (or, with a data seed as `b_sample`, a random draw of them,
+    `b_train_rows`), task A is the other eight classes."""
     neg, pos = b_classes
     n = len(y_train)
     if valid_from == "last":
@@ -298,27 +341,30 @@ def split_indices(y_train: np.ndarray, y_test: np.ndarray, b_classes: tuple[int,
     def task_a(rows, y):
         return rows[(y[rows] != neg) & (y[rows] != pos)]
 
-    def task_b(rows, y, limit=None):
-        return rows[(y[rows] == neg) | (y[rows] == pos)][:limit]
+    def task_b(rows, y):
+        return rows[(y[rows] == neg) | (y[rows] == pos)]
 
     return {"a_train": task_a(train, y_train), "a_valid": task_a(valid, y_train), "a_test": task_a(test, y_test),
-            "b_train": task_b(train, y_train, b_train_size), "b_valid": task_b(valid, y_train),
+            "b_train": b_train_rows(task_b(train, y_train), b_train_size, b_sample),
+            "b_valid": task_b(valid, y_train),
             "b_test": task_b(test, y_test), "unlabelled": train}
 
 
 def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int = 200,
-               valid_size: int = 5000, valid_from: str = "first") -> Split:
+               valid_size: int = 5000, valid_from: str = "first", b_sample: "int | str" = "first") -> Split:
     """The book's split of `raw` (see `split_indices`); task A's classes renumbered 0..7 in order."""
     neg, pos = b_classes
-    indices = split_indices(raw.y_train, raw.y_test, b_classes, b_train_size, valid_size, valid_from)
+    indices = split_indices(raw.y_train, raw.y_test, b_classes, b_train_size, valid_size, valid_from, b_sample)
     split = Split.from_indices(raw, (neg, pos), indices)
     y_train = raw.y_train[indices["unlabelled"]]
     available = int(np.sum((y_train == neg) | (y_train == pos)))
     if available < b_train_size:
+        drawn = "" if b_sample == "first" else f" for data seed {b_sample} to draw from"
         raise ConfigError("data.b_train_size", f"only {available} training images of classes "
-                          f"{neg} and {pos} exist, asked for {b_train_size}")
+                          f"{neg} and {pos} lie outside the validation set{drawn}, asked for {b_train_size}")
     if len(split.b_train[1]) and len(np.unique(split.b_train[1])) < 2:
-        raise ConfigError("data.b_train_size", f"the first {b_train_size} images of classes {neg} and "
+        which = "the first" if b_sample == "first" else f"data seed {b_sample}'s draw of"
+        raise ConfigError("data.b_train_size", f"{which} {b_train_size} images of classes {neg} and "
                           f"{pos} hold only one of them; use more images")
     if not len(split.a_test[1]) or not len(split.b_test[1]) or not len(split.a_train[1]):
         raise DataError(f"{raw.source}: too few images for task A and task B ({split.sizes()}); "
@@ -333,7 +379,7 @@ def load(cfg: DataConfig) -> Raw:
 
 def split_of(raw: Raw, cfg: DataConfig) -> Split:
     """The book's split of `raw` with `cfg`'s classes and sizes, fingerprinted."""
-    split = make_split(raw, cfg.b_classes, cfg.b_train_size, cfg.valid_size, cfg.valid_from)
+    split = make_split(raw, cfg.b_classes, cfg.b_train_size, cfg.valid_size, cfg.valid_from, cfg.b_sample)
     split.fingerprint = split_fingerprint(cfg, raw.sha256)
     return split
 

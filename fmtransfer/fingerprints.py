@@ -10,12 +10,13 @@ no longer has the digest its record gives.
 
 What each kind depends on:
 
-    split       the dataset's hashes, task B's classes and training size, the validation slice
+    split       the dataset's hashes, task B's classes and training size (and data seed, for a
+                random draw), the validation slice
     model A     the dataset's hashes, task B's classes (task A is the other eight), the
                 validation slice, [model], batch size, seed, [train_a]
     encoder     the dataset's hashes, the validation slice (pretraining never sees labels, so not
                 the pair), [model], batch size, seed, [pretrain] and the method's own section
-    contender   the whole split, [model], batch size, seed, its sections ([transfer], [baseline],
+    contender   the whole split (its data seed too), [model], batch size, seed, its sections ([transfer], [baseline],
                 its own), and the fingerprints of what it was built on
     results line   the contender's and its baseline's, through `run`
 
@@ -36,6 +37,9 @@ from fmtransfer.needs import Encoder, ModelA, Need, needs_of, parse
 
 # Raised when what a record's `made_from` means changes, so that no older artifact matches.
 FORMAT = 1
+# How a data seed draws task B's images (`data.draw_order`): part of what a draw's artifacts are
+# made from, so that a change of the method could never pass another sample off as this one.
+DRAW = "splitmix64-rank-1"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def split(data: DataConfig, sha256: Mapping[str, str]) -> str:
     settings = {"b_classes": list(data.b_classes), "b_train_size": data.b_train_size, "valid_size": data.valid_size}
     if data.valid_from != "first":  # added in 0.3.0: the splits made before keep their fingerprints
         settings["valid_from"] = data.valid_from
+    if data.b_sample != "first":  # added in 0.6.0: likewise
+        settings["b_sample"] = {"data_seed": data.b_sample, "draw": DRAW}
     return fingerprint(settings, dict(sha256))
 
 
@@ -162,6 +168,10 @@ def _data(d: dict, sha256: Mapping[str, str], *, pair: bool, b_train: bool) -> d
         made["data.b_classes"] = list(data["b_classes"])
     if b_train:
         made["data.b_train_size"] = data["b_train_size"]
+        # Only a draw is written: the book's first N leave every fingerprint made before as it was.
+        if data.get("b_sample", "first") != "first":
+            made["data.b_sample"] = data["b_sample"]
+            made["data.b_draw"] = DRAW
     return {**made, "data.valid_size": data["valid_size"], "data.valid_from": data["valid_from"]}
 
 

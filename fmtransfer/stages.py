@@ -43,7 +43,15 @@ def _quiet(reporter: Reporter | None) -> Reporter:
 
 
 def with_split(cfg: Config, manifest: dict, rd: RunDir) -> Config:
-    """Later stages train on the split that exists, so its data settings are theirs."""
+    """Later stages train on the split that exists, so its data settings are theirs; but a sample
+    asked for that is not the split's is refused, never silently replaced by it."""
+    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    theirs = data.get("b_sample", "first")  # a split made before draws holds the first N
+    if theirs != cfg.data.b_sample:
+        held = "the first images" if theirs == "first" else f"data seed {theirs}'s draw"
+        raise ConfigError("data.b_sample", f"the split in {rd.path} holds {held} of task B; run `fmtransfer split "
+                                           f"--b-sample {cfg.data.b_sample} --run {rd.path}` to train on that "
+                                           "sample instead")
     try:
         return cfg.replace(**{f"data.{k}": v for k, v in manifest["data"].items()})
     except ConfigError as e:
@@ -253,6 +261,10 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     except (ConfigError, TypeError, ValueError):
         shown = cfg  # an older file's settings this version cannot read: show today's
     result = ExperimentResult(shown, tuple(manifest["b_classes"]), manifest["sizes"], paired_with_baseline(results))
+    # Model A's accuracy as the record of a contender built on it says: the model A it reused.
+    result.model_a_accuracy = next((m["pretrained_meta"]["test_accuracy"] for m in trained.values()
+                                    if m.get("source") == "a" and isinstance(m.get("pretrained_meta"), dict)
+                                    and isinstance(m["pretrained_meta"].get("test_accuracy"), float)), None)
     rd.write_json(rd.compare_json, result.to_dict())
     return result
 

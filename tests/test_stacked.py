@@ -231,7 +231,7 @@ def test_a_seed_diverging_in_a_stacked_phase_is_recorded_and_the_others_finish(s
 
     monkeypatch.setattr(stacked, "fit", fit)
     outcomes = transfer.fit_seeds(cfgs, split, bases, Reporter(quiet=True))
-    assert trained == [("B on A: frozen", 2)]  # the fine-tune phase had one seed left: trained alone
+    assert trained == [("transfer from A: frozen", 2)]  # the fine-tune phase had one seed left: trained alone
     assert isinstance(outcomes[1], DivergedError) and outcomes[1].key == "transfer.frozen_learning_rate"
     reference = _serial(transfer, cfgs[0], split, bases[0])[1]
     assert outcomes[0].test_loss == pytest.approx(reference.test_loss, rel=1e-4)

@@ -41,15 +41,21 @@ def test_the_books_grid_point_is_the_default_configs():
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "docs" / "study").glob("report-leaderboard*.json")))
 def test_committed_reports_cells_read_back_to_the_same_json(name):
-    """The cells of docs/study's reports, through `Cell` and back: the same keys, in the same order."""
+    """The cells of docs/study's reports, through `Cell` and back: the same keys and values, in the
+    same order, then the statistics added since at their defaults (a report made before them
+    says nothing of them)."""
     report = json.loads((REPO / "docs" / "study" / name).read_text())
     for cell in report["cells"]:
         again = studies.Cell(**cell).to_dict()
-        assert again == cell and list(again) == list(cell)
+        assert {k: again[k] for k in cell} == cell and list(again)[:len(cell)] == list(cell)
+        added = {k: v for k, v in again.items() if k not in cell}
+        assert {"design", "p_wilcoxon", "p_max_t", "superiority", "mde_points", "equivalence", "in_best_set"} <= set(added)
+        assert added["design"] == "paired" and all(added[k] is None for k in ("p_max_t", "equivalence", "mcnemar"))
     shown = _text(studies.table(report))
-    first = report["cells"][0]["pair"]
-    assert all(heading in shown for heading in ("B classes", "n B", "reuse", "lr"))
-    assert f"{first[0]} vs {first[1]}" in shown
+    first = report["cells"][0]
+    # One block per setting, headed by its grid point in words.
+    assert f"Classes {first['pair'][0]} vs {first['pair'][1]}, {first['b_train_size']} images, reuse " \
+           f"{first['reuse_layers']}, {first['preset']} rates" in shown
 
 
 def _text(table) -> str:
@@ -98,7 +104,10 @@ def test_the_runner_writes_what_the_reader_reads(tmp_path):
                                   settings="f", fingerprint="g", built_on={}, seconds={"baseline": 1.0, "contender": 2.0})
     studies.append_record(tmp_path / "results.jsonl", made)
     [line] = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert list(json.loads(line)) == [*LINE, "fingerprint"]  # today's keys, in today's order, then the fingerprint
+    # The keys of lines before draws, in their order, the data seed after the size, then the fingerprint.
+    before = list(LINE)
+    assert list(json.loads(line)) == [*before[:4], "data_seed", *before[4:], "fingerprint"]
+    assert json.loads(line)["data_seed"] == "first" and made.id == "seed42-pair5v6-n200-reuseall-book-transfer"
     assert json.loads(line)["learning_rates"] == [0.01, 0.0001]
     assert studies.load_records(tmp_path) == [made] and made.result.linear_probe == 0.98
 
@@ -137,7 +146,7 @@ def test_a_declared_axis_reaches_run_ids_configs_records_and_cells(fine_tune_axi
     assert "Classes 5 vs 6, 200 images, reuse all, book rates, 2 fine-tuning epochs; baseline" in \
         studies.markdown(result)
     shown = _text(studies.table(result.to_dict()))
-    assert "fine_tune_epochs" in shown and shown.index("95.50") < shown.index("98.50")  # ranked within its own value
+    assert "2 fine-tuning epochs" in shown and shown.index("95.50") < shown.index("98.50")  # ranked within its own value
 
 
 @pytest.mark.slow

@@ -14,8 +14,9 @@ pair) group, written to its own results file; `report` merges them.
 One job per module: `axes` (the grid's axes, each declared once; its points and shards),
 `records` (typed results lines, read and appended; their fingerprints; study.json), `cache`
 (model A and encoders shared by runs), `runner` (running the grid here or in workers), `pool`
-(the worker processes, which never hang), `stats` (paired statistics, Holm), `reporting` (the
-report, its Markdown and plots).
+(the worker processes, which never hang), `stats` (which tests a cell gets, Holm, max-T, the
+best set), `inference` (the tests and intervals), `reporting` (the report, its Markdown and
+plots), `claims` (the chapter's claims judged on the report).
 """
 
 from fmtransfer.study.axes import (

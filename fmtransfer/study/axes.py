@@ -28,6 +28,14 @@ def _integer(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()  # `Axis.missing`: a results line must carry the axis' field
+
+
 @dataclass(frozen=True)
 class Axis:
     """One axis of a study's grid.
@@ -48,7 +56,10 @@ class Axis:
         order: a value's sort key in the report ("all" among numbers sorts as text).
         scope: what a value changes besides the contenders' runs (see `SCOPES`): runs differing
             in a "model_a" axis never share a model A, nor in a "baseline" axis a baseline.
-        pooled: the cells pair their runs over this axis (the seed) instead of splitting by it.
+        pooled: the cells pair their runs over this axis (the seed, the data seed) instead of
+            splitting by it.
+        missing: the value of a results line that lacks the field (one written before the axis
+            existed); `REQUIRED`, the default, makes such a line unreadable.
 
     Example, a grid over the fine-tuning epochs in one declaration:
         >>> declare(Axis("fine_tune_epochs", source=lambda cfg: (1, 3), sets="transfer.fine_tune_epochs",
@@ -71,6 +82,7 @@ class Axis:
     order: Callable[[Any], Any] = lambda v: v
     scope: str = "contender"
     pooled: bool = False
+    missing: Any = REQUIRED
 
     def __post_init__(self):
         if not self.name.isidentifier():
@@ -141,7 +153,7 @@ def axis(name: str) -> Axis:
 
 
 def cell_axes() -> tuple[Axis, ...]:
-    """The axes a cell is split by: all but the pooled one (the seed)."""
+    """The axes a cell is split by: all but the pooled ones (the seed, the data seed)."""
     return tuple(a for a in _AXES if not a.pooled)
 
 
@@ -149,7 +161,8 @@ def _pair_json(v: Any) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(_integer(k) for k in v)
 
 
-# Today's grid. Run ids read seed42-pair5v6-n200-reuseall-book: the parts, in this order, are
+# Today's grid. Run ids read seed42-pair5v6-n200-reuseall-book (seed42-pair5v6-n200-draw3-reuseall-book
+# with a data seed): the parts, in this order, are
 # what committed studies and users' directories hold, so they never change.
 declare(Axis("seed", "study.seeds", sets="seed", id=lambda s: f"seed{s}", describe=lambda s: f"seed {s}",
              column="seed", valid=_integer, scope="model_a", pooled=True))
@@ -160,6 +173,16 @@ declare(Axis("pair", "study.pairs", sets="data.b_classes", id=lambda p: f"pair{p
 declare(Axis("b_train_size", "study.b_train_sizes", sets="data.b_train_size", id=lambda n: f"n{n}",
              describe=lambda n: f"{n} images", label=lambda n: f"n={n}", column="n B", valid=_integer,
              scope="baseline"))
+# The labelled sample: "first" (the book's first N images) or a data seed drawing N at random.
+# Pooled with the seed: a cell's units are (seed, data seed). Scope "baseline": the baseline
+# trains on the draw, while model A and the encoders never see task B's images, so a seed's are
+# made once and shared by all its draws. "first" adds no part to a run id, so the ids (and
+# fingerprints) of every study made before stay as they were; lines without the field read as it.
+declare(Axis("data_seed", "study.data_seeds", sets="data.b_sample", id=lambda d: "" if d == "first" else f"draw{d}",
+             describe=lambda d: "the first images" if d == "first" else f"data seed {d}",
+             label=lambda d: "first" if d == "first" else f"draw {d}", column="draw",
+             valid=lambda v: v == "first" or (_integer(v) and 0 <= v < 2**32),
+             order=lambda d: (-1 if d == "first" else d), scope="baseline", pooled=True, missing="first"))
 declare(Axis("reuse_layers", "study.reuse_layers", sets="transfer.reuse_layers", id=lambda r: f"reuse{r}",
              describe=lambda r: f"reuse {r}", column="reuse", valid=lambda v: v == "all" or _integer(v), order=str))
 declare(Axis("preset", "study.presets", id=lambda p: p, describe=lambda p: f"{p} rates", label=str, column="lr",
@@ -186,19 +209,26 @@ class RunKey:
 
     @classmethod
     def at(cls, **values: Any) -> "RunKey":
-        """The key with these values, one for each declared axis."""
+        """The key with these values, one for each declared axis (an axis with a `missing`
+        value may be left out: it takes that value)."""
         names = [a.name for a in declared()]
+        values = {**{a.name: a.missing for a in declared() if a.missing is not REQUIRED}, **values}
         if set(values) != set(names):
             raise ValueError(f"RunKey needs one value for each axis ({', '.join(names)}), got {', '.join(values)}")
         return cls(tuple((n, values[n]) for n in names))
 
     @classmethod
     def from_json(cls, record: dict) -> "RunKey":
-        """The key of a results line; ValueError naming the first axis whose value is bad or missing."""
+        """The key of a results line; ValueError naming the first axis whose value is bad or
+        missing. A line without an axis' field (written before the axis existed) takes its
+        `missing` value."""
+        values = []
         for a in declared():
-            if a.name not in record or not a.valid(record[a.name]):
+            value = record.get(a.name, a.missing)
+            if value is REQUIRED or not a.valid(value):
                 raise ValueError(f"a bad or missing {a.name!r}")
-        return cls(tuple((a.name, a.from_json(record[a.name])) for a in declared()))
+            values.append((a.name, a.from_json(value)))
+        return cls(tuple(values))
 
     def __getattr__(self, name: str) -> Any:
         for key, value in self.__dict__.get("items", ()):
@@ -219,7 +249,8 @@ class RunKey:
 
     @property
     def id(self) -> str:
-        return "-".join(a.id(v) for a, v in self._axes())
+        """The parts of the axes' values joined by "-"; a value with no part (the book's sample) adds none."""
+        return "-".join(part for a, v in self._axes() if (part := a.id(v)))
 
     def run_id(self, contender: str) -> str:
         return f"{self.id}-{contender}"
@@ -234,17 +265,29 @@ class RunKey:
 
     @property
     def baseline_group(self) -> tuple:
-        """The runs sharing a baseline: (seed, pair, size) today."""
+        """The runs sharing a baseline: (seed, pair, size, data seed)."""
         return self._scoped(SCOPES[:2])
 
     @property
+    def draw_group(self) -> tuple:
+        """The baseline's point but the seed, e.g. ((5, 6), 200, 'first'): the seeds trained as one
+        stack share it, since they train on the same images."""
+        return tuple(v for a, v in self._axes() if a.scope in SCOPES[:2] and a.name != "seed")
+
+    @property
+    def unit(self) -> tuple:
+        """The pooled axes' values, e.g. (42, 'first'): a cell's unit of pairing, (seed, data seed)."""
+        return tuple(v for a, v in self._axes() if a.pooled)
+
+    @property
     def setting(self) -> tuple:
-        """The cell's sort and identity key: every axis but the seed, e.g. ((5, 6), 200, 'all', 'book')."""
+        """The cell's sort and identity key: every axis but the pooled ones (the seed, the data seed),
+        e.g. ((5, 6), 200, 'all', 'book')."""
         return tuple(a.order(v) for a, v in self._axes() if not a.pooled)
 
     @property
     def cell_point(self) -> dict[str, Any]:
-        """The cell's axes and their values, as results lines write them (all but the seed)."""
+        """The cell's axes and their values, as results lines write them (all but the pooled ones)."""
         return {a.name: a.to_json(v) for a, v in self._axes() if not a.pooled}
 
     def config(self, base: Config) -> Config:

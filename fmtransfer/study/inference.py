@@ -1013,6 +1013,13 @@ def mcnemar_exact(baseline_correct: Sequence[bool], contender_correct: Sequence[
     return McNemar(n=int(b_ok.size), contender_only=b, baseline_only=c, p_value=p, difference=(b - c) / b_ok.size)
 
 
+def mcnemar(y: Sequence[int], baseline: Sequence[float], result: Sequence[float]) -> McNemar:
+    """`mcnemar_exact` on stored predictions (`records.Predictions`): the labels and each model's
+    P(label 1) per test image, an image right where p > 0.5 says its label."""
+    y = np.asarray(y) == 1
+    return mcnemar_exact((np.asarray(baseline) > 0.5) == y, (np.asarray(result) > 0.5) == y)
+
+
 @dataclass(frozen=True)
 class ImageBootstrap:
     """A bootstrap over test images of one run's accuracy difference."""
@@ -1059,5 +1066,5 @@ __all__ = [
     "wilcoxon_exact", "CrossedInterval", "crossed_interval", "VarianceComponents", "variance_components",
     "Superiority", "p_superiority", "MinimumDetectableEffect", "minimum_detectable_effect", "Equivalence", "tost",
     "MaxTCell", "MaxT", "max_t", "BestSet", "best_set", "BookPlacement", "book_placement", "t_halfwidth",
-    "McNemar", "mcnemar_exact", "ImageBootstrap", "image_bootstrap",
+    "McNemar", "mcnemar_exact", "mcnemar", "ImageBootstrap", "image_bootstrap",
 ]

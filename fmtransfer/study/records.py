@@ -126,8 +126,8 @@ class Scores:
 
 # A results line's fields besides the axes', in the order written; the runner writes every one,
 # older fmtransfers only some, so those after `result` are optional (None: not in the line).
-_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "trained_with",
-             "predictions")
+_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "b_indices_sha256",
+             "trained_with", "predictions")
 
 
 @dataclass(frozen=True)
@@ -149,14 +149,18 @@ class RunRecord:
         seconds: time spent, per part; `finished`: when, local time. Neither is a result.
         fingerprint: `fingerprints.run` of everything the run depended on, the data included
             (lines of fmtransfer 0.4 or older have none); opaque.
+        b_indices_sha256: the SHA-256 of task B's training rows (`data.indices_sha256`): which
+            images the baseline and the contender learnt from (lines before 0.6 have none).
         trained_with: how it was trained beyond its settings (`trained_with`): `threads`, the
             intra-op thread count; in a stacked study `stack_slot`, the seed's place in its
             stack, and `stacked`, what trained in the stack. Both are in `fingerprint` too.
-            Lines of fmtransfer 0.5 or older have none.
+            Lines before 0.6 have none.
         predictions: where the run's test-B predictions are kept, `{"baseline": {"path", "sha256"},
             "result": {...}}` (see `load_predictions`); None where it has none (an older line, a
             diverged model).
         extra: keys this fmtransfer does not know, kept as read.
+        absent: the axes whose field the line lacked (written before the axis existed, read as
+            its `missing` value); left out again when written, so the line keeps its form.
 
     Example:
         >>> record = RunRecord.from_dict(json.loads(line))
@@ -174,20 +178,24 @@ class RunRecord:
     seconds: Any = None
     finished: Any = None
     fingerprint: Any = None
+    b_indices_sha256: Any = None
     trained_with: Any = None
     predictions: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()
 
     @classmethod
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
              settings: str, fingerprint: str, built_on: dict, seconds: dict,
-             trained_with: dict | None = None, predictions: dict | None = None) -> "RunRecord":
+             b_indices_sha256: str | None = None, trained_with: dict | None = None,
+             predictions: dict | None = None) -> "RunRecord":
         """The record of a run the runner just finished, stamped now."""
         t = run_config.transfer
         return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
                    built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   fingerprint=fingerprint, trained_with=trained_with, predictions=predictions)
+                   fingerprint=fingerprint, b_indices_sha256=b_indices_sha256, trained_with=trained_with,
+                   predictions=predictions)
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":
@@ -210,11 +218,13 @@ class RunRecord:
         optional = {k: line[k] for k in _OPTIONAL if line.get(k) is not None}
         return cls(line["id"], key, line["contender"], Scores.from_dict(line["baseline"]),
                    Scores.from_dict(line["result"]), **optional,
-                   extra={k: v for k, v in line.items() if k not in known and k not in optional})
+                   extra={k: v for k, v in line.items() if k not in known and k not in optional},
+                   absent=tuple(name for name in key.values if name not in line))
 
     def to_dict(self) -> dict[str, Any]:
         optional = {k: getattr(self, k) for k in _OPTIONAL if getattr(self, k) is not None}
-        return {"id": self.id, **self.key.to_json(), "contender": self.contender,
+        axes = {k: v for k, v in self.key.to_json().items() if k not in self.absent}
+        return {"id": self.id, **axes, "contender": self.contender,
                 **{k: optional.pop(k) for k in _OPTIONAL[:2] if k in optional},
                 "baseline": self.baseline.to_dict(), "result": self.result.to_dict(), **optional, **self.extra}
 
@@ -479,7 +489,7 @@ def write_baseline_predictions(study_dir: Path, key: RunKey, fingerprint_: str, 
 
     # Named and headed by the group alone, never by the run that asked first: resumed, the file
     # is written again with the same bytes, so the lines written before still match its digest.
-    group = "-".join(axis(a).id(v) for a, v in key.items if axis(a).scope in SCOPES[:2])
+    group = "-".join(part for a, v in key.items if axis(a).scope in SCOPES[:2] and (part := axis(a).id(v)))
     y = np.asarray(y).reshape(-1).astype(np.uint8)
     return _write_predictions(Path(study_dir) / PREDICTIONS / f"baseline-{group}.bin",
                               {"for": f"baseline of {group}", "fingerprint": fingerprint_, "n": int(y.size),

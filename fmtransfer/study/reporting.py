@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 from fmtransfer import contenders
 from fmtransfer.config import Config
-from fmtransfer.report import figures, mean_std, pct, ratio_text, save_figure
+from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
+from fmtransfer.study import inference, records
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
-from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
+from fmtransfer.study.stats import (
+    BOOK, FIRST, MIN_INTERVAL_UNITS, Cell, best_sets, book_placement, draw_order, holm, max_t_over_study, mc_seed,
+    paired_stats, units,
+)
 
 
 @dataclass
@@ -29,6 +32,12 @@ class StudyResult:
     config: dict
     plots: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # results lines left out, by reason
+    max_t: dict | None = None  # the study-wide max-T family: its seeds, method, Monte Carlo error
+    best_sets: list[dict] = field(default_factory=list)  # per setting: the best contender, and those tied with it
+    equivalence_margin: float | None = None  # points, the TOST margin the cells were judged with
+    # Per cell (in `cells` order), its mean difference per seed over the draws: the unit every
+    # comparison of cells pairs on (`claims`). Not in to_dict: the accuracies are.
+    by_seed: list[dict] = field(default_factory=list, repr=False)
     seeds_auto: dict | None = None  # where `--seeds auto` stopped (`runner.Precision`), if it ran last
 
     def cell(self, contender: str = "transfer", **axes) -> Cell:
@@ -41,7 +50,8 @@ class StudyResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {"study": self.study, "runs_finished": self.runs_finished, "runs_in_grid": self.runs_in_grid,
-             "cells": [c.to_dict() for c in self.cells], "config": self.config, "skipped": self.skipped}
+             "cells": [c.to_dict() for c in self.cells], "config": self.config, "skipped": self.skipped,
+             "equivalence_margin": self.equivalence_margin, "max_t": self.max_t, "best_sets": self.best_sets}
         if self.plots:
             d["plots"] = self.plots
         if self.seeds_auto is not None:
@@ -49,40 +59,90 @@ class StudyResult:
         return d
 
 
-def report(study_dir: str | Path) -> StudyResult:
-    """Merge every finished run in `study_dir` and summarise each cell, per contender."""
+def report(study_dir: str | Path, *, equivalence_margin: float | None = None) -> StudyResult:
+    """Merge every finished run in `study_dir` and summarise each cell, per contender.
+
+    `equivalence_margin` (points) overrides the study's `study.equivalence_margin`; a
+    non-positive one is a ConfigError of that key.
+    """
     study_dir = Path(study_dir)
     meta = read_meta(study_dir)
     config = config_from(meta["config"], study_dir)
+    if equivalence_margin is not None:
+        config = config.replace(**{"study.equivalence_margin": equivalence_margin})
+    margin = config.study.equivalence_margin
     results, skipped = read_records(study_dir, config)
-    summary = []
+    summary, by_seed = [], []
     book_settings = settings_fingerprint(config) == settings_fingerprint(Config())  # the book's epochs, model...
     book_point = grid(Config())[0].cell_point
     for (_, name), runs in _cells(results).items():
         title = contenders.get(name).title if name in contenders.names() else name
         base = [r.baseline.test_accuracy for r in runs]
         mine = [r.result.test_accuracy for r in runs]
-        cell = Cell(contender=name, title=title, point=runs[0].key.cell_point, seeds=[r.key.seed for r in runs],
-                    **paired_stats(base, mine), baseline_accuracies=base, accuracies=mine,
+        seeds, draws = [r.key.seed for r in runs], [draw_of(r) for r in runs]
+        point = runs[0].key.cell_point
+        cell = Cell(contender=name, title=title, point=point, seeds=seeds, data_seeds=draws,
+                    **paired_stats(base, mine, seeds=seeds, draws=draws, margin_points=margin,
+                                   seed=mc_seed("cell", point, name)),
+                    baseline_accuracies=base, accuracies=mine,
                     diverged=sum(r.result.diverged for r in runs),
                     baseline_diverged=sum(r.baseline.diverged for r in runs))
         probes = [r.result.linear_probe for r in runs if r.result.linear_probe is not None]
         cell.linear_probe = float(np.mean(probes)) if probes else None
-        if name == "transfer" and book_settings and cell.point == book_point:
-            cell.book = book_placement(base, mine)
+        if name == "transfer":  # in every setting: is the book's result typical here?
+            cell.book = {**book_placement(base, mine), "at_book_point": book_settings and cell.point == book_point}
+        cell.mcnemar = _test_image_tests(study_dir, runs)
         summary.append(cell)
+        by_seed.append(units(base, mine, seeds, draws).by_seed)
     holm(summary)
+    identity = [[c.point, c.contender] for c in summary]
+    family = max_t_over_study(summary, by_seed, seed=mc_seed("study", identity))
+    tied = best_sets(summary, by_seed, seed=mc_seed("best", identity))
     in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
-                       meta["config"], skipped=skipped,
+                       meta["config"], skipped=skipped, max_t=family, best_sets=tied, equivalence_margin=margin,
+                       by_seed=by_seed,
                        seeds_auto=meta["seeds_auto"] if isinstance(meta.get("seeds_auto"), dict) else None)
 
 
+def draw_of(record: RunRecord) -> Any:
+    """The record's draw of the labelled sample: its data seed, or "first" (the book's first N
+    images) for a record made before study.data_seeds existed."""
+    values = record.key.values
+    return (values() if callable(values) else values).get("data_seed", FIRST)
+
+
+def _test_image_tests(study_dir: Path, runs: list[RunRecord]) -> list[dict] | None:
+    """Per-seed McNemar tests on the test images: contender against baseline, image by image.
+
+    The seam for stored predictions (issue 18, item 7): `records.load_predictions(study_dir,
+    record)` returns None or an object with `y`, `baseline` and `result` arrays, and
+    `inference.mcnemar(y, baseline, result)` tests one run. Until both exist (or where a run's
+    predictions are missing: a column with gaps would read as complete) the column is None.
+    """
+    load = getattr(records, "load_predictions", None)
+    test = getattr(inference, "mcnemar", None)
+    if load is None or test is None:
+        return None
+    out = []
+    for r in runs:
+        predictions = load(study_dir, r)
+        if predictions is None:
+            return None
+        result = test(predictions.y, predictions.baseline, predictions.result)
+        out.append({"seed": r.key.seed, "data_seed": draw_of(r),
+                    **(result.to_dict() if hasattr(result, "to_dict") else {"p_value": float(result)})})
+    return out
+
+
 def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
-    """The records of each cell, (setting, contender) -> runs in seed order; cells in the report's order."""
+    """The records of each cell, (setting, contender) -> runs, one per unit (seed, data seed): draw
+    by draw, seeds in order within each; cells in the report's order."""
     order = {name: i for i, name in enumerate(contenders.names())}
+    draw = axis("data_seed")
     cells: dict[tuple, list[RunRecord]] = {}
-    for r in sorted(records, key=lambda r: (r.key.setting, order.get(r.contender, 99), r.contender, r.key.seed)):
+    for r in sorted(records, key=lambda r: (r.key.setting, order.get(r.contender, 99), r.contender,
+                                            draw.order(r.key.data_seed), r.key.seed)):
         cells.setdefault((r.key.setting, r.contender), []).append(r)
     return cells
 
@@ -105,61 +165,191 @@ def leaderboard(result: "StudyResult") -> list[Cell]:
 
 
 def markdown(result: "StudyResult") -> str:
-    """The leaderboard as a Markdown table, one per setting, ready for a README."""
-    out, setting = [], None
+    """The leaderboard as Markdown tables, one per setting, ready for a README; under each, where
+    the book's result falls, the variance components of a crossed design, and cells too small
+    for an interval; a legend last."""
+    out, setting, below = [], None, []
     ranked = leaderboard(result)
+    margin = result.equivalence_margin
     for c in ranked:
         if c.setting != setting:
+            out += below
+            below = []
             setting = c.setting
             # The baseline's line: from the contender with the most seeds, which has all of them.
             base = max((d for d in ranked if d.setting == setting), key=lambda d: d.n)
             where = _words(c)
+            draws = f" x {base.n_draws} draws" if base.n_draws > 1 else ""
             out += ["", f"{where[:1].upper()}{where[1:]}; baseline {100 * base.baseline_mean:.2f}% ± "
-                        f"{100 * (base.baseline_std or 0):.2f} over {base.n} seeds", "",
-                    "| rank | contender | accuracy % | gain, points (95% CI) | W/T/L | p | p (Holm) | linear probe % |",
-                    "|---:|---|---:|---|---:|---:|---:|---:|"]
+                        f"{100 * (base.baseline_std or 0):.2f} over {base.n_seeds or base.n} seeds{draws}", "",
+                    "| rank | contender | accuracy % | gain, points (95% CI) | W/T/L | p | p Wilcoxon | p (Holm) | "
+                    "p (max-T) | P(win) (95% CI) | MDE, points | " + (f"±{margin:g} points | " if margin else
+                                                                      "equivalence | ") + "≈ best | linear probe % |",
+                    "|---:|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|"]
             rank = 0
         rank += 1
         ci = f" ({100 * c.ci95[0]:+.2f}, {100 * c.ci95[1]:+.2f})" if c.ci95 else ""
         probe = "-" if c.linear_probe is None else f"{100 * c.linear_probe:.2f}"
+        sup = "-" if c.superiority is None else \
+            f"{c.superiority['p']:.2f} ({c.superiority['ci95'][0]:.2f}, {c.superiority['ci95'][1]:.2f})"
+        mde = "-" if c.mde_points is None else f"{c.mde_points:.2f}"
+        tost = "-" if c.equivalence is None else c.equivalence["verdict"]
+        best = "-" if c.in_best_set is None else "yes" if c.in_best_set else "no"
         out.append(f"| {rank} | {c.title} | {100 * c.transfer_mean:.2f} ± {100 * (c.transfer_std or 0):.2f} | "
                    f"{100 * c.mean_difference:+.2f}{ci} | {c.wins}/{c.ties}/{c.losses} | "
-                   f"{_p(c.p_value)} | {_p(c.p_holm)} | {probe} |")
+                   f"{_p_primary(c.p_value, c.p_method, c.p_mc_error)} | {_p(c.p_wilcoxon)} | {_p(c.p_holm)} | "
+                   f"{_p(c.p_max_t)} | {sup} | {mde} | {tost} | {best} | {probe} |")
+        if c.book:
+            below.append(_book_words(c.title, c.book))
+        if c.variance_components:
+            v = c.variance_components
+            below.append(f"- {c.title}: SD of a run's gain {v['draw_sd_points']:.2f} points from the draw, "
+                         f"{v['seed_sd_points']:.2f} from the seed, {v['residual_sd_points']:.2f} residual "
+                         f"({c.n_draws} draws x {c.n_seeds} seeds).")
+        if c.no_interval:
+            below.append(f"- {c.title}: no interval, TOST or MDE: {c.no_interval}.")
+        if c.runs_left_out:
+            below.append(f"- {c.title}: {c.runs_left_out} runs of seeds without a run at every draw left out.")
+    out += below
+    if result.max_t and result.max_t.get("why"):
+        out += ["", f"No max-T over the study: {result.max_t['why']}."]
+    out += ["", "p: exact sign-flip test of the mean gain over seeds (whole seeds flipped across the draws); "
+                "p Wilcoxon: signed-rank, exact; p (Holm): corrected over the setting's contenders; p (max-T): "
+                "Westfall-Young, corrected over every cell of the study; P(win): chance of beating the baseline on "
+                "a new seed; MDE: the gain the test detects with 80% power; "
+                + (f"±{margin:g} points: TOST equivalence within that margin; " if margin else "")
+                + "≈ best: cannot be told apart from the setting's best (max-T, 5%). "
+                "docs/statistics.md explains each."]
     return "\n".join(out).strip() + "\n"
 
 
-def table(summary: dict) -> Table:
-    """The report (`StudyResult.to_dict()`) as a rich table: one row per cell, a column per axis."""
-    out = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
-                      "test-B accuracy, paired over seeds")
+def _book_words(title: str, b: dict) -> str:
+    """Where the book's result falls among a cell's runs, in a sentence."""
+    def share(k: int, lo_hi: list | None) -> str:
+        return f"{k} of {b['n']}" + (f" (95% CI {lo_hi[0]:.2f}-{lo_hi[1]:.2f})" if lo_hi else "")
+
+    return (f"- {title}: the book's {pct(b['baseline'])} -> {pct(b['transfer'])} (gain {100 * b['gain']:+.2f} points, "
+            f"error / {b['error_rate_ratio']:.1f}): {share(b['seeds_with_gain_at_least_book'], b.get('ci95_gain'))} "
+            f"runs gain as much, {share(b['seeds_with_ratio_at_least_book'], b.get('ci95_ratio'))} divide the error "
+            "rate as much.")
+
+
+def _p_primary(p: float | None, method: str | None, se: float | None) -> str:
+    return _p(p) + (f" ± {se:.1g}" if method == "monte-carlo" and se else "")
+
+
+# The cell fields a column below shows, or that are no column (per-seed lists, the grid point,
+# what the notes say); any other scalar field a Cell grows is a column too, shown where the
+# width allows and always with --wide.
+_SHOWN = {"contender", "title", "seeds", "n", "baseline_mean", "baseline_std", "transfer_mean", "transfer_std",
+          "mean_difference", "ci95", "p_value", "error_rate_ratio", "wins", "ties", "losses", "diverged",
+          "baseline_diverged", "p_holm", "linear_probe", "baseline_accuracies", "accuracies", "book", "data_seeds",
+          "design", "n_seeds", "n_draws", "runs_left_out", "ci95_method", "no_interval", "p_method", "p_mc_error",
+          "p_wilcoxon", "p_max_t", "in_best_set", "superiority", "mde_points", "equivalence", "variance_components",
+          "mcnemar"}
+
+
+def gain_text(c: dict) -> str:
+    """The mean gain in points with its 95% CI; a cell of too few seeds for one says so instead."""
+    gain = f"{100 * c['mean_difference']:+.2f}"
+    units = c.get("n_seeds") or c["n"]
+    if c.get("no_interval") or units < MIN_INTERVAL_UNITS:
+        return f"{gain} (no CI: n={units})"
+    ci = c.get("ci95")
+    return gain + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
+
+
+def _number(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def columns(cells: list[dict]) -> list:
+    """The study table's columns, the essential ones first: contender, gain with its CI, W/T/L,
+    p and the adjusted p; then the rest, left out last-first where the width is short."""
+    def opt(v, fmt=lambda v: f"{v:.2g}"):
+        return "-" if v is None else fmt(v)
+
+    cols = [
+        Column("contender", lambda c: c["title"], essential=True, name=True),
+        Column("gain, pts (95% CI)", gain_text, essential=True),
+        Column("W/T/L", lambda c: f"{c['wins']}/{c['ties']}/{c['losses']}", essential=True),
+        Column("p", lambda c: opt(c["p_value"]), essential=True),
+        Column("p Holm", lambda c: opt(c.get("p_holm")), essential=True),
+        Column("p max-T", lambda c: opt(c.get("p_max_t"))),
+        Column("seeds", lambda c: f"{c['n_seeds']}x{c['n_draws']}" if c.get("n_draws", 1) > 1 else str(c["n"])),
+        Column("contender acc", lambda c: mean_std(c["transfer_mean"], c["transfer_std"])),
+        Column("baseline acc", lambda c: mean_std(c["baseline_mean"], c["baseline_std"])),
+        Column("err ÷", lambda c: ratio_text(c["error_rate_ratio"])),
+        Column("probe", lambda c: opt(c.get("linear_probe"), lambda v: f"{100 * v:.2f}")),
+        Column("p Wilcoxon", lambda c: opt(c.get("p_wilcoxon"))),
+        Column("P(win)", lambda c: opt(c.get("superiority"), lambda v: f"{v['p']:.2f}")),
+        Column("MDE pts", lambda c: opt(c.get("mde_points"), lambda v: f"{v:.2f}")),
+        Column("TOST", lambda c: opt(c.get("equivalence"), lambda v: v["verdict"])),
+        Column("≈ best", lambda c: opt(c.get("in_best_set"), _number)),
+    ]
+    axes = {a.name for a in cell_axes()}
+    extra = [k for c in cells for k, v in c.items()
+             if k not in _SHOWN and k not in axes and (v is None or isinstance(v, (int, float, str)))]
+    for k in dict.fromkeys(extra):
+        cols.append(Column(k.replace("_", " "), lambda c, k=k: _number(c.get(k))))
+    return cols
+
+
+def table(summary: dict, width: int | None = None, wide: bool = False):
+    """The report (`StudyResult.to_dict()`) for a terminal: one block per setting (the grid point
+    but the seed, in words, with its baseline), its contenders ranked by gain; then the notes.
+    At `width` columns the essential columns stay and the others go, last first, until the
+    block fits: numbers are never cut. `wide` (or no width): every column."""
+    from rich.console import Group
+    from rich.text import Text
+
     shown = [a for a in cell_axes() if any(a.name in c for c in summary["cells"])]
-    out.add_column("contender")
-    for a in shown:
-        out.add_column(a.heading, justify=a.justify)
-    for name in ("seeds", "baseline", "contender acc", "gain, pts (95% CI)", "err ÷", "W/T/L", "p", "p Holm", "probe"):
-        out.add_column(name, justify="right")
 
     def point(c: dict) -> tuple:
         return tuple(a.order(a.from_json(c[a.name])) if a.name in c else "" for a in shown)
 
+    blocks: dict[tuple, list[dict]] = {}
     for c in sorted(summary["cells"], key=lambda c: (point(c), -c["mean_difference"])):
-        ci = c["ci95"]
-        gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
-        out.add_row(c["title"], *(a.text(a.from_json(c[a.name])) if a.name in c else "-" for a in shown),
-                    str(c["n"]), mean_std(c["baseline_mean"], c["baseline_std"]),
-                    mean_std(c["transfer_mean"], c["transfer_std"]), gain, ratio_text(c["error_rate_ratio"]),
-                    f"{c['wins']}/{c['ties']}/{c['losses']}",
-                    "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
-                    "-" if c.get("p_holm") is None else f"{c['p_holm']:.2g}",
-                    "-" if c.get("linear_probe") is None else f"{100 * c['linear_probe']:.2f}")
+        blocks.setdefault(point(c), []).append(c)
+    parts: list = [Text(f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
+                        "test-B accuracy, paired over seeds", style="bold")]
+    cols = columns(summary["cells"])
+    for cells in blocks.values():
+        first = cells[0]
+        where = ", ".join(a.words(a.from_json(first[a.name])) for a in shown if a.name in first)
+        base = max(cells, key=lambda c: c["n"])  # the contender with the most seeds has every baseline run
+        seeds = base.get("n_seeds") or base["n"]
+        draws = f" x {base['n_draws']} draws" if base.get("n_draws", 1) > 1 else ""
+        title = (f"{where[:1].upper()}{where[1:]}: baseline {mean_std(base['baseline_mean'], base['baseline_std'])}% "
+                 f"over {seeds} seed{'s' if seeds != 1 else ''}{draws}")
+        parts += [Text(""), fitted(cols, cells, width=width, wide=wide, title=title)]
+    parts.append(Text("\n".join(notes(summary, shown))))
+    return Group(*parts)
+
+
+def notes(summary: dict, shown) -> list[str]:
+    """What the table's numbers need said: the book's placement, divergences, skipped lines, the legend."""
     notes = []
     for c in summary["cells"]:
-        if "book" in c:
+        if "book" in c and c["book"].get("at_book_point", True):
             b = c["book"]
             notes.append(f"The book's {pct(b['baseline'])} -> {pct(b['transfer'])} (gain {100 * b['gain']:+.2f} pts, "
                          f"error / {b['error_rate_ratio']:.1f}): {b['seeds_with_gain_at_least_book']} of {b['n']} "
                          f"seeds here gain as much, {b['seeds_with_ratio_at_least_book']} of {b['n']} divide the "
                          "error rate as much.")
+    if (summary.get("max_t") or {}).get("why"):
+        notes.append(f"No max-T over the study: {summary['max_t']['why']}.")
+    if any(c.get("no_interval") for c in summary["cells"]):
+        notes.append(f"No CI where a cell has fewer than {MIN_INTERVAL_UNITS} seeds: with 2, Student's t has one "
+                     "degree of freedom; run more seeds (--seeds N).")
     for c in summary["cells"]:
         if c.get("diverged") or c.get("baseline_diverged"):
             where = ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c)
@@ -168,11 +358,12 @@ def table(summary: dict) -> Table:
     for reason, n in summary.get("skipped", {}).items():
         notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
     notes.append("Ranked by gain within each setting. Accuracies in %, mean±sd over seeds. Gain = contender - "
-                 "baseline; CI: Student t; err ÷: baseline error / contender error; p: Wilcoxon signed-rank, "
-                 "two-sided, Pratt's ties; p Holm: corrected over the contenders of the same setting; probe: "
-                 "linear probe on the pretrained features.")
-    out.caption = "\n".join(notes)
-    return out
+                 "baseline; CI: Student t (crossed random effects with several draws); err ÷: baseline error / "
+                 "contender error; p: exact sign-flip test of the mean gain; p Holm: corrected over the contenders "
+                 "of the same setting; p max-T: corrected over every cell of the study; probe: linear probe on the "
+                 "pretrained features; p Wilcoxon, P(win) (of beating the baseline on a new seed), MDE (the gain "
+                 "detected with 80% power), TOST and ≈ best: docs/statistics.md. --wide shows every column.")
+    return notes
 
 
 def _p(p: float | None) -> str:
@@ -181,13 +372,23 @@ def _p(p: float | None) -> str:
 
 def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     """Per cell, the paired accuracies seed by seed; the mean gain against task-B size; and, with
-    more than one contender, every contender's gain with its confidence interval."""
-    figs = figures("--plots")
-    study_dir = Path(study_dir)
-    out_dir = study_dir / "plots"
+    more than one contender, every contender's gain with its confidence interval: PNGs in
+    STUDY_DIR/plots."""
+    out_dir = Path(study_dir) / "plots"
+    made = list(study_figures(study_dir, summary))
     out_dir.mkdir(exist_ok=True)
-    runs_of = _cells(load_records(study_dir, config_from(summary.config)))
     written = []
+    for name, fig in made:
+        save_figure(fig, out_dir / name)
+        written.append(out_dir / name)
+    return written
+
+
+def study_figures(study_dir: Path, summary: StudyResult, option: str = "--plots"):
+    """(file name, matplotlib Figure) of each of the study's plots; `option` is named if the
+    plot extra is missing."""
+    figs = figures(option)
+    runs_of = _cells(load_records(Path(study_dir), config_from(summary.config)))
     for cell in summary.cells:
         runs = runs_of.get((cell.setting, cell.contender), [])
         fig, ax = figs.subplots(figsize=(6, 4))
@@ -198,54 +399,63 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
             ax.plot([x, x], [b, t], color="green" if t > b else "red" if t < b else "grey", lw=1)
         ax.scatter(xs, base, label="baseline (from scratch)", marker="o", color="tab:blue", zorder=3)
         ax.scatter(xs, trans, label=cell.title, marker="^", color="tab:orange", zorder=3)
-        if cell.book is not None:
+        if cell.book is not None and cell.book.get("at_book_point"):
             ax.axhline(100 * BOOK["baseline"], color="tab:blue", ls=":", lw=1, label="book baseline 97.05%")
             ax.axhline(100 * BOOK["transfer"], color="tab:orange", ls=":", lw=1, label="book transfer 99.25%")
-        ax.set_xticks(xs, [str(r.key.seed) for r in runs], fontsize=7)
-        ax.set_xlabel("seed")
+        drawn = any(r.key.data_seed != "first" for r in runs)
+        ax.set_xticks(xs, [f"{r.key.seed}/{r.key.data_seed}" if drawn else str(r.key.seed) for r in runs], fontsize=7)
+        ax.set_xlabel("seed / data seed" if drawn else "seed")
         ax.set_ylabel("test B accuracy (%)")
         p = cell.p_value
         ax.set_title(f"{cell.title}: {_words(cell)}\n"
                      f"W/T/L {cell.wins}/{cell.ties}/{cell.losses}"
-                     + (f", Wilcoxon p={p:.3g}" if p is not None else ""), fontsize=9)
+                     + (f", sign-flip p={p:.3g}" if p is not None else ""), fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         prefix = "" if cell.contender == "transfer" else f"{cell.contender}-"
         point = "-".join(a.id(a.from_json(cell.point[a.name])) for a in cell_axes() if a.name in cell.point)
-        path = out_dir / f"paired-{prefix}{point}.png"
-        save_figure(fig, path)
-        written.append(path)
+        yield f"paired-{prefix}{point}.png", fig
+    yield "gain-vs-size.png", gain_vs_size(summary, figs)
+    if len({c.contender for c in summary.cells}) > 1:
+        yield "contenders.png", contenders_figure(summary, figs)
+
+
+def gain_vs_size(summary: StudyResult, figs):
+    """The mean gain against the task-B training size, one line per contender and setting, with
+    the 95% CI where a cell has the seeds for one. The size axis is ticked at the sizes used, the
+    gain axis spans the data."""
     fig, ax = figs.subplots(figsize=(6, 4))
-    # One line per cell but for the size: its gain against the task-B training size.
     size = axis("b_train_size")
     lines: dict[tuple, list[Cell]] = {}
     for cell in summary.cells:
         rest = tuple(str(cell.point.get(a.name)) for a in cell_axes() if a is not size)
         lines.setdefault((cell.title, rest), []).append(cell)
+    used = sorted({c.point[size.name] for c in summary.cells})
     for (title, _), cells in lines.items():
         cells = sorted(cells, key=lambda c: c.point[size.name])
         sizes = [c.point[size.name] for c in cells]
         means = [100 * c.mean_difference for c in cells]
-        lo = [100 * (c.mean_difference - c.ci95[0]) if c.ci95 else 0 for c in cells]
-        hi = [100 * (c.ci95[1] - c.mean_difference) if c.ci95 else 0 for c in cells]
+        shown = [c.ci95 for c in cells]  # None where the cell has too few seeds for one
+        lo = [100 * (c.mean_difference - ci[0]) if ci else 0 for c, ci in zip(cells, shown)]
+        hi = [100 * (ci[1] - c.mean_difference) if ci else 0 for c, ci in zip(cells, shown)]
         ax.errorbar(sizes, means, yerr=[lo, hi], marker="o", capsize=3,
                     label=f"{title}: {_label(cells[0], skip=(size.name,))}")
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xscale("log")
+    if len(used) > 1 and used[-1] / used[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(used, [str(n) for n in used])
+    ax.minorticks_off()
     ax.set_xlabel("task-B training images")
-    ax.set_ylabel("contender - baseline accuracy (points, mean, 95% CI)")
+    few = any(c.no_interval for c in summary.cells)
+    ax.set_ylabel("contender - baseline accuracy (points, mean"
+                  + (", 95% CI)" if not few else "; CI from 3 seeds)"))
     ax.set_title("Gain over the baseline against task-B training size")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / "gain-vs-size.png"
-    save_figure(fig, path)
-    written.append(path)
-    if len({c.contender for c in summary.cells}) > 1:
-        written.append(plot_contenders(out_dir, summary, figs))
-    return written
+    return fig
 
 
-def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
+def contenders_figure(summary: StudyResult, figs):
     """The leaderboard: one row per contender, one panel per setting (the axes but the seed),
     each contender's mean gain over the baseline with its 95% CI; green or red where Holm's
     correction still finds a difference. A gain far below the others (a contender that fails)
@@ -254,8 +464,11 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     names = list(dict.fromkeys(c.title for c in summary.cells))
     mean_gain = {t: np.mean([c.mean_difference for c in summary.cells if c.title == t]) for t in names}
     names.sort(key=lambda t: mean_gain[t])
-    los = [100 * (c.ci95[0] if c.ci95 else c.mean_difference) for c in summary.cells]
-    his = [100 * (c.ci95[1] if c.ci95 else c.mean_difference) for c in summary.cells]
+    def ci(c):  # none below MIN_INTERVAL_UNITS seeds: a t interval on two points spans hundreds of points
+        return c.ci95 or (c.mean_difference, c.mean_difference)
+
+    los = [100 * ci(c)[0] for c in summary.cells]
+    his = [100 * ci(c)[1] for c in summary.cells]
     left = max(min(los), -8.0)  # points: beyond it, a failing contender's row is written, not drawn
     right = max(max(his), 0.5) + 0.3
     fig, axes = figs.subplots(1, len(settings), figsize=(3.6 * len(settings) + 2.4, 0.4 * len(names) + 1.4),
@@ -265,7 +478,7 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
             c = next((c for c in summary.cells if c.title == title and c.setting == setting), None)
             if c is None:
                 continue
-            lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))
+            lo, hi = ci(c)
             p = c.p_holm if c.p_holm is not None else c.p_value
             colour = "tab:grey" if p is None or p >= 0.05 else "tab:green" if c.mean_difference > 0 else "tab:red"
             mean = 100 * c.mean_difference
@@ -283,7 +496,5 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     fig.suptitle("Contenders against the baseline, paired over seeds (colour: Holm-corrected p < 0.05)",
                  fontsize=9)
     fig.tight_layout()
-    path = out_dir / "contenders.png"
-    save_figure(fig, path)
-    return path
+    return fig
 

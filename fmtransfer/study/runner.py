@@ -115,16 +115,18 @@ class Precision:
 
 def widest_halfwidth(cfg: Config, study_dir: str | Path) -> float:
     """The largest 95% t-interval half-width (points) of the paired difference over the cells of
-    `cfg`'s grid, each over `cfg`'s seeds only: what `--seeds auto` stops on (deterministic, so
+    `cfg`'s grid, each over `cfg`'s seeds only (a seed's gain its mean over the draws, the unit the
+    report pairs on): what `--seeds auto` stops on (deterministic, so
     the same records always give the same decision). inf while a cell has fewer than two runs."""
     from fmtransfer.study.inference import t_halfwidth
 
     wanted = {k.run_id(c): (k.setting, c) for k in grid(cfg) for c in study_contenders(cfg)}
-    cells: dict[tuple, list[float]] = {cell: [] for cell in wanted.values()}
+    cells: dict[tuple, dict[int, list[float]]] = {cell: {} for cell in wanted.values()}
     for r in load_records(Path(study_dir), cfg):
-        if r.id in wanted:
-            cells[wanted[r.id]].append(r.gain)
-    return max((t_halfwidth(d) if len(d) >= 2 else math.inf for d in cells.values()), default=math.inf)
+        if r.id in wanted:  # with several draws, a seed's unit is its mean over them
+            cells[wanted[r.id]].setdefault(r.key.seed, []).append(r.gain)
+    per_seed = [[sum(g) / len(g) for g in seeds.values()] for seeds in cells.values()]
+    return max((t_halfwidth(d) if len(d) >= 2 else math.inf for d in per_seed), default=math.inf)
 
 
 def run_until_precise(cfg: Config, study_dir: str | Path = "runs/study", *, jobs: int | str = 1,
@@ -205,6 +207,8 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
     done = {r.id for r in load_records(study_dir, cfg)}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
+    # In one process, the data's refusals (too few images to draw N) come before anything is said or trained.
+    raw = _checked_data(cfg) if todo and jobs == 1 else None
     out = results_path(study_dir, index, count)
     finished = sum(k.run_id(c) in done for k in keys for c in chosen)
     reporter.info(f"study {study_dir}: shard {index}/{count} has {total} runs, {finished} already finished, "
@@ -217,7 +221,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         units = _units(todo, k)
         with reporter.grid("study", total=total, done=finished) as advance:
             if jobs == 1:
-                raw, said = _checked_data(cfg), set()
+                said: set[str] = set()
                 for unit in units:
                     _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said)
             else:
@@ -232,7 +236,8 @@ def _checked_data(cfg: Config):
 
     raw = data.load(cfg.data)
     for pair in cfg.study_pairs:
-        data.make_split(raw, pair, max(cfg.study_sizes), cfg.data.valid_size, cfg.data.valid_from)
+        for draw in cfg.study_data_seeds:
+            data.make_split(raw, pair, max(cfg.study_sizes), cfg.data.valid_size, cfg.data.valid_from, draw)
     return raw
 
 
@@ -325,8 +330,9 @@ def _fitted(fit, split) -> tuple[dict, Any]:
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
                done: set[str], advance, together: "_Stacked | None" = None, threads: int | None = None) -> None:
-    """The runs sharing one (seed, pair): model A and encoders made or loaded once, each baseline
-    once per size, then every unfinished contender. `together`: the stack this seed trains in."""
+    """The runs sharing one (seed, pair): model A and encoders made or loaded once (whatever the
+    draw: neither sees task B's images), each baseline once per (size, draw), then every
+    unfinished contender. `together`: the stack this seed trains in."""
     from fmtransfer import data
 
     first = runs[0]
@@ -336,20 +342,24 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                                                                  first.seed, how=how(cfg, threads, "baseline",
                                                                                      first.seed))
     quiet = Reporter(quiet=True)
-    for size, sized in itertools.groupby(runs, key=lambda k: k.b_train_size):
-        split = data.make_split(raw, first.pair, size, cfg.data.valid_size, cfg.data.valid_from)
+    for _, sized in itertools.groupby(runs, key=lambda k: k.baseline_group):
+        sized = list(sized)
+        here = sized[0]
+        split = data.make_split(raw, first.pair, here.b_train_size, cfg.data.valid_size, cfg.data.valid_from,
+                                here.data_seed)
+        b_rows = data.indices_sha256(split.indices["b_train"])
         if together:
-            base, base_seconds, base_p = together.baseline(first, size, split)
+            base, base_seconds, base_p = together.baseline(here, split)
         else:
             started = time.perf_counter()
-            base, base_p = _fitted(lambda: contenders.get("baseline").fit(first.config(cfg), split, {}, quiet), split)
+            base, base_p = _fitted(lambda: contenders.get("baseline").fit(here.config(cfg), split, {}, quiet), split)
             base_seconds = round(time.perf_counter() - started, 2)
         base_file = None
         if base_p is not None:  # once per group, for all its contenders; written before any line names it
-            base_how = how(cfg, threads, "baseline", first.seed)
+            base_how = how(cfg, threads, "baseline", here.seed)
             base_file = write_baseline_predictions(
-                study_dir, first, fingerprint(fingerprints.contender(first.config(cfg), split.sha256, "baseline", {},
-                                                                     base_how)), split.b_test[1], base_p)
+                study_dir, here, fingerprint(fingerprints.contender(here.config(cfg), split.sha256, "baseline", {},
+                                                                    base_how)), split.b_test[1], base_p)
         for key in sized:
             for name in chosen:
                 if key.run_id(name) in done:
@@ -375,7 +385,8 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                               for need in contender.needs if need in cache.info},
                     seconds={"baseline": base_seconds, "contender": seconds,
                              **{str(need): cache.info[need].pop("seconds_here", 0.0) for need in contender.needs
-                                if need in cache.info}})
+                                if need in cache.info}},
+                    b_indices_sha256=b_rows)
                 base_seconds = 0.0  # the baseline's time is counted once, with its first run
                 append_record(out, record)
                 done.add(record.id)
@@ -468,18 +479,18 @@ class _Stacked:
                     self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
         return _raised(self.made.pop((tag, asking.seed)))
 
-    def baseline(self, asking: RunKey, size: int, split) -> tuple[dict, float, Any]:
-        tag = ("baseline", asking.pair, size)
+    def baseline(self, asking: RunKey, split) -> tuple[dict, float, Any]:
+        tag = ("baseline", *asking.draw_group)  # the seeds of one stack train on the same images
         if (tag, asking.seed) not in self.made:
-            peers = self._seeds(lambda k: (k.pair, k.b_train_size) == (asking.pair, size))
+            peers = self._seeds(lambda k: k.draw_group == asking.draw_group)
             self._fit(contenders.get("baseline"), tag, peers, {k.seed: None for k in peers}, split)
         return self.made.pop((tag, asking.seed))
 
     def contender(self, asking: RunKey, contender, split) -> tuple[dict, float, Any]:
-        point = asking.setting  # every axis but the seed
+        point = (asking.setting, asking.data_seed)  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
-            peers = self._seeds(lambda k: k.setting == point and k.run_id(contender.name) not in self.done)
+            peers = self._seeds(lambda k: (k.setting, k.data_seed) == point and k.run_id(contender.name) not in self.done)
             bases = {}
             for k in peers:
                 try:  # what it builds on: model A, or its own encoder, made (or loaded) per seed
