@@ -498,7 +498,7 @@ def list_contenders(as_json):
 
 
 def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_seeds=None, data_seed_list=None,
-                   **_):
+                   shard=None, **_):
     """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed.
     --data-seeds N draws task B's images with data seeds 0..N-1; --data-seed-list exact ones."""
     if n_data_seeds is not None and data_seed_list:
@@ -512,12 +512,26 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_see
             cfg = cfg.replace(**{"study.data_seeds": data_seed_list})
         except ConfigError as e:
             raise UsageError(f"option --data-seed-list ({e.problem})") from None
-    return _prepare_seeds(cfg, given, origins, n_seeds, seed_list)
+    return _prepare_seeds(cfg, given, origins, n_seeds, seed_list, shard)
 
 
-def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
+def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None, shard=None):
+    """--seeds auto as many as precision needs (see `study.run_until_precise`)."""
     if n_seeds is not None and seed_list:
         raise UsageError("options --seeds and --seed-list: give one of them, not both")
+    if isinstance(n_seeds, str) and n_seeds.strip().lower() == "auto":
+        if cfg.study.target_halfwidth is None:
+            raise UsageError("option --seeds auto: needs --target-halfwidth W, the 95% interval half-width "
+                             "(accuracy points) to add seeds until, e.g. --target-halfwidth 0.5")
+        if shard:
+            raise UsageError("option --shard: not with --seeds auto, which decides how many seeds to run from "
+                             "every cell's runs; run it unsharded (--jobs N runs it in parallel)")
+        return cfg
+    if n_seeds is not None:
+        try:
+            n_seeds = int(n_seeds)
+        except ValueError:
+            raise UsageError(f"option --seeds: expected a number of seeds or auto, got {n_seeds!r}") from None
     if n_seeds is not None and n_seeds < 1:
         raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
     if n_seeds is not None:
@@ -535,7 +549,10 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
 
 @cli.group(invoke_without_command=True)
 @group("Study",
-       click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
+       click.option("--seeds", "n_seeds", metavar="N|auto",
+                    help="Run this many seeds: --seed, --seed + 1, ...; auto: 10, then 5 more at a time until "
+                         "every cell's 95% half-width is at most --target-halfwidth, or --max-seeds  [1]"),
+       config_option("study.target_halfwidth"), config_option("study.max_seeds"),
        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
        click.option("--data-seeds", "n_data_seeds", type=int,
                     help="Cross the seeds with this many random draws of task B's training images: data seeds "
@@ -570,6 +587,7 @@ def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, s
 
     \b
     fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped
+    fmtransfer study --seeds auto --target-halfwidth 0.5 # seeds until every 95% CI is +-0.5 points
     fmtransfer study --seeds 10 --contenders transfer,autoencoder,greedy
     fmtransfer study --shard $SLURM_ARRAY_TASK_ID/10 ... # one slice per array job
     fmtransfer study report runs/study                   # merge what has finished
@@ -577,7 +595,10 @@ def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, s
     from fmtransfer import study as studies
 
     try:
-        result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
+        if isinstance(n_seeds, str) and n_seeds.strip().lower() == "auto":
+            result = studies.run_until_precise(cfg, rd.path, jobs=jobs, reporter=reporter)
+        else:
+            result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
     except ConfigError as e:
         if e.key in ("shard", "jobs"):
             raise UsageError(f"option --{e.key}: {e.problem}") from None

@@ -38,6 +38,7 @@ class StudyResult:
     # Per cell (in `cells` order), its mean difference per seed over the draws: the unit every
     # comparison of cells pairs on (`claims`). Not in to_dict: the accuracies are.
     by_seed: list[dict] = field(default_factory=list, repr=False)
+    seeds_auto: dict | None = None  # where `--seeds auto` stopped (`runner.Precision`), if it ran last
 
     def cell(self, contender: str = "transfer", **axes) -> Cell:
         """The first cell of `contender` matching `axes` (pair=(5, 6), b_train_size=200, ...)."""
@@ -53,6 +54,8 @@ class StudyResult:
              "equivalence_margin": self.equivalence_margin, "max_t": self.max_t, "best_sets": self.best_sets}
         if self.plots:
             d["plots"] = self.plots
+        if self.seeds_auto is not None:
+            d["seeds_auto"] = self.seeds_auto
         return d
 
 
@@ -98,7 +101,8 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
                        meta["config"], skipped=skipped, max_t=family, best_sets=tied, equivalence_margin=margin,
-                       by_seed=by_seed)
+                       by_seed=by_seed,
+                       seeds_auto=meta["seeds_auto"] if isinstance(meta.get("seeds_auto"), dict) else None)
 
 
 def draw_of(record: RunRecord) -> Any:
