@@ -37,7 +37,8 @@ def test_the_leaderboard_plots_are_on_the_pages(site):
     shown = set()
     for page in site.glob("*.html"):
         shown.update(re.findall(r'<img[^>]+src="study/([^"]+\.png)"', page.read_text(encoding="utf-8")))
-    assert {p.name for p in (REPO / "docs" / "study").glob("*.png")} <= shown
+    study = REPO / "docs" / "study"
+    assert {p.relative_to(study).as_posix() for p in study.rglob("*.png")} <= shown
     assert all((site / "study" / name).is_file() for name in shown)
 
 
