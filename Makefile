@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data run test test-fast bench study clean
+.PHONY: install data run test test-fast bench study docs clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,plot]'
+	$(BIN)/pip install -q -e '.[test,plot,docs,notebook]'
 	touch $@
 
 # Fashion-MNIST from Debian's package when we can install it; otherwise fmtransfer looks in
@@ -33,8 +33,12 @@ test: install data
 test-fast: install data
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The documentation site, into site/: strict, so a broken link, anchor or docstring reference fails.
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
+
 bench: install data
 	$(BIN)/python bench/bench.py
 
 clean:
-	rm -rf runs $(VENV) .pytest_cache
+	rm -rf runs site $(VENV) .pytest_cache

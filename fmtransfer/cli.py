@@ -25,10 +25,12 @@ import cloup
 from fmtransfer import contenders, report, runtime
 from fmtransfer.config import Config, field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
+from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
 from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
+ALIAS = "alias__"  # an old name of a config option, kept for scripts: alias__train_a__epochs
 
 
 def show_default(value) -> str:
@@ -45,13 +47,31 @@ def show_default(value) -> str:
 
 
 def _contenders_help() -> str:
-    return " ".join(f"{n}: {contenders.get(n).description}" for n in contenders.names())
+    return f"Registered: {', '.join(contenders.names())}; `fmtransfer contenders` says what each builds on and reads."
 
 
-def config_option(key: str, name: str | None = None):
-    """A click option setting config key `key`; help and shown default come from the field."""
+def option_name(key: str) -> str:
+    """The one option name of config key `key` on every command: its field's `option`, else
+    `--` + the key's last part with dashes (a contender's section: --SECTION-KEY)."""
+    f = field_info(key)[0]
+    section, _, name = key.rpartition(".")
+    if f.metadata.get("option"):
+        return f.metadata["option"]
+    if section and section not in CORE:
+        return f"--{section}-{name}".replace("_", "-")
+    return "--" + name.replace("_", "-")
+
+
+CORE = ("data", "model", "train_a", "baseline", "transfer", "pretrain", "study")
+
+
+def config_option(key: str, *, alias: str | None = None):
+    """A click option setting config key `key`; help and shown default come from the field.
+
+    `alias` is an older name of the same setting on this command, kept for scripts: documented
+    in the option's help, and giving both is a usage error (`stage` checks), never last-wins."""
     f, hint, default = field_info(key)
-    name = name or f.metadata.get("option") or "--" + key.rpartition(".")[2].replace("_", "-")
+    name = option_name(key)
     shown = f.metadata.get("show") or show_default(default)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
     names = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}
@@ -62,9 +82,14 @@ def config_option(key: str, name: str | None = None):
     text = f.metadata["help"]
     if key == "contenders":  # the registry is open: say what is registered now
         text += " " + _contenders_help()
-    return click.option(name, CFG + key.replace(".", "__"), default=None,
-                        type=click.Choice(choices) if choices else None, metavar=None if choices else metavar,
-                        help=f"{text}  [{shown}]")
+    if alias:
+        text += f" Alias: {alias}."
+    kind = dict(default=None, type=click.Choice(choices) if choices else None, metavar=None if choices else metavar)
+    main = click.option(name, CFG + key.replace(".", "__"), help=f"{text}  [{shown}]", **kind)
+    if not alias:
+        return main
+    old = click.option(alias, ALIAS + key.replace(".", "__"), hidden=True, **kind)
+    return lambda f: old(main(f))
 
 
 def group(title: str, *decorators):
@@ -103,7 +128,10 @@ MODEL = [config_option("model.arch"), config_option("model.hidden"), config_opti
          config_option("model.activation"), config_option("model.initializer"), config_option("batch_size")]
 TRANSFER = [config_option(f"transfer.{k}") for k in ("reuse_layers", "freeze_epochs", "fine_tune_epochs",
                                                      "frozen_learning_rate", "fine_tune_learning_rate", "unfreeze")]
-PRETRAIN = [config_option("pretrain.unlabelled_size")]
+PRETRAIN = [config_option("pretrain.unlabelled_size"), config_option("pretrain.epochs"),
+            config_option("pretrain.learning_rate")]
+MODEL_A = [config_option("train_a.epochs"), config_option("train_a.learning_rate")]
+BASELINE = [config_option("baseline.epochs"), config_option("baseline.learning_rate")]
 
 
 def contender_options(pretraining: bool | None = None) -> list:
@@ -121,8 +149,7 @@ def contender_options(pretraining: bool | None = None) -> list:
             continue
         s = own.NAME
         seen.add(s)  # a subclass may share its parent's section: one group, under the first to own it
-        groups.append(group(f"{c.title} [{s}]",
-                            *[config_option(f"{s}.{f.name}", f"--{s}-{f.name}".replace("_", "-")) for f in fields(own)]))
+        groups.append(group(f"{c.title} [{s}]", *[config_option(f"{s}.{f.name}") for f in fields(own)]))
     return groups
 
 
@@ -167,11 +194,23 @@ def _typed(key: str) -> list[str]:
 def _option_for(key: str) -> str | None:
     """The current command's option that sets config key `key`, as the user would type it: one
     they typed, where they did."""
+    ctx = click.get_current_context(silent=True)
+    if ctx and ctx.params.get(ALIAS + key.replace(".", "__")) is not None:
+        return _alias_for(key)  # the older name, where they typed that
     typed = _typed(key)
     if typed:
         return typed[0]
     found = _params_for(key)
     return found[0].opts[0] if found else None
+
+
+def _alias_for(key: str) -> str | None:
+    """The current command's older name of the option that sets `key`, if it keeps one."""
+    ctx = click.get_current_context(silent=True)
+    for param in ctx.command.params if ctx else []:
+        if param.name == ALIAS + key.replace(".", "__"):
+            return param.opts[0]
+    return None
 
 
 def explain(e: ConfigError, origins: dict[str, str]) -> str:
@@ -253,6 +292,13 @@ def stage(tensorflow: bool = True, prepare=None):
             if click.get_current_context().invoked_subcommand:  # a group's subcommand does the work
                 return
             given = {k[len(CFG):].replace("__", "."): kwargs.pop(k) for k in list(kwargs) if k.startswith(CFG)}
+            for k in [k for k in kwargs if k.startswith(ALIAS)]:
+                key, value = k[len(ALIAS):].replace("__", "."), kwargs.pop(k)
+                if value is not None and given.get(key) is not None:
+                    _fail(f"options {option_name(key)} and {_alias_for(key)}: both set {key} ({_alias_for(key)} "
+                          f"is the older name of {option_name(key)}); give one of them", 2)
+                if value is not None:
+                    given[key] = value
             if no_verify:
                 given["data.verify_checksums"] = False
             origins: dict = {}
@@ -292,6 +338,8 @@ def cli():
     fmtransfer split; fmtransfer train-a; fmtransfer transfer; fmtransfer compare
     fmtransfer pretrain --method greedy; fmtransfer transfer --from greedy   # ch. 11.2.2
     fmtransfer study --seeds 10 --contenders transfer,autoencoder           # is the gain real?
+    fmtransfer study report runs/study --html study.html                    # one page to share
+    fmtransfer contenders                       # every way to build model B, and its options
     """
 
 
@@ -307,8 +355,8 @@ def split(cfg, rd, reporter):
 
 
 @cli.command("train-a")
-@group("Model A", config_option("train_a.epochs", "--epochs"),
-       config_option("train_a.learning_rate", "--learning-rate"))
+@group("Model A", config_option("train_a.epochs", alias="--epochs"),
+       config_option("train_a.learning_rate", alias="--learning-rate"))
 @group("Model", *MODEL)
 @common
 @stage()
@@ -369,10 +417,10 @@ def _prepare_pretrain(cfg, given, origins, **_):
     return cfg
 
 
-@cli.command()
+@cli.command(short_help="Pretrain A's hidden stack on unlabelled images (ch. 11.2.2), for transfer --from.")
 @group("Pretraining",
-       config_option("pretrain.method", "--method"), *PRETRAIN, config_option("pretrain.epochs", "--epochs"),
-       config_option("pretrain.learning_rate", "--learning-rate"),
+       config_option("pretrain.method"), PRETRAIN[0], config_option("pretrain.epochs", alias="--epochs"),
+       config_option("pretrain.learning_rate", alias="--learning-rate"),
        click.option("--plot/--no-plot", default=None,
                     help="Write the method's picture: reconstructions_METHOD.png, samples_gan.png, filters_rbm.png "
                          "(needs fmtransfer[plot])  [if matplotlib is installed]."))
@@ -389,49 +437,100 @@ def pretrain(cfg, rd, reporter, plot):
     return result, lambda console, r: console.print(report.pretrain_table(r))
 
 
-def _compare_show(console, r):
-    console.print(report.compare_table(r))
+def _compare_show(wide: bool):
+    return lambda console, r: console.print(report.compare_table(r, width=console.width, wide=wide))
+
+
+WIDE = click.option("--wide", is_flag=True, help="Every column of the tables, however wide the terminal.")
 
 
 @cli.command()
-@group("Baseline", config_option("baseline.epochs", "--epochs"),
-       config_option("baseline.learning_rate", "--learning-rate"))
+@group("Baseline", config_option("baseline.epochs", alias="--epochs"),
+       config_option("baseline.learning_rate", alias="--learning-rate"))
 @group("Contenders", config_option("contenders"))
 @group("Data", config_option("data.b_sample"))
 @group("Model", *MODEL)
 @common
+@WIDE
 @stage()
-def compare(cfg, rd, reporter):
+def compare(cfg, rd, reporter, wide):
     """Train (or reuse) the from-scratch baseline; compare it on test B with every contender
     trained in the run directory (or those --contenders names)."""
     from fmtransfer import stages
 
-    return stages.compare(cfg, rd, reporter, chosen=contenders.select(cfg) if cfg.contenders else None), _compare_show
+    return stages.compare(cfg, rd, reporter, chosen=contenders.select(cfg) if cfg.contenders else None), _compare_show(wide)
 
 
 @cli.command()
 @group("Data", *DATA)
 @group("Model", *MODEL)
-@group("Model A", config_option("train_a.epochs"))
-@group("Baseline", config_option("baseline.epochs"))
+@group("Model A", *MODEL_A)
+@group("Baseline", *BASELINE)
 @group("Transfer", *TRANSFER)
 @group("Contenders", config_option("contenders"))
-@group("Pretraining", *PRETRAIN, config_option("pretrain.epochs"))
+@group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common
+@WIDE
 @stage()
-def run(cfg, rd, reporter):
+def run(cfg, rd, reporter, wide):
     """Run every stage the contenders need, in order, then compare: the whole experiment.
 
     The default contenders are the book's pair: the baseline and transfer from model A.
     """
     from fmtransfer import stages
 
-    return stages.run(cfg, rd, reporter), _compare_show
+    return stages.run(cfg, rd, reporter), _compare_show(wide)
+
+
+def contender_rows() -> list[dict]:
+    """Every registered contender as `fmtransfer contenders` lists it: name, title, what it builds
+    on, its description, and the options of its own section with their defaults."""
+    rows = []
+    for name in contenders.names():
+        c = contenders.get(name)
+        own = c.Settings
+        keys = [f"{own.NAME}.{f.name}" for f in fields(own)] if own is not None else []
+        on = ["model A" if str(n) == "model_a" else f"{n.method}'s encoder" for n in needs_of(c)]
+        rows.append({"name": name, "title": c.title, "builds_on": on or ["nothing"], "description": c.description,
+                     "archs": list(c.archs), "sections": list(c.sections),
+                     "options": {option_name(k): show_default(field_info(k)[2]) for k in keys}})
+    return rows
+
+
+@cli.command("contenders")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+def list_contenders(as_json):
+    """List every contender --contenders takes: what it builds on, and its own options with defaults."""
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    def own_sections(row):
+        return contenders.get(row["name"]).own_sections()
+
+    def body():
+        rows = contender_rows()
+
+        def show(console, r):  # a block per contender: it reads at any width, names wrapped, none cut
+            console.print("[bold]Contenders[/bold] (--contenders NAME,...; all: every one that builds --arch)")
+            for row in r["contenders"]:
+                shared = [f"[{s}]" for s in row["sections"] if s not in own_sections(row)]
+                options = "  ".join(f"{k} {v}" for k, v in row["options"].items())
+                reads = "; ".join(x for x in (options, "and the keys of " + ", ".join(shared) if shared else "") if x)
+                console.print()
+                console.print(f"[bold]{escape(row['name'])}[/bold]  {escape(row['title'])}, builds on "
+                              f"{escape(', '.join(row['builds_on']))}")
+                console.print(Padding(escape(row["description"]), (0, 0, 0, 2)))
+                if reads:
+                    console.print(Padding(escape(reads), (0, 0, 0, 2)))
+
+        return {"contenders": rows}, show
+
+    execute(body, as_json=as_json, verbose=False, run_path=Path("."))
 
 
 def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_seeds=None, data_seed_list=None,
-                   **_):
+                   shard=None, **_):
     """--seeds N runs N seeds from --seed; --seed-list exact ones; --seed alone, that one seed.
     --data-seeds N draws task B's images with data seeds 0..N-1; --data-seed-list exact ones."""
     if n_data_seeds is not None and data_seed_list:
@@ -445,12 +544,26 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_see
             cfg = cfg.replace(**{"study.data_seeds": data_seed_list})
         except ConfigError as e:
             raise UsageError(f"option --data-seed-list ({e.problem})") from None
-    return _prepare_seeds(cfg, given, origins, n_seeds, seed_list)
+    return _prepare_seeds(cfg, given, origins, n_seeds, seed_list, shard)
 
 
-def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
+def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None, shard=None):
+    """--seeds auto as many as precision needs (see `study.run_until_precise`)."""
     if n_seeds is not None and seed_list:
         raise UsageError("options --seeds and --seed-list: give one of them, not both")
+    if isinstance(n_seeds, str) and n_seeds.strip().lower() == "auto":
+        if cfg.study.target_halfwidth is None:
+            raise UsageError("option --seeds auto: needs --target-halfwidth W, the 95% interval half-width "
+                             "(accuracy points) to add seeds until, e.g. --target-halfwidth 0.5")
+        if shard:
+            raise UsageError("option --shard: not with --seeds auto, which decides how many seeds to run from "
+                             "every cell's runs; run it unsharded (--jobs N runs it in parallel)")
+        return cfg
+    if n_seeds is not None:
+        try:
+            n_seeds = int(n_seeds)
+        except ValueError:
+            raise UsageError(f"option --seeds: expected a number of seeds or auto, got {n_seeds!r}") from None
     if n_seeds is not None and n_seeds < 1:
         raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
     if n_seeds is not None:
@@ -468,7 +581,10 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
 
 @cli.group(invoke_without_command=True)
 @group("Study",
-       click.option("--seeds", "n_seeds", type=int, help="Run this many seeds: --seed, --seed + 1, ...  [1]"),
+       click.option("--seeds", "n_seeds", metavar="N|auto",
+                    help="Run this many seeds: --seed, --seed + 1, ...; auto: 10, then 5 more at a time until "
+                         "every cell's 95% half-width is at most --target-halfwidth, or --max-seeds  [1]"),
+       config_option("study.target_halfwidth"), config_option("study.max_seeds"),
        click.option("--seed-list", help="Run exactly these seeds, e.g. 42,7,1."),
        click.option("--data-seeds", "n_data_seeds", type=int,
                     help="Cross the seeds with this many random draws of task B's training images: data seeds "
@@ -476,7 +592,7 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
        click.option("--data-seed-list", help="Draw task B's training images with exactly these data seeds, "
                                               "e.g. 3,7,11."),
        config_option("study.pairs"), config_option("study.b_train_sizes"),
-       config_option("study.reuse_layers", "--reuse-layers"), config_option("study.presets"),
+       config_option("study.reuse_layers", alias="--reuse-layers"), config_option("study.presets"),
        click.option("--shard", help="Run only slice I of N (I from 0), e.g. 3/10; auto in a Slurm job array; auto/N "
                                     "in a Kubernetes Indexed Job of N completions."),
        click.option("--jobs", default="1", show_default=True,
@@ -486,21 +602,24 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None):
        click.option("--plots/--no-plots", default=None,
                     help="Write PNG plots (needs fmtransfer[plot])  [if installed]."))
 @group("Contenders", config_option("contenders"))
-@group("Model A", config_option("train_a.epochs"))
-@group("Baseline", config_option("baseline.epochs"))
-@group("Transfer", config_option("transfer.freeze_epochs"), config_option("transfer.fine_tune_epochs"))
+@group("Model A", *MODEL_A)
+@group("Baseline", *BASELINE)
+# The grid's axes set the rest of [transfer] (reuse depths, the presets' rates) and of [data].
+@group("Transfer", TRANSFER[1], TRANSFER[2], TRANSFER[5])
 @group("Data", DATA[0], DATA[3], DATA[4], DATA[5], DATA[6])
 @group("Model", *MODEL)
-@group("Pretraining", *PRETRAIN, config_option("pretrain.epochs"))
+@group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common(run_default="runs/study")
+@WIDE
 @stage(prepare=_prepare_study)
-def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots):
+def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots, wide):
     """Is a gain real? Run a grid of experiments (seeds x draws x pairs x sizes x reuse x presets),
     each contender paired with the baseline of the same seed and draw.
 
     \b
     fmtransfer study --seeds 10 --pairs 5:6,0:2,7:9      # resumes where it stopped
+    fmtransfer study --seeds auto --target-halfwidth 0.5 # seeds until every 95% CI is +-0.5 points
     fmtransfer study --seeds 10 --contenders transfer,autoencoder,greedy
     fmtransfer study --shard $SLURM_ARRAY_TASK_ID/10 ... # one slice per array job
     fmtransfer study report runs/study                   # merge what has finished
@@ -508,7 +627,10 @@ def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, s
     from fmtransfer import study as studies
 
     try:
-        result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
+        if isinstance(n_seeds, str) and n_seeds.strip().lower() == "auto":
+            result = studies.run_until_precise(cfg, rd.path, jobs=jobs, reporter=reporter)
+        else:
+            result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
     except ConfigError as e:
         if e.key in ("shard", "jobs"):
             raise UsageError(f"option --{e.key}: {e.problem}") from None
@@ -516,10 +638,10 @@ def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, s
             raise UsageError(f"data.b_train_size, from {_option_for('study.b_train_sizes')} "
                              f"(study.b_train_sizes): {e.problem}") from None
         raise
-    return _with_plots(result, rd.path, plots)
+    return _with_plots(result, rd.path, plots, wide)
 
 
-def _with_plots(result, study_dir: Path, plots: bool | None):
+def _with_plots(result, study_dir: Path, plots: bool | None, wide: bool = False):
     from fmtransfer import study as studies
 
     if plots is None:
@@ -531,7 +653,7 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
             click.echo(f"fmtransfer: note: no plots written ({e})", err=True)
 
     def show(console, r):
-        console.print(studies.table(r))
+        console.print(studies.table(r, width=console.width, wide=wide))
         for p in r.get("plots", []):
             console.print(f"plot: {p}")
 
@@ -546,20 +668,36 @@ def _with_plots(result, study_dir: Path, plots: bool | None):
 @click.option("--equivalence-margin", "margin", type=str, default=None, metavar="X",
               help=field_info("study.equivalence_margin")[0].metadata["help"]
               + f"  [the study's: {show_default(field_info('study.equivalence_margin')[2])}]")
-def study_report(study_dir, as_json, plots, markdown, margin):
+@WIDE
+@click.option("--html", "html_path", type=click.Path(),  # checked after the report is printed
+              help="Also write the report as one self-contained HTML page (tables, per-seed points, plots, "
+                   "settings, versions) to this file.")
+def study_report(study_dir, as_json, plots, markdown, margin, wide, html_path):
     """Merge every finished run in STUDY_DIR (all shards) and print the statistics, each setting's
     contenders ranked by their gain over the baseline."""
     from fmtransfer import study as studies
 
     run_path = Path(study_dir)
 
+    made = []
+
     def body():
-        result, show = _with_plots(studies.report(run_path, equivalence_margin=_margin(margin)), run_path, plots)
+        result, show = _with_plots(studies.report(run_path, equivalence_margin=_margin(margin)), run_path, plots,
+                                   wide)
+        made.append(result)
         if markdown:
             return result, lambda console, r: click.echo(studies.markdown(result), nl=False)
         return result, show
 
     execute(body, as_json=as_json, verbose=False, run_path=run_path)
+    if html_path:  # after the report is printed: a page that cannot be written loses nothing
+        from fmtransfer.study import html_report
+
+        try:
+            written = html_report.write(made[0], run_path, html_path, plots=plots)
+        except UsageError as e:
+            _fail(f"option --html: {e}", 2)
+        click.echo(f"html: {written}", err=True)
 
 
 def _margin(text: str | None) -> float | None:

@@ -295,6 +295,12 @@ class ModelConfig(Section):
                          f"must be one of {', '.join(INITIALIZERS)}, got {self.initializer!r}")
 
     @property
+    def stacks(self) -> bool:
+        """Whether seeds of this network can train as one stack (`study.stack`): only Flatten and
+        Dense layers become one batched matmul over the seeds, so dense networks only."""
+        return self.arch == "dense"
+
+    @property
     def blocks(self) -> int:
         """How many hidden blocks the network has: what reuse depth and freezing count."""
         return len(self.hidden) + (1 if self.arch == "cnn" and self.cnn_dense else 0)
@@ -404,6 +410,11 @@ class StudyConfig(Section):
     stack: Union[int, Literal["auto"]] = setting(
         1, "Train up to K seeds of a (pair, size) as one graph (dense model A, baseline, transfer from A); "
            "auto: 10. Faster; numbers agree with 1 to float precision, not to the bit.")
+    # `--seeds auto`: in accuracy points, as the report shows gains, on the CLI as in a file.
+    target_halfwidth: Union[float, None] = setting(
+        None, "With --seeds auto: add seeds until every cell's 95% t-interval half-width of the paired "
+              "difference is at most this many accuracy points (e.g. 0.5).", show="none")
+    max_seeds: int = setting(50, "With --seeds auto: stop at this many seeds, however wide the intervals.")
     # Points, as the report shows gains; fixed before the results are seen (docs/statistics.md).
     equivalence_margin: float = setting(
         0.5, "Equivalence margin in accuracy points: the report's TOST calls a contender equivalent to the "
@@ -425,6 +436,10 @@ class StudyConfig(Section):
                          "depths must be 'all' or at least 1")
         self.fail_unless(self.stack == "auto" or self.stack >= 1, "stack",
                          f"must be a number of seeds (1 or more: 1 is unstacked) or auto, got {self.stack}")
+        self.fail_unless(self.target_halfwidth is None or 0 < self.target_halfwidth < math.inf, "target_halfwidth",
+                         f"must be a positive number of accuracy points, got {self.target_halfwidth}")
+        self.fail_unless(self.max_seeds >= 2, "max_seeds",
+                         f"must be at least 2 (a t interval needs two seeds), got {self.max_seeds}")
         self.fail_unless_positive("equivalence_margin")
 
 

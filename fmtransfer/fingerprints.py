@@ -26,6 +26,7 @@ too, computed exactly as fmtransfer 0.4 did, so the lines and directories made b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,6 +42,39 @@ FORMAT = 1
 DRAW = "splitmix64-rank-1"
 
 
+@dataclass(frozen=True)
+class How:
+    """How a study trains, beyond its settings, where that changes numbers: what `made_from` adds.
+
+    Args:
+        threads: the intra-op thread count (`runtime.training_threads`); None where it is not
+            recorded (a run directory, a study.json of fmtransfer 0.5 or older). A cnn's
+            convolutions sum in an order that depends on it, so a cnn's artifacts carry it
+            always; a dense model's numbers were measured the same on 1, 2 and 4 threads, and
+            its artifacts carry it only away from its default, 1, so the dense studies made
+            before keep their fingerprints (docs/architecture.md, "Threads").
+        slot: the seed's place in its stack (`study.stack`), None unstacked. A stacked seed's
+            numbers depend on its place (float sums over differently aligned memory), and on
+            nothing else of the stack: which seeds share it, how many.
+        stacked: the artifacts trained in the stack: "model_a", "baseline", a contender's name.
+    """
+
+    threads: int | None = None
+    slot: int | None = None
+    stacked: frozenset = frozenset()
+
+    def adds(self, d: dict, artifact: str) -> dict[str, Any]:
+        made: dict[str, Any] = {}
+        if self.threads is not None and (d["model"]["arch"] != "dense" or self.threads != 1):
+            made["threads"] = self.threads
+        if self.slot is not None and artifact in self.stacked:
+            made["stack_slot"] = self.slot
+        return made
+
+
+UNRECORDED = How()
+
+
 # ----------------------------------------------------------------------------- what each artifact is made from
 
 def split(data: DataConfig, sha256: Mapping[str, str]) -> str:
@@ -54,36 +88,38 @@ def split(data: DataConfig, sha256: Mapping[str, str]) -> str:
     return fingerprint(settings, dict(sha256))
 
 
-def model_a(cfg: Config, sha256: Mapping[str, str]) -> dict[str, Any]:
+def model_a(cfg: Config, sha256: Mapping[str, str], how: How = UNRECORDED) -> dict[str, Any]:
     """Model A trains on the eight classes that are not task B's, validates on the validation
     slice's; task B's training size changes neither."""
-    return _model_a(cfg.to_dict(), sha256)
+    return _model_a(cfg.to_dict(), sha256, how)
 
 
-def encoder(cfg: Config, sha256: Mapping[str, str], method: str) -> dict[str, Any]:
+def encoder(cfg: Config, sha256: Mapping[str, str], method: str, how: How = UNRECORDED) -> dict[str, Any]:
     """An encoder learns from every training image, without labels: the pair does not matter."""
-    return _encoder(cfg.to_dict(), sha256, method)
+    return _encoder(cfg.to_dict(), sha256, method, how)
 
 
-def of(need: "str | Need", cfg: Config, sha256: Mapping[str, str]) -> dict[str, Any]:
-    """What `need` is made from under `cfg`."""
-    return _of(parse(need), cfg.to_dict(), sha256)
+def of(need: "str | Need", cfg: Config, sha256: Mapping[str, str], how: How = UNRECORDED) -> dict[str, Any]:
+    """What `need` is made from under `cfg` (trained as `how` says)."""
+    return _of(parse(need), cfg.to_dict(), sha256, how)
 
 
-def contender(cfg: Config, sha256: Mapping[str, str], name: str, built_on: Mapping[str, str]) -> dict[str, Any]:
+def contender(cfg: Config, sha256: Mapping[str, str], name: str, built_on: Mapping[str, str],
+              how: How = UNRECORDED) -> dict[str, Any]:
     """A trained contender (the baseline too): the whole split, its sections, and the
     fingerprints of what it was built on (`built_on`: need -> fingerprint)."""
-    return _contender(cfg.to_dict(), sha256, name, built_on)
+    return _contender(cfg.to_dict(), sha256, name, built_on, how)
 
 
-def run(cfg: Config, sha256: Mapping[str, str], name: str) -> str:
+def run(cfg: Config, sha256: Mapping[str, str], name: str, how: How = UNRECORDED) -> str:
     """A study's results line: the contender, what it was built on, and the baseline paired with it.
 
-    `cfg` is the run's own (`RunKey.config`): its seed, pair, size, reuse depth and rates.
+    `cfg` is the run's own (`RunKey.config`): its seed, pair, size, reuse depth and rates; `how`
+    how the study trained it (its threads, its place in a stack).
     """
     d = cfg.to_dict()
-    built_on = {str(need): fingerprint(_of(need, d, sha256)) for need in needs_of(contenders.get(name))}
-    return fingerprint(_contender(d, sha256, name, built_on), _contender(d, sha256, "baseline", {}))
+    built_on = {str(need): fingerprint(_of(need, d, sha256, how)) for need in needs_of(contenders.get(name))}
+    return fingerprint(_contender(d, sha256, name, built_on, how), _contender(d, sha256, "baseline", {}, how))
 
 
 def stage_sections(need: "str | Need") -> tuple[str, ...]:
@@ -101,27 +137,28 @@ def dataset(sha256: Mapping[str, str], verified: bool) -> dict[str, Any]:
 
 # The rules, on a config's `to_dict()`: a study checks hundreds of results lines at once.
 
-def _model_a(d: dict, sha256: Mapping[str, str]) -> dict[str, Any]:
+def _model_a(d: dict, sha256: Mapping[str, str], how: How = UNRECORDED) -> dict[str, Any]:
     return {"format": FORMAT, "artifact": "model_a", **_data(d, sha256, pair=True, b_train=False), **_shared(d),
-            **_sections(d, "train_a")}
+            **_sections(d, "train_a"), **how.adds(d, "model_a")}
 
 
-def _encoder(d: dict, sha256: Mapping[str, str], method: str) -> dict[str, Any]:
+def _encoder(d: dict, sha256: Mapping[str, str], method: str, how: How = UNRECORDED) -> dict[str, Any]:
     need = Encoder(method)
     made = {"format": FORMAT, "artifact": str(need), **_data(d, sha256, pair=False, b_train=False), **_shared(d),
-            **_sections(d, *stage_sections(need))}
+            **_sections(d, *stage_sections(need)), **how.adds(d, str(need))}
     made.pop("pretrain.method")  # which method `pretrain` runs by default, not how this one was made
     return made
 
 
-def _of(need: Need, d: dict, sha256: Mapping[str, str]) -> dict[str, Any]:
-    return _model_a(d, sha256) if isinstance(need, ModelA) else _encoder(d, sha256, need.method)
+def _of(need: Need, d: dict, sha256: Mapping[str, str], how: How = UNRECORDED) -> dict[str, Any]:
+    return _model_a(d, sha256, how) if isinstance(need, ModelA) else _encoder(d, sha256, need.method, how)
 
 
-def _contender(d: dict, sha256: Mapping[str, str], name: str, built_on: Mapping[str, str]) -> dict[str, Any]:
+def _contender(d: dict, sha256: Mapping[str, str], name: str, built_on: Mapping[str, str],
+               how: How = UNRECORDED) -> dict[str, Any]:
     return {"format": FORMAT, "artifact": f"contender:{name}", **_data(d, sha256, pair=True, b_train=True),
             **_shared(d), **_sections(d, *contenders.get(name).sections),
-            **{f"built_on.{need}": value for need, value in built_on.items()}}
+            **{f"built_on.{need}": value for need, value in built_on.items()}, **how.adds(d, name)}
 
 
 def _data(d: dict, sha256: Mapping[str, str], *, pair: bool, b_train: bool) -> dict[str, Any]:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable
 
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -120,13 +124,67 @@ def save_figure(fig, path, dpi: int = 110) -> None:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a table that fits its terminal: a heading, a cell's text from a row, and
+    whether it stays at any width. Only a name wraps; numbers are never cut."""
+
+    heading: str
+    text: Callable[[Any], str]
+    essential: bool = False
+    name: bool = False
+
+
+def fitted(columns: list[Column], rows: list, *, width: int | None = None, wide: bool = False,
+           title: str | None = None, notes: list[str] | None = None) -> Table:
+    """A table of `rows` that fits in `width` columns: the optional columns are left out from the
+    last one on until it does, and the caption says which (`wide`, or no width: all of them).
+    Rich would otherwise cut every number to fit ('54…')."""
+    shown = list(columns)
+    while True:
+        table = _table(shown, rows, title)
+        optional = [c for c in shown if not c.essential]
+        if wide or width is None or not optional or not _cut(table, width):
+            break
+        shown.remove(optional[-1])
+    left = [c.heading for c in columns if c not in shown]
+    caption = list(notes or [])
+    if left:
+        caption.append(f"Not shown at {width} columns: {', '.join(left)} (--wide shows every column).")
+    table.caption = "\n".join(caption) or None
+    return table
+
+
+def _table(columns: list[Column], rows: list, title: str | None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", caption_justify="left")
+    for c in columns:
+        if c.name:  # wraps between words, and folds none shorter than a line of its own
+            words = [w for row in rows for w in c.text(row).split()] + c.heading.split()
+            table.add_column(c.heading, overflow="fold", min_width=min(max(map(len, words), default=1), 24))
+        else:  # as wide as its widest cell: a table too wide for its terminal measures so
+            widest = max([cell_len(c.text(row)) for row in rows] + [cell_len(c.heading)])
+            table.add_column(c.heading, justify="right", no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(*(c.text(row) for c in columns))
+    return table
+
+
+def _cut(table: Table, width: int) -> bool:
+    """Whether `table` is wider than `width` columns at its narrowest: rich would cut its cells."""
+    from rich.measure import Measurement
+
+    console = Console(width=100_000)  # rich clamps what it measures to the console's width
+    return Measurement.get(console, console.options, table).minimum > width
+
+
 def pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
 def split_table(result: dict) -> Table:
     neg, pos = result["b_classes"]
-    table = Table(title=f"Split: task B = {CLASS_NAMES[neg]} (0) vs {CLASS_NAMES[pos]} (1); task A = the other 8")
+    table = Table(title=f"Split: task B = {CLASS_NAMES[neg]} (0) vs {CLASS_NAMES[pos]} (1); task A = the other 8",
+                  title_justify="left")
     table.add_column("part")
     table.add_column("images", justify="right")
     for part, n in result["sizes"].items():
@@ -136,7 +194,7 @@ def split_table(result: dict) -> Table:
 
 
 def history_table(title: str, result: dict) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, title_justify="left")
     table.add_column("phase")
     table.add_column("epochs", justify="right")
     table.add_column("learning rate", justify="right")
@@ -151,28 +209,29 @@ def history_table(title: str, result: dict) -> Table:
     return table
 
 
-def compare_table(result: dict) -> Table:
+def compare_table(result: dict, width: int | None = None, wide: bool = False) -> Table:
+    """The contenders on test B, baseline first; model A's own test accuracy, where one was
+    reused, and the settings under it."""
     neg, pos = result["b_classes"]
-    table = Table(title=f"Task B test set: {CLASS_NAMES[neg]} vs {CLASS_NAMES[pos]} "
-                        f"({result['b_train_size']} training images)")
-    table.add_column("model", no_wrap=True)  # the contenders' names are what the table is about
-    table.add_column("test accuracy", justify="right")
-    table.add_column("error rate", justify="right")
-    table.add_column("test loss", justify="right")
-    table.add_column("error divided by", justify="right")
-    table.add_column("linear probe", justify="right")
-    for name, scores in result["contenders"].items():
-        ratio = scores.get("error_rate_ratio")
-        probe = scores.get("linear_probe")
-        table.add_row(name, pct(scores["test_accuracy"]), pct(1 - scores["test_accuracy"]),
-                      f"{scores['test_loss']:.4f}", "-" if name == "baseline" else ratio_text(ratio),
-                      "-" if probe is None else pct(probe))
-    settings = result["settings"]
-    table.caption = "  ".join(f"{k}={v}" for k, v in settings.items())
+    columns = [
+        Column("model", lambda r: r[0], essential=True, name=True),
+        Column("test accuracy", lambda r: pct(r[1]["test_accuracy"]), essential=True),
+        Column("error rate", lambda r: pct(1 - r[1]["test_accuracy"])),
+        Column("test loss", lambda r: f"{r[1]['test_loss']:.4f}"),
+        Column("error divided by", lambda r: "-" if r[0] == "baseline" else ratio_text(r[1].get("error_rate_ratio")),
+               essential=True),
+        Column("linear probe", lambda r: "-" if r[1].get("linear_probe") is None else pct(r[1]["linear_probe"])),
+    ]
+    notes = []
+    if (result.get("model_a") or {}).get("test_accuracy") is not None:
+        notes.append(f"model A (task A, 8 classes): test accuracy {pct(result['model_a']['test_accuracy'])}")
+    notes.append("  ".join(f"{k}={v}" for k, v in result["settings"].items()))
     if any(s.get("linear_probe") is not None for s in result["contenders"].values()):
-        table.caption += ("\nlinear probe: test accuracy of a logistic regression on the frozen pretrained "
-                          "features B starts from, before any training")
-    return table
+        notes.append("linear probe: test accuracy of a logistic regression on the frozen pretrained "
+                     "features B starts from, before any training")
+    return fitted(columns, list(result["contenders"].items()), width=width, wide=wide, notes=notes,
+                  title=f"Task B test set: {CLASS_NAMES[neg]} vs {CLASS_NAMES[pos]} "
+                        f"({result['b_train_size']} training images)")
 
 
 def ratio_text(ratio: float | None) -> str:
@@ -189,7 +248,7 @@ def mean_std(mean: float, std: float | None) -> str:
 
 def pretrain_table(result: dict) -> Table:
     table = Table(title=f"Unsupervised pretraining: {result['method']} ({result['arch']}), "
-                        f"{result['unlabelled_size']:,} unlabelled images")
+                        f"{result['unlabelled_size']:,} unlabelled images", title_justify="left")
     table.add_column("step")
     table.add_column("trains")
     table.add_column("epochs", justify="right")

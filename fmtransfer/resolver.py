@@ -96,6 +96,8 @@ class Resolver:
         reporter: progress of what is made.
         train_a: () -> (model, ModelAResult, seconds or None), to make model A another way (a
             stack trains its seeds' together; seconds is this one's share).
+        how: how the needs are trained beyond `cfg` (`fingerprints.How`: a study's threads, a
+            seed's place in its stack), part of what they are made from.
 
     `info` holds each need's record (without `made_from`) and `seconds_here`, the time it took
     to load or make; `made` what making it returned (ModelAResult, pretraining.Pretrained). A
@@ -103,8 +105,8 @@ class Resolver:
     """
 
     def __init__(self, cfg: Config, split, store: Store, reporter: Reporter | None = None, *,
-                 train_a: Callable[[], tuple] | None = None):
-        self.cfg, self.split, self.store = cfg, split, store
+                 train_a: Callable[[], tuple] | None = None, how: fingerprints.How = fingerprints.UNRECORDED):
+        self.cfg, self.split, self.store, self.how = cfg, split, store, how
         self.reporter = reporter or Reporter(quiet=True)
         self.train_a = train_a
         self.models: dict[Need, Any] = {}  # need -> model, or the DivergedError making it raised
@@ -113,7 +115,7 @@ class Resolver:
         self._found: dict[Need, dict | None] = {}  # need -> the store's verdict (record or None), asked once
 
     def made_from(self, need: "str | Need") -> dict:
-        return fingerprints.of(need, self.cfg, self.split.sha256)
+        return fingerprints.of(need, self.cfg, self.split.sha256, self.how)
 
     def has(self, need: "str | Need") -> bool:
         """Whether `need` is at hand, in memory or in the store, so asking for it makes nothing."""

@@ -43,6 +43,8 @@ class ExperimentResult:
     model_a: ModelAResult | None = None
     pretrained: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
+    # `compare` trains no model A: its test accuracy as the record of the contender built on it says.
+    model_a_accuracy: float | None = None
 
     @property
     def baseline(self) -> ContenderResult:
@@ -90,6 +92,8 @@ class ExperimentResult:
             d["stages"] = {"split": {"sizes": self.sizes}, "train_a": d["model_a"]}
             if main is not None:
                 d["stages"]["transfer"] = {"test_accuracy": main.test_accuracy, "seconds": main.seconds}
+        elif self.model_a_accuracy is not None:
+            d["model_a"] = {"test_accuracy": self.model_a_accuracy}
         if self.pretrained:
             d["pretrained"] = self.pretrained
         d["seconds"] = self.seconds

@@ -70,8 +70,8 @@ def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, determ
 
     Args:
         arch: the network family to size thread pools for (see `threads`).
-        threads: (intra-op, inter-op) pool sizes; None chooses as `threads(arch)` does, 0 is
-            TensorFlow's own choice (every core).
+        threads: (intra-op, inter-op) pool sizes; None chooses as `threads(arch)` does; an
+            intra-op 0 is every core this process may run on (TensorFlow's own choice), made explicit.
         deterministic: bit-identical reruns (TensorFlow's op determinism); costs a few percent.
         quiet: hide TensorFlow's and Keras' log lines and warnings.
         lazy: only record these choices; TensorFlow is imported and configured when first needed
@@ -86,6 +86,7 @@ def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, determ
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         return
     intra, inter = threads if threads is not None else globals()["threads"](arch)
+    intra = intra or schedulable_cores()  # TensorFlow's 0, said as the number it means: fingerprints record it
     if quiet:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _stderr_silenced(quiet):
@@ -113,18 +114,26 @@ def ensure_setup(arch: str = "dense") -> None:
         setup(**(_pending or {"arch": arch}))
 
 
+# A cnn's intra-op threads when $FMTRANSFER_THREADS does not say: a fixed number, never the
+# machine's cores, since a convolution's sums (and so every number after it) depend on how many
+# threads split them; the number is in the fingerprints (docs/architecture.md, "Threads").
+# Two, as many as TensorFlow took on the 2-core machine that made the benches and the cnn studies.
+CNN_THREADS = 2
+
+
 def threads(arch: str = "dense") -> tuple[int, int]:
     """(intra-op, inter-op) thread counts for training a model of `arch`.
 
     `$FMTRANSFER_THREADS` ("N" or "INTRA,INTER"; 0 leaves TensorFlow's choice, every core)
     decides when set. Otherwise a dense model gets one of each: a batch-32 step of these small
     layers is many tiny ops, and handing them between threads costs more than splitting them
-    saves (bench/README.md measures it). A cnn's convolutions are big enough to split, so it
-    keeps TensorFlow's choice.
+    saves (bench/README.md measures it). A cnn's convolutions are big enough to split, over a
+    fixed `CNN_THREADS`, never the machine's cores: their results depend on the intra-op count
+    (the inter-op count changes no number), so a fixed count gives the same numbers on any machine.
     """
     value = os.environ.get("FMTRANSFER_THREADS", "").strip()
     if not value:
-        return (1, 1) if arch == "dense" else (0, 0)
+        return (1, 1) if arch == "dense" else (CNN_THREADS, CNN_THREADS)
     try:
         parts = [int(v) for v in value.split(",")]
         if len(parts) not in (1, 2) or min(parts) < 0:
@@ -133,6 +142,24 @@ def threads(arch: str = "dense") -> tuple[int, int]:
         raise UsageError(f"FMTRANSFER_THREADS: expected N or INTRA,INTER (0: TensorFlow's default), "
                          f"got {value!r}") from None
     return parts[0], parts[-1]
+
+
+def schedulable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as `taskset` sets it): what
+    TensorFlow's intra-op 0 means."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def training_threads(arch: str = "dense") -> tuple[int, int]:
+    """The (intra-op, inter-op) threads this process trains `arch` with: those `setup` applied,
+    else those it will apply; an intra-op 0 as the cores it means. A study records the intra-op
+    count in its fingerprints (`fingerprints.How`)."""
+    chosen = (_configured or _pending or {}).get("threads")
+    intra, inter = chosen if chosen is not None else threads((_configured or _pending or {}).get("arch", arch))
+    return intra or schedulable_cores(), inter
 
 
 def seed_everything(seed: int | list[int]) -> None:

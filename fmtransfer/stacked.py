@@ -43,7 +43,7 @@ import tensorflow as tf  # noqa: E402  (keras first: it pins the TensorFlow back
 
 def unsupported(cfg) -> str | None:
     """Why runs of `cfg` cannot be stacked, or None: only dense networks stack."""
-    if cfg.model.arch != "dense":
+    if not cfg.model.stacks:
         return (f"a {cfg.model.arch} network does not stack: only Flatten and Dense layers become one batched "
                 "matmul over K seeds")
     return None

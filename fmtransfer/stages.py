@@ -291,6 +291,10 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     except (ConfigError, TypeError, ValueError):
         shown = cfg  # an older file's settings this version cannot read: show today's
     result = ExperimentResult(shown, tuple(manifest["b_classes"]), manifest["sizes"], paired_with_baseline(results))
+    # Model A's accuracy as the record of a contender built on it says: the model A it reused.
+    result.model_a_accuracy = next((m["pretrained_meta"]["test_accuracy"] for m in trained.values()
+                                    if m.get("source") == "a" and isinstance(m.get("pretrained_meta"), dict)
+                                    and isinstance(m["pretrained_meta"].get("test_accuracy"), float)), None)
     rd.write_json(rd.compare_json, result.to_dict())
     return result
 

@@ -213,6 +213,21 @@ def tiny_settings(tiny_data: Path) -> dict:
             "pretrain.unlabelled_size": 200, "greedy.epochs": 1, "gan.epochs": 1, "rbm.epochs": 1}
 
 
+@pytest.fixture(scope="session")
+def tiny_study(tiny_data, tmp_path_factory) -> Path:
+    """A finished study on `tiny_data`: two seeds, two contenders (transfer, reinit), two task-B
+    sizes (20, 50); cells of n=2, where a t interval means nothing. Trained once (seconds)."""
+    run = tmp_path_factory.mktemp("tiny-study")
+    result = run_cli("study", "--run", run, "--data-dir", tiny_data, *TINY_STUDY, "--json")
+    assert result.code == 0, result.err
+    return run
+
+
+TINY_STUDY = ["--valid-size", "100", "--no-verify", "--hidden", "16,8", "--a-epochs", "1", "--b-epochs", "1",
+              "--freeze-epochs", "1", "--fine-tune-epochs", "1", "--seeds", "2", "--b-train-sizes", "20,50",
+              "--contenders", "transfer,reinit", "--no-plots"]
+
+
 @pytest.fixture
 def generated(tmp_path) -> Generated:
     """A small, valid, generated Fashion-MNIST-format dataset in a temporary folder."""

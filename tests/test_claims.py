@@ -71,6 +71,11 @@ def test_claims_json_is_a_list_of_the_documented_fields(grids):
 def test_claims_table_and_markdown(grids):
     table = CliRunner().invoke(cli, ["study", "claims", *map(str, grids)])
     assert table.exit_code == 0 and "dense-poor-cnn-good" in table.stdout and "supported" in table.stdout
+    # Piped (as here), the console is as wide as its longest line: the title and the notes start
+    # at the left margin instead of being centred thousands of columns away.
+    assert table.stdout.startswith("The chapter's claims on ")
+    assert all(line.startswith(("Not judged", "Verdicts")) for line in table.stdout.splitlines()
+               if line.lstrip().startswith(("Not judged", "Verdicts")))
     md = CliRunner().invoke(cli, ["study", "claims", *map(str, grids), "--markdown"])
     assert md.exit_code == 0 and md.stdout.startswith("| claim | verdict | evidence |")
     assert "**supported**" in md.stdout

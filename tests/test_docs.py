@@ -103,3 +103,25 @@ def test_the_link_finder_sees_inline_links_and_images(tmp_path: Path):
         encoding="utf-8",
     )
     assert relative_links(md) == ["docs/a.md", "img/p.png"]
+
+
+def test_the_readme_is_a_front_page():
+    """At most 12,000 characters; says how to reach fmtransfer after `make run`, installs extras
+    from a checkout, opens the notebook, and keeps the claims table's markers for the generator."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text) <= 12_000, len(text)
+    for needed in ("make run", "make test", "source .venv/bin/activate", ".venv/bin/fmtransfer",
+                   "pip install -e '.[gpu]'", "jupyter lab examples/chapter11.ipynb", "study report",
+                   "--html", "docs/findings.md"):
+        assert needed in text, needed
+    start, end = text.index("<!-- claims:start -->"), text.index("<!-- claims:end -->")
+    assert start < end
+    assert "pip install 'fmtransfer[" not in text  # reads like a package index install; it is a checkout
+
+
+def test_each_docs_page_is_in_the_sites_navigation():
+    import yaml
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    listed = {page for entry in nav for page in entry.values()}
+    assert listed == {p.name for p in (ROOT / "docs").glob("*.md")}

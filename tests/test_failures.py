@@ -46,7 +46,7 @@ def test_train_a_that_diverges_keeps_the_good_model_a(run):
 def test_a_transfer_phase_that_diverges_names_its_learning_rate(run):
     before = snapshot(run)
     _diverges(run_cli("transfer", "--run", run, "--freeze-epochs", "1", "--fine-tune-epochs", "1",
-                      "--fine-tune-learning-rate", "1e38", "--json"), "B on A: fine-tune", "--fine-tune-learning-rate")
+                      "--fine-tune-learning-rate", "1e38", "--json"), "transfer from A: fine-tune", "--fine-tune-learning-rate")
     assert snapshot(run) == before and not (run / "model_b_on_a.keras").exists()
 
 

@@ -58,7 +58,7 @@ def test_l2_sp_alpha_that_diverges_is_named_with_beta_and_the_rate(run):
     # 20 images are one batch: the pull acts from the second step, the second epoch.
     line = _one_line(run_cli("transfer", "--json", "--run", run, "--freeze-epochs", "1", "--fine-tune-epochs", "2",
                              "--contender", "l2-sp", "--l2-sp-alpha", "1e30"), 1)
-    assert "B on l2_sp: fine-tune diverged at epoch 2" in line
+    assert "L2-SP: fine-tune diverged at epoch 2" in line
     for option in ("--l2-sp-alpha", "--l2-sp-beta", "--fine-tune-learning-rate"):
         assert option in line, (option, line)
     assert snapshot(run) == before

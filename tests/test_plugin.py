@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,8 +104,16 @@ def test_help_lists_the_plugins_option_in_the_plugins_own_group(site, tmp_path, 
     body = _group(proc.stdout, GROUP)
     assert body[0].split()[:2] == ["--example-scale", "X"] and " ".join(body).strip().endswith("[1]"), body
     assert "--example-scale" not in proc.stdout.replace("\n".join(body), "")  # in that group only
-    assert "example: The book's two phases on model A" in " ".join(proc.stdout.split())  # --contenders lists it
+    assert re.search(r"Registered: [^;]*\bexample\b", " ".join(proc.stdout.split()))  # --contenders names it
     assert "--gan-epochs" in "\n".join(_group(proc.stdout, "GAN-pretrained [gan]:"))  # built-ins keep theirs
+
+
+def test_fmtransfer_contenders_lists_the_plugin_with_its_options(site, tmp_path):
+    proc = _fmtransfer(site, "contenders", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "example example (scaled rates), builds on model A" in text
+    assert "The book's two phases on model A" in text and "--example-scale 1" in text
 
 
 def test_help_is_fast_and_imports_no_tensorflow_with_a_plugin(site, tmp_path):

@@ -231,7 +231,7 @@ def test_a_seed_diverging_in_a_stacked_phase_is_recorded_and_the_others_finish(s
 
     monkeypatch.setattr(stacked, "fit", fit)
     outcomes = transfer.fit_seeds(cfgs, split, bases, Reporter(quiet=True))
-    assert trained == [("B on A: frozen", 2)]  # the fine-tune phase had one seed left: trained alone
+    assert trained == [("transfer from A: frozen", 2)]  # the fine-tune phase had one seed left: trained alone
     assert isinstance(outcomes[1], DivergedError) and outcomes[1].key == "transfer.frozen_learning_rate"
     reference = _serial(transfer, cfgs[0], split, bases[0])[1]
     assert outcomes[0].test_loss == pytest.approx(reference.test_loss, rel=1e-4)
@@ -301,7 +301,14 @@ def test_a_contender_that_cannot_stack_trains_one_seed_at_a_time_and_says_why(ti
     from fmtransfer.report import Reporter
 
     monkeypatch.setattr(Gradual, "stack_unsupported", "a test says it cannot")
-    monkeypatch.setattr(Gradual, "fit_seeds", lambda *a, **k: pytest.fail("a contender that cannot stack was stacked"))
+    train_alone = Gradual.train
+
+    def one_seed(self, cfgs, *args, **kwargs):
+        if len(cfgs) > 1:
+            pytest.fail("a contender that cannot stack was stacked")
+        return train_alone(self, cfgs, *args, **kwargs)
+
+    monkeypatch.setattr(Gradual, "train", one_seed)
     cfg = Config().replace(**tiny_settings(tiny_data), **{"study.seeds": [1, 2], "study.b_train_sizes": [20],
                                                            "study.reuse_layers": ["all"],
                                                            "contenders": ["transfer", "gradual"]})

@@ -282,7 +282,7 @@ def test_auto_jobs_is_the_cores_over_the_threads_of_one_run(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.delenv("FMTRANSFER_THREADS", raising=False)
     assert studies.parse_jobs("auto", "dense") == 8  # one thread per dense run
-    assert studies.parse_jobs("auto", "cnn") == 1  # a cnn run takes every core
+    assert studies.parse_jobs("auto", "cnn") == 4  # a cnn run takes a fixed two threads (runtime.CNN_THREADS)
     monkeypatch.setenv("FMTRANSFER_THREADS", "2")
     assert studies.parse_jobs("auto", "cnn") == 4
 

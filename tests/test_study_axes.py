@@ -52,9 +52,10 @@ def test_committed_reports_cells_read_back_to_the_same_json(name):
         assert {"design", "p_wilcoxon", "p_max_t", "superiority", "mde_points", "equivalence", "in_best_set"} <= set(added)
         assert added["design"] == "paired" and all(added[k] is None for k in ("p_max_t", "equivalence", "mcnemar"))
     shown = _text(studies.table(report))
-    first = report["cells"][0]["pair"]
-    assert all(heading in shown for heading in ("B classes", "n B", "reuse", "lr"))
-    assert f"{first[0]} vs {first[1]}" in shown
+    first = report["cells"][0]
+    # One block per setting, headed by its grid point in words.
+    assert f"Classes {first['pair'][0]} vs {first['pair'][1]}, {first['b_train_size']} images, reuse " \
+           f"{first['reuse_layers']}, {first['preset']} rates" in shown
 
 
 def _text(table) -> str:
@@ -145,7 +146,7 @@ def test_a_declared_axis_reaches_run_ids_configs_records_and_cells(fine_tune_axi
     assert "Classes 5 vs 6, 200 images, reuse all, book rates, 2 fine-tuning epochs; baseline" in \
         studies.markdown(result)
     shown = _text(studies.table(result.to_dict()))
-    assert "fine_tune_epochs" in shown and shown.index("95.50") < shown.index("98.50")  # ranked within its own value
+    assert "2 fine-tuning epochs" in shown and shown.index("95.50") < shown.index("98.50")  # ranked within its own value
 
 
 @pytest.mark.slow

@@ -95,7 +95,7 @@ class TransferFromA(Contender):
         phases = self.phases(cfgs[0], reused[0])
         if any(r != reused[0] or self.phases(c, r) != phases for c, r in zip(cfgs, reused)):
             raise ValueError("the seeds trained together must share their layers and phases")
-        label = "B on A" if self.artifact == "a" else f"B on {self.artifact}"
+        label = self.title  # what the tables call it
         for i, phase in enumerate(phases):
             if phase.top is not None and phase.top > reused[0]:
                 raise ConfigError("transfer.unfreeze", f"top:{phase.top} asks for more than the {reused[0]} reused "

@@ -27,12 +27,15 @@ from fmtransfer.study.records import (
     load_records, load_results, read_records, read_results, run_fingerprint, settings_fingerprint,
 )
 from fmtransfer.study.reporting import StudyResult, leaderboard, markdown, plot, report, table
-from fmtransfer.study.runner import STACK_AUTO, parse_jobs, resolve_stack, run_study
+from fmtransfer.study.runner import (
+    STACK_AUTO, Precision, parse_jobs, resolve_stack, run_study, run_until_precise,
+)
 from fmtransfer.study.stats import BOOK, Cell, book_placement, holm, paired_stats
 
 __all__ = ["Axis", "RunKey", "check_grid", "declare", "declared", "grid", "parse_shard", "shard", "study_contenders",
            "withdraw", "STUDY_JSON", "BadRecord", "RunRecord", "Scores", "append_record", "append_result",
            "check_study_dir", "load_records", "load_results", "read_records", "read_results",
            "run_fingerprint", "settings_fingerprint", "StudyResult", "leaderboard", "markdown", "plot", "report",
-           "table", "STACK_AUTO", "parse_jobs", "resolve_stack", "run_study", "BOOK", "Cell", "book_placement", "holm",
+           "table", "STACK_AUTO", "Precision", "run_until_precise", "parse_jobs", "resolve_stack", "run_study",
+           "BOOK", "Cell", "book_placement", "holm",
            "paired_stats"]

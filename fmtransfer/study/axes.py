@@ -365,8 +365,10 @@ def _shard_from_environment(text: str, env) -> str:
                                "Job (JOB_COMPLETION_INDEX); outside one, give I/N")
 
 
-def shard(keys: list[RunKey], index: int, count: int) -> list[RunKey]:
-    """The index-th of `count` disjoint slices: whole groups sharing a model A, dealt round-robin."""
-    groups = list(dict.fromkeys(k.group for k in keys))
+def shard(keys: list[RunKey], index: int, count: int, by: Callable[[RunKey], Any] | None = None) -> list[RunKey]:
+    """The index-th of `count` disjoint slices: whole groups sharing a model A, dealt round-robin;
+    `by`: a coarser group to keep whole (a stacked study's stacks, whose seeds train together)."""
+    group = by or (lambda k: k.group)
+    groups = list(dict.fromkeys(group(k) for k in keys))
     mine = {g for i, g in enumerate(groups) if i % count == index}
-    return [k for k in keys if k.group in mine]
+    return [k for k in keys if group(k) in mine]

@@ -70,7 +70,9 @@ class Cache(Resolver):
     """Model A and pretrained encoders of a study, saved in its directory and loaded on resume.
 
     `train_a`: () -> (model A, ModelAResult, seconds or None); a stack trains its seeds' model A together.
+    `how`: the study's threads and the seed's place in its stack (`fingerprints.How`).
     """
 
-    def __init__(self, study_dir: Path, cfg: Config, split, pair: tuple[int, int], seed: int, train_a=None):
-        super().__init__(cfg, split, StudyStore(study_dir / "models", pair, seed), train_a=train_a)
+    def __init__(self, study_dir: Path, cfg: Config, split, pair: tuple[int, int], seed: int, train_a=None,
+                 how: fingerprints.How = fingerprints.UNRECORDED):
+        super().__init__(cfg, split, StudyStore(study_dir / "models", pair, seed), train_a=train_a, how=how)

@@ -374,7 +374,10 @@ def _summary(claim: Claim) -> str:
 
 def table(found: Claims) -> Table:
     """The claims as a rich table: verdict, claim, the evidence in a few words."""
-    out = Table(title=f"The chapter's claims on {', '.join(found.studies)}")
+    # Left-justified: off a terminal the console is as wide as the longest line, and a centred
+    # title or caption would sit thousands of columns to the right.
+    out = Table(title=f"The chapter's claims on {', '.join(found.studies)}", title_justify="left",
+                caption_justify="left")
     for name in ("claim", "verdict", "evidence", "MDE, pts"):
         out.add_column(name, justify="right" if name.startswith("MDE") else "left")
     for c in found.claims:

@@ -20,12 +20,55 @@ from fmtransfer.errors import ConfigError, DataError, FmtError, UsageError
 from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: re-exported)
     own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
 )
-from fmtransfer.io import WRITE_ERRORS, fingerprint, write_text_atomic
+from fmtransfer.io import WRITE_ERRORS, atomic_path, file_sha256, fingerprint, write_text_atomic
 from fmtransfer.needs import Encoder, needs_of
-from fmtransfer.study.axes import RunKey, study_contenders
+from fmtransfer.study.axes import SCOPES, RunKey, axis, study_contenders
 
 
 STUDY_JSON = "study.json"
+
+# `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
+# 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
+# steps leave it idle, is where stacking is meant to pay most.
+STACK_AUTO = 10
+
+
+def resolve_stack(stack: int | str) -> int:
+    """`study.stack` as a number of seeds."""
+    return STACK_AUTO if stack == "auto" else int(stack)
+
+
+def stacking(cfg: Config) -> int:
+    """How many seeds a stack of this study holds: `study.stack`, or 1 (unstacked) where the
+    network cannot stack (`ModelConfig.stacks`)."""
+    return resolve_stack(cfg.study.stack) if cfg.model.stacks else 1
+
+
+def slot(seed: int, stack: int) -> int:
+    """A seed's place in any stack of `stack` seeds: fixed by the seed alone, so that whichever
+    seeds share a stack (with --jobs, --shard, on resuming), each seed's numbers are the same."""
+    return seed % stack
+
+
+def how(cfg: Config, threads: int | None, contender: str, seed: int) -> fingerprints.How:
+    """How the study trains `contender`'s run at `seed`: its threads, and in a stacked study the
+    seed's slot and what trains in the stack (model A, the baseline, and a contender that stacks;
+    never an encoder)."""
+    k = stacking(cfg)
+    if k == 1:
+        return fingerprints.How(threads)
+    parts = {"model_a", "baseline"}
+    if contender in contenders.names() and contenders.get(contender).stack_unsupported is None:
+        parts.add(contender)
+    return fingerprints.How(threads, slot(seed, k), frozenset(parts))
+
+
+def trained_with(h: fingerprints.How) -> dict[str, Any]:
+    """What a results line says of how its run was trained (`RunRecord.trained_with`)."""
+    said: dict[str, Any] = {"threads": h.threads}
+    if h.slot is not None:
+        said.update(stack_slot=h.slot, stacked=sorted(h.stacked))
+    return said
 
 
 def results_path(study_dir: Path, index: int, count: int) -> Path:
@@ -86,7 +129,8 @@ class Scores:
 
 # A results line's fields besides the axes', in the order written; the runner writes every one,
 # older fmtransfers only some, so those after `result` are optional (None: not in the line).
-_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "b_indices_sha256")
+_OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "b_indices_sha256",
+             "trained_with", "predictions")
 
 
 @dataclass(frozen=True)
@@ -110,6 +154,13 @@ class RunRecord:
             (lines of fmtransfer 0.4 or older have none); opaque.
         b_indices_sha256: the SHA-256 of task B's training rows (`data.indices_sha256`): which
             images the baseline and the contender learnt from (lines before 0.6 have none).
+        trained_with: how it was trained beyond its settings (`trained_with`): `threads`, the
+            intra-op thread count; in a stacked study `stack_slot`, the seed's place in its
+            stack, and `stacked`, what trained in the stack. Both are in `fingerprint` too.
+            Lines before 0.6 have none.
+        predictions: where the run's test-B predictions are kept, `{"baseline": {"path", "sha256"},
+            "result": {...}}` (see `load_predictions`); None where it has none (an older line, a
+            diverged model).
         extra: keys this fmtransfer does not know, kept as read.
         absent: the axes whose field the line lacked (written before the axis existed, read as
             its `missing` value); left out again when written, so the line keeps its form.
@@ -131,19 +182,23 @@ class RunRecord:
     finished: Any = None
     fingerprint: Any = None
     b_indices_sha256: Any = None
+    trained_with: Any = None
+    predictions: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     absent: tuple[str, ...] = ()
 
     @classmethod
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
              settings: str, fingerprint: str, built_on: dict, seconds: dict,
-             b_indices_sha256: str | None = None) -> "RunRecord":
+             b_indices_sha256: str | None = None, trained_with: dict | None = None,
+             predictions: dict | None = None) -> "RunRecord":
         """The record of a run the runner just finished, stamped now."""
         t = run_config.transfer
         return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
                    built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   fingerprint=fingerprint, b_indices_sha256=b_indices_sha256)
+                   fingerprint=fingerprint, b_indices_sha256=b_indices_sha256, trained_with=trained_with,
+                   predictions=predictions)
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":
@@ -194,7 +249,7 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
     """
     found: dict[str, RunRecord] = {}
     skipped: dict[str, int] = {}
-    same = made_with(cfg, _recorded_dataset(study_dir)) if cfg is not None else None
+    same = made_with(cfg, _recorded_dataset(study_dir), recorded_threads(study_dir)) if cfg is not None else None
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
         text = path.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines()
@@ -227,12 +282,14 @@ def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict]
     """`read_records`, each record as its JSON line's dict."""
     records, skipped = read_records(study_dir, cfg)
     return [r.to_dict() for r in records], skipped
-def made_with(cfg: Config, sha256: dict[str, str] | None):
-    """record -> whether that results line was made with `cfg` on the dataset files `sha256`.
+def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = None):
+    """record -> whether that results line was made with `cfg` on the dataset files `sha256`,
+    trained on `threads` intra-op threads (None: a study that recorded none, fmtransfer 0.5 or older).
 
     A line written after fmtransfer 0.4 carries `fingerprint` (`fingerprints.run`: the data, the
-    run's seed, pair, size and rates, every setting its contender and baseline depended on); an
-    older one only `settings` (`run_fingerprint`), checked as then; one with neither is taken.
+    run's seed, pair, size and rates, every setting its contender and baseline depended on, and
+    how it was trained: `how`); an older one only `settings` (`run_fingerprint`), checked as
+    then; one with neither is taken.
     """
     configs: dict[RunKey, Config | None] = {}  # the lines of one grid point share their config
 
@@ -244,11 +301,21 @@ def made_with(cfg: Config, sha256: dict[str, str] | None):
                 except ConfigError:  # a point this config cannot even express
                     configs[record.key] = None
             run_config = configs[record.key]
-            return run_config is not None and \
-                record.fingerprint == fingerprints.run(run_config, sha256, record.contender)
+            return run_config is not None and record.fingerprint == fingerprints.run(
+                run_config, sha256, record.contender, how(cfg, threads, record.contender, record.key.seed))
         return record.settings is None or record.settings == run_fingerprint(cfg, record.contender)
 
     return same
+
+
+def recorded_threads(study_dir: Path) -> int | None:
+    """The intra-op thread count study.json records its runs were trained with; None where it
+    records none (fmtransfer 0.5 or older: its lines' fingerprints do not carry one either)."""
+    try:
+        threads = json.loads((Path(study_dir) / STUDY_JSON).read_text(encoding="utf-8"))["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
 
 
 def _recorded_dataset(study_dir: Path) -> dict[str, str] | None:
@@ -340,8 +407,14 @@ def _signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def check_study_dir(cfg: Config, study_dir: Path) -> None:
-    """A directory holds one study: runs made with other fixed settings must not be mixed in."""
+def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) -> None:
+    """A directory holds one study: runs made with other fixed settings must not be mixed in.
+
+    `threads`: the intra-op thread count this invocation trains with, recorded in study.json (its
+    runs' fingerprints carry it); None keeps what study.json records. A study made stacked is not
+    continued unstacked, nor with another stack size, or the other way round: its runs would no
+    longer count (their fingerprints say how they were trained), so it is refused instead.
+    """
     meta_path = study_dir / STUDY_JSON
     meta = {"settings_fingerprint": settings_fingerprint(cfg)}
     if any(isinstance(n, Encoder) for c in study_contenders(cfg) for n in needs_of(contenders.get(c))):
@@ -361,6 +434,19 @@ def check_study_dir(cfg: Config, study_dir: Path) -> None:
                                  "use another directory, or the same settings", path=study_dir)
             if key in old:
                 meta.setdefault(key, old[key])
+        old_config = old.get("config") if isinstance(old.get("config"), dict) else {}
+        try:
+            old_stack = stacking(config_from(old_config, study_dir)) if old_config else None
+        except DataError:
+            old_stack = None
+        if old_stack is not None and old_stack != stacking(cfg) and any(study_dir.glob("results*.jsonl")):
+            def said(k):
+                return "unstacked (study.stack 1)" if k == 1 else f"stacked, study.stack {k}"
+            raise UsageError(f"{study_dir} holds runs trained {said(old_stack)}; this run would train them "
+                             f"{said(stacking(cfg))}, and the two are never mixed: give --stack "
+                             f"{old_stack if old_stack > 1 else 1}, or use another directory", path=study_dir)
+        if threads is None and isinstance(old.get("threads"), int):
+            threads = old["threads"]
         # A study.json of fmtransfer 0.4 or older records no dataset: it gets this one's.
         theirs = old.get("dataset") if isinstance(old.get("dataset"), dict) else {}
         if theirs and theirs.get("sha256") != dataset["sha256"]:
@@ -369,7 +455,15 @@ def check_study_dir(cfg: Config, study_dir: Path) -> None:
                              "from", path=study_dir)
     # The grid's axes may grow between invocations; the latest grid is the one to report against.
     study_dir.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        meta["threads"] = threads
     write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
+
+
+def record_precision(study_dir: Path, precision: Any) -> None:
+    """Note in study.json where `--seeds auto` stopped (`runner.Precision`): how many seeds it needed."""
+    meta = read_meta(study_dir)
+    write_text_atomic(Path(study_dir) / STUDY_JSON, json.dumps({**meta, "seeds_auto": precision.to_dict()}, indent=2))
 
 
 def read_meta(study_dir: Path) -> dict:
@@ -396,3 +490,133 @@ def config_from(d: dict, study_dir: Path | None = None) -> Config:
         raise DataError(f"{where}: unusable settings ({e}); delete it and run the study again "
                         "(finished runs are kept, and checked against the new settings)", path=where) from None
 
+
+
+# ----------------------------------------------------------------------------- stored test predictions
+
+PREDICTIONS = "predictions"  # the study directory's folder of them
+_PREDICTIONS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One run's predictions on task B's test images, in the test set's order.
+
+    Args:
+        y: the images' labels, 0 or 1 (1: `data.b_classes`' second class), uint8.
+        baseline: the baseline's P(label 1) per image, float32 in [0, 1], quantised to 1/255
+            (each image's predicted class, p > 0.5, is the one the model gave: the accuracies
+            they give are the record's).
+        result: the contender's, likewise.
+
+    `baseline_correct` and `result_correct` are what `inference.mcnemar_exact` and
+    `inference.image_bootstrap` take.
+    """
+
+    y: Any
+    baseline: Any
+    result: Any
+
+    @property
+    def baseline_correct(self):
+        return (self.baseline > 0.5) == (self.y == 1)
+
+    @property
+    def result_correct(self):
+        return (self.result > 0.5) == (self.y == 1)
+
+
+def quantised(p) -> Any:
+    """P(label 1) per image as uint8 (p * 255, rounded), each image's class (p > 0.5) kept."""
+    import numpy as np
+
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    q = np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)
+    positive = p > 0.5
+    q[positive & (q < 128)] = 128
+    q[~positive & (q >= 128)] = 127
+    return q
+
+
+def _write_predictions(path: Path, header: dict, *parts) -> dict:
+    """A predictions file: one JSON line saying what it is for, then each part's bytes; written
+    atomically, and its digest returned for the results line that refers to it."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes((json.dumps({"format": _PREDICTIONS_FORMAT, **header}) + "\n").encode()
+                        + b"".join(bytes(p) for p in parts))
+    return {"path": str(path.relative_to(path.parent.parent)), "sha256": file_sha256(path)}
+
+
+def write_baseline_predictions(study_dir: Path, key: RunKey, fingerprint_: str, y, p) -> dict:
+    """The baseline's predictions of a (seed, pair, size) group, kept once for all its
+    contenders, with the test labels; -> what a results line records of the file."""
+    import numpy as np
+
+    # Named and headed by the group alone, never by the run that asked first: resumed, the file
+    # is written again with the same bytes, so the lines written before still match its digest.
+    group = "-".join(part for a, v in key.items if axis(a).scope in SCOPES[:2] and (part := axis(a).id(v)))
+    y = np.asarray(y).reshape(-1).astype(np.uint8)
+    return _write_predictions(Path(study_dir) / PREDICTIONS / f"baseline-{group}.bin",
+                              {"for": f"baseline of {group}", "fingerprint": fingerprint_, "n": int(y.size),
+                               "parts": ["baseline", "y"]}, quantised(p), y)
+
+
+def write_result_predictions(study_dir: Path, run_id: str, fingerprint_: str, p) -> dict:
+    """A contender's predictions, tied to its results line's id and fingerprint."""
+    q = quantised(p)
+    return _write_predictions(Path(study_dir) / PREDICTIONS / f"{run_id}.bin",
+                              {"for": run_id, "fingerprint": fingerprint_, "n": int(q.size), "parts": ["result"]}, q)
+
+
+def _read_predictions(study_dir: Path, ref: Any) -> tuple[dict, bytes] | None:
+    if not (isinstance(ref, dict) and isinstance(ref.get("path"), str) and isinstance(ref.get("sha256"), str)):
+        return None
+    path = Path(study_dir) / ref["path"]
+    try:
+        raw = path.read_bytes()
+        head, _, body = raw.partition(b"\n")
+        header = json.loads(head)
+    except (OSError, ValueError):
+        return None
+    import hashlib
+
+    if hashlib.sha256(raw).hexdigest() != ref["sha256"] or not isinstance(header, dict) \
+            or header.get("format") != _PREDICTIONS_FORMAT:
+        return None
+    return header, body
+
+
+def load_predictions(study_dir: str | Path, record: RunRecord) -> Predictions | None:
+    """`record`'s test-B predictions, or None where it has none: a line of fmtransfer 0.5 or
+    older, a run whose baseline or contender diverged, or files that are not the ones the line
+    names (their SHA-256, the id and fingerprint they are for, or the accuracies they give
+    differ: a stale or edited file is never used).
+
+    Example:
+        >>> for r in load_records(study_dir, cfg):
+        ...     pred = load_predictions(study_dir, r)
+        ...     if pred is not None:
+        ...         inference.mcnemar_exact(pred.baseline_correct, pred.result_correct).p_value
+    """
+    import numpy as np
+
+    refs = record.predictions
+    if not isinstance(refs, dict):
+        return None
+    base, mine = _read_predictions(study_dir, refs.get("baseline")), _read_predictions(study_dir, refs.get("result"))
+    if base is None or mine is None:
+        return None
+    (bh, bbody), (rh, rbody) = base, mine
+    n = rh.get("n")
+    if rh.get("for") != record.id or rh.get("fingerprint") != record.fingerprint or not isinstance(n, int) \
+            or bh.get("n") != n or len(rbody) != n or len(bbody) != 2 * n or n == 0:
+        return None
+    raw = np.frombuffer(bbody, dtype=np.uint8)
+    y, baseline = raw[n:].copy(), raw[:n].astype(np.float32) / 255
+    result = np.frombuffer(rbody, dtype=np.uint8).astype(np.float32) / 255
+    found = Predictions(y, baseline, result)
+    for what, correct, scores in (("baseline", found.baseline_correct, record.baseline),
+                                  ("result", found.result_correct, record.result)):
+        if abs(float(np.mean(correct)) - scores.test_accuracy) > 1e-9:
+            return None
+    return found

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 from fmtransfer import contenders
 from fmtransfer.config import Config
 from fmtransfer.errors import FmtError
-from fmtransfer.report import figures, mean_std, pct, ratio_text, save_figure
+from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study import inference, records
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
@@ -40,6 +39,7 @@ class StudyResult:
     # Per cell (in `cells` order), its mean difference per seed over the draws: the unit every
     # comparison of cells pairs on (`claims`). Not in to_dict: the accuracies are.
     by_seed: list[dict] = field(default_factory=list, repr=False)
+    seeds_auto: dict | None = None  # where `--seeds auto` stopped (`runner.Precision`), if it ran last
 
     def cell(self, contender: str = "transfer", **axes) -> Cell:
         """The first cell of `contender` matching `axes` (pair=(5, 6), b_train_size=200, ...)."""
@@ -55,6 +55,8 @@ class StudyResult:
              "equivalence_margin": self.equivalence_margin, "max_t": self.max_t, "best_sets": self.best_sets}
         if self.plots:
             d["plots"] = self.plots
+        if self.seeds_auto is not None:
+            d["seeds_auto"] = self.seeds_auto
         return d
 
 
@@ -100,7 +102,8 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
                        meta["config"], skipped=skipped, max_t=family, best_sets=tied, equivalence_margin=margin,
-                       by_seed=by_seed)
+                       by_seed=by_seed,
+                       seeds_auto=meta["seeds_auto"] if isinstance(meta.get("seeds_auto"), dict) else None)
 
 
 def draw_of(record: RunRecord) -> Any:
@@ -236,33 +239,105 @@ def _p_primary(p: float | None, method: str | None, se: float | None) -> str:
     return _p(p) + (f" ± {se:.1g}" if method == "monte-carlo" and se else "")
 
 
-def table(summary: dict) -> Table:
-    """The report (`StudyResult.to_dict()`) as a rich table: one row per cell, a column per axis."""
-    out = Table(title=f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
-                      "test-B accuracy, paired over seeds")
+# The cell fields a column below shows, or that are no column (per-seed lists, the grid point,
+# what the notes say); any other scalar field a Cell grows is a column too, shown where the
+# width allows and always with --wide.
+_SHOWN = {"contender", "title", "seeds", "n", "baseline_mean", "baseline_std", "transfer_mean", "transfer_std",
+          "mean_difference", "ci95", "p_value", "error_rate_ratio", "wins", "ties", "losses", "diverged",
+          "baseline_diverged", "p_holm", "linear_probe", "baseline_accuracies", "accuracies", "book", "data_seeds",
+          "design", "n_seeds", "n_draws", "runs_left_out", "ci95_method", "no_interval", "p_method", "p_mc_error",
+          "p_wilcoxon", "p_max_t", "in_best_set", "superiority", "mde_points", "equivalence", "variance_components",
+          "mcnemar"}
+
+
+def gain_text(c: dict) -> str:
+    """The mean gain in points with its 95% CI; a cell of too few seeds for one says so instead."""
+    gain = f"{100 * c['mean_difference']:+.2f}"
+    units = c.get("n_seeds") or c["n"]
+    if c.get("no_interval") or units < MIN_INTERVAL_UNITS:
+        return f"{gain} (no CI: n={units})"
+    ci = c.get("ci95")
+    return gain + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
+
+
+def _number(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def columns(cells: list[dict]) -> list:
+    """The study table's columns, the essential ones first: contender, gain with its CI, W/T/L,
+    p and the adjusted p; then the rest, left out last-first where the width is short."""
+    def opt(v, fmt=lambda v: f"{v:.2g}"):
+        return "-" if v is None else fmt(v)
+
+    cols = [
+        Column("contender", lambda c: c["title"], essential=True, name=True),
+        Column("gain, pts (95% CI)", gain_text, essential=True),
+        Column("W/T/L", lambda c: f"{c['wins']}/{c['ties']}/{c['losses']}", essential=True),
+        Column("p", lambda c: opt(c["p_value"]), essential=True),
+        Column("p Holm", lambda c: opt(c.get("p_holm")), essential=True),
+        Column("p max-T", lambda c: opt(c.get("p_max_t"))),
+        Column("seeds", lambda c: f"{c['n_seeds']}x{c['n_draws']}" if c.get("n_draws", 1) > 1 else str(c["n"])),
+        Column("contender acc", lambda c: mean_std(c["transfer_mean"], c["transfer_std"])),
+        Column("baseline acc", lambda c: mean_std(c["baseline_mean"], c["baseline_std"])),
+        Column("err ÷", lambda c: ratio_text(c["error_rate_ratio"])),
+        Column("probe", lambda c: opt(c.get("linear_probe"), lambda v: f"{100 * v:.2f}")),
+        Column("p Wilcoxon", lambda c: opt(c.get("p_wilcoxon"))),
+        Column("P(win)", lambda c: opt(c.get("superiority"), lambda v: f"{v['p']:.2f}")),
+        Column("MDE pts", lambda c: opt(c.get("mde_points"), lambda v: f"{v:.2f}")),
+        Column("TOST", lambda c: opt(c.get("equivalence"), lambda v: v["verdict"])),
+        Column("≈ best", lambda c: opt(c.get("in_best_set"), _number)),
+    ]
+    axes = {a.name for a in cell_axes()}
+    extra = [k for c in cells for k, v in c.items()
+             if k not in _SHOWN and k not in axes and (v is None or isinstance(v, (int, float, str)))]
+    for k in dict.fromkeys(extra):
+        cols.append(Column(k.replace("_", " "), lambda c, k=k: _number(c.get(k))))
+    return cols
+
+
+def table(summary: dict, width: int | None = None, wide: bool = False):
+    """The report (`StudyResult.to_dict()`) for a terminal: one block per setting (the grid point
+    but the seed, in words, with its baseline), its contenders ranked by gain; then the notes.
+    At `width` columns the essential columns stay and the others go, last first, until the
+    block fits: numbers are never cut. `wide` (or no width): every column."""
+    from rich.console import Group
+    from rich.text import Text
+
     shown = [a for a in cell_axes() if any(a.name in c for c in summary["cells"])]
-    out.add_column("contender")
-    for a in shown:
-        out.add_column(a.heading, justify=a.justify)
-    for name in ("seeds", "baseline", "contender acc", "gain, pts (95% CI)", "err ÷", "W/T/L", "p", "p Holm",
-                 "p max-T", "probe"):
-        out.add_column(name, justify="right")
 
     def point(c: dict) -> tuple:
         return tuple(a.order(a.from_json(c[a.name])) if a.name in c else "" for a in shown)
 
+    blocks: dict[tuple, list[dict]] = {}
     for c in sorted(summary["cells"], key=lambda c: (point(c), -c["mean_difference"])):
-        ci = c["ci95"]
-        gain = f"{100 * c['mean_difference']:+.2f}" + (f" ({100 * ci[0]:+.2f}, {100 * ci[1]:+.2f})" if ci else "")
-        out.add_row(c["title"], *(a.text(a.from_json(c[a.name])) if a.name in c else "-" for a in shown),
-                    f"{c['n_seeds']}x{c['n_draws']}" if c.get("n_draws", 1) > 1 else str(c["n"]),
-                    mean_std(c["baseline_mean"], c["baseline_std"]),
-                    mean_std(c["transfer_mean"], c["transfer_std"]), gain, ratio_text(c["error_rate_ratio"]),
-                    f"{c['wins']}/{c['ties']}/{c['losses']}",
-                    "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
-                    "-" if c.get("p_holm") is None else f"{c['p_holm']:.2g}",
-                    "-" if c.get("p_max_t") is None else f"{c['p_max_t']:.2g}",
-                    "-" if c.get("linear_probe") is None else f"{100 * c['linear_probe']:.2f}")
+        blocks.setdefault(point(c), []).append(c)
+    parts: list = [Text(f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
+                        "test-B accuracy, paired over seeds", style="bold")]
+    cols = columns(summary["cells"])
+    for cells in blocks.values():
+        first = cells[0]
+        where = ", ".join(a.words(a.from_json(first[a.name])) for a in shown if a.name in first)
+        base = max(cells, key=lambda c: c["n"])  # the contender with the most seeds has every baseline run
+        seeds = base.get("n_seeds") or base["n"]
+        draws = f" x {base['n_draws']} draws" if base.get("n_draws", 1) > 1 else ""
+        title = (f"{where[:1].upper()}{where[1:]}: baseline {mean_std(base['baseline_mean'], base['baseline_std'])}% "
+                 f"over {seeds} seed{'s' if seeds != 1 else ''}{draws}")
+        parts += [Text(""), fitted(cols, cells, width=width, wide=wide, title=title)]
+    parts.append(Text("\n".join(notes(summary, shown))))
+    return Group(*parts)
+
+
+def notes(summary: dict, shown) -> list[str]:
+    """What the table's numbers need said: the book's placement, divergences, skipped lines, the legend."""
     notes = []
     for c in summary["cells"]:
         if "book" in c and c["book"].get("at_book_point", True):
@@ -275,7 +350,7 @@ def table(summary: dict) -> Table:
         notes.append(f"No max-T over the study: {summary['max_t']['why']}.")
     if any(c.get("no_interval") for c in summary["cells"]):
         notes.append(f"No CI where a cell has fewer than {MIN_INTERVAL_UNITS} seeds: with 2, Student's t has one "
-                     "degree of freedom.")
+                     "degree of freedom; run more seeds (--seeds N).")
     for c in summary["cells"]:
         if c.get("diverged") or c.get("baseline_diverged"):
             where = ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c)
@@ -287,9 +362,9 @@ def table(summary: dict) -> Table:
                  "baseline; CI: Student t (crossed random effects with several draws); err ÷: baseline error / "
                  "contender error; p: exact sign-flip test of the mean gain; p Holm: corrected over the contenders "
                  "of the same setting; p max-T: corrected over every cell of the study; probe: linear probe on the "
-                 "pretrained features. --json and --markdown add Wilcoxon, P(win), MDE, TOST and the best set.")
-    out.caption = "\n".join(notes)
-    return out
+                 "pretrained features; p Wilcoxon, P(win) (of beating the baseline on a new seed), MDE (the gain "
+                 "detected with 80% power), TOST and ≈ best: docs/statistics.md. --wide shows every column.")
+    return notes
 
 
 def _p(p: float | None) -> str:
@@ -298,16 +373,26 @@ def _p(p: float | None) -> str:
 
 def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     """Per cell, the paired accuracies seed by seed; the mean gain against task-B size; and, with
-    more than one contender, every contender's gain with its confidence interval."""
-    figs = figures("--plots")
-    study_dir = Path(study_dir)
-    out_dir = study_dir / "plots"
+    more than one contender, every contender's gain with its confidence interval: PNGs in
+    STUDY_DIR/plots."""
+    out_dir = Path(study_dir) / "plots"
+    made = list(study_figures(study_dir, summary))
     try:
         out_dir.mkdir(exist_ok=True)
     except OSError as e:  # a read-only study directory: the report is still the report
         raise FmtError(f"cannot write plots to {out_dir}: {e.strerror}", path=out_dir) from None
-    runs_of = _cells(load_records(study_dir, config_from(summary.config)))
     written = []
+    for name, fig in made:
+        save_figure(fig, out_dir / name)
+        written.append(out_dir / name)
+    return written
+
+
+def study_figures(study_dir: Path, summary: StudyResult, option: str = "--plots"):
+    """(file name, matplotlib Figure) of each of the study's plots; `option` is named if the
+    plot extra is missing."""
+    figs = figures(option)
+    runs_of = _cells(load_records(Path(study_dir), config_from(summary.config)))
     for cell in summary.cells:
         runs = runs_of.get((cell.setting, cell.contender), [])
         fig, ax = figs.subplots(figsize=(6, 4))
@@ -333,40 +418,48 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
         fig.tight_layout()
         prefix = "" if cell.contender == "transfer" else f"{cell.contender}-"
         point = "-".join(a.id(a.from_json(cell.point[a.name])) for a in cell_axes() if a.name in cell.point)
-        path = out_dir / f"paired-{prefix}{point}.png"
-        save_figure(fig, path)
-        written.append(path)
+        yield f"paired-{prefix}{point}.png", fig
+    yield "gain-vs-size.png", gain_vs_size(summary, figs)
+    if len({c.contender for c in summary.cells}) > 1:
+        yield "contenders.png", contenders_figure(summary, figs)
+
+
+def gain_vs_size(summary: StudyResult, figs):
+    """The mean gain against the task-B training size, one line per contender and setting, with
+    the 95% CI where a cell has the seeds for one. The size axis is ticked at the sizes used, the
+    gain axis spans the data."""
     fig, ax = figs.subplots(figsize=(6, 4))
-    # One line per cell but for the size: its gain against the task-B training size.
     size = axis("b_train_size")
     lines: dict[tuple, list[Cell]] = {}
     for cell in summary.cells:
         rest = tuple(str(cell.point.get(a.name)) for a in cell_axes() if a is not size)
         lines.setdefault((cell.title, rest), []).append(cell)
+    used = sorted({c.point[size.name] for c in summary.cells})
     for (title, _), cells in lines.items():
         cells = sorted(cells, key=lambda c: c.point[size.name])
         sizes = [c.point[size.name] for c in cells]
         means = [100 * c.mean_difference for c in cells]
-        lo = [100 * (c.mean_difference - c.ci95[0]) if c.ci95 else 0 for c in cells]
-        hi = [100 * (c.ci95[1] - c.mean_difference) if c.ci95 else 0 for c in cells]
+        shown = [c.ci95 for c in cells]  # None where the cell has too few seeds for one
+        lo = [100 * (c.mean_difference - ci[0]) if ci else 0 for c, ci in zip(cells, shown)]
+        hi = [100 * (ci[1] - c.mean_difference) if ci else 0 for c, ci in zip(cells, shown)]
         ax.errorbar(sizes, means, yerr=[lo, hi], marker="o", capsize=3,
                     label=f"{title}: {_label(cells[0], skip=(size.name,))}")
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xscale("log")
+    if len(used) > 1 and used[-1] / used[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(used, [str(n) for n in used])
+    ax.minorticks_off()
     ax.set_xlabel("task-B training images")
-    ax.set_ylabel("contender - baseline accuracy (points, mean, 95% CI)")
+    few = any(c.no_interval for c in summary.cells)
+    ax.set_ylabel("contender - baseline accuracy (points, mean"
+                  + (", 95% CI)" if not few else "; CI from 3 seeds)"))
     ax.set_title("Gain over the baseline against task-B training size")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / "gain-vs-size.png"
-    save_figure(fig, path)
-    written.append(path)
-    if len({c.contender for c in summary.cells}) > 1:
-        written.append(plot_contenders(out_dir, summary, figs))
-    return written
+    return fig
 
 
-def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
+def contenders_figure(summary: StudyResult, figs):
     """The leaderboard: one row per contender, one panel per setting (the axes but the seed),
     each contender's mean gain over the baseline with its 95% CI; green or red where Holm's
     correction still finds a difference. A gain far below the others (a contender that fails)
@@ -375,8 +468,11 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     names = list(dict.fromkeys(c.title for c in summary.cells))
     mean_gain = {t: np.mean([c.mean_difference for c in summary.cells if c.title == t]) for t in names}
     names.sort(key=lambda t: mean_gain[t])
-    los = [100 * (c.ci95[0] if c.ci95 else c.mean_difference) for c in summary.cells]
-    his = [100 * (c.ci95[1] if c.ci95 else c.mean_difference) for c in summary.cells]
+    def ci(c):  # none below MIN_INTERVAL_UNITS seeds: a t interval on two points spans hundreds of points
+        return c.ci95 or (c.mean_difference, c.mean_difference)
+
+    los = [100 * ci(c)[0] for c in summary.cells]
+    his = [100 * ci(c)[1] for c in summary.cells]
     left = max(min(los), -8.0)  # points: beyond it, a failing contender's row is written, not drawn
     right = max(max(his), 0.5) + 0.3
     fig, axes = figs.subplots(1, len(settings), figsize=(3.6 * len(settings) + 2.4, 0.4 * len(names) + 1.4),
@@ -386,7 +482,7 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
             c = next((c for c in summary.cells if c.title == title and c.setting == setting), None)
             if c is None:
                 continue
-            lo, hi = (c.ci95 if c.ci95 else (c.mean_difference, c.mean_difference))
+            lo, hi = ci(c)
             p = c.p_holm if c.p_holm is not None else c.p_value
             colour = "tab:grey" if p is None or p >= 0.05 else "tab:green" if c.mean_difference > 0 else "tab:red"
             mean = 100 * c.mean_difference
@@ -404,7 +500,5 @@ def plot_contenders(out_dir: Path, summary: StudyResult, figs) -> Path:
     fig.suptitle("Contenders against the baseline, paired over seeds (colour: Holm-corrected p < 0.05)",
                  fontsize=9)
     fig.tight_layout()
-    path = out_dir / "contenders.png"
-    save_figure(fig, path)
-    return path
+    return fig
 

@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,12 @@ from fmtransfer.stages import SMALL_FILES, model_bytes
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.cache import Cache
 from fmtransfer.study.pool import run_units
-from fmtransfer.study.records import (
-    RunRecord, append_record, check_study_dir, load_records, results_path, run_fingerprint,
+from fmtransfer.study.records import (  # noqa: F401  (STACK_AUTO, resolve_stack: re-exported)
+    STACK_AUTO, RunRecord, append_record, check_study_dir, how, load_records, resolve_stack, results_path,
+    record_precision, run_fingerprint, slot, stacking, trained_with, write_baseline_predictions,
+    write_result_predictions,
 )
+from fmtransfer.io import fingerprint
 from fmtransfer.study.reporting import StudyResult, report
 
 
@@ -52,7 +56,8 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
             the files, for study.json).
         stack: train up to this many seeds of a (pair, size) as one graph (`fmtransfer.stacked`;
             "auto": 10); None takes `cfg.study.stack`. Numbers agree with unstacked runs to
-            float precision, not bit for bit.
+            float precision, not bit for bit; each seed trains in the same place of its stack
+            (`records.slot`), so they are the same whatever `jobs` and `shard_spec`.
         progress: show a progress bar over the grid.
 
     Example:
@@ -68,6 +73,7 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
         raise UsageError(f"run_study takes a Config (fmtransfer.load_config(path) reads a file), got {cfg!r}")
     index, count = parse_shard(shard_spec)
     jobs = parse_jobs(jobs, cfg.model.arch)
+    threads = runtime.training_threads(cfg.model.arch)
     check_grid(cfg)
     if not study_contenders(cfg):  # a study of nothing would exit 0 having run nothing
         raise ConfigError("contenders", "a study pairs each contender with the baseline, which runs with every one; "
@@ -81,7 +87,92 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
                      else [p.name for p in study_dir.glob(".lock*-workers")])
     with locked(study_dir, shared=count > 1, need_bytes=_writes_at_most(cfg, count)), \
             (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
-        return _run_study(cfg, study_dir, index, count, reporter, jobs, workers_lock=f"{lock}-workers")
+        return _run_study(cfg, study_dir, index, count, reporter, jobs, workers_lock=f"{lock}-workers",
+                          threads=threads)
+
+
+# `--seeds auto`: a first batch as large as a fixed study's usual ten seeds, then five at a time.
+AUTO_FIRST, AUTO_BATCH = 10, 5
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where `run_until_precise` stopped: what study.json records as `seeds_auto`.
+
+    Args:
+        target_halfwidth: the half-width asked for, in accuracy points.
+        max_seeds: the most seeds it could add.
+        seeds: the seeds the grid ran, `cfg.seed` onwards: how many it needed.
+        widest: the widest cell's 95% t-interval half-width, points, at those seeds.
+        stopped: "precision" (every cell at or under the target) or "max_seeds".
+        batches: how many times it ran the grid.
+    """
+
+    target_halfwidth: float
+    max_seeds: int
+    seeds: int
+    widest: float
+    stopped: str
+    batches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target_halfwidth": self.target_halfwidth, "max_seeds": self.max_seeds, "seeds": self.seeds,
+                "widest_halfwidth": None if math.isinf(self.widest) else self.widest, "stopped": self.stopped,
+                "batches": self.batches}
+
+
+def widest_halfwidth(cfg: Config, study_dir: str | Path) -> float:
+    """The largest 95% t-interval half-width (points) of the paired difference over the cells of
+    `cfg`'s grid, each over `cfg`'s seeds only (a seed's gain its mean over the draws, the unit the
+    report pairs on): what `--seeds auto` stops on (deterministic, so
+    the same records always give the same decision). inf while a cell has fewer than two runs."""
+    from fmtransfer.study.inference import t_halfwidth
+
+    wanted = {k.run_id(c): (k.setting, c) for k in grid(cfg) for c in study_contenders(cfg)}
+    cells: dict[tuple, dict[int, list[float]]] = {cell: {} for cell in wanted.values()}
+    for r in load_records(Path(study_dir), cfg):
+        if r.id in wanted:  # with several draws, a seed's unit is its mean over them
+            cells[wanted[r.id]].setdefault(r.key.seed, []).append(r.gain)
+    per_seed = [[sum(g) / len(g) for g in seeds.values()] for seeds in cells.values()]
+    return max((t_halfwidth(d) if len(d) >= 2 else math.inf for d in per_seed), default=math.inf)
+
+
+def run_until_precise(cfg: Config, study_dir: str | Path = "runs/study", *, jobs: int | str = 1,
+                      stack: int | str | None = None, progress: bool = False, reporter: Reporter | None = None,
+                      first: int = AUTO_FIRST, batch: int = AUTO_BATCH) -> StudyResult:
+    """`--seeds auto`: run the grid on seeds `cfg.seed`, `cfg.seed + 1`, ..., first `first` of
+    them, then `batch` more at a time to the whole grid at once (every cell keeps the same seeds,
+    the units of its paired statistics), until every cell's 95% t-interval half-width of the
+    paired difference is at most `cfg.study.target_halfwidth` points, or `cfg.study.max_seeds`.
+
+    It stops on precision, never on significance: the rule never looks at a p-value, so it does
+    not inflate false positives as "stop when p < 0.05" would. Rerun, it resumes as any study
+    does (finished runs are kept) and reaches the same decision. How many seeds it needed is in
+    study.json (`seeds_auto`) and the result's `seeds_auto`. Not with shards: each shard would
+    see only its own seeds' runs and stop at another count.
+
+    Raises:
+        ConfigError: `study.target_halfwidth` is not set.
+    """
+    target, most = cfg.study.target_halfwidth, cfg.study.max_seeds
+    if target is None:
+        raise ConfigError("study.target_halfwidth", "is needed by --seeds auto: the 95% half-width, in accuracy "
+                                                    "points, to add seeds until")
+    if first < 1 or batch < 1:
+        raise ValueError("first and batch must be at least 1 seed")
+    n, batches = min(max(first, 2), most), 0
+    while True:
+        at = cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n))})
+        result = run_study(at, study_dir, jobs=jobs, stack=stack, progress=progress, reporter=reporter)
+        batches += 1
+        widest = widest_halfwidth(at.replace(**({"study.stack": stack} if stack is not None else {})), study_dir)
+        if widest <= target or n >= most:
+            break
+        n = min(n + batch, most)
+    done = Precision(float(target), most, n, widest, "precision" if widest <= target else "max_seeds", batches)
+    record_precision(Path(study_dir), done)
+    result.seeds_auto = done.to_dict()
+    return result
 
 
 def parse_jobs(jobs: int | str, arch: str) -> int:
@@ -99,20 +190,18 @@ def parse_jobs(jobs: int | str, arch: str) -> int:
     return n
 
 
-# `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
-# 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
-# steps leave it idle, is where stacking is meant to pay most.
-STACK_AUTO = 10
-
-
-def resolve_stack(stack: int | str) -> int:
-    """`study.stack` as a number of seeds."""
-    return STACK_AUTO if stack == "auto" else int(stack)
-
-
-def _seeds_per_unit(stack: int | str, jobs: int, n_seeds: int) -> int:
-    """How many seeds to deal as one unit: a stack's worth, but never so many that a worker idles."""
-    return max(1, min(resolve_stack(stack), math.ceil(n_seeds / jobs)))
+def _units(todo: list[RunKey], stack: int) -> list[list[RunKey]]:
+    """The runs to deal to workers, whole seeds per unit. Unstacked, one seed a unit. Stacked,
+    the seeds whose slots (`records.slot`) make one stack, seed // stack, so that no stack needs a
+    filler below its lowest seed's slot; a stack is never split to keep a worker busy, which
+    would make each half train its slots from 0 again."""
+    seeds = [[*unit] for _, unit in itertools.groupby(todo, key=lambda k: k.seed)]
+    if stack == 1:
+        return seeds
+    chunks: dict[int, list[RunKey]] = {}
+    for unit in seeds:
+        chunks.setdefault(unit[0].seed // stack, []).extend(unit)
+    return list(chunks.values())
 
 
 def _writes_at_most(cfg: Config, count: int) -> int:
@@ -134,10 +223,13 @@ def check_study_paths(study_dir: Path) -> None:
 
 
 def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1,
-               workers_lock: str = ".lock-workers") -> StudyResult:
-    check_study_dir(cfg, study_dir)
+               workers_lock: str = ".lock-workers", threads: tuple[int, int] | None = None) -> StudyResult:
+    threads = threads or runtime.training_threads(cfg.model.arch)
+    check_study_dir(cfg, study_dir, threads[0])
     chosen = study_contenders(cfg)
-    keys = shard(grid(cfg), index, count)
+    k = stacking(cfg)
+    # Stacked, a shard takes whole stacks, as a worker does: seeds that share a stack stay together.
+    keys = shard(grid(cfg), index, count, by=(lambda key: key.seed // k) if k > 1 else None)
     done = {r.id for r in load_records(study_dir, cfg)}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
@@ -152,15 +244,15 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         # stack's worth of seeds at once, so that the worker can train them as one graph.
         if jobs == 1:  # TensorFlow is needed here, and first set up (asking it about a GPU starts it)
             runtime.ensure_setup(cfg.model.arch)
-        seeds = [[*unit] for _, unit in itertools.groupby(todo, key=lambda k: k.seed)]
-        per_unit = _seeds_per_unit(cfg.study.stack, jobs, len(seeds))
-        units = [[k for unit in seeds[i:i + per_unit] for k in unit] for i in range(0, len(seeds), per_unit)]
+        units = _units(todo, k)
         with reporter.grid("study", total=total, done=finished) as advance:
             if jobs == 1:
+                said: set[str] = set()
                 for unit in units:
-                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, per_unit)
+                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said)
             else:
-                _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock)
+                _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock,
+                             threads)
     return report(study_dir)
 
 
@@ -176,27 +268,23 @@ def _checked_data(cfg: Config):
 
 
 def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, done: set[str], advance,
-              stack: int = 1) -> None:
-    """A unit's seeds, `stack` at a time: stacked where the network allows it (dense), else one by one."""
-    from fmtransfer import stacked
-
-    if not stacked.supported(cfg):
-        stack = 1
-    seeds = [[*runs] for _, runs in itertools.groupby(unit, key=lambda k: k.seed)]
-    for i in range(0, len(seeds), stack):
-        chunk = [k for runs in seeds[i:i + stack] for k in runs]
-        together = _Stacked(chunk, cfg, chosen, study_dir, done) if len(seeds[i:i + stack]) > 1 else None
-        for _, runs in itertools.groupby(chunk, key=lambda k: k.group):
-            _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together)
+              threads: int, said: set | None = None) -> None:
+    """A unit's seeds: stacked where the study stacks (`records.stacking`), each seed in its slot,
+    even a seed alone (a stack of one seed and a filler); else one by one."""
+    k = stacking(cfg)
+    together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k, said) if k > 1 else None
+    for _, runs in itertools.groupby(unit, key=lambda key: key.group):
+        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads)
 
 
 def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance,
-                 workers_lock: str) -> None:
+                 workers_lock: str, threads: tuple[int, int]) -> None:
     """Deal whole seeds to `jobs` spawned processes (`pool.run_units`); each appends to its own
     results file, and tells this one each run it finished, for the progress bar over the whole grid."""
-    # This process never set TensorFlow up: the workers apply the choice made for it.
+    # This process never set TensorFlow up: the workers apply the choice made for it, and the
+    # threads a serial study would train with, which its fingerprints record.
     chosen_setup = runtime._configured or runtime._pending or {"arch": cfg.model.arch}
-    setup = {**chosen_setup, "threads": runtime.threads(cfg.model.arch)}
+    setup = {**chosen_setup, "threads": threads}
 
     def pending(unit: list[RunKey]) -> list[str]:
         recorded = {r.id for r in load_records(study_dir, cfg)}
@@ -213,12 +301,12 @@ def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, don
     out_path = Path(out)
     return {"cfg": cfg, "chosen": chosen, "raw": _checked_data(cfg), "study_dir": Path(study_dir),
             "out": out_path.with_name(f"{out_path.stem}-job{job}.jsonl"), "finished": set(done),
-            "stack": resolve_stack(cfg.study.stack)}
+            "threads": runtime.training_threads(cfg.model.arch)[0], "said": set()}
 
 
 def _run_in_worker(state: dict, unit: list[RunKey], advance) -> None:
     _run_unit(unit, state["cfg"], state["chosen"], state["raw"], state["study_dir"], state["out"], state["finished"],
-              advance, state["stack"])
+              advance, state["threads"], state["said"])
 
 
 def chance_accuracy(split) -> float:
@@ -244,8 +332,30 @@ def _scores(fit, split) -> dict:
     return scores
 
 
+def _predicted(model, split):
+    """A model's P(label 1) on test B's images, or None where it gives no one such number per image."""
+    from fmtransfer import training
+
+    p = training.predict(model, training.scaled_part(split.b_test)[0])
+    p = p.reshape(len(p), -1) if p.ndim > 1 else p.reshape(-1, 1)
+    return p[:, 0] if p.shape[1] == 1 and np.all(np.isfinite(p)) else None
+
+
+def _fitted(fit, split) -> tuple[dict, Any]:
+    """`fit()` -> (model, result), as a run's scores (see `_scores`) and its test predictions (None
+    for a diverged model)."""
+    made: list = []
+
+    def result():
+        made.append(fit())
+        return made[0][1]
+
+    scores = _scores(result, split)
+    return scores, (_predicted(made[0][0], split) if made and "diverged" not in scores else None)
+
+
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
-               done: set[str], advance, together: "_Stacked | None" = None) -> None:
+               done: set[str], advance, together: "_Stacked | None" = None, threads: int | None = None) -> None:
     """The runs sharing one (seed, pair): model A and encoders made or loaded once (whatever the
     draw: neither sees task B's images), each baseline once per (size, draw), then every
     unfinished contender. `together`: the stack this seed trains in."""
@@ -255,7 +365,8 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
     split = data.make_split(raw, first.pair, max(r.b_train_size for r in runs), cfg.data.valid_size,
                             cfg.data.valid_from)
     cache = together.cache(first, split) if together else Cache(study_dir, first.config(cfg), split, first.pair,
-                                                                 first.seed)
+                                                                 first.seed, how=how(cfg, threads, "baseline",
+                                                                                     first.seed))
     quiet = Reporter(quiet=True)
     for _, sized in itertools.groupby(runs, key=lambda k: k.baseline_group):
         sized = list(sized)
@@ -264,27 +375,38 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                                 here.data_seed)
         b_rows = data.indices_sha256(split.indices["b_train"])
         if together:
-            base, base_seconds = together.baseline(here, split)
+            base, base_seconds, base_p = together.baseline(here, split)
         else:
             started = time.perf_counter()
-            base = _scores(lambda: contenders.get("baseline").fit(here.config(cfg), split, {}, quiet)[1], split)
+            base, base_p = _fitted(lambda: contenders.get("baseline").fit(here.config(cfg), split, {}, quiet), split)
             base_seconds = round(time.perf_counter() - started, 2)
+        base_file = None
+        if base_p is not None:  # once per group, for all its contenders; written before any line names it
+            base_how = how(cfg, threads, "baseline", here.seed)
+            base_file = write_baseline_predictions(
+                study_dir, here, fingerprint(fingerprints.contender(here.config(cfg), split.sha256, "baseline", {},
+                                                                    base_how)), split.b_test[1], base_p)
         for key in sized:
             for name in chosen:
                 if key.run_id(name) in done:
                     continue
                 contender = contenders.get(name)
                 if together and together.takes(contender):
-                    result, seconds = together.contender(key, contender, split)
+                    result, seconds, mine_p = together.contender(key, contender, split)
                 else:
                     started = time.perf_counter()
-                    result = _scores(lambda: contender.fit(key.config(cfg), split, {need: cache[need] for need
-                                                                                    in contender.needs}, quiet)[1],
-                                     split)
+                    result, mine_p = _fitted(lambda: contender.fit(key.config(cfg), split, {
+                        need: cache[need] for need in contender.needs}, quiet), split)
                     seconds = round(time.perf_counter() - started, 2)
+                trained = how(cfg, threads, name, key.seed)
+                run_fp = fingerprints.run(key.config(cfg), split.sha256, name, trained)
+                kept = None
+                if base_file is not None and mine_p is not None:
+                    kept = {"baseline": base_file,
+                            "result": write_result_predictions(study_dir, key.run_id(name), run_fp, mine_p)}
                 record = RunRecord.made(
                     key, name, key.config(cfg), base, result, settings=run_fingerprint(cfg, name),
-                    fingerprint=fingerprints.run(key.config(cfg), split.sha256, name),
+                    fingerprint=run_fp, trained_with=trained_with(trained), predictions=kept,
                     built_on={str(need): {k: v for k, v in cache.info[need].items() if k not in _NOT_RESULTS}
                               for need in contender.needs if need in cache.info},
                     seconds={"baseline": base_seconds, "contender": seconds,
@@ -310,15 +432,24 @@ class _Stacked:
     unstacked one does. A contender that cannot stack (`stack_unsupported`) trains one seed at a
     time, as unstacked, and a warning says why, once per contender.
 
+    Each seed trains in its own slot, `records.slot(seed, stack)`, whichever seeds share the
+    stack: a seed's numbers depend on its place in a stack (its slices' alignment in memory), on
+    nothing else of it. A slot no seed of this stack needs gets a filler, a copy of a seed that
+    does, whose results are dropped; a stack has two slots at least, so that a seed alone trains
+    stacked too.
+
     Times are each seed's share of the stack's. Divergence is per seed: a seed whose model A (or
     encoder) diverged gets the runs built on it recorded as diverged, as unstacked.
     """
 
-    def __init__(self, keys: list[RunKey], cfg: Config, chosen: tuple[str, ...], study_dir: Path, done: set[str]):
+    def __init__(self, keys: list[RunKey], cfg: Config, chosen: tuple[str, ...], study_dir: Path, done: set[str],
+                 threads: int | None = None, stack: int = 2, said: set | None = None):
         self.keys, self.cfg, self.chosen, self.study_dir, self.done = keys, cfg, chosen, study_dir, done
+        self.threads, self.stack = threads, stack
         self.caches: dict[tuple, Cache] = {}
         self.made: dict[tuple, Any] = {}  # (what, seed) -> what that seed's group will take
-        self.said: set[str] = set()  # the contenders whose fallback to one seed at a time was said
+        # The contenders whose fallback to one seed at a time was said, in this study (or worker).
+        self.said: set[str] = set() if said is None else said
 
     def takes(self, contender) -> bool:
         """Whether `contender` stacks; where it cannot, say so once, and `_run_group` trains it unstacked."""
@@ -337,8 +468,26 @@ class _Stacked:
     def cache(self, key: RunKey, split) -> Cache:
         if (key.seed, key.pair) not in self.caches:
             self.caches[key.seed, key.pair] = Cache(self.study_dir, key.config(self.cfg), split, key.pair, key.seed,
-                                                     train_a=lambda: self._model_a(key, split))
+                                                     train_a=lambda: self._model_a(key, split),
+                                                     how=how(self.cfg, self.threads, "baseline", key.seed))
         return self.caches[key.seed, key.pair]
+
+    def _slotted(self, peers: list[RunKey]) -> list[list[RunKey]]:
+        """`peers` as stacks, each a list indexed by slot: a peer in its own slot, a filler (the
+        first peer of that stack) in the others. Peers sharing a slot go to separate stacks."""
+        stacks: list[dict[int, RunKey]] = []
+        for k in peers:
+            place = slot(k.seed, self.stack)
+            free = next((s for s in stacks if place not in s), None)
+            if free is None:
+                stacks.append(free := {})
+            free[place] = k
+        return [[s.get(i, next(iter(s.values()))) for i in range(max(2, max(s) + 1))] for s in stacks]
+
+    def _in_slots(self, peers: list[RunKey]):
+        """(stack, [(peer, its index in the stack)]) for each stack `_slotted` makes of `peers`."""
+        for stack in self._slotted(peers):
+            yield stack, [(k, slot(k.seed, self.stack)) for k in dict.fromkeys(stack)]
 
     def _model_a(self, asking: RunKey, split):
         tag = ("model_a", asking.pair)
@@ -347,24 +496,23 @@ class _Stacked:
             peers = [k for k in self._seeds(lambda k: k.pair == asking.pair and any(
                 k.run_id(c) not in self.done for c in needs_a)) if not self.cache(k, split).has("model_a")]
             peers = peers if any(k.seed == asking.seed for k in peers) else [asking, *peers]
-            started = time.perf_counter()
-            try:
-                made = train_models_a([k.config(self.cfg) for k in peers], split)
-            except DivergedError as e:  # one seed alone raises, as unstacked
-                made = [e]
-            share = (time.perf_counter() - started) / len(peers)
-            for k, outcome in zip(peers, made):
-                self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
+            for stack, placed in self._in_slots(peers):
+                started = time.perf_counter()
+                made = train_models_a([k.config(self.cfg) for k in stack], split)  # two or more: never raises
+                share = (time.perf_counter() - started) / len(placed)
+                for k, i in placed:
+                    outcome = made[i]
+                    self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
         return _raised(self.made.pop((tag, asking.seed)))
 
-    def baseline(self, asking: RunKey, split) -> tuple[dict, float]:
+    def baseline(self, asking: RunKey, split) -> tuple[dict, float, Any]:
         tag = ("baseline", *asking.draw_group)  # the seeds of one stack train on the same images
         if (tag, asking.seed) not in self.made:
             peers = self._seeds(lambda k: k.draw_group == asking.draw_group)
             self._fit(contenders.get("baseline"), tag, peers, {k.seed: None for k in peers}, split)
         return self.made.pop((tag, asking.seed))
 
-    def contender(self, asking: RunKey, contender, split) -> tuple[dict, float]:
+    def contender(self, asking: RunKey, contender, split) -> tuple[dict, float, Any]:
         point = (asking.setting, asking.data_seed)  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
@@ -375,18 +523,21 @@ class _Stacked:
                     bases[k.seed] = self.cache(k, split)[contender.needs[0]] if contender.needs else None
                 except DivergedError as e:  # every run built on it diverged too, as unstacked
                     failure = e
-                    self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0)
+                    self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0, None)
             self._fit(contender, tag, [k for k in peers if k.seed in bases], bases, split)
         return self.made.pop((tag, asking.seed))
 
     def _fit(self, contender, tag: tuple, peers: list[RunKey], bases: dict, split) -> None:
-        """`contender` for every seed of `peers` at once, each on its base; keep each seed's scores."""
-        if not peers:
-            return
-        started = time.perf_counter()
-        made = contender.fit_seeds([k.config(self.cfg) for k in peers], split, [bases[k.seed] for k in peers],
+        """`contender` for every seed of `peers` at once, each on its base; keep each seed's scores
+        and test predictions."""
+        for stack, placed in self._in_slots(peers):
+            started = time.perf_counter()
+            # Two slots or more: `train` gives each seed's outcome, and raises for none.
+            made = contender.train([k.config(self.cfg) for k in stack], split, [bases[k.seed] for k in stack],
                                    Reporter(quiet=True))
-        share = round((time.perf_counter() - started) / len(peers), 2)
-        for k, outcome in zip(peers, made):
-            self.made[tag, k.seed] = (_scores(lambda: _raised(outcome), split), share)
+            share = round((time.perf_counter() - started) / len(placed), 2)
+            for k, i in placed:
+                outcome = made[i]
+                scores, predicted = _fitted(lambda: _raised(outcome), split)
+                self.made[tag, k.seed] = (scores, share, predicted)
 

@@ -1,0 +1,110 @@
+"""`fmtransfer study report DIR --html FILE`: one self-contained page, checked as written and in a
+real headless Chromium (Debian's chromium and chromium-driver, driven by selenium): it loads with
+no console error, fetches nothing, and its tables hold the report's numbers.
+
+The browser is a part of the system: installed with apt when root, else the browser test skips
+saying why; under FMTRANSFER_REQUIRE_SYSTEM=1 (CI) it fails instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import run_cli, system_commands
+from fmtransfer import study as studies
+from fmtransfer.study import html_report
+from fmtransfer.study.reporting import gain_text
+
+
+@pytest.fixture(scope="module")
+def page(tiny_study, tmp_path_factory):
+    path = tmp_path_factory.mktemp("html") / "report.html"
+    result = run_cli("study", "report", tiny_study, "--html", path)
+    assert result.code == 0, result.err
+    assert "Classes 5 vs 6" in result.out and f"html: {path}" in result.err
+    return path
+
+
+def test_the_page_fetches_nothing_and_embeds_its_plots(page, tiny_study):
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", text), "the page links something outside it"
+    assert "<script" not in text and "http://" not in text and "https://" not in text
+    result = studies.report(tiny_study)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', text)
+    assert len(images) == len(result.cells) + 2  # one per cell, gain against size, the contenders
+    for c in result.to_dict()["cells"]:
+        assert gain_text(c) in text and f"{100 * c['accuracies'][0]:.2f}" in text
+    assert "model.hidden" in text and "16, 8" in text  # the settings
+    assert re.search(r"<td>tensorflow</td><td>\d", text) and "<td>fmtransfer</td>" in text  # the versions
+
+
+def test_without_matplotlib_the_page_says_plots_need_the_plot_extra(tiny_study, monkeypatch):
+    monkeypatch.setattr(html_report, "plotting_available", lambda: False)
+    text = html_report.page(studies.report(tiny_study), tiny_study)
+    assert "<img" not in text and "Plots need the <code>plot</code> extra" in text
+    assert "<table class=\"leaderboard\">" in text
+
+
+def test_the_claims_are_on_the_page_as_study_claims_judges_them(tiny_study):
+    from fmtransfer.study import claims
+
+    found = claims.judge([tiny_study])
+    text = html_report.page(studies.report(tiny_study), tiny_study, plots=False)
+    assert "<h2>Claims</h2>" in text
+    for c in found.claims:
+        assert f"<td>{c.verdict}</td>" in text
+    for k in found.not_judged:
+        assert f"Not judged: {k}" in text
+    assert found.claims or found.not_judged
+
+
+@pytest.mark.parametrize("where", ["missing", "folder"])
+def test_html_where_it_cannot_be_written_is_one_line_after_the_report(tiny_study, tmp_path, where):
+    target = tmp_path / "no" / "report.html" if where == "missing" else tmp_path
+    result = run_cli("study", "report", tiny_study, "--no-plots", "--html", target)
+    assert result.code == 2 and "Traceback" not in result.err
+    lines = result.err_lines
+    assert len(lines) == 1 and lines[0].startswith("fmtransfer: error: option --html:") and str(target) in lines[0]
+    assert "Classes 5 vs 6" in result.out  # the terminal report was still printed
+    assert not (tmp_path / "no").exists()
+
+
+def _browser():
+    paths = system_commands("headless Chromium", ["chromium", "chromedriver"], ["chromium", "chromium-driver"])
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths["chromium"]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=paths["chromedriver"]), options=options)
+
+
+def test_the_page_in_headless_chromium(page, tiny_study):
+    from selenium.webdriver.common.by import By
+
+    driver = _browser()
+    try:
+        driver.get(page.as_uri())
+        assert driver.title.startswith("fmtransfer study")
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert not errors, errors
+        boards = driver.find_elements(By.CSS_SELECTOR, "table.leaderboard")
+        cells = studies.report(tiny_study).to_dict()["cells"]
+        assert len(boards) == len({c["b_train_size"] for c in cells})
+        shown = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                 for board in boards for tr in board.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        for c in cells:
+            row = next(r for r in shown if r[1] == c["title"] and r[2] == gain_text(c))
+            assert row[3] == f"{c['wins']}/{c['ties']}/{c['losses']}"
+        seeds = driver.find_elements(By.CSS_SELECTOR, "table.seeds tbody tr")
+        assert len(seeds) == sum(c["n"] for c in cells)
+        loaded = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        assert loaded and all(loaded)
+    finally:
+        driver.quit()
