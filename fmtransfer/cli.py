@@ -160,16 +160,48 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+# Keys a command sets from options of its own, not config options: a study's seeds from --seed
+# and --seeds (or --seed-list), its data seeds likewise, its cells' sizes and pairs from its lists, `transfer`'s contender
+# from --contender or --from.
+DERIVED = {
+    "study.seeds": ("n_seeds", "seed_list", CFG + "seed"),
+    "study.data_seeds": ("n_data_seeds", "data_seed_list"),
+    "data.b_train_size": (CFG + "study__b_train_sizes",),
+    "data.b_classes": (CFG + "study__pairs",),
+    "transfer.reuse_layers": (CFG + "study__reuse_layers",),
+    "contenders": ("contender", "source"),
+}
+
+
+def _params_for(key: str) -> list:
+    """The current command's parameters that set config key `key`: its own option, then those a
+    command derives the key from."""
+    ctx = click.get_current_context(silent=True)
+    by_name = {param.name: param for param in (ctx.command.params if ctx else [])}
+    names = [CFG + key.replace(".", "__"), *DERIVED.get(key, ())]
+    return [by_name[n] for n in names if n in by_name]
+
+
+def _typed(key: str) -> list[str]:
+    """The options setting `key` that the user typed on the command line (or in the environment)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return [p.opts[0] for p in _params_for(key) if ctx and ctx.get_parameter_source(p.name) in typed]
+
+
 def _option_for(key: str) -> str | None:
-    """The current command's option that sets config key `key`, as the user would type it (the
-    older name where they typed that)."""
+    """The current command's option that sets config key `key`, as the user would type it: one
+    they typed, where they did."""
     ctx = click.get_current_context(silent=True)
     if ctx and ctx.params.get(ALIAS + key.replace(".", "__")) is not None:
-        return _alias_for(key)
-    for param in ctx.command.params if ctx else []:
-        if param.name == CFG + key.replace(".", "__"):
-            return param.opts[0]
-    return None
+        return _alias_for(key)  # the older name, where they typed that
+    typed = _typed(key)
+    if typed:
+        return typed[0]
+    found = _params_for(key)
+    return found[0].opts[0] if found else None
 
 
 def _alias_for(key: str) -> str | None:
@@ -182,16 +214,17 @@ def _alias_for(key: str) -> str | None:
 
 
 def explain(e: ConfigError, origins: dict[str, str]) -> str:
-    """A setting's error as the user made it: the option they typed, or where the value came from
+    """A setting's error as the user made it: the options they typed, or where the value came from
     (a config file, the run directory's config.json, the defaults) and how to change it."""
+    typed = _typed(e.key)
+    if typed:
+        return f"option{'s' if len(typed) > 1 else ''} {' and '.join(typed)} ({e.key}): {e.problem}"
     option = _option_for(e.key)
     source = origins.get(e.key) or e.source
     hint = f"pass {option} to change it" if option else "set it in a --config file"
-    if source == "options" and option:
-        return f"option {option} ({e.key}): {e.problem}"
     if source and source.startswith("config file"):
         return f"{source}: config key {e.key}: {e.problem}" + (f" (or override it with {option})" if option else "")
-    if source:  # a run directory's config.json
+    if source and source != "options":  # a run directory's config.json
         return (f"config key {e.key}: {e.problem} (remembered in {source}; {hint}, or run `fmtransfer split` "
                 "in a new --run directory)")
     return f"config key {e.key}: {e.problem} ({hint})"
@@ -206,10 +239,9 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
         result, show = body()
     except ConfigError as e:
         _fail(explain(e, origins or {}), e.exit_code)
-    except DivergedError as e:
-        option = _option_for(e.key) if e.key else None
-        message = str(e).replace(f"lower {e.key}", f"lower {option} ({e.key})") if option else str(e)
-        _fail(f"{message}; nothing it trained was saved", e.exit_code)
+    except DivergedError as e:  # each setting that could have caused it, as the user would change it
+        named = [f"{option} ({key})" if (option := _option_for(key)) else key for key in e.keys]
+        _fail(f"{e.describe(named)}; nothing it trained was saved", e.exit_code)
     except FmtError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt as e:
@@ -363,9 +395,9 @@ def transfer(cfg, rd, reporter, model_a, source, contender):
         raise UsageError(f"options --from and --contender: --from {source} trains {by_source}, not {contender}; "
                          "give one of them")
     name = contender or by_source
-    if model_a and name != "transfer":
-        raise UsageError(f"option --model-a: only with --from a; --from {source or name} builds on "
-                         f"{rd.pretrain_files(name)['encoder']}")
+    if model_a and source not in (None, "a"):  # a contender built on no model A is the stage's to refuse
+        raise UsageError(f"option --model-a: only with --from a; --from {source} builds on "
+                         f"{rd.pretrain_files(source)['encoder']}")
     result = stages.transfer(cfg, rd, reporter, contender=name, model_a_path=model_a)
     title = "model_B_on_A" if result["source"] == "a" else f"model_B_on_{result['source']}"
     return result, lambda console, r: console.print(report.history_table(title, r))
@@ -615,7 +647,10 @@ def _with_plots(result, study_dir: Path, plots: bool | None, wide: bool = False)
     if plots is None:
         plots = report.plotting_available()
     if plots and result.cells:
-        result.plots = [str(p) for p in studies.plot(study_dir, result)]
+        try:
+            result.plots = [str(p) for p in studies.plot(study_dir, result)]
+        except FmtError as e:  # plots are extras: the report is printed, and the plots' failure said once
+            click.echo(f"fmtransfer: note: no plots written ({e})", err=True)
 
     def show(console, r):
         console.print(studies.table(r, width=console.width, wide=wide))

@@ -61,6 +61,11 @@ DEFAULT_HIDDEN = {"dense": (300, 100, 50, 50, 50), "cnn": (16, 32, 64)}
 ACTIVATIONS = ("selu", "relu", "elu", "tanh", "sigmoid", "gelu", "swish", "leaky_relu")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform")
 Reuse = Union[int, Literal["all"]]
+# Bounds on the counts that reach TensorFlow, whose graphs hold them as 32-bit integers: a batch
+# larger than the 60,000 training images is one batch of all of them; a layer is at most this wide.
+MAX_BATCH = 60_000
+MAX_UNITS = 65_536
+MAX_INT = 2**63 - 1  # any integer setting: what NumPy and TensorFlow can hold at all
 # Task B's labelled sample: the book's first N images, or a data seed that draws N at random.
 BSample = Union[int, Literal["first"]]
 
@@ -103,9 +108,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(key, f"expected an integer, got {value!r}")
         try:
-            return int(value.strip() if isinstance(value, str) else value)
+            number = int(value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(key, f"expected an integer, got {value!r}") from None
+        if abs(number) > MAX_INT:
+            raise ConfigError(key, f"is too large to be a count of anything, got {value!r}")
+        return number
     if hint is float:
         if isinstance(value, bool):
             raise ConfigError(key, f"expected a number, got {value!r}")
@@ -179,6 +187,14 @@ class Section:
     def fail_unless(self, ok: bool, name: str, problem: str) -> None:
         if not ok:
             raise ConfigError(self.key(name), problem)
+
+    def fail_unless_between(self, name: str, low: int, high: int, why: str = "") -> None:
+        """`name` an integer from `low` to `high`; `why` says where the upper bound comes from."""
+        value = getattr(self, name)
+        self.fail_unless(low <= value <= high, name, f"must be from {low} to {high}{why}, got {value}")
+
+    def fail_unless_batch(self, name: str = "batch_size") -> None:
+        self.fail_unless_between(name, 1, MAX_BATCH, " (a larger batch is one batch of all 60,000 training images)")
 
     def fail_unless_positive(self, *names: str) -> None:
         """Each of `names` a positive finite number (learning rates, strengths)."""
@@ -267,10 +283,12 @@ class ModelConfig(Section):
     def check(self) -> None:
         self.fail_unless(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "hidden",
                          f"must list at least one positive layer size, got {list(self.hidden)}")
+        self.fail_unless(all(h <= MAX_UNITS for h in self.hidden), "hidden",
+                         f"a layer has at most {MAX_UNITS} units (or filters), got {list(self.hidden)}")
         if self.arch == "cnn":
             self.fail_unless(len(self.hidden) <= 3, "hidden",
                              "a cnn has at most 3 conv-pool blocks on 28x28 images (pooling halves each side)")
-        self.fail_unless(self.cnn_dense >= 0, "cnn_dense", f"must be 0 (none) or more units, got {self.cnn_dense}")
+        self.fail_unless_between("cnn_dense", 0, MAX_UNITS, " units (0: none)")
         self.fail_unless(self.activation in ACTIVATIONS, "activation",
                          f"must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         self.fail_unless(self.initializer in INITIALIZERS, "initializer",
@@ -569,7 +587,7 @@ class Config(Section):
         return d
 
     def check(self) -> None:
-        self.fail_unless(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        self.fail_unless_batch()
         self.fail_unless(0 <= self.seed < 2**32, "seed", f"must be an integer from 0 to 2**32 - 1, got {self.seed}")
         blocks = self.model.blocks
         check_reuse(self.transfer.reuse_layers, blocks, "transfer.reuse_layers")

@@ -58,16 +58,38 @@ class ConfigError(UsageError):
 
 
 class DivergedError(FmtError):
-    """Training whose loss became NaN or infinite: nothing it made is kept or scored.
+    """Training whose loss (or a weight it computed) became NaN or infinite: nothing it made is
+    kept or scored.
 
     Args:
         what: what was training ("model A", "B on A: frozen", "greedy 2/5").
-        epoch: the epoch (from 1) whose loss was not finite; 0 when found at evaluation.
-        key: the learning-rate key to lower.
+        epoch: the epoch (from 1) whose loss was not finite; 0 when found outside the epochs (at
+            evaluation, or in weights computed in closed form).
+        key: the config key to lower, or several (the phase's learning rate and every strength
+            that shapes its loss, e.g. L2-SP's alpha and beta): each could have caused it.
+        cause: what was found not finite, when not the loss.
+
+    Example:
+        >>> str(DivergedError("B on l2_sp: frozen", 1, ("transfer.frozen_learning_rate", "l2_sp.beta")))
+        'B on l2_sp: frozen diverged at epoch 1: the loss is not finite; lower transfer.frozen_learning_rate or l2_sp.beta'
     """
 
-    def __init__(self, what: str, epoch: int, key: str | None = None):
-        self.what, self.epoch, self.key = what, epoch, key
-        when = f"at epoch {epoch}" if epoch else "(its predictions are not finite)"
-        advice = f"; lower {key}" if key else ""
-        super().__init__(f"{what} diverged {when}: the loss is not finite{advice}")
+    def __init__(self, what: str, epoch: int, key: str | tuple[str, ...] | None = None, *, cause: str | None = None):
+        keys = (key,) if isinstance(key, str) else tuple(dict.fromkeys(key or ()))
+        self.what, self.epoch, self.keys, self.cause = what, epoch, keys, cause
+        self.key = keys[0] if keys else None  # the first: the learning rate, where a phase has one
+        super().__init__(self.describe(keys))
+
+    def describe(self, names) -> str:
+        """The message with each key shown as `names` gives it (the CLI: as the options typed)."""
+        when = f"at epoch {self.epoch}" if self.epoch else "(its predictions are not finite)"
+        if self.cause:
+            when = f": {self.cause}"
+            head = f"{self.what} diverged{when}"
+        else:
+            head = f"{self.what} diverged {when}: the loss is not finite"
+        names = list(names)
+        if not names:
+            return head
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        return f"{head}; lower {listed}"

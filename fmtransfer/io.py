@@ -65,7 +65,7 @@ class atomic_path:
 
 # The write failures a user can act on (a full disk, a read-only or forbidden place).
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-# A stage refuses to start with less free space than its largest artifacts need.
+# A writer that says nothing of what it will write refuses to start with less free space than this.
 MIN_FREE_BYTES = 256 * 2**20
 
 
@@ -99,13 +99,15 @@ _HELD: dict[tuple[str, str], list] = {}  # (directory, lock file) -> [fd, depth]
 
 
 @contextlib.contextmanager
-def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, create: bool = True):
+def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, create: bool = True,
+           need_bytes: int = MIN_FREE_BYTES):
     """Hold an OS lock on `directory` (a file in it) while a process writes there.
 
     The lock is flock(2)'s: released when the process ends however it ends, so a crashed holder
     never blocks the directory. A second writer is refused at once, naming the directory. Shared
     holders (shards of one study) exclude only an exclusive one. Without `create`, a directory
-    that does not exist yet is not created just to be locked.
+    that does not exist yet is not created just to be locked. `need_bytes` is what the holder
+    will write at most: with less free, it is refused before it starts.
     """
     directory = Path(directory)
     if not directory.is_dir() and not create:
@@ -127,9 +129,9 @@ def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, 
     except OSError as e:
         raise UsageError(f"cannot write to {directory} ({e.strerror}); choose a writable directory",
                          path=directory) from None
-    if free < MIN_FREE_BYTES:
-        raise UsageError(f"{directory} has {free // 2**20} MiB free, less than the {MIN_FREE_BYTES // 2**20} MiB "
-                         "a stage may write; free some space or choose another directory", path=directory)
+    if free < need_bytes:
+        raise UsageError(f"{directory} has {_mib(free)} MiB free, less than the {_mib(need_bytes)} MiB this stage "
+                         "may write; free some space or choose another directory", path=directory)
     fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -147,6 +149,10 @@ def locked(directory: str | Path, name: str = ".lock", *, shared: bool = False, 
     finally:
         del _HELD[key]
         os.close(fd)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f}" if n >= 2**20 else f"{n / 2**20:.2f}"
 
 
 def refuse_if_locked(directory: str | Path, names) -> None:

@@ -203,6 +203,13 @@ def _run(step, data, *, size, columns, epochs, batch_size, seeds, stacked, what,
     return [f if f is not None else h for f, h in zip(failed, histories)]
 
 
+def check_finite(arrays, what: str, key: str | tuple[str, ...] | None, cause: str) -> None:
+    """Raise DivergedError unless every value of `arrays` is finite: for weights a method computes
+    outside this loop (a probe's head, an initialisation), which no epoch's check would see."""
+    if not all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in arrays):
+        raise DivergedError(what, 0, key, cause=cause)
+
+
 def _live(failed: list) -> list[int]:
     return [k for k, f in enumerate(failed) if f is None]
 

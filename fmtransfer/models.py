@@ -73,8 +73,19 @@ def build_model_b(cfg: ModelConfig):
 
 
 def blocks(model) -> tuple[list, list[list]]:
-    """Split every layer but the output into (stem, hidden blocks)."""
-    return split_blocks(model.layers[:-1])
+    """Split every layer below the output into (stem, hidden blocks).
+
+    The output is the last layer (an encoder's is its weightless `code`), and where that is an
+    activation or a dropout, the layer below it too: a model A whose softmax is a separate
+    `Activation` layer has its 8-unit logits layer as its output, never as a hidden layer."""
+    end = len(model.layers) - 1
+    while end > 0 and isinstance(model.layers[end], OUTPUT_TAILS):
+        end -= 1
+    return split_blocks(model.layers[:end])
+
+
+# Weightless layers that finish the output layer below them rather than stand for one.
+OUTPUT_TAILS = (layers.Activation, layers.Softmax, layers.Dropout)
 
 
 def split_blocks(layer_list: list) -> tuple[list, list[list]]:
@@ -198,12 +209,14 @@ def set_reused_trainable(model, trainable: bool, top: int | None = None) -> None
             layer.trainable = wanted
 
 
-def load_model(path: str | Path, remedy: str = "retrain it with `fmtransfer train-a`"):
+def load_model(path: str | Path, remedy: str = "give a complete model file"):
     """Load a `.keras` or legacy `.h5` model (model A, an encoder), or fail with one line naming
-    the file and `remedy`, what makes it again."""
+    the file and `remedy`: what makes it again (`pretrain --method gan` for a GAN's encoder), or
+    that it is the user's own file. Only the caller knows which file it is, so the default names
+    no command."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"model file {path} not found; run `fmtransfer train-a` first or pass --model-a FILE", path=path)
+        raise DataError(f"model file {path} not found; {remedy}", path=path)
     ensure_setup()  # loading runs ops, which fix TensorFlow's thread pools
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise DataError(f"model file {path} is not a .keras (zip) file; {remedy}", path=path)

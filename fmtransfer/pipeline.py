@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fmtransfer import contenders, data, runtime, stages
 from fmtransfer.config import Config
+from fmtransfer.errors import UsageError
 from fmtransfer.needs import Encoder
 from fmtransfer.report import Reporter
 from fmtransfer.resolver import MemoryStore, Resolver, train_model_a, train_models_a  # noqa: F401  (re-exported)
@@ -42,6 +43,8 @@ def run_experiment(cfg: Config | None = None, run_dir: str | Path | None = None,
         ['baseline', 'transfer from A']
     """
     cfg = cfg or Config()
+    if not isinstance(cfg, Config):  # run_experiment("configs/quick.toml"): say what is wanted
+        raise UsageError(f"run_experiment takes a Config (fmtransfer.load_config(path) reads a file), got {cfg!r}")
     chosen = contenders.select(cfg)  # an unknown name fails here, before anything trains
     runtime.ensure_setup(cfg.model.arch)
     reporter = reporter or Reporter(quiet=not progress)

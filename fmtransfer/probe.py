@@ -32,6 +32,10 @@ class Probe:
         return 1.0 / (1.0 + np.exp(-z))
 
     def accuracy(self, features: np.ndarray, y: np.ndarray) -> float:
+        """The share of `y` the probe predicts; NaN for a probe whose fit failed (weights not
+        finite), since NaN probabilities would all read as class 0 and score the negatives' share."""
+        if not (np.all(np.isfinite(self.weights)) and np.isfinite(self.bias)):
+            return float("nan")
         return float(np.mean((self.probability(features) > 0.5) == (np.asarray(y) > 0.5)))
 
     def as_dense(self) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +46,8 @@ class Probe:
 
 
 def fit(features: np.ndarray, y: np.ndarray, c: float = 1.0, iterations: int = 100) -> Probe:
-    """The L2-regularised logistic regression of `y` (0/1) on `features` (n, d)."""
+    """The L2-regularised logistic regression of `y` (0/1) on `features` (n, d). A `c` too large
+    to solve for gives a probe whose weights are not finite, for the caller to refuse."""
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     y = (np.asarray(y, dtype=np.float64) > 0.5).astype(np.float64)
     mean = x.mean(axis=0)
@@ -56,8 +61,13 @@ def fit(features: np.ndarray, y: np.ndarray, c: float = 1.0, iterations: int = 1
         p = 1.0 / (1.0 + np.exp(-(z @ theta)))
         gradient = c * z.T @ (p - y) + penalty * theta
         hessian = c * (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty) + 1e-10 * np.eye(len(theta))
-        step = np.linalg.solve(hessian, gradient)
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:  # a C so large that the penalty no longer counts: no fit
+            step = np.full_like(theta, np.nan)
         theta -= step
+        if not np.all(np.isfinite(theta)):
+            break  # weights that are not finite: the caller's check names the setting (lp_ft.c)
         if np.max(np.abs(step)) < 1e-10:
             break
     return Probe(theta[:-1], float(theta[-1]), mean, scale)

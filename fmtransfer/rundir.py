@@ -49,9 +49,10 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    def writing(self, create: bool = False):
-        """The directory's lock, held by the stage that writes it (see `locked`)."""
-        return locked(self.path, create=create)
+    def writing(self, create: bool = False, need_bytes: int | None = None):
+        """The directory's lock, held by the stage that writes it, which will write at most
+        `need_bytes` (see `locked`)."""
+        return locked(self.path, create=create, **({} if need_bytes is None else {"need_bytes": need_bytes}))
 
     # ------------------------------------------------------------------ paths by contender or method
 

@@ -23,14 +23,37 @@ from fmtransfer.results import ExperimentResult, ModelAResult, paired_with_basel
 from fmtransfer.rundir import SCORED_SCHEMA, RunDir, RunDirStore
 
 
-def _writing(create: bool = False):
+SMALL_FILES = 2**20  # a split's indices and every JSON record of a stage: kilobytes, with room
+
+
+def model_bytes(cfg: Config) -> int:
+    """At most what one saved model of `cfg.model` takes: float32 weights, twice for the archive's
+    own overhead and a temporary copy beside the old file while it is replaced."""
+    m = cfg.model
+    if m.arch == "dense":
+        sizes = [28 * 28, *m.hidden]
+        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        top = sizes[-1]
+    else:
+        channels = [1, *m.hidden]
+        params = sum(9 * a * b + b for a, b in zip(channels, channels[1:]))
+        top = (28 >> len(m.hidden)) ** 2 * m.hidden[-1]
+        if m.cnn_dense:
+            params, top = params + top * m.cnn_dense + m.cnn_dense, m.cnn_dense
+    params += top * 8 + 8  # model A's head, the widest
+    return 2 * 4 * params + SMALL_FILES
+
+
+def _writing(create: bool = False, models: int = 1):
     """A stage holds its run directory's lock while it runs: a second process writing the same
-    directory is refused, not interleaved."""
+    directory is refused, not interleaved. It writes at most `models` models (a function of the
+    config, for `run`) and small files: with less free space it is refused before it starts."""
 
     def decorate(stage):
         @functools.wraps(stage)
         def wrapper(cfg: Config, rd: RunDir, *args, **kwargs):
-            with rd.writing(create=create):
+            count = models(cfg) if callable(models) else models
+            with rd.writing(create=create, need_bytes=count * model_bytes(cfg) + SMALL_FILES):
                 return stage(cfg, rd, *args, **kwargs)
 
         return wrapper
@@ -64,7 +87,7 @@ def _stamp(cfg: Config, started: float, manifest: dict) -> dict:
             "config": cfg.to_dict(), "versions": runtime.versions()}
 
 
-@_writing(create=True)
+@_writing(create=True, models=0)
 def split(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     """Find and verify Fashion-MNIST, make the book's split, save it with a manifest."""
     from fmtransfer import data
@@ -98,7 +121,7 @@ def train_a(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     return result
 
 
-@_writing(create=False)
+@_writing(create=False, models=2)  # the encoder and its companion (the autoencoder, the generator)
 def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: str | None = None,
              plot: bool | None = None) -> dict:
     """Pretrain the hidden stack without labels (ch. 11.2.2) and save the encoder B builds on.
@@ -160,7 +183,14 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
     need = wanted[0]
     if model_a_path:
         base_path = Path(model_a_path)
-        base = models.load_model(base_path)
+        base = models.load_model(base_path, remedy="it is your own file (--model-a), not one fmtransfer made: "
+                                                    "pass a complete model file, or leave --model-a out to use "
+                                                    "the run directory's model A")
+        if models.arch_of(base) != cfg.model.arch:  # before anything trains, or a good result is overwritten
+            raise ConfigError("model.arch", f"model file {base_path} is a {models.arch_of(base)} network but this run "
+                                            f"builds {cfg.model.arch} ones, so its baseline could not be compared "
+                                            f"with it; give a {cfg.model.arch} model A, or use a run of that "
+                                            f"architecture")
         base_meta = {"path": str(base_path), "checked_against_split": False}
         built_on = file_sha256(base_path)
     else:
@@ -226,7 +256,7 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     names = [n for n in (chosen or contenders.names()) if n != "baseline"]
     trained = {n: rd.read_json(rd.contender_files(n)[1], "compare", f"transfer --contender {n}", SCORED_SCHEMA)
                for n in names if chosen or rd.contender_files(n)[1].is_file()}
-    if not trained:
+    if not trained and not chosen:  # `chosen` of the baseline alone: its scores, as run_experiment gives them
         raise UsageError(f"compare needs a transferred model in {rd.path}; run `fmtransfer transfer --run {rd.path}` first",
                          path=rd.path)
     cfg = with_split(cfg, manifest, rd)
@@ -254,7 +284,7 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
                                                       details={"reuse_layers": meta.get("reuse_layers"),
                                                                "linear_probe": meta.get("linear_probe")})
     # The settings line describes the contenders as they were trained.
-    first = trained.get("transfer") or next(iter(trained.values()))
+    first = trained.get("transfer") or next(iter(trained.values()), {})
     theirs = first.get("config") if isinstance(first.get("config"), dict) else {}
     try:
         shown = cfg.replace(**{f"transfer.{k}": v for k, v in dict(theirs.get("transfer") or {}).items()})
@@ -269,7 +299,7 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     return result
 
 
-@_writing(create=True)
+@_writing(create=True, models=lambda cfg: 2 + 3 * len(contenders.select(cfg)))  # A, baseline, each with an encoder
 def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> ExperimentResult:
     """Every stage the selected contenders need, in order, then the comparison."""
     reporter = _quiet(reporter)

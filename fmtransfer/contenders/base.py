@@ -99,6 +99,8 @@ class Contender:
         order: where tables, `--help` and `all` list it: the built-ins by tens, then the rest
             (plug-ins, in their names' order). Like `artifact`, read from the class itself, never
             inherited, so a subclass of TransferFromA does not take transfer's place or files.
+        strengths: config keys besides a phase's learning rate that shape its loss or the weights
+            it starts from (L2-SP's alpha and beta, LP-FT's C): a divergence names each of them.
         stack_unsupported: why its seeds cannot train as one stack (`study.stack`), or None
             where they can, through `fit_seeds`. A study trains a contender that cannot one
             seed at a time, and says so.
@@ -113,6 +115,7 @@ class Contender:
     artifact: ClassVar[str] = ""
     archs: ClassVar[tuple[str, ...]] = ("dense", "cnn")
     order: ClassVar[int] = PLUGIN_ORDER
+    strengths: ClassVar[tuple[str, ...]] = ()
     stack_unsupported: ClassVar[str | None] = ("it trains model B by its own `fit`, not by a schedule a stack of "
                                                "seeds can run")
 

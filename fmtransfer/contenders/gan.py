@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import MAX_UNITS, Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.pretrained import PretrainedEncoder
 from fmtransfer.report import Reporter, figures, save_figure
@@ -72,8 +72,8 @@ class Gan(PretrainedEncoder):
 
         def check(self) -> None:
             self.fail_unless(self.epochs >= 1, "epochs", f"a GAN needs at least 1 epoch, got {self.epochs}")
-            for name in ("batch_size", "codings"):
-                self.fail_unless(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
+            self.fail_unless_batch()
+            self.fail_unless_between("codings", 1, MAX_UNITS)
             self.fail_unless_positive("learning_rate")
             self.fail_unless(0 <= self.beta_1 < 1, "beta_1", f"must be in [0, 1), got {self.beta_1}")
             self.fail_unless(0.5 < self.real_label <= 1, "real_label", f"must be in (0.5, 1], got {self.real_label}")

@@ -35,14 +35,17 @@ class Gradual(TransferFromA):
                              f"must be at least 1, got {self.epochs_per_layer}")
 
     def phases(self, cfg, reused):
-        """As many epochs in all as the book's two phases, all at the phase-1 rate scaled per layer."""
+        """As many epochs in all as the book's two phases, all at the phase-1 rate scaled per layer;
+        the unfreezing stops at the top K reused layers where `transfer.unfreeze` is top:K."""
         t, g = cfg.transfer, cfg.gradual
         left = t.freeze_epochs + t.fine_tune_epochs
         # Block i of n (from the bottom) sits n - i layers below the head: rate / factor^(n - i).
         rates = tuple(g.factor ** -(reused - i) for i in range(reused))
+        # --unfreeze top:K stops the unfreezing at the top K reused layers; the rest stay frozen.
+        last = min(reused, t.unfreeze_top or reused)
         phases = []
-        for top in range(reused + 1):
-            epochs = min(left, g.epochs_per_layer) if top < reused else left
+        for top in range(last + 1):
+            epochs = min(left, g.epochs_per_layer) if top < last else left
             if epochs <= 0:
                 break
             phases.append(Phase("head" if top == 0 else f"top {top}", epochs, t.frozen_learning_rate,

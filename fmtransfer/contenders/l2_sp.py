@@ -20,6 +20,7 @@ class L2Sp(TransferFromA):
                    "on the head (Li et al. 2018).")
     artifact = "l2_sp"
     order = 30
+    strengths = ("l2_sp.alpha", "l2_sp.beta")
 
     @dataclass(frozen=True)
     class Settings(Section):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fmtransfer.config import Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
+from fmtransfer.loop import check_finite
 
 
 @register
@@ -20,6 +21,7 @@ class LpFt(TransferFromA):
                    "fine-tuning rate (Kumar et al. 2022).")
     artifact = "lp_ft"
     order = 20
+    strengths = ("lp_ft.c",)
 
     @dataclass(frozen=True)
     class Settings(Section):
@@ -36,7 +38,11 @@ class LpFt(TransferFromA):
 
         x, y = features
         fitted = probe.fit(x, y, cfg.lp_ft.c)
-        model.layers[-1].set_weights(list(fitted.as_dense()))
+        head = fitted.as_dense()
+        # Computed in closed form, not by the loop, so nothing else would see a head that is not
+        # finite: fine-tuning would then diverge at once and blame its learning rate.
+        check_finite(head, "LP-FT's linear probe", "lp_ft.c", "the head it fitted has weights that are not finite")
+        model.layers[-1].set_weights(list(head))
         return [{"name": "linear probe", "epochs": 0, "learning_rate": None, "c": cfg.lp_ft.c,
                  "train_accuracy": fitted.accuracy(x, y), "history": []}]
 

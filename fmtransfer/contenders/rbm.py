@@ -62,7 +62,7 @@ class Rbm(PretrainedEncoder):
 
         def check(self) -> None:
             self.fail_unless(self.epochs >= 1, "epochs", f"an RBM needs at least 1 epoch, got {self.epochs}")
-            self.fail_unless(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+            self.fail_unless_batch()
             self.fail_unless(self.cd_k >= 1, "cd_k", f"CD-k needs at least 1 Gibbs step, got {self.cd_k}")
             self.fail_unless_positive("learning_rate")
             for name in ("momentum", "initial_momentum"):
@@ -73,7 +73,8 @@ class Rbm(PretrainedEncoder):
         from fmtransfer import rbm
 
         flat = x.reshape(len(x), -1)
-        flat_valid = x_valid.reshape(len(x_valid), -1)
+        # No validation images (data.valid_size 0): no validation loss, as for the other methods.
+        flat_valid = x_valid.reshape(len(x_valid), -1) if len(x_valid) else None
         rbms, steps = rbm.train_stack(flat, cfg.model.hidden, cfg.rbm, seed=cfg.seed, x_valid=flat_valid,
                                       reporter=reporter)
         encoder = rbm.encoder(rbms)

@@ -74,8 +74,9 @@ class TransferFromA(Contender):
         valid = training.scaled_part(split.b_valid)
         x_test, y_test = training.scaled_part(split.b_test)
         plain, reused, probed, steps, penalties = [], [], [], [], []
+        failed: list = [None] * len(cfgs)
         started = time.perf_counter()
-        for cfg, base in zip(cfgs, bases):
+        for k, (cfg, base) in enumerate(zip(cfgs, bases)):
             runtime.seed_everything(cfg.seed)
             reused.append(reuse_count(cfg.transfer.reuse_layers, len(models.blocks(base)[1])))
             model = models.build_b_on_a(base, reused[-1], name=source)  # refuses more layers than `base` has
@@ -83,13 +84,18 @@ class TransferFromA(Contender):
             score, features = probe.linear_probe(model, x, y, x_test, y_test)
             plain.append(model)
             probed.append(score)
-            steps.append(self.prepare(cfg, model, reused[-1], (features, y)))
+            try:
+                prepared = self.prepare(cfg, model, reused[-1], (features, y))
+            except DivergedError as e:  # what `prepare` computed is not finite: this seed is done
+                if len(cfgs) == 1:
+                    raise
+                failed[k], prepared = e, []
+            steps.append(prepared)
             penalties.append(self.penalty(cfg, model, reused[-1]))
         phases = self.phases(cfgs[0], reused[0])
         if any(r != reused[0] or self.phases(c, r) != phases for c, r in zip(cfgs, reused)):
             raise ValueError("the seeds trained together must share their layers and phases")
         label = self.title  # what the tables call it
-        failed: list = [None] * len(cfgs)
         for i, phase in enumerate(phases):
             if phase.top is not None and phase.top > reused[0]:
                 raise ConfigError("transfer.unfreeze", f"top:{phase.top} asks for more than the {reused[0]} reused "
@@ -102,7 +108,8 @@ class TransferFromA(Contender):
                                                epochs=phase.epochs, learning_rate=phase.learning_rate,
                                                batch_size=cfgs[0].batch_size,
                                                seeds=[[cfgs[k].seed, i + 1] for k in going], validation=valid,
-                                               on_epoch=on_epoch, what=f"{label}: {phase.name}", key=phase.key,
+                                               on_epoch=on_epoch, what=f"{label}: {phase.name}",
+                                               key=(phase.key, *self.strengths) if phase.key else self.strengths,
                                                penalties=[penalties[k] for k in going],
                                                scales=[_scales(plain[k], phase.rates) for k in going])
                 if len(cfgs) == 1:

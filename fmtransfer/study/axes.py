@@ -327,6 +327,8 @@ def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int
     """
     if not text:
         return 0, 1
+    if not isinstance(text, str):  # run_study(shard_spec=3): say what was wanted, not AttributeError
+        raise ConfigError("shard", f"expected the text I/N (e.g. '0/4'), auto or auto/N, got {text!r}")
     if text == "auto" or text.startswith("auto/"):
         text = _shard_from_environment(text, os.environ if environ is None else environ)
     head, _, tail = text.partition("/")
@@ -335,19 +337,30 @@ def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int
     return int(head), int(tail)
 
 
+def _whole(env, name: str, default: str | None = None) -> int:
+    """The environment variable `name` as a whole number 0 or more, or a ConfigError naming it:
+    a scheduler's variable the user (or a job script) set by hand may be anything."""
+    value = env.get(name, default)
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ConfigError("shard", f"auto reads the environment variable {name}, which is {value!r}, not a whole "
+                                   "number; unset or correct it, or give I/N")
+    return int(text)
+
+
 def _shard_from_environment(text: str, env) -> str:
     count = text.partition("/")[2]
     if "SLURM_ARRAY_TASK_ID" in env:
-        index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        count = count or env.get("SLURM_ARRAY_TASK_COUNT", "")
-        if not count:
+        index = _whole(env, "SLURM_ARRAY_TASK_ID") - _whole(env, "SLURM_ARRAY_TASK_MIN", "0")
+        if not count and "SLURM_ARRAY_TASK_COUNT" not in env:
             raise ConfigError("shard", "SLURM_ARRAY_TASK_COUNT is not set; give the count: auto/N")
+        count = count or str(_whole(env, "SLURM_ARRAY_TASK_COUNT"))
         return f"{index}/{count}"
     if "JOB_COMPLETION_INDEX" in env:
         if not count:
             raise ConfigError("shard", "a Kubernetes Indexed Job does not say how many shards there are; "
                                        "give the Job's completions: auto/N")
-        return f"{env['JOB_COMPLETION_INDEX']}/{count}"
+        return f"{_whole(env, 'JOB_COMPLETION_INDEX')}/{count}"
     raise ConfigError("shard", "auto needs a Slurm job array (SLURM_ARRAY_TASK_ID) or a Kubernetes Indexed "
                                "Job (JOB_COMPLETION_INDEX); outside one, give I/N")
 

@@ -197,7 +197,8 @@ def _error(outcome: tuple) -> FmtError:
         key, problem, source = details
         return ConfigError(key, problem, source=source)
     if kind == "diverged":
-        return FmtError(details[0])
+        what, epoch, keys, cause = details
+        return DivergedError(what, epoch, keys, cause=cause)
     name, message, code, path = details
     prefix = "a study worker failed: " + ("" if kind == "fmt" else f"{name}: ")
     return (UsageError if code == 2 else FmtError)(prefix + message, path=path)
@@ -212,9 +213,28 @@ def _start(parent: int, events, slots, lock_dir: str, lock_name: str, prepare, p
     """The pool's initializer: nothing here may fail (the executor would only see a dead
     worker), so what can fail waits for the first unit, whose errors come back as data."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    signal.signal(signal.SIGTERM, _stopped)
     _die_with(parent)
     _WORKER.update(parent=parent, events=events, slots=slots, lock=(lock_dir, lock_name), prepare=prepare,
                    prepare_args=prepare_args, run=run, state=None, held=contextlib.ExitStack())
+
+
+class _Stopped(BaseException):
+    """SIGTERM in a worker (the parent stopping the pool): unwinds the unit, so that its
+    temporary files go with it, as in the parent."""
+
+
+def _stopped(signum, frame) -> None:
+    if _WORKER.get("busy"):
+        raise _Stopped()
+    _die_of_sigterm()  # between units: nothing to clean up
+
+
+def _die_of_sigterm() -> None:
+    """End as SIGTERM ends a process: the parent reads the signal in the exit status."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)  # pragma: no cover - the signal ends the process first
 
 
 def _die_with(parent: int) -> None:
@@ -240,18 +260,23 @@ def _task(index: int, unit) -> tuple | None:
     """Run one unit here: None when done, else the error, described (see `_describe`)."""
     w = _WORKER
     pid, events = os.getpid(), w["events"]
+    w["busy"] = True
     try:
         events.put(("unit", pid, index))
         if w["state"] is None:
             job = w["slots"].get(timeout=60)
-            w["held"].enter_context(locked(*w["lock"], shared=True))
+            w["held"].enter_context(locked(*w["lock"], shared=True, need_bytes=0))  # the parent checked the space
             if os.getppid() != w["parent"]:  # orphaned before the lock was taken: write nothing
                 os._exit(1)
             w["state"] = w["prepare"](job, *w["prepare_args"])
         w["run"](w["state"], unit, lambda run_id: events.put(("run", pid, run_id)))
         return None
+    except _Stopped:  # unwound: its temporary files are gone
+        _die_of_sigterm()
     except BaseException as e:  # noqa: B036 - reported to the parent, which stops the study with one line
         return _describe(e)
+    finally:
+        w["busy"] = False
 
 
 def _describe(e: BaseException) -> tuple:
@@ -259,7 +284,7 @@ def _describe(e: BaseException) -> tuple:
     if isinstance(e, ConfigError):
         return "config", e.key, e.problem, e.source
     if isinstance(e, DivergedError):
-        return "diverged", str(e)
+        return "diverged", e.what, e.epoch, e.keys, e.cause
     path = str(e.path) if isinstance(e, FmtError) and e.path is not None else None
     return ("fmt" if isinstance(e, FmtError) else "other", type(e).__name__, str(e) or type(e).__name__,
             getattr(e, "exit_code", 1), path)

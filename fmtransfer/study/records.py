@@ -3,8 +3,11 @@ fingerprints each carries; and study.json."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +16,11 @@ from typing import Any
 
 from fmtransfer import contenders, data, fingerprints
 from fmtransfer.config import Config, flatten, merge
-from fmtransfer.errors import ConfigError, DataError, UsageError
+from fmtransfer.errors import ConfigError, DataError, FmtError, UsageError
 from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: re-exported)
     own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
 )
-from fmtransfer.io import atomic_path, file_sha256, fingerprint, write_text_atomic
+from fmtransfer.io import WRITE_ERRORS, atomic_path, file_sha256, fingerprint, write_text_atomic
 from fmtransfer.needs import Encoder, needs_of
 from fmtransfer.study.axes import SCOPES, RunKey, axis, study_contenders
 
@@ -237,7 +240,9 @@ class RunRecord:
 def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRecord], dict[str, int]]:
     """Every finished run in the directory, merged over shards, and how many lines were skipped, by reason.
 
-    A line that is not a finished run (a torn last line, a wrong shape, another type) is skipped,
+    A torn last line (a write cut short, without its newline) is no run and is left out silently;
+    the file's writer cuts it off when it next appends. A line that is not a finished run (a
+    wrong shape, another type) is skipped and counted,
     and so is one made with other settings than `cfg`'s or on other data than study.json records
     (`made_with`); neither can hide a valid record of the same run, which is looked for in every
     line. Lines of an older fmtransfer, which carry no fingerprint, are taken as they are.
@@ -246,12 +251,16 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
     skipped: dict[str, int] = {}
     same = made_with(cfg, _recorded_dataset(study_dir), recorded_threads(study_dir)) if cfg is not None else None
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
                 record = RunRecord.from_dict(json.loads(line))
             except json.JSONDecodeError:
+                if i == len(lines) - 1 and not text.endswith("\n"):
+                    continue  # a write cut short (a kill, a full disk): its run was never finished
                 reason = "unreadable JSON"
             except BadRecord as e:
                 reason = str(e)
@@ -330,16 +339,72 @@ def append_record(path: Path, record: RunRecord) -> None:
 
 
 def append_result(path: Path, record: dict) -> None:
-    """Append one line durably; first end a line torn by a crash, so it cannot swallow this one."""
-    with open(path, "a+b") as f:
+    """Append one line durably, whole or not at all.
+
+    A last line torn by a crash (a SIGKILL mid-write, a full disk) is this file's own writer's: it
+    is cut off first, so that neither it nor this line is lost to the other; one that is a whole
+    record lacking only its newline is ended. SIGINT and SIGTERM wait while the line is written.
+    A write that fails is undone and names the file.
+    """
+    line = (json.dumps(record) + "\n").encode()
+    with _signals_held(), open(path, "a+b") as f:
         f.seek(0, os.SEEK_END)
-        if f.tell():
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write((json.dumps(record) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
+        start = f.tell()
+        try:
+            start = _repair_tail(f, start)
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                f.truncate(start)
+            if e.errno in WRITE_ERRORS:
+                raise FmtError(f"cannot append a finished run to {path}: {e.strerror}; the runs already in it are "
+                               "intact, and the study resumes with this run once there is space", path=path) from None
+            raise
+
+
+def _repair_tail(f, end: int) -> int:
+    """Where to append in the open file `f` of `end` bytes, after repairing a torn last line."""
+    if not end:
+        return 0
+    f.seek(-1, os.SEEK_END)
+    if f.read(1) == b"\n":
+        return end
+    begin = end  # the last line's first byte: after the last newline, looked for backwards
+    while begin > 0:
+        chunk_start = max(0, begin - 65536)
+        f.seek(chunk_start)
+        cut = f.read(begin - chunk_start).rfind(b"\n")
+        if cut >= 0:
+            begin = chunk_start + cut + 1
+            break
+        begin = chunk_start
+    f.seek(begin)
+    last = f.read()
+    try:
+        json.loads(last)
+    except ValueError:  # a torn line: cut it off
+        keep = end - len(last)
+        f.truncate(keep)
+        f.seek(keep)
+        return keep
+    f.write(b"\n")
+    return end + 1
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM delivered only after the block: a line is written whole."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) -> None:

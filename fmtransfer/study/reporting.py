@@ -11,6 +11,7 @@ import numpy as np
 
 from fmtransfer import contenders
 from fmtransfer.config import Config
+from fmtransfer.errors import FmtError
 from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study import inference, records
@@ -376,7 +377,10 @@ def plot(study_dir: Path, summary: StudyResult) -> list[Path]:
     STUDY_DIR/plots."""
     out_dir = Path(study_dir) / "plots"
     made = list(study_figures(study_dir, summary))
-    out_dir.mkdir(exist_ok=True)
+    try:
+        out_dir.mkdir(exist_ok=True)
+    except OSError as e:  # a read-only study directory: the report is still the report
+        raise FmtError(f"cannot write plots to {out_dir}: {e.strerror}", path=out_dir) from None
     written = []
     for name, fig in made:
         save_figure(fig, out_dir / name)

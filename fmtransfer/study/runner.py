@@ -17,11 +17,12 @@ import numpy as np
 
 from fmtransfer import contenders, fingerprints, runtime
 from fmtransfer.config import Config
-from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.errors import ConfigError, DivergedError, UsageError
 from fmtransfer.io import locked, refuse_if_locked
 from fmtransfer.needs import MODEL_A, needs_of
 from fmtransfer.report import Reporter
 from fmtransfer.resolver import train_models_a
+from fmtransfer.stages import SMALL_FILES, model_bytes
 from fmtransfer.study.axes import RunKey, check_grid, grid, parse_shard, shard, study_contenders
 from fmtransfer.study.cache import Cache
 from fmtransfer.study.pool import run_units
@@ -68,17 +69,24 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     if stack is not None:
         cfg = cfg.replace(**{"study.stack": stack})
     reporter = reporter or Reporter(quiet=not progress)
+    if not isinstance(cfg, Config):  # run_study("configs/quick.toml"): say what is wanted
+        raise UsageError(f"run_study takes a Config (fmtransfer.load_config(path) reads a file), got {cfg!r}")
     index, count = parse_shard(shard_spec)
     jobs = parse_jobs(jobs, cfg.model.arch)
     threads = runtime.training_threads(cfg.model.arch)
     check_grid(cfg)
+    if not study_contenders(cfg):  # a study of nothing would exit 0 having run nothing
+        raise ConfigError("contenders", "a study pairs each contender with the baseline, which runs with every one; "
+                                        "name at least one contender besides it, e.g. transfer")
+    check_study_paths(Path(study_dir))
     study_dir = Path(study_dir)
     # One unsharded study per directory; the shards of an array side by side, one process each;
     # and none of them while worker processes of an earlier one (whose parent was killed) live.
     lock = f".lock-{index}of{count}" if count > 1 else ".lock"
     refuse_if_locked(study_dir, [".lock-workers", f"{lock}-workers"] if count > 1
                      else [p.name for p in study_dir.glob(".lock*-workers")])
-    with locked(study_dir, shared=count > 1), (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
+    with locked(study_dir, shared=count > 1, need_bytes=_writes_at_most(cfg, count)), \
+            (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
         return _run_study(cfg, study_dir, index, count, reporter, jobs, workers_lock=f"{lock}-workers",
                           threads=threads)
 
@@ -194,6 +202,24 @@ def _units(todo: list[RunKey], stack: int) -> list[list[RunKey]]:
     for unit in seeds:
         chunks.setdefault(unit[0].seed // stack, []).extend(unit)
     return list(chunks.values())
+
+
+def _writes_at_most(cfg: Config, count: int) -> int:
+    """What a shard of a study writes at most: its share of the models it keeps (model A and each
+    encoder per seed and pair; models B are not kept), and a results line per run."""
+    kept = 1 + len({n for c in study_contenders(cfg) for n in needs_of(contenders.get(c)) if n != MODEL_A})
+    groups = math.ceil(len(cfg.study_seeds) * len(cfg.study_pairs) / count)
+    return groups * kept * model_bytes(cfg) + SMALL_FILES
+
+
+def check_study_paths(study_dir: Path) -> None:
+    """The folders a study writes into are folders, or absent: found out when the first model is
+    saved, it would be after model A had trained."""
+    for folder in (study_dir, study_dir / "models"):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} is a file, but the study keeps its {'models' if folder != study_dir else 'runs'} "
+                             "in a folder of that name; move the file away, or choose another study directory",
+                             path=folder)
 
 
 def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1,
