@@ -349,27 +349,37 @@ CLAIM_IDS = ("transfer-helps", "book-result-picked", "other-pairs-and-seeds-do-w
 def _summary(claim: Claim) -> str:
     """The evidence in a few words: the figures the rule read, one piece per clause."""
     parts = []
+    studies = {e.get("study") for e in claim.evidence}
     for e in claim.evidence:
-        where = ", ".join(str(e[k]) for k in ("arch", "contender") if k in e)
-        point = ", ".join(f"{e[k]}" for k in ("preset",) if k in e)
-        if "gap_points" in e:
-            pair = f"{e['pair'][0]} vs {e['pair'][1]}" if "pair" in e else ""
-            size = f"n={e['b_train_size']}" if "b_train_size" in e else f"n={e['small_size']} - n={e['large_size']}"
-            where = ", ".join(x for x in (e.get("arch"), pair, size, point) if x)
-            p = "" if e.get("p_holm") is None else f", Holm p {e['p_holm']:.2g}"
-            parts.append(f"{where}: no shared seeds" if e["gap_points"] is None else
-                         f"{where}: gap {e['gap_points']:+.2f} points{p} ({e['verdict']})")
-        elif "reach_gain" in e:
-            judged = "" if e["judged"] else " (not judged: not the book's own setting)"
-            parts.append(f"{e['arch']}, {point}{judged}: {e['reach_gain']}/{e['runs']} reach the gain "
-                         f"(CI {e['ci95_gain'][0]:.2f}-{e['ci95_gain'][1]:.2f}), {e['reach_ratio']}/{e['runs']} the "
-                         f"error ratio (CI {e['ci95_ratio'][0]:.2f}-{e['ci95_ratio'][1]:.2f})")
-        else:
-            pair = e.get("pair")
-            p = "" if e["p_max_t"] is None else f", max-T p {e['p_max_t']:.2g}"
-            parts.append(f"{where}, {pair[0]} vs {pair[1]}, n={e.get('b_train_size')}, {point}: "
-                         f"{e['gain_points']:+.2f} points{p} ({e['verdict']})")
+        parts.append(_piece(e) if len(studies) < 2 else f"[{Path(e['study']).name}] {_piece(e)}")
     return "; ".join(parts)
+
+
+def _units(e: dict) -> str:
+    seeds, draws = e.get("n_seeds"), e.get("n_draws") or 1
+    return "" if seeds is None else f" over {seeds} seeds" + (f" x {draws} draws" if draws > 1 else "")
+
+
+def _piece(e: dict) -> str:
+    """One piece of evidence in a few words."""
+    where = ", ".join(str(e[k]) for k in ("arch", "contender") if k in e)
+    point = ", ".join(f"{e[k]}" for k in ("preset",) if k in e)
+    if "gap_points" in e:
+        pair = f"{e['pair'][0]} vs {e['pair'][1]}" if "pair" in e else ""
+        size = f"n={e['b_train_size']}" if "b_train_size" in e else f"n={e['small_size']} - n={e['large_size']}"
+        where = ", ".join(x for x in (e.get("arch"), pair, size, point) if x)
+        p = "" if e.get("p_holm") is None else f", Holm p {e['p_holm']:.2g}"
+        return (f"{where}: no shared seeds" if e["gap_points"] is None else
+                f"{where}: gap {e['gap_points']:+.2f} points{p} ({e['verdict']})")
+    if "reach_gain" in e:
+        judged = "" if e["judged"] else " (not judged: not the book's own setting)"
+        return (f"{e['arch']}, {point}{judged}: {e['reach_gain']}/{e['runs']} reach the gain "
+                f"(CI {e['ci95_gain'][0]:.2f}-{e['ci95_gain'][1]:.2f}), {e['reach_ratio']}/{e['runs']} the "
+                f"error ratio (CI {e['ci95_ratio'][0]:.2f}-{e['ci95_ratio'][1]:.2f})")
+    pair = e.get("pair")
+    p = "" if e["p_max_t"] is None else f", max-T p {e['p_max_t']:.2g}"
+    return (f"{where}, {pair[0]} vs {pair[1]}, n={e.get('b_train_size')}, {point}: "
+            f"{e['gain_points']:+.2f} points{_units(e)}{p} ({e['verdict']})")
 
 
 def table(found: Claims) -> Table:
