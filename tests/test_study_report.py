@@ -194,3 +194,12 @@ def test_a_crossed_cell_reads_the_same_whatever_order_its_lines_were_written_in(
     (directory / "results.jsonl").write_text("\n".join(reversed(lines)) + "\n")  # as another --jobs might
     after = studies.report(directory).to_dict()
     assert after["cells"] == before["cells"] and after["cells"][0]["seeds"] == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_too_few_seeds_for_significance_have_no_detectable_effect():
+    """With 5 seeds the exact test's smallest p is 2/32 > 0.05: no gain could be significant, so
+    the cell claims no detectable effect rather than one it could never reach."""
+    five = studies.paired_stats([0.9] * 5, [0.92, 0.93, 0.92, 0.94, 0.93], seeds=[1, 2, 3, 4, 5])
+    assert five["p_floor"] == five["p_value"] == 2 / 32 and five["mde_points"] is None
+    six = studies.paired_stats([0.9] * 6, [0.92, 0.93, 0.92, 0.94, 0.93, 0.92], seeds=[1, 2, 3, 4, 5, 6])
+    assert six["p_floor"] == 2 / 64 and six["mde_points"] is not None

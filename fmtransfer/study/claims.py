@@ -19,7 +19,7 @@ from rich.table import Table
 from fmtransfer import contenders
 from fmtransfer.study import inference
 from fmtransfer.study.reporting import StudyResult, report
-from fmtransfer.study.stats import ALPHA, BOOK, MIN_INTERVAL_UNITS, POWER, Cell
+from fmtransfer.study.stats import ALPHA, BOOK, MIN_INTERVAL_UNITS, POWER, Cell, p_floor
 
 VERDICTS = ("supported", "contradicted", "equivalent", "no evidence")
 BOOK_PAIR, BOOK_SIZE = list(BOOK["pair"]), BOOK["b_train_size"]
@@ -112,7 +112,7 @@ def _cell_evidence(s: _Study, c: Cell) -> dict[str, Any]:
     return {"study": s.path, "arch": s.arch, "contender": c.contender, **c.point,
             "gain_points": 100 * c.mean_difference, "ci95_points": [100 * x for x in c.ci95] if c.ci95 else None,
             "p_max_t": c.p_max_t, "p_holm": c.p_holm, "n_seeds": c.n_seeds, "n_draws": c.n_draws,
-            "mde_points": c.mde_points, "equivalence": c.equivalence["verdict"] if c.equivalence else None,
+            "mde_points": c.mde_points, "p_floor": c.p_floor, "equivalence": c.equivalence["verdict"] if c.equivalence else None,
             "verdict": c.verdict}
 
 
@@ -159,8 +159,10 @@ def _gaps(pieces: list[tuple[dict, dict[Any, float], dict[Any, float]]], margin:
             tests.append(len(rows))
         if len(shared) >= MIN_INTERVAL_UNITS:
             row["equivalence"] = inference.tost(gaps, margin).verdict
-            row["mde_points"] = inference.minimum_detectable_effect(float(gaps.std(ddof=1)) * 100, len(shared),
-                                                                    alpha=ALPHA, power=POWER).mde
+            row["p_floor"] = p_floor(len(shared))
+            if row["p_floor"] <= ALPHA:  # else no gap, however large, could be significant
+                row["mde_points"] = inference.minimum_detectable_effect(float(gaps.std(ddof=1)) * 100,
+                                                                        len(shared), alpha=ALPHA, power=POWER).mde
         rows.append(row)
     for i, p in zip(tests, _holm([rows[i]["p"] for i in tests])):
         rows[i]["p_holm"] = p

@@ -71,6 +71,9 @@ class _CellFields:
     in_best_set: bool | None = None  # cannot be told apart from the best contender of its setting
     superiority: dict | None = None  # P(beats the baseline on a new seed, and draw), Wilson 95% CI
     mde_points: float | None = None  # smallest true gain the primary test finds with 80% power at 5%
+    # The smallest p the primary test can give with these seeds (2 / 2^n, exact); above 5% no gain,
+    # however large, can be significant, and the cell has no detectable effect (mde_points None).
+    p_floor: float | None = None
     equivalence: dict | None = None  # TOST against +-study.equivalence_margin points
     variance_components: dict | None = None  # draw, seed, residual: only with several draws and seeds
     # Per-seed McNemar tests on the test images, where the runs' predictions are stored
@@ -250,7 +253,7 @@ def paired_stats(baseline: list[float], transfer: list[float], *, seeds: list | 
         "design": "crossed" if crossed else "paired", "n_seeds": n_seeds, "n_draws": n_draws,
         "runs_left_out": u.left_out, "ci95_method": None, "no_interval": None, "p_method": None, "p_mc_error": None,
         "p_wilcoxon": None, "superiority": None, "mde_points": None, "equivalence": None,
-        "variance_components": None,
+        "variance_components": None, "p_floor": None,
     }
     if n_seeds == 0:
         out["no_interval"] = "no seed has a run at every draw"
@@ -259,7 +262,7 @@ def paired_stats(baseline: list[float], transfer: list[float], *, seeds: list | 
     if n_seeds >= 2:
         test = inference.crossed_sign_flip_test(m, seed=seed)
         out.update(p_value=test.p_value, p_method=test.method, p_mc_error=test.mc_standard_error,
-                   p_wilcoxon=inference.wilcoxon_exact(per_seed).p_value)
+                   p_wilcoxon=inference.wilcoxon_exact(per_seed).p_value, p_floor=p_floor(n_seeds))
     s = inference.p_superiority(m)
     out["superiority"] = {"p": s.p_superiority, "ci95": list(s.ci95), "n_effective": s.n_effective,
                           "design_effect": s.design_effect}
@@ -271,14 +274,21 @@ def paired_stats(baseline: list[float], transfer: list[float], *, seeds: list | 
         ci = inference.crossed_interval(m)
         out["ci95"], out["ci95_method"] = list(ci.ci95), "crossed random effects" if crossed else "student t"
         out["equivalence"] = _equivalence(m, margin_points)
-        out["mde_points"] = inference.minimum_detectable_effect(float(per_seed.std(ddof=1)) * 100, n_seeds,
-                                                                alpha=ALPHA, power=POWER).mde
+        if out["p_floor"] <= ALPHA:
+            out["mde_points"] = inference.minimum_detectable_effect(float(per_seed.std(ddof=1)) * 100, n_seeds,
+                                                                    alpha=ALPHA, power=POWER).mde
     if crossed and n_seeds >= 2:
         v = inference.variance_components(m)
         out["variance_components"] = {k: getattr(v, k) for k in (
             "draw_sd_points", "seed_sd_points", "residual_sd_points", "draw_share", "seed_share", "residual_share",
             "draw_var", "seed_var", "residual_var", "raw_draw_var", "raw_seed_var")}
     return out
+
+
+def p_floor(n_seeds: int) -> float:
+    """The smallest two-sided p of the sign-flip test over `n_seeds` units: the observed pattern
+    and its mirror image, out of 2^n (Monte Carlo above 20 seeds gives about the same)."""
+    return 2.0 ** (1 - n_seeds)
 
 
 def holm(cells: list[Cell]) -> None:
