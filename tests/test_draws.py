@@ -282,26 +282,31 @@ def test_a_run_directory_trains_on_the_sample_its_split_holds(tiny_data, tmp_pat
 
 @pytest.mark.slow
 def test_a_stack_trains_only_the_seeds_of_one_draw_together_on_that_draws_images(tiny_data, tmp_path, monkeypatch):
-    from fmtransfer.contenders.base import Contender
+    from fmtransfer.contenders.scratch import Baseline
+    from fmtransfer.contenders.transfer import TransferFromA
 
     stacks = []
-    real = Contender.fit_seeds
 
-    def spy(self, cfgs, split, *args, **kwargs):
-        stacks.append((self.name, [c.seed for c in cfgs], {c.data.b_sample for c in cfgs},
-                       data.indices_sha256(split.indices["b_train"])))
-        return real(self, cfgs, split, *args, **kwargs)
+    def spying(cls):
+        real = cls.train
 
-    monkeypatch.setattr(Contender, "fit_seeds", spy)
-    cfg = Config().replace(**tiny_settings(tiny_data), **{"study.seeds": [1, 2], "study.data_seeds": [0, 1],
+        def spy(self, cfgs, split, *args, **kwargs):
+            stacks.append((self.name, sorted({c.seed for c in cfgs}), {c.data.b_sample for c in cfgs},
+                           data.indices_sha256(split.indices["b_train"])))
+            return real(self, cfgs, split, *args, **kwargs)
+        monkeypatch.setattr(cls, "train", spy)
+
+    spying(Baseline)
+    spying(TransferFromA)
+    cfg = Config().replace(**tiny_settings(tiny_data), **{"study.seeds": [2, 3], "study.data_seeds": [0, 1],
                                                           "contenders": ["transfer"]})
-    result = studies.run_study(cfg, tmp_path, stack=2)
+    result = studies.run_study(cfg, tmp_path, stack=2)  # seeds 2 and 3 fill the slots of one stack of 2
     raw = data.load(cfg.data)
     drawn = {d: data.indices_sha256(data.make_split(raw, (5, 6), 20, 100, b_sample=d).indices["b_train"])
              for d in (0, 1)}
     assert sorted((name, seeds, tuple(draw)) for name, seeds, draw, _ in stacks) == \
-        [("baseline", [1, 2], (0,)), ("baseline", [1, 2], (1,)), ("transfer", [1, 2], (0,)), ("transfer", [1, 2], (1,))]
+        [("baseline", [2, 3], (0,)), ("baseline", [2, 3], (1,)), ("transfer", [2, 3], (0,)), ("transfer", [2, 3], (1,))]
     assert all(rows == drawn[next(iter(draw))] for _, _, draw, rows in stacks)
     assert {r.id: r.b_indices_sha256 for r in studies.load_records(tmp_path)} == \
-        {f"seed{s}-pair5v6-n20-draw{d}-reuseall-book-transfer": drawn[d] for s in (1, 2) for d in (0, 1)}
-    assert result.cells[0].units == [(1, 0), (2, 0), (1, 1), (2, 1)]
+        {f"seed{s}-pair5v6-n20-draw{d}-reuseall-book-transfer": drawn[d] for s in (2, 3) for d in (0, 1)}
+    assert result.cells[0].units == [(2, 0), (3, 0), (2, 1), (3, 1)]
