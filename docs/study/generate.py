@@ -51,7 +51,7 @@ STUDIES = (
               "    --presets book,notebook --contenders all",
               ("contenders.png",)),
     Committed("cnn-draws", "Transfer from A on the book's cell, seeds x draws of the labelled sample (cnn)",
-              "fmtransfer study --config configs/book.toml --arch cnn --run runs/cnn-draws --seeds 5 --data-seeds 5 \\\n"
+              "fmtransfer study --config configs/book.toml --arch cnn --run runs/cnn-draws --seeds 7 --data-seeds 5 \\\n"
               "    --presets book,notebook --contenders transfer",
               ()),
 )
