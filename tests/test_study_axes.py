@@ -39,7 +39,13 @@ def test_the_books_grid_point_is_the_default_configs():
     assert point == {k: list(v) if isinstance(v, tuple) else v for k, v in studies.BOOK.items() if k in point}
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "docs" / "study").glob("report-leaderboard*.json")))
+# The reports of 0.4, made before the verdict statistics; those docs/study/generate.py writes from
+# committed records (docs/study/records/NAME) have them all, and tests/test_findings.py checks those.
+OLD_REPORTS = sorted(p.name for p in (REPO / "docs" / "study").glob("report-leaderboard*.json")
+                     if not (REPO / "docs" / "study" / "records" / p.stem.removeprefix("report-")).is_dir())
+
+
+@pytest.mark.parametrize("name", OLD_REPORTS)
 def test_committed_reports_cells_read_back_to_the_same_json(name):
     """The cells of docs/study's reports, through `Cell` and back: the same keys and values, in the
     same order, then the statistics added since at their defaults (a report made before them
