@@ -37,7 +37,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
-TIMING = ("seconds", "finished")
 TINY = ["--seeds", "6", "--reuse-layers", "1,all", "--b-train-sizes", "20", "--valid-size", "100", "--no-verify",
         "--hidden", "16,8", "--a-epochs", "1", "--b-epochs", "2", "--freeze-epochs", "1", "--fine-tune-epochs", "1"]
 QUICK = ["--config", str(ROOT / "configs" / "quick.toml"), "--seeds", "6", "--b-train-sizes", "50", "--a-epochs", "1",
@@ -71,9 +70,9 @@ def command(args: list[str], study_dir: Path, jobs: int = 2) -> list[str]:
 
 def records(study_dir: Path) -> dict:
     """The study's records by id, timing left out."""
-    from fmtransfer import study as studies
+    from fmtransfer.study import records as made
 
-    return {r["id"]: {k: v for k, v in r.items() if k not in TIMING} for r in studies.load_results(study_dir)}
+    return made.comparable(study_dir)
 
 
 def recorded_ids(study_dir: Path) -> list[str]:

@@ -20,7 +20,6 @@ from fmtransfer.study.runner import _Stacked
 
 FMTRANSFER = Path(sys.executable).with_name("fmtransfer")
 # What is no property of a run: when it finished and how long its parts took.
-TIMING = ("seconds", "finished")
 
 
 # ----------------------------------------------------------------------------- the rules, cheap
@@ -100,7 +99,7 @@ def _study(tmp_path: Path, name: str, args: list[str], *, one_core: bool = False
 def _records(study_dir: Path) -> dict:
     """The records the study counts (made as its study.json says), timing left out."""
     cfg = records.config_from(records.read_meta(study_dir)["config"], study_dir)
-    return {r["id"]: {k: v for k, v in r.items() if k not in TIMING} for r in studies.load_results(study_dir, cfg)}
+    return records.comparable(study_dir, cfg)
 
 
 def _grid(tiny_data: Path, *extra: str) -> list[str]:

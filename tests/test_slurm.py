@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_system, snapshot, system_commands
+from fmtransfer.study.records import TIMING  # what may differ between two runs of the same study
 
 SBATCH = REPO / "deploy" / "slurm" / "study.sbatch"
 # The checkout's own console script, so the array runs this tree's code, as the serial study does.
@@ -38,7 +39,6 @@ if not FMTRANSFER.exists():
 GRID = ("--seeds 2 --contenders baseline,transfer,lp-ft --b-train-sizes 50 --a-epochs 1 --b-epochs 1 "
         "--batch-size 128 --freeze-epochs 1 --fine-tune-epochs 1")
 RUNS_PER_TASK = 2
-TIMING = ("seconds", "finished")  # what may differ between two runs of the same study
 
 COMMANDS = ["munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo"]
 PACKAGES = ["slurm-wlm", "munge"]

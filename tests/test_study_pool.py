@@ -21,6 +21,7 @@ import pytest
 from conftest import REPO, run_cli, tiny_settings
 from fmtransfer import UsageError, load_config
 from fmtransfer import study as studies
+from fmtransfer.study import records
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes in /proc")
 
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="fi
 ARGS = ["study", "--seeds", "3", "--reuse-layers", "1,all", "--b-train-sizes", "20", "--valid-size", "100",
         "--no-verify", "--hidden", "16,8", "--a-epochs", "1", "--b-epochs", "2", "--freeze-epochs", "1",
         "--fine-tune-epochs", "1", "--no-plots", "--json"]
-TIMING = ("seconds", "finished")
 
 
 def _command(tiny_data, study_dir, *more) -> list[str]:
@@ -46,7 +46,7 @@ def uninterrupted(tiny_data, tmp_path_factory) -> dict:
 
 
 def _records(study_dir: Path) -> dict:
-    return {r["id"]: {k: v for k, v in r.items() if k not in TIMING} for r in studies.load_results(study_dir)}
+    return records.comparable(study_dir)
 
 
 def _recorded_ids(study_dir: Path) -> list[str]:

@@ -333,6 +333,16 @@ def load_results(study_dir: Path, cfg: Config | None = None) -> list[dict]:
     return read_results(study_dir, cfg)[0]
 
 
+# What may differ between two runs of the same study; nothing else may.
+TIMING = ("seconds", "finished")
+
+
+def comparable(study_dir: Path, cfg: Config | None = None) -> dict[str, dict]:
+    """Every finished run by id, timing fields left out: two studies made from the same inputs
+    (whatever --jobs, --shard or the core count) give equal dicts, ids, scores and fingerprints."""
+    return {r["id"]: {k: v for k, v in r.items() if k not in TIMING} for r in load_results(study_dir, cfg)}
+
+
 def append_record(path: Path, record: RunRecord) -> None:
     """Append a finished run's line to a results file (see `append_result`)."""
     append_result(path, record.to_dict())
