@@ -538,6 +538,37 @@ def test_book_placement_counts_runs_reaching_the_book_with_clopper_pearson_inter
     assert none.ci95_gain == pytest.approx((0.0, 0.3085), abs=1e-4)
 
 
+def test_book_placement_in_a_crossed_design_counts_a_seed_once_not_once_per_draw():
+    # five seeds' gains repeated over five draws: 25 runs, but only 5 independent outcomes
+    seed_gain = np.array([[0.001, 0.006, -0.004, 0.011, 0.003]])
+    gains = np.repeat(seed_gain, 5, axis=0) + np.random.default_rng(3).normal(0, 1e-4, (5, 5))
+    res = inf.book_placement(gains, np.ones_like(gains), book_gain=0.022, book_ratio=2.5)
+    assert (res.n, res.reached_gain) == (25, 0)
+    assert res.n_effective_gain <= 5  # none of 25 runs is no stronger evidence than none of 5 seeds
+    assert res.ci95_gain[1] >= stats.binomtest(0, 5).proportion_ci(method="exact").high
+    flat = inf.book_placement(gains.ravel(), np.ones(25), book_gain=0.022, book_ratio=2.5)
+    assert flat.n_effective_gain == 25 and flat.ci95_gain[1] < res.ci95_gain[1]
+
+
+def test_book_placement_covers_the_true_share_in_a_crossed_design():
+    rng = np.random.default_rng(14)
+    a, b, e = 0.001, 0.01, 0.005  # the seed (model A) carries most of the variation, as in the studies
+    threshold = stats.norm.isf(0.2) * math.sqrt(a * a + b * b + e * e)  # 20% of runs reach it
+    sims = 300
+    covered = sum(lo <= 0.2 <= hi for lo, hi in
+                  (inf.book_placement(g, g, threshold, math.inf).ci95_gain
+                   for g in (crossed(rng, 5, 10, a, b, e, 0.0) for _ in range(sims))))
+    assert covered / sims >= 0.93  # the runs taken as independent trials cover about 75%
+
+
+def test_p_superiority_after_a_unanimous_crossed_result_still_counts_the_clustering():
+    seed_gain = np.array([[0.004, 0.006, 0.009, 0.011, 0.003]])  # every run wins
+    d = np.repeat(seed_gain, 5, axis=0) + np.random.default_rng(4).normal(0, 1e-4, (5, 5))
+    res = inf.p_superiority(d)
+    assert res.p_superiority == 1.0 and res.n_effective <= 5
+    assert res.ci95[0] <= inf.p_superiority(seed_gain).ci95[0]  # no narrower than 5 of 5 seeds
+
+
 def test_t_halfwidth_is_the_deterministic_student_t_half_width_in_points():
     rng = np.random.default_rng(80)
     base = rng.uniform(0.95, 0.97, 10)

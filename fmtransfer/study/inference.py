@@ -340,6 +340,22 @@ def _variance_of_mean(d: np.ndarray) -> tuple[float, float | None]:
     return math.sqrt(max(combo, 0.0) / (r * s)), df
 
 
+def _effective_trials(x: np.ndarray, n: int) -> tuple[float, float]:
+    """(design effect, effective trials) of the mean of a draws x seeds matrix: its crossed
+    random-effects variance over that of n independent runs, kept between 1 and n / min(draws,
+    seeds), and the trials n / deff, times (t_{n-1} / t_df)^2 for Satterthwaite's df."""
+    r, s = x.shape
+    independent = float(x.var()) / n
+    if r < 2 or s < 2 or independent <= 0:
+        return 1.0, float(n)
+    se, df = _variance_of_mean(x)
+    deff = min(max(se * se / independent, 1.0), n / min(r, s))
+    n_eff = n / deff
+    if df:
+        n_eff *= (_tq(0.975, n - 1) / _tq(0.975, df)) ** 2
+    return deff, n_eff
+
+
 @dataclass(frozen=True)
 class CrossedInterval:
     """The mean paired difference of a crossed design with a 95% confidence interval."""
@@ -510,9 +526,9 @@ def p_superiority(diffs_matrix: Any) -> Superiority:
     effect being the crossed random-effects variance of the mean win (as in `crossed_interval`)
     over the variance independent runs would give, kept between 1 and runs / min(draws, seeds);
     times (t_{runs-1} / t_df)^2, df being Satterthwaite's, so that a few draws widen the interval
-    as a t quantile would. In simulated 3 x 10 to 5 x 20 designs this covered 89-96% where
-    treating the runs as independent covered 44-68% (84% when three draws carry nearly all the
-    variation). A unanimous result shows no clustering to estimate: its design effect is 1.
+    as a t quantile would. A unanimous result shows no clustering of wins to measure; the design
+    effect of the differences themselves stands in, as in `book_placement`.
+    `bench/coverage.py` measures how often the interval covers.
     """
     d = _as_matrix(diffs_matrix)
     r, s = d.shape
@@ -520,13 +536,8 @@ def p_superiority(diffs_matrix: Any) -> Superiority:
     wins, ties = int((d > 0).sum()), int((d == 0).sum())
     w = (d > 0) + 0.5 * (d == 0)
     p = float(w.mean())
-    deff, n_eff = 1.0, float(n)
-    if r > 1 and s > 1 and 0 < p < 1:
-        se, df = _variance_of_mean(w)
-        deff = min(max(se * se / (p * (1 - p) / n), 1.0), n / min(r, s))
-        n_eff = n / deff
-        if df:
-            n_eff *= (_tq(0.975, n - 1) / _tq(0.975, df)) ** 2
+    # a unanimous result shows no clustering of wins: the differences' own clustering stands in
+    deff, n_eff = _effective_trials(w if 0 < p < 1 else d, n)
     return Superiority(n_draws=r, n_seeds=s, wins=wins, ties=ties, losses=n - wins - ties, p_superiority=p,
                        ci95=_wilson(p, n_eff), n_effective=n_eff, design_effect=deff)
 
@@ -880,12 +891,13 @@ def best_set(diffs_by_contender: Mapping[Hashable, Sequence[float] | Mapping[Has
 # 10. Where the book's result falls
 # ----------------------------------------------------------------------------------------------
 
-def _clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+def _clopper_pearson(k: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """The exact binomial interval; k and n may be effective (non-integer) counts."""
     from scipy import stats
 
     a = (1 - level) / 2
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
+    lo = 0.0 if k <= 0 else float(stats.beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k >= n else float(stats.beta.ppf(1 - a, k + 1, n - k))
     return lo, hi
 
 
@@ -902,6 +914,8 @@ class BookPlacement:
     reached_ratio: int
     p_ratio: float
     ci95_ratio: tuple[float, float]
+    n_effective_gain: float  # the trials each interval is computed on: n with one draw
+    n_effective_ratio: float
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -915,25 +929,44 @@ def book_placement(gains: Sequence[float], ratios: Sequence[float], book_gain: f
     book's, each with a Clopper-Pearson 95% interval.
 
     One run is one (draw, seed) pair; `gains` (accuracy differences) and `ratios` (baseline error
-    / contender error, inf for a perfect contender) may be flat or a draws x seeds matrix. "Reaches"
-    allows 1e-9 for float noise, as `stats.book_placement` does. Clopper-Pearson, the exact
-    binomial interval, because the counts are small and often 0 or n (where Wald's interval is
-    empty) and because a claim like "the book's result is rare" should not rest on an
-    approximation. It treats runs as independent trials: exact over seeds with one draw; with
-    several draws per seed the runs of a seed share model A and the interval is somewhat narrow.
+    / contender error, inf for a perfect contender) are flat (one draw: the runs are independent
+    trials) or a draws x seeds matrix. "Reaches" allows 1e-9 for float noise, as
+    `stats.book_placement` does. Clopper-Pearson, the exact binomial interval, because the counts
+    are small and often 0 or n (where Wald's interval is empty) and because a claim like "the
+    book's result is rare" should not rest on an approximation.
+
+    With several draws the runs of a seed share model A and those of a draw its labelled sample,
+    so they are not independent trials. As for clustered survey proportions (Korn and Graubard
+    1998), the interval is then Clopper-Pearson on an effective sample size: runs / design effect,
+    with the t correction of `p_superiority`. The design effect is that of the indicator "reaches
+    the book" when some runs reach it and some do not. When all or none do, the indicator shows no
+    clustering to measure, so the design effect of the gains themselves stands in: thresholding a
+    normal variable weakens its correlations, so the indicator's design effect is at most the
+    gains', and the interval errs wide.
     """
-    g = np.asarray(gains, dtype=float).ravel()
-    q = np.asarray(ratios, dtype=float).ravel()
-    if g.size == 0 or g.size != q.size:
-        raise ValueError(f"need as many ratios as gains, at least one: {g.size} gains, {q.size} ratios")
+    g = np.asarray(gains, dtype=float)
+    q = np.asarray(ratios, dtype=float)
+    if g.size == 0 or g.shape != q.shape or g.ndim > 2:
+        raise ValueError(f"need as many ratios as gains, at least one, flat or draws x seeds: gains {g.shape}, "
+                         f"ratios {q.shape}")
     if np.any(np.isnan(g)) or np.any(np.isnan(q)):
         raise ValueError("gains and ratios must not be NaN")
+    g, q = (g[None, :], q[None, :]) if g.ndim == 1 else (g, q)
     n = int(g.size)
-    k_gain = int((np.round(g, 9) >= book_gain - RESOLUTION).sum())
-    k_ratio = int((q >= book_ratio - RESOLUTION).sum())
-    return BookPlacement(n=n, book_gain=float(book_gain), book_ratio=float(book_ratio), reached_gain=k_gain,
-                         p_gain=k_gain / n, ci95_gain=_clopper_pearson(k_gain, n), reached_ratio=k_ratio,
-                         p_ratio=k_ratio / n, ci95_ratio=_clopper_pearson(k_ratio, n))
+    reach_gain = (np.round(g, 9) >= book_gain - RESOLUTION).astype(float)
+    reach_ratio = (q >= book_ratio - RESOLUTION).astype(float)
+    latent = _effective_trials(np.round(g, 9), n)[1]
+
+    def share(reached: np.ndarray) -> tuple[int, float, tuple[float, float], float]:
+        k = int(reached.sum())
+        n_eff = _effective_trials(reached, n)[1] if 0 < k < n else latent
+        return k, k / n, _clopper_pearson(k if n_eff == n else k / n * n_eff, n_eff), n_eff
+
+    kg, pg, cig, ng = share(reach_gain)
+    kr, pr, cir, nr = share(reach_ratio)
+    return BookPlacement(n=n, book_gain=float(book_gain), book_ratio=float(book_ratio), reached_gain=kg, p_gain=pg,
+                         ci95_gain=cig, reached_ratio=kr, p_ratio=pr, ci95_ratio=cir, n_effective_gain=ng,
+                         n_effective_ratio=nr)
 
 
 # ----------------------------------------------------------------------------------------------

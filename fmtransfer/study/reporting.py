@@ -91,7 +91,7 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
         probes = [r.result.linear_probe for r in runs if r.result.linear_probe is not None]
         cell.linear_probe = float(np.mean(probes)) if probes else None
         if name == "transfer":  # in every setting: is the book's result typical here?
-            cell.book = {**book_placement(base, mine), "at_book_point": book_settings and cell.point == book_point}
+            cell.book = {**book_placement(base, mine, seeds, draws), "at_book_point": book_settings and cell.point == book_point}
         cell.mcnemar = _test_image_tests(study_dir, runs)
         summary.append(cell)
         by_seed.append(units(base, mine, seeds, draws).by_seed)

@@ -373,18 +373,26 @@ def best_sets(cells: list[Cell], by_seed: list[dict], *, seed: Any = 0) -> list[
     return out
 
 
-def book_placement(baseline: list[float], contender: list[float]) -> dict:
+def book_placement(baseline: list[float], contender: list[float], seeds: list | None = None,
+                   draws: list | None = None) -> dict:
     """Where the book's published 97.05% -> 99.25% falls among this cell's runs, given their test
-    accuracies (the baseline's and the contender's, run by run): how many reach the book's gain
-    (+2.2 points) and its error ratio (3.93), each as a share of runs with a Clopper-Pearson 95%
-    interval. The runs are taken as independent trials, exact over seeds with one draw."""
+    accuracies (the baseline's and the contender's, run by run, with their seeds and draws): how
+    many reach the book's gain (+2.2 points) and its error ratio (3.93), each as a share of runs
+    with a Clopper-Pearson 95% interval, on an effective number of runs when several draws make
+    the runs clustered (`inference.book_placement`)."""
     book_gain = BOOK["transfer"] - BOOK["baseline"]
     gains = np.subtract(contender, baseline)
     ratios = np.array([error_rate_ratio(b, t) for b, t in zip(baseline, contender)])
     book_ratio = error_rate_ratio(BOOK["baseline"], BOOK["transfer"])
+    u = units(baseline, contender, seeds, draws)
+    if u.matrix.shape[0] > 1 and u.left_out == 0:  # crossed and complete: the runs as a matrix
+        where = {(d, s): i for i, (d, s) in enumerate(zip(draws, seeds))}
+        order = [[where[(d, s)] for s in u.seeds] for d in u.draws]
+        gains, ratios = gains[order], ratios[order]
     p = inference.book_placement(gains, ratios, book_gain, book_ratio)
     return {"baseline": BOOK["baseline"], "transfer": BOOK["transfer"], "gain": book_gain,
             "error_rate_ratio": book_ratio,
             "seeds_with_gain_at_least_book": p.reached_gain, "seeds_with_ratio_at_least_book": p.reached_ratio,
             "n": len(baseline), "p_gain": p.p_gain, "ci95_gain": list(p.ci95_gain), "p_ratio": p.p_ratio,
-            "ci95_ratio": list(p.ci95_ratio)}
+            "ci95_ratio": list(p.ci95_ratio), "n_effective_gain": p.n_effective_gain,
+            "n_effective_ratio": p.n_effective_ratio}
