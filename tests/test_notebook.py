@@ -138,11 +138,14 @@ def test_notebook_runs_in_quick_mode(tmp_path, monkeypatch):
     study = _stdout(_cell(nb, "study-table"))
     for preset in PRESETS:
         m = re.search(rf"^{preset}\s+\S+, \S+\s+(\d+)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+[+-]\d+\.\d\d \(.*\)\s+"
-                      r"(\d+)/(\d+)/(\d+)\s+(\S+)$", study, re.M)
+                      r"(\d+)/(\d+)/(\d+)\s+(\S+)\s+(\d\.\d\d) \((\d\.\d\d), (\d\.\d\d)\)\s+(\S+)$", study, re.M)
         assert m, f"no row for preset {preset!r} in:\n{study}"
         n, wins, ties, losses = int(m[1]), int(m[4]), int(m[5]), int(m[6])
         assert n == QUICK_SEEDS and wins + ties + losses == QUICK_SEEDS
-        assert 0 <= float(m[7]) <= 1
+        assert 0.25 <= float(m[7]) <= 1  # the exact sign-flip test on 3 seeds: p is never below 2/8
+        p_win, low, high = float(m[8]), float(m[9]), float(m[10])
+        assert p_win == pytest.approx((wins + ties / 2) / n, abs=0.006) and low <= p_win <= high
+        assert m[11] in ("equivalent", "different", "inconclusive", "-")
     assert f"{QUICK_SEEDS * len(PRESETS)} of {QUICK_SEEDS * len(PRESETS)} runs" in study
     assert "reruns section 1" in study and study.rstrip().endswith("identical."), study
 
@@ -154,3 +157,13 @@ def test_notebook_runs_in_quick_mode(tmp_path, monkeypatch):
     assert sorted((r["seed"], r["preset"]) for r in map(json.loads, lines)) == sorted(
         (s, p) for s in range(first, first + QUICK_SEEDS) for p in PRESETS)
     assert list((folders[0] / "plots").glob("*.png"))
+
+    # Section 5: the committed studies' verdicts, as docs/study/claims.json has them.
+    verdicts = _stdout(_cell(nb, "claims"))
+    committed = json.loads((REPO / "docs" / "study" / "claims.json").read_text())
+    claims = committed["claims"] if isinstance(committed, dict) else committed
+    assert claims
+    for claim in claims:
+        assert re.search(rf"^{re.escape(claim['verdict'].upper())}\s+{re.escape(claim['id'])} ", verdicts, re.M), \
+            f"{claim['id']}: {claim['verdict']} not in:\n{verdicts}"
+
