@@ -76,6 +76,25 @@ def test_the_image_bootstrap_agrees_with_resampling_the_images_themselves():
     assert ours.ci95 == pytest.approx(tuple(np.quantile(brute, [0.025, 0.975])), abs=0.006)
 
 
+def test_a_cells_test_image_term_is_what_resampling_the_shared_test_images_gives():
+    """Brute force: draw the same image indices for every run of the cell, score each run's gain
+    on them, average over the runs; the spread of that mean is the term."""
+    rng = np.random.default_rng(5)
+    runs, n = 6, 400
+    base = rng.random((runs, n)) < 0.95
+    mine = np.where(rng.random((runs, n)) < 0.3, ~base, base) & (rng.random((runs, n)) < 0.99)
+    picks = rng.integers(0, n, size=(20_000, n))
+    brute = (mine[:, picks].mean(axis=2) - base[:, picks].mean(axis=2)).mean(axis=0)
+    term = inference.test_image_term(base, mine)
+    assert (term.runs, term.n_images) == (runs, n)
+    assert term.se == pytest.approx(brute.std(ddof=1), rel=0.03)
+    # One run: the single run's image bootstrap.
+    one = inference.test_image_term(base[:1], mine[:1])
+    assert one.se == pytest.approx(inference.image_bootstrap(base[0], mine[0], n_boot=20_000).se, rel=0.03)
+    with pytest.raises(ValueError, match="same shape"):
+        inference.test_image_term(base, mine[:, :-1])
+
+
 # ----------------------------------------------------------------------------- storage
 
 def test_quantised_predictions_keep_every_images_class():
@@ -115,6 +134,14 @@ def test_a_study_keeps_each_runs_test_predictions_tied_to_its_record(tiny_data, 
     studies.run_study(cfg, tmp_path)
     runs = studies.load_records(tmp_path, cfg)
     assert len(runs) == 2 and all(records.load_predictions(tmp_path, r) is not None for r in runs)
+    # The report tests each run on its test images, and gives each cell its test-image term.
+    for cell in studies.report(tmp_path).cells:
+        (r,) = [r for r in runs if r.key.cell_point == cell.point and r.contender == cell.contender]
+        pred = records.load_predictions(tmp_path, r)
+        d = pred.result_correct.astype(int) - pred.baseline_correct.astype(int)
+        assert len(cell.mcnemar) == 1 and cell.mcnemar[0]["difference"] == pytest.approx(cell.mean_difference)
+        assert cell.test_images["runs"] == 1
+        assert cell.test_images["se"] == pytest.approx(math.sqrt(d.var() / d.size), abs=1e-12)
     # A stale file is never used: edited, or another run's copied over it.
     victim, other = runs[0], runs[1]
     path = tmp_path / victim.predictions["result"]["path"]

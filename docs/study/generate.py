@@ -2,8 +2,9 @@
 
     python docs/study/generate.py [--from NAME=DIR ...]
 
-Each committed study is a folder docs/study/records/NAME holding the study's study.json and
-results files (its records, the runs' scores and fingerprints; the models are not kept). From
+Each committed study is a folder docs/study/records/NAME holding the study's study.json, its
+results files (its records, the runs' scores and fingerprints) and the runs' stored test
+predictions, a few KB each (the models are not kept). From
 them this script writes:
 
 - docs/study/report-NAME.json: `fmtransfer study report --json` of the study;
@@ -12,7 +13,7 @@ them this script writes:
 - docs/findings.md: the claims, then each study's `study report --markdown`;
 - README.md: the claims table, between its `<!-- claims:start -->` and `<!-- claims:end -->`.
 
-`--from NAME=DIR` first copies a finished study's records from DIR (a `--run` directory) into
+`--from NAME=DIR` first copies a finished study's records and predictions from DIR (a `--run` directory) into
 docs/study/records/NAME. tests/test_findings.py regenerates everything in memory and checks
 that the committed files are what this script writes.
 """
@@ -149,7 +150,7 @@ def _plots(s: Committed) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="sources", action="append", default=[], metavar="NAME=DIR",
-                        help="copy a finished study's study.json and results files from DIR first")
+                        help="copy a finished study's study.json, results files and predictions from DIR first")
     args = parser.parse_args(argv)
     names = {s.name for s in STUDIES}
     for source in args.sources:
@@ -162,6 +163,8 @@ def main(argv: list[str]) -> int:
         target.mkdir(parents=True)
         for f in [Path(directory, "study.json"), *sorted(Path(directory).glob("results*.jsonl"))]:
             shutil.copy2(f, target / f.name)
+        if Path(directory, "predictions").is_dir():  # the test-image statistics read them
+            shutil.copytree(Path(directory, "predictions"), target / "predictions")
     os.chdir(ROOT)  # the reports name their study by its path from the repository's root
     from fmtransfer.io import write_text_atomic
 

@@ -92,7 +92,8 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
         cell.linear_probe = float(np.mean(probes)) if probes else None
         if name == "transfer":  # in every setting: is the book's result typical here?
             cell.book = {**book_placement(base, mine, seeds, draws), "at_book_point": book_settings and cell.point == book_point}
-        cell.mcnemar = _test_image_tests(study_dir, runs)
+        cell.mcnemar, term = _test_image_tests(study_dir, runs)
+        cell.test_images = _with_images(cell, units(base, mine, seeds, draws).matrix, term)
         summary.append(cell)
         by_seed.append(units(base, mine, seeds, draws).by_seed)
     holm(summary)
@@ -113,27 +114,37 @@ def draw_of(record: RunRecord) -> Any:
     return (values() if callable(values) else values).get("data_seed", FIRST)
 
 
-def _test_image_tests(study_dir: Path, runs: list[RunRecord]) -> list[dict] | None:
-    """Per-seed McNemar tests on the test images: contender against baseline, image by image.
+def _test_image_tests(study_dir: Path, runs: list[RunRecord]) -> tuple[list[dict] | None, dict | None]:
+    """From the runs' stored test predictions (`records.load_predictions`): each run's exact
+    McNemar test, where every run of the cell has them (a column with gaps would read as
+    complete), and the cell's test-image term (`inference.test_image_term`) over the runs that
+    have them, with how many of the cell's runs those are (runs made before fmtransfer kept
+    predictions have none; fewer runs average less image noise away, so the term errs large)."""
+    found = [(r, p) for r, p in ((r, records.load_predictions(study_dir, r)) for r in runs) if p is not None]
+    if not found or any(not np.array_equal(p.y, found[0][1].y) for _, p in found):
+        return None, None
+    per_run = [{"seed": r.key.seed, "data_seed": draw_of(r), **inference.mcnemar(p.y, p.baseline, p.result).to_dict()}
+               for r, p in found] if len(found) == len(runs) else None
+    term = inference.test_image_term([p.baseline_correct for _, p in found], [p.result_correct for _, p in found])
+    return per_run, {**term.to_dict(), "of": len(runs)}
 
-    The seam for stored predictions (issue 18, item 7): `records.load_predictions(study_dir,
-    record)` returns None or an object with `y`, `baseline` and `result` arrays, and
-    `inference.mcnemar(y, baseline, result)` tests one run. Until both exist (or where a run's
-    predictions are missing: a column with gaps would read as complete) the column is None.
-    """
-    load = getattr(records, "load_predictions", None)
-    test = getattr(inference, "mcnemar", None)
-    if load is None or test is None:
-        return None
-    out = []
-    for r in runs:
-        predictions = load(study_dir, r)
-        if predictions is None:
-            return None
-        result = test(predictions.y, predictions.baseline, predictions.result)
-        out.append({"seed": r.key.seed, "data_seed": draw_of(r),
-                    **(result.to_dict() if hasattr(result, "to_dict") else {"p_value": float(result)})})
-    return out
+
+def _with_images(cell: Cell, matrix: np.ndarray, term: dict | None) -> dict | None:
+    """The test-image term beside the cell's interval: its share of the mean's variance and the
+    95% CI with it added (t on the interval's degrees of freedom)."""
+    if term is None or matrix.size < MIN_INTERVAL_UNITS:
+        return term
+    ci = inference.crossed_interval(matrix)
+    if ci.standard_error is None or not ci.df:
+        return term
+    from scipy import stats
+
+    total = ci.standard_error ** 2 + term["se"] ** 2
+    half = float(stats.t.ppf(0.975, ci.df)) * total ** 0.5
+    significant = None if cell.mcnemar is None else sum(r["p_value"] < 0.05 for r in cell.mcnemar)
+    return {**term, "share_of_variance": term["se"] ** 2 / total if total > 0 else 0.0,
+            "ci95_with_images": [ci.mean_difference - half, ci.mean_difference + half],
+            "runs_mcnemar_below_05": significant}
 
 
 def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
@@ -207,6 +218,16 @@ def markdown(result: "StudyResult") -> str:
             below.append(f"- {c.title}: SD of a run's gain {v['draw_sd_points']:.2f} points from the draw, "
                          f"{v['seed_sd_points']:.2f} from the seed, {v['residual_sd_points']:.2f} residual "
                          f"({c.n_draws} draws x {c.n_seeds} seeds).")
+        if c.test_images and "ci95_with_images" in c.test_images:
+            t = c.test_images
+            lo, hi = t["ci95_with_images"]
+            some = f" (from the {t['runs']} of {t['of']} runs with stored predictions)" if t["runs"] < t["of"] else ""
+            luck = "" if t["runs_mcnemar_below_05"] is None else \
+                (f"; {t['runs_mcnemar_below_05']} of {t['runs']} runs beat or trail the baseline beyond test-image "
+                 "luck (McNemar, 5%)")
+            below.append(f"- {c.title}: test images: the mean gain's SE from resampling the {t['n_images']:,} test "
+                         f"images is {t['se_points']:.2f} points{some}, {100 * t['share_of_variance']:.0f}% of its "
+                         f"variance; with it the 95% CI is ({100 * lo:+.2f}, {100 * hi:+.2f}){luck}.")
         if c.no_interval:
             below.append(f"- {c.title}: no interval, TOST or MDE: {c.no_interval}.")
         if c.runs_left_out:
@@ -247,7 +268,7 @@ _SHOWN = {"contender", "title", "seeds", "n", "baseline_mean", "baseline_std", "
           "baseline_diverged", "p_holm", "linear_probe", "baseline_accuracies", "accuracies", "book", "data_seeds",
           "design", "n_seeds", "n_draws", "runs_left_out", "ci95_method", "no_interval", "p_method", "p_mc_error",
           "p_wilcoxon", "p_max_t", "in_best_set", "superiority", "mde_points", "equivalence", "variance_components",
-          "mcnemar"}
+          "mcnemar", "test_images"}
 
 
 def gain_text(c: dict) -> str:

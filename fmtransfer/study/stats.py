@@ -79,6 +79,9 @@ class _CellFields:
     # Per-seed McNemar tests on the test images, where the runs' predictions are stored
     # (`reporting._test_image_tests`); None where they are not.
     mcnemar: list | None = None
+    # The cell's test-image term where they are: the mean gain's SE over resampled test images,
+    # its share of the mean's variance and the CI widened by it (`reporting._with_images`).
+    test_images: dict | None = None
 
 
 class Cell(_CellFields):
