@@ -48,7 +48,7 @@ STUDIES = (
               "    --pairs 5:6,0:2,7:9 --b-train-sizes 50,200,1000 --presets book,notebook",
               ("gain-vs-size.png",)),
     Committed("leaderboard-dense-draws", "Every contender on the book's cell, seeds x draws of the labelled sample (dense)",
-              "fmtransfer study --config configs/book.toml --run runs/leaderboard-dense-draws --seeds 5 --data-seeds 5 \\\n"
+              "fmtransfer study --config configs/book.toml --run runs/leaderboard-dense-draws --seeds 10 --data-seeds 5 \\\n"
               "    --presets book,notebook --contenders all",
               ("contenders.png",)),
     Committed("cnn-draws", "Transfer from A on the book's cell, seeds x draws of the labelled sample (cnn)",
