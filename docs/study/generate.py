@@ -47,14 +47,19 @@ STUDIES = (
               "fmtransfer study --config configs/book.toml --run runs/study-book --seeds 10 \\\n"
               "    --pairs 5:6,0:2,7:9 --b-train-sizes 50,200,1000 --presets book,notebook",
               ("gain-vs-size.png",)),
+    Committed("study-book-draws", "Transfer from A over pairs, sizes and presets, seeds x draws of the labelled sample (dense)",
+              "fmtransfer study --config configs/book.toml --run runs/study-book-draws --seeds 10 --data-seeds 3 \\\n"
+              "    --pairs 5:6,0:2,7:9 --b-train-sizes 50,200,1000 --presets book,notebook",
+              ("gain-vs-size.png",)),
     Committed("leaderboard-dense-draws", "Every contender on the book's cell, seeds x draws of the labelled sample (dense)",
               "fmtransfer study --config configs/book.toml --run runs/leaderboard-dense-draws --seeds 10 --data-seeds 5 \\\n"
               "    --presets book,notebook --contenders all",
               ("contenders.png",)),
-    Committed("cnn-draws", "Transfer from A on the book's cell, seeds x draws of the labelled sample (cnn)",
-              "fmtransfer study --config configs/book.toml --arch cnn --run runs/cnn-draws --seeds 7 --data-seeds 5 \\\n"
-              "    --presets book,notebook --contenders transfer",
-              ()),
+    Committed("cnn-draws", "Transfer from A and the contenders built on model A, on the book's cell, seeds x draws "
+              "of the labelled sample (cnn)",
+              "fmtransfer study --config configs/book.toml --arch cnn --run runs/cnn-draws --seeds 10 --data-seeds 5 \\\n"
+              "    --presets book,notebook --contenders transfer,lp-ft,l2-sp,gradual,reinit",
+              ("contenders.png",)),
 )
 
 
