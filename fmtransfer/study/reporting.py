@@ -92,10 +92,11 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
         cell.linear_probe = float(np.mean(probes)) if probes else None
         if name == "transfer":  # in every setting: is the book's result typical here?
             cell.book = {**book_placement(base, mine, seeds, draws), "at_book_point": book_settings and cell.point == book_point}
+        u = units(base, mine, seeds, draws)
         cell.mcnemar, term = _test_image_tests(study_dir, runs)
-        cell.test_images = _with_images(cell, units(base, mine, seeds, draws).matrix, term)
+        cell.test_images = _with_images(cell, u.matrix, term)
         summary.append(cell)
-        by_seed.append(units(base, mine, seeds, draws).by_seed)
+        by_seed.append(u.by_seed)
     holm(summary)
     identity = [[c.point, c.contender] for c in summary]
     family = max_t_over_study(summary, by_seed, seed=mc_seed("study", identity))
