@@ -55,10 +55,10 @@ STUDIES = (
               "fmtransfer study --config configs/book.toml --run runs/leaderboard-dense-draws --seeds 10 --data-seeds 5 \\\n"
               "    --presets book,notebook --contenders all",
               ("contenders.png",)),
-    Committed("cnn-draws", "Transfer from A, the contenders built on model A, autoencoder and greedy pretraining, "
+    Committed("cnn-draws", "Transfer from A, the contenders built on model A, autoencoder, greedy and GAN pretraining, "
               "on the book's cell, seeds x draws of the labelled sample (cnn)",
               "fmtransfer study --config configs/book.toml --arch cnn --run runs/cnn-draws --seeds 10 --data-seeds 5 \\\n"
-              "    --presets book,notebook --contenders transfer,lp-ft,l2-sp,gradual,reinit,autoencoder,greedy",
+              "    --presets book,notebook --contenders transfer,lp-ft,l2-sp,gradual,reinit,autoencoder,greedy,gan",
               ("contenders.png",)),
 )
 
