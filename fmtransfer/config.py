@@ -50,6 +50,27 @@ CLASS_NAMES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 
+
+class ClassId(int):
+    """A Fashion-MNIST class, typed as its id (0-9) or its name as the dataset spells it: a field
+    of this type takes "Sandal", "t-shirt/top", "T-shirt" or "ankle-boot" as well as 5, 0 or 9."""
+
+
+def _class_key(text: str) -> str:
+    # Case, spaces, hyphens and underscores vary with how a name was typed ("Ankle boot" needs
+    # quoting on a command line; ankle-boot or ankle_boot does not).
+    return "".join(c for c in text.lower() if c not in " -_")
+
+
+# Each name, and each half of "T-shirt/top", as _class_key folds it.
+_CLASS_BY_KEY = {key: k for k, name in enumerate(CLASS_NAMES)
+                 for key in {_class_key(name), *(_class_key(part) for part in name.split("/"))}}
+
+
+def class_list() -> str:
+    """Every class as `0 T-shirt/top, 1 Trouser, ...`, for messages that refuse a class."""
+    return ", ".join(f"{k} {name}" for k, name in enumerate(CLASS_NAMES))
+
 # The two learning-rate pairs (phase 1 frozen, phase 2 fine-tune) the chapter's sources use.
 LR_PRESETS = {
     "book": (1e-2, 1e-4),  # the book text: plain "sgd" (1e-2), then 1e-4
@@ -104,6 +125,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         raise ConfigError(key, f"expected true or false, got {value!r}")
+    if hint is ClassId:
+        if isinstance(value, str) and _class_key(value) in _CLASS_BY_KEY:
+            return _CLASS_BY_KEY[_class_key(value)]
+        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            raise ConfigError(key, f"{value!r} is not a Fashion-MNIST class; give an id or a name: {class_list()}")
+        return coerce(value, int, key)
     if hint is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(key, f"expected an integer, got {value!r}")
@@ -233,7 +260,8 @@ class DataConfig(Section):
     NAME = "data"
     dir: str = setting("", "Folder holding the four Fashion-MNIST .gz files (empty: search).", option="--data-dir",
                        show="search")
-    b_classes: tuple[int, int] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive).")
+    b_classes: tuple[ClassId, ClassId] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive), "
+                                                                "each an id or a name: 5,6 or Sandal,Shirt.")
     b_train_size: int = setting(200, "Task-B training images kept.")
     b_sample: BSample = setting("first", "Which task-B training images: first (the book's, the first "
                                          "b_train_size), or a data seed N drawing them at random from the "
@@ -398,7 +426,7 @@ class StudyConfig(Section):
     data_seeds: tuple[int, ...] = setting((), "Data seeds, each drawing task B's training images at random "
                                               "(empty: data.b_sample).", show="data.b_sample: first")
     # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
-    pairs: tuple[tuple[int, int], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 (empty: data.b_classes).",
+    pairs: tuple[tuple[ClassId, ClassId], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 or Sandal:Shirt (empty: data.b_classes).",
                                                  show="data.b_classes: 5:6")
     b_train_sizes: tuple[int, ...] = setting((), "Task-B training sizes, e.g. 50,200,1000 (empty: "
                                                  "data.b_train_size).", show="data.b_train_size: 200")
@@ -636,7 +664,7 @@ def check_pair(pair: tuple[int, ...], key: str) -> None:
         raise ConfigError(key, f"must be two classes, got {list(pair)}")
     for k in pair:
         if not 0 <= k <= 9:
-            raise ConfigError(key, f"class {k} is outside 0..9 ({', '.join(f'{i} {n}' for i, n in enumerate(CLASS_NAMES))})")
+            raise ConfigError(key, f"class {k} is outside 0..9; give an id or a name: {class_list()}")
     if pair[0] == pair[1]:
         raise ConfigError(key, f"the two classes must differ, got {pair[0]} twice")
 

@@ -158,6 +158,8 @@ IMPOSSIBLE = [
     ("data.b_classes", "[data]\nb_classes = [-1, 6]\n"),
     ("data.b_classes", "[data]\nb_classes = [5, 5]\n"),
     ("data.b_classes", "[data]\nb_classes = [1, 2, 3]\n"),
+    ("data.b_classes", '[data]\nb_classes = ["Sandle", "Shirt"]\n'),
+    ("study.pairs", '[study]\npairs = [["Sandal", "Sandal"]]\n'),
     ("transfer.reuse_layers", "[transfer]\nreuse_layers = 6\n"),
     ("transfer.reuse_layers", "[transfer]\nreuse_layers = 0\n"),
     ("transfer.reuse_layers", "[model]\nhidden = [100, 50]\n[transfer]\nreuse_layers = 3\n"),
@@ -220,3 +222,27 @@ def test_config_round_trips_through_its_dict():
     flat = {f"{s}.{k}": v for s, sect in d.items() if isinstance(sect, dict) for k, v in sect.items()}
     flat.update({k: v for k, v in d.items() if not isinstance(v, dict)})
     assert load_config(None, flat) == c
+
+
+@pytest.mark.parametrize("typed, ids", [
+    ("T-shirt/top,Pullover", (0, 2)),  # as the dataset spells them
+    ("sandal,SHIRT", (5, 6)),           # in any case
+    ("T-shirt,ankle-boot", (0, 9)),     # half of a name with a slash; a hyphen for a space
+    ("ankle_boot,7", (9, 7)),           # names and ids mixed
+])
+def test_task_b_classes_are_typed_as_ids_or_as_the_datasets_names(typed, ids):
+    assert load_config(None, {"data.b_classes": typed}).data.b_classes == ids
+
+
+def test_class_names_reach_study_pairs_and_toml_and_are_stored_as_ids(tmp_path):
+    assert load_config(None, {"study.pairs": "Sandal:Shirt,T-shirt/top:Pullover"}).study.pairs == ((5, 6), (0, 2))
+    cfg = load_config(_toml(tmp_path, '[data]\nb_classes = ["Trouser", "Ankle boot"]\n'))
+    assert cfg.to_dict()["data"]["b_classes"] == [1, 9]
+
+
+def test_an_unknown_class_name_is_refused_with_every_id_and_name(cli):
+    result = cli("split", "--b-classes", "T-shirt,Sandle")
+    assert result.code == 2
+    line, = result.err.strip().splitlines()
+    assert "--b-classes" in line and "'Sandle'" in line
+    assert "0 T-shirt/top" in line and "9 Ankle boot" in line
