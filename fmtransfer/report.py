@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from fmtransfer.config import CLASS_NAMES
 from fmtransfer.errors import UsageError
@@ -181,16 +182,18 @@ def pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def split_table(result: dict) -> Table:
+def split_table(result: dict) -> Group:
+    """The split's sizes, with its title and data source as lines of their own: a table's title
+    and caption wrap to its width, which is two short columns here."""
     neg, pos = result["b_classes"]
-    table = Table(title=f"Split: task B = {CLASS_NAMES[neg]} (0) vs {CLASS_NAMES[pos]} (1); task A = the other 8",
-                  title_justify="left")
+    table = Table()
     table.add_column("part")
     table.add_column("images", justify="right")
     for part, n in result["sizes"].items():
         table.add_row(part, f"{n:,}")
-    table.caption = f"data: {result['source']}"
-    return table
+    title = (f"Split: task B is {CLASS_NAMES[neg]} (class {neg}, label 0) vs {CLASS_NAMES[pos]} "
+             f"(class {pos}, label 1); task A is the other 8 classes")
+    return Group(Text(title, style="italic"), table, Text(f"data: {result['source']}", style="dim"))
 
 
 def history_table(title: str, result: dict) -> Table:

@@ -268,6 +268,18 @@ def test_split_with_other_classes_is_remembered_by_the_run_directory(tmp_path):
     assert json.loads((run / "config.json").read_text())["data"]["b_classes"] == [0, 2]
 
 
+def test_the_split_table_says_each_class_and_label_on_one_line(tiny_data, tmp_path):
+    """The title and the data source are lines of their own, never wrapped to the width of the
+    table's two columns, and a label is not mistaken for a class id."""
+    result = run_cli("split", "--b-classes", "T-shirt,Pullover", "--run", tmp_path / "run", "--data-dir", tiny_data,
+                     "--valid-size", "100", "--b-train-size", "50", "--no-verify")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert ("Split: task B is T-shirt/top (class 0, label 0) vs Pullover (class 2, label 1); "
+            "task A is the other 8 classes") in lines
+    assert f"data: {tiny_data}" in lines
+
+
 # ============================================================================ bad input
 
 @pytest.fixture(scope="module")
