@@ -20,7 +20,7 @@ from fmtransfer.io import file_sha256
 from fmtransfer.needs import MODEL_A, Encoder, needs_of
 from fmtransfer.report import Reporter, figures, plotting_available
 from fmtransfer.results import ExperimentResult, ModelAResult, paired_with_baseline
-from fmtransfer.rundir import SCORED_SCHEMA, RunDir, RunDirStore
+from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir, RunDirStore
 
 
 SMALL_FILES = 2**20  # a split's indices and every JSON record of a stage: kilobytes, with room
@@ -136,13 +136,19 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
         figures("--plot")  # fail before training, not after
     the_split, manifest = rd.load_split("pretrain")
     cfg = with_split(cfg, manifest, rd)
+    paths = rd.pretrain_files(method)
+    made_from = fingerprints.encoder(cfg, the_split.sha256, method)
+    want_picture = bool(plot or (plot is None and plotting_available()))
+    kept = _kept_encoder(rd, paths, made_from, want_picture)
+    if kept is not None:
+        _quiet(reporter).info(f"{method}: reusing {paths['encoder']} (pretrained with the same settings)")
+        return kept
     started = time.perf_counter()
     made = pretraining.pretrain(cfg, the_split, method, _quiet(reporter))
-    paths = rd.pretrain_files(method)
     rd.save_model(made.companion, paths["companion"])
     chosen = contenders.get(method)
     picture = None
-    if plot or (plot is None and plotting_available()):
+    if want_picture:
         chosen.draw(made, paths["picture"], f"{method} ({cfg.model.arch})")
         picture = str(paths["picture"])
     d = cfg.to_dict()
@@ -155,11 +161,27 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     }
     if not chosen.own_sections():  # the autoencoders' settings, where 0.2.0 wrote them
         result.update(epochs=cfg.pretrain.epochs, learning_rate=cfg.pretrain.learning_rate)
-    result = RunDirStore(rd, manifest).save(Encoder(method), made.encoder, result,
-                                            fingerprints.encoder(cfg, the_split.sha256, method))
+    result = RunDirStore(rd, manifest).save(Encoder(method), made.encoder, result, made_from)
     rd.remember(cfg)
     return result
 
+
+
+def _kept_encoder(rd: RunDir, paths: dict[str, Path], made_from: dict, want_picture: bool) -> dict | None:
+    """The record of the encoder `pretrain` left in `rd` if it is exactly what this call would make
+    (the method's own settings included, and its companion and picture there), else None.
+    Pretraining is deterministic, so training it again would only cost the time."""
+    if not (paths["json"].is_file() and paths["encoder"].is_file() and paths["companion"].is_file()):
+        return None
+    try:
+        record = rd.read_json(paths["json"], "pretrain", "pretrain", TRAINED_SCHEMA)
+    except UsageError:
+        return None  # unreadable: train it again, which rewrites it
+    if fingerprints.problem(record, made_from, paths["encoder"]) is not None:
+        return None
+    if want_picture and not (record.get("picture") and paths["picture"].is_file()):
+        return None
+    return {**record, "reused": True}
 
 @_writing(create=False)
 def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contender: str = "transfer",
@@ -310,7 +332,7 @@ def run(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> Experiment
     a = train_a(cfg, rd, reporter) if MODEL_A in needed else None
     pretrained = {}
     for need in sorted((n for n in needed if isinstance(n, Encoder)), key=str):
-        made = pretrain(cfg, rd, reporter, method=need.method, plot=False)
+        made = pretrain(cfg, rd, reporter, method=need.method)  # with its picture, as `pretrain` draws it
         pretrained[need.method] = {"reconstruction_loss": made.get("reconstruction_loss"), "seconds": made["seconds"]}
     for name in chosen:
         if name != "baseline":

@@ -72,6 +72,29 @@ def test_autoencoder_pretraining_saves_encoder_loss_and_picture(dense_run):
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 5000
 
 
+def test_run_draws_the_picture_and_a_later_pretrain_reuses_the_same_encoder(tmp_path, data_dir):
+    """`run --contenders autoencoder` leaves the reconstruction picture as `pretrain` does; a
+    `pretrain` with the same settings then reuses the encoder, and one with other settings does not."""
+    run = tmp_path / "run"
+    settings = ("--unlabelled-size", 300, "--p-epochs", 1, "--p-learning-rate", 0.1)
+    made = _ok("run", "--run", run, "--data-dir", data_dir, "--no-verify", "--valid-size", VALID,
+               "--b-train-size", 20, "--contenders", "autoencoder", "--b-epochs", 1, *SMALL, *settings)
+    assert made["pretrained"]["autoencoder"]["reconstruction_loss"] > 0
+    picture, encoder = run / "reconstructions_autoencoder.png", run / "encoder_autoencoder.keras"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = snapshot(run)
+
+    again = _ok("pretrain", "--run", run, "--method", "autoencoder", "--unlabelled-size", 300, "--epochs", 1,
+                "--learning-rate", 0.1)
+    assert again["reused"] is True and again["picture"] == str(picture)
+    assert snapshot(run) == before  # not one byte rewritten
+
+    other = _ok("pretrain", "--run", run, "--method", "autoencoder", "--unlabelled-size", 300, "--epochs", 2,
+                "--learning-rate", 0.1)
+    assert "reused" not in other and len(other["steps"][0]["history"]) == 2
+    assert encoder.read_bytes() != before[encoder.name]
+
+
 def test_greedy_pretraining_trains_one_layer_at_a_time(dense_run):
     from fmtransfer import models
     from fmtransfer.pretraining import _digest
