@@ -692,6 +692,38 @@ def reuse_count(reuse: Reuse, blocks: int) -> int:
     return blocks if reuse == "all" else int(reuse)
 
 
+# ----------------------------------------------------------------------------- smoke-test settings
+
+def below_chapter(settings: Mapping[str, Any], sections: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The settings of `settings` (a config as `Config.to_dict` writes it, or a study.json's) that
+    are below the chapter's, each said as `key value (the chapter's: default)`: what makes a run a
+    smoke test whose numbers say nothing about transfer. Empty for the chapter's experiment.
+
+    Below means fewer epochs than the default in any section (every `epochs` or `*_epochs` key,
+    a plug-in's too), or fewer images: a part of the unlabelled images, a smaller validation set.
+    Task B's training size is not counted: it is what a study varies on purpose. `sections`: only
+    those sections' settings (and [data]'s) count, the ones a run's contenders read; None: all.
+
+    Example:
+        >>> below_chapter({"train_a": {"epochs": 2}})
+        ("train_a.epochs 2 (the chapter's: 20)",)
+    """
+    given, defaults = flatten(settings), flatten(_defaults().to_dict())
+    used = None if sections is None else {*sections, "data", ""}
+    found = []
+    for key, default in defaults.items():
+        section, _, name = key.rpartition(".")
+        value = given.get(key, default)
+        if (used is not None and section not in used) or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if name == "epochs" or name.endswith("_epochs") or key == "data.valid_size":
+            if value < default:
+                found.append(f"{key} {value} (the chapter's: {default})")
+        elif key == "pretrain.unlabelled_size" and value != 0:
+            found.append(f"{key} {value} (the chapter's: 0, every training image)")
+    return tuple(found)
+
+
 # ----------------------------------------------------------------------------- loading and merging
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -232,9 +232,25 @@ def compare_table(result: dict, width: int | None = None, wide: bool = False) ->
     if any(s.get("linear_probe") is not None for s in result["contenders"].values()):
         notes.append("linear probe: test accuracy of a logistic regression on the frozen pretrained "
                      "features B starts from, before any training")
+    smoke = result.get("smoke") or []
+    if smoke:
+        notes.insert(0, smoke_note(smoke))
     return fitted(columns, list(result["contenders"].items()), width=width, wide=wide, notes=notes,
-                  title=f"Task B test set: {CLASS_NAMES[neg]} vs {CLASS_NAMES[pos]} "
-                        f"({result['b_train_size']} training images)")
+                  title=smoke_title(smoke) + f"Task B test set: {CLASS_NAMES[neg]} vs {CLASS_NAMES[pos]} "
+                                             f"({result['b_train_size']} training images)")
+
+
+SMOKE = "SMOKE TEST"
+
+
+def smoke_title(smoke) -> str:
+    """What a title starts with when its settings are below the chapter's: nothing otherwise."""
+    return f"{SMOKE} (settings below the chapter's; its numbers say nothing about transfer): " if smoke else ""
+
+
+def smoke_note(smoke) -> str:
+    """The settings that make it a smoke test, for the note under a table or a report's header."""
+    return f"{SMOKE}: below the chapter's settings: {', '.join(smoke)}"
 
 
 def ratio_text(ratio: float | None) -> str:

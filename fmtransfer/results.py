@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fmtransfer.config import Config
-from fmtransfer.contenders import ContenderResult
+from fmtransfer.config import Config, below_chapter
+from fmtransfer.contenders import ContenderResult, sections_read
 
 
 @dataclass
@@ -60,6 +60,12 @@ class ExperimentResult:
     def error_rate_ratio(self) -> float | None:
         return self.transfer.error_rate_ratio if self.transfer else None
 
+    @property
+    def smoke(self) -> tuple[str, ...]:
+        """The settings of the contenders that ran that are below the chapter's
+        (`config.below_chapter`): a smoke test, whose numbers say nothing about transfer, where any."""
+        return below_chapter(self.config.to_dict(), sections_read([r.name for r in self.contenders.values()]))
+
     def to_dict(self) -> dict[str, Any]:
         """What `fmtransfer run --json` prints."""
         cfg = self.config
@@ -86,6 +92,7 @@ class ExperimentResult:
                          "fine_tune_epochs": t.fine_tune_epochs, "fine_tune_lr": t.fine_tune_learning_rate,
                          "unfreeze": t.unfreeze},
             "config": cfg.to_dict(),
+            "smoke": list(self.smoke),
         }
         if self.model_a is not None:
             d["model_a"] = {"test_accuracy": self.model_a.test_accuracy, "seconds": self.model_a.seconds}

@@ -17,10 +17,10 @@ from fmtransfer import contenders, fingerprints, resolver, runtime
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DataError, UsageError
 from fmtransfer.io import file_sha256
-from fmtransfer.needs import MODEL_A, Encoder, needs_of
+from fmtransfer.needs import MODEL_A, Encoder, needs_of, parse
 from fmtransfer.report import Reporter, figures, plotting_available
 from fmtransfer.results import ExperimentResult, ModelAResult, paired_with_baseline
-from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir, RunDirStore
+from fmtransfer.rundir import SCORED_SCHEMA, TRAINED_SCHEMA, RunDir, RunDirStore, command_for
 
 
 SMALL_FILES = 2**20  # a split's indices and every JSON record of a stage: kilobytes, with room
@@ -309,7 +309,8 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
     first = trained.get("transfer") or next(iter(trained.values()), {})
     theirs = first.get("config") if isinstance(first.get("config"), dict) else {}
     try:
-        shown = cfg.replace(**{f"transfer.{k}": v for k, v in dict(theirs.get("transfer") or {}).items()})
+        shown = cfg.replace(**{f"transfer.{k}": v for k, v in dict(theirs.get("transfer") or {}).items()},
+                            **_built_on(rd, trained.values()))
     except (ConfigError, TypeError, ValueError):
         shown = cfg  # an older file's settings this version cannot read: show today's
     result = ExperimentResult(shown, tuple(manifest["b_classes"]), manifest["sizes"], paired_with_baseline(results))
@@ -319,6 +320,26 @@ def compare(cfg: Config, rd: RunDir, reporter: Reporter | None = None,
                                     and isinstance(m["pretrained_meta"].get("test_accuracy"), float)), None)
     rd.write_json(rd.compare_json, result.to_dict())
     return result
+
+
+def _built_on(rd: RunDir, records) -> dict:
+    """The settings model A and the encoders were made with (their stages' own: [train_a],
+    [pretrain], a method's section), where the contenders' `records` say they were built on the
+    very files the run directory holds: `compare` then shows, and judges a smoke test by, what ran."""
+    found = {}
+    for record in records:
+        for key, fingerprint in (record.get("made_from") or {}).items():
+            if not key.startswith("built_on."):
+                continue
+            try:
+                need = parse(key[len("built_on."):])
+                own = fingerprints.stage_sections(need)
+                made = rd.read_json(rd.need_files(need)[1], "compare", command_for(need), TRAINED_SCHEMA)
+            except (ValueError, UsageError):
+                continue  # a method this version does not know, or a record gone or unreadable since
+            if made.get("fingerprint") == fingerprint and isinstance(made.get("made_from"), dict):
+                found.update({k: v for k, v in made["made_from"].items() if k.split(".")[0] in own})
+    return found
 
 
 @_writing(create=True, models=lambda cfg: 2 + 3 * len(contenders.select(cfg)))  # A, baseline, each with an encoder

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from fmtransfer import config
 from fmtransfer.errors import ConfigError, DivergedError
@@ -294,6 +294,24 @@ def select(cfg) -> tuple[str, ...]:
     if "all" in chosen:
         chosen = [n for n in known if arch in _REGISTRY[n].archs]
     return ("baseline", *[c for c in chosen if c != "baseline"])
+
+
+def sections_read(chosen: Iterable[str]) -> tuple[str, ...] | None:
+    """The config sections the contenders `chosen` read, [train_a] where one builds on model A;
+    None where one is not registered (an uninstalled plug-in), whose sections are unknown."""
+    if any(name not in _ready() for name in chosen):
+        return None
+    found = []
+    for name in chosen:
+        cls = _REGISTRY[name]
+        found += [*cls.sections, *(["train_a"] if any(str(n) == "model_a" for n in cls.needs) else [])]
+    return tuple(dict.fromkeys(found))
+
+
+def smoke(cfg) -> tuple[str, ...]:
+    """What in `cfg` is below the chapter's settings, for the contenders it selects
+    (`config.below_chapter`): empty for a run whose numbers can be read as the chapter's."""
+    return config.below_chapter(cfg.to_dict(), sections_read(select(cfg)))
 
 
 def pretraining_method(cfg, method: str | None = None) -> str:

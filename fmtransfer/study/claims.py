@@ -9,6 +9,7 @@ the cells' statistics, so the same records always give the same verdicts.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,7 @@ import numpy as np
 from rich.table import Table
 
 from fmtransfer import contenders
+from fmtransfer.report import smoke_note, smoke_title
 from fmtransfer.study import inference
 from fmtransfer.study.reporting import StudyResult, report
 from fmtransfer.study.stats import ALPHA, BOOK, MIN_INTERVAL_UNITS, POWER, Cell, p_floor
@@ -40,6 +42,8 @@ class Claim:
             evidence would have detected with 80% power; None otherwise, or for a claim about a
             share of runs rather than a gain.
         rule: the rule, in one sentence.
+        smoke: for each study of its evidence whose settings are below the chapter's, the study
+            and those settings (`config.below_chapter`): a verdict on a smoke test where any.
     """
 
     id: str
@@ -49,6 +53,7 @@ class Claim:
     evidence: list[dict]
     mde: float | None
     rule: str
+    smoke: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -56,7 +61,12 @@ class Claim:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "claim": self.claim, "section": self.section, "verdict": self.verdict,
-                "evidence": self.evidence, "mde": self.mde, "rule": self.rule}
+                "evidence": self.evidence, "mde": self.mde, "rule": self.rule, "smoke": list(self.smoke)}
+
+    @property
+    def shown_verdict(self) -> str:
+        """The verdict as tables show it: never a bare one on smoke-test settings."""
+        return f"{self.verdict} (SMOKE TEST)" if self.smoke else self.verdict
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,9 @@ def judge(study_dirs: list[str | Path], *, equivalence_margin: float | None = No
         if isinstance(claim, str):
             not_judged[rule.__name__.strip("_").replace("_", "-")] = claim
         else:
-            judged.append(claim)
+            used = dict.fromkeys(e.get("study") for e in claim.evidence)
+            judged.append(dataclasses.replace(claim, smoke=tuple(
+                f"{s.path}: {', '.join(s.result.smoke)}" for s in studies if s.path in used and s.result.smoke)))
     return Claims(tuple(judged), not_judged, tuple(str(d) for d in study_dirs))
 
 
@@ -388,14 +400,16 @@ def table(found: Claims) -> Table:
     """The claims as a rich table: verdict, claim, the evidence in a few words."""
     # Left-justified: off a terminal the console is as wide as the longest line, and a centred
     # title or caption would sit thousands of columns to the right.
-    out = Table(title=f"The chapter's claims on {', '.join(found.studies)}", title_justify="left",
+    smoke = sorted({s for c in found.claims for s in c.smoke})
+    out = Table(title=smoke_title(smoke) + f"The chapter's claims on {', '.join(found.studies)}", title_justify="left",
                 caption_justify="left")
     for name in ("claim", "verdict", "evidence", "MDE, pts"):
         out.add_column(name, justify="right" if name.startswith("MDE") else "left")
     for c in found.claims:
-        out.add_row(f"{c.id} ({c.section}): {c.claim}", c.verdict, _summary(c),
+        out.add_row(f"{c.id} ({c.section}): {c.claim}", c.shown_verdict, _summary(c),
                     "-" if c.mde is None else f"{c.mde:.2f}")
-    notes = [f"Not judged: {k} ({why})." for k, why in found.not_judged.items()]
+    notes = [smoke_note([s]) for s in smoke]
+    notes += [f"Not judged: {k} ({why})." for k, why in found.not_judged.items()]
     notes.append("Verdicts by the fixed rules of docs/claims.md; MDE: the smallest gain the grid would have detected "
                  "with 80% power, where the verdict is 'no evidence'.")
     out.caption = "\n".join(notes)
@@ -404,9 +418,11 @@ def table(found: Claims) -> Table:
 
 def markdown(found: Claims) -> str:
     """The claims as a Markdown table, ready for a README."""
-    rows = ["| claim | verdict | evidence |", "|---|---|---|"]
+    smoke = sorted({s for c in found.claims for s in c.smoke})
+    rows = [f"**{smoke_note([s])}.** Its numbers say nothing about transfer.\n" for s in smoke]
+    rows += ["| claim | verdict | evidence |", "|---|---|---|"]
     for c in found.claims:
         mde = f" Gains below {c.mde:.2f} points would have gone unseen." if c.mde is not None else ""
-        rows.append(f"| {c.claim} ({c.section}, `{c.id}`) | **{c.verdict}** | {_summary(c)}.{mde} |")
+        rows.append(f"| {c.claim} ({c.section}, `{c.id}`) | **{c.shown_verdict}** | {_summary(c)}.{mde} |")
     rows += [""] + [f"Not judged: `{k}` ({why})." for k, why in found.not_judged.items()]
     return "\n".join(rows).rstrip() + "\n"

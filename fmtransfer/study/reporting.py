@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from fmtransfer import contenders
-from fmtransfer.config import Config
+from fmtransfer.config import Config, below_chapter
 from fmtransfer.errors import FmtError
-from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure
+from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure, smoke_note, smoke_title
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study import inference, records
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
@@ -40,6 +40,9 @@ class StudyResult:
     # comparison of cells pairs on (`claims`). Not in to_dict: the accuracies are.
     by_seed: list[dict] = field(default_factory=list, repr=False)
     seeds_auto: dict | None = None  # where `--seeds auto` stopped (`runner.Precision`), if it ran last
+    # The settings below the chapter's (`config.below_chapter`): a smoke test where any, which
+    # every output of the report says first.
+    smoke: tuple[str, ...] = ()
 
     def cell(self, contender: str = "transfer", **axes) -> Cell:
         """The first cell of `contender` matching `axes` (pair=(5, 6), b_train_size=200, ...)."""
@@ -57,6 +60,7 @@ class StudyResult:
             d["plots"] = self.plots
         if self.seeds_auto is not None:
             d["seeds_auto"] = self.seeds_auto
+        d["smoke"] = list(self.smoke)
         return d
 
 
@@ -105,7 +109,9 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
                        meta["config"], skipped=skipped, max_t=family, best_sets=tied, equivalence_margin=margin,
                        by_seed=by_seed,
-                       seeds_auto=meta["seeds_auto"] if isinstance(meta.get("seeds_auto"), dict) else None)
+                       seeds_auto=meta["seeds_auto"] if isinstance(meta.get("seeds_auto"), dict) else None,
+                       smoke=below_chapter(meta["config"], contenders.sections_read({"baseline", *(c.contender
+                                                                                               for c in summary)})))
 
 
 def draw_of(record: RunRecord) -> Any:
@@ -182,6 +188,8 @@ def markdown(result: "StudyResult") -> str:
     the book's result falls, the variance components of a crossed design, and cells too small
     for an interval; a legend last."""
     out, setting, below = [], None, []
+    if result.smoke:
+        out += ["", f"**{smoke_note(result.smoke)}.** Its numbers say nothing about transfer."]
     ranked = leaderboard(result)
     margin = result.equivalence_margin
     for c in ranked:
@@ -342,8 +350,11 @@ def table(summary: dict, width: int | None = None, wide: bool = False):
     blocks: dict[tuple, list[dict]] = {}
     for c in sorted(summary["cells"], key=lambda c: (point(c), -c["mean_difference"])):
         blocks.setdefault(point(c), []).append(c)
-    parts: list = [Text(f"Study {summary['study']}: {summary['runs_finished']} of {summary['runs_in_grid']} runs; "
-                        "test-B accuracy, paired over seeds", style="bold")]
+    smoke = summary.get("smoke") or []
+    parts: list = [Text(smoke_title(smoke) + f"Study {summary['study']}: {summary['runs_finished']} of "
+                        f"{summary['runs_in_grid']} runs; test-B accuracy, paired over seeds", style="bold")]
+    if smoke:
+        parts.append(Text(smoke_note(smoke), style="bold"))
     cols = columns(summary["cells"])
     for cells in blocks.values():
         first = cells[0]
