@@ -14,8 +14,13 @@ them this script writes:
 - README.md: the claims table, between its `<!-- claims:start -->` and `<!-- claims:end -->`.
 
 `--from NAME=DIR` first copies a finished study's records and predictions from DIR (a `--run` directory) into
-docs/study/records/NAME. tests/test_findings.py regenerates everything in memory and checks
-that the committed files are what this script writes.
+docs/study/records/NAME. Every source is checked before anything is written: it must be the
+study NAME stands for (the grid and settings of its command, `Committed.settings`), finished,
+made on the committed studies' data and distinct from them, its records consistent with its
+stored predictions, and not docs/study/records/NAME itself; otherwise one line says why and the
+script exits 2 with nothing changed. Each is copied into a new folder, then renamed into place.
+tests/test_findings.py regenerates everything in memory and checks that the committed files are
+what this script writes; tests/test_evidence_checks.py checks the refusals.
 """
 
 from __future__ import annotations
