@@ -691,7 +691,7 @@ def load_predictions(study_dir: str | Path, record: RunRecord) -> Predictions | 
     except _Unusable as e:
         raise refused(e.path, e.why, fix) from None
     mine_path = Path(study_dir) / refs["result"]["path"]
-    if rh.get("fingerprint") != record.fingerprint:
+    if record.fingerprint is not None and rh.get("fingerprint") != record.fingerprint:
         raise refused(mine_path, "was written by another run of that id (its fingerprint is not the line's)", fix)
     n = rh["n"]
     if bh["n"] != n or len(bbody) != 2 * n:
