@@ -206,7 +206,8 @@ def check_source(s: Committed, directory: Path) -> None:
     target = (RECORDS / s.name).resolve()
     here = directory.resolve()
     if here == target or target in here.parents or here in target.parents:
-        raise Refused(f"{directory} is (or holds) docs/study/records/{s.name}, which --from would replace: give the "
+        how = "is" if here == target else "lies inside" if target in here.parents else "holds"
+        raise Refused(f"it {how} docs/study/records/{s.name}, the folder --from would replace: give the "
                       f"study's own --run directory, or leave --from out to regenerate from the committed records")
     meta = read_meta(directory)
     theirs, ours = config_from(meta["config"], directory), expected(s)
