@@ -248,12 +248,18 @@ def _install(name: str, directory: Path) -> None:
             shutil.copy2(f, new / f.name)
         if (directory / "predictions").is_dir():  # the test-image statistics read them
             shutil.copytree(directory / "predictions", new / "predictions")
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=RECORDS))
-            target.rename(old / name)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=RECORDS))
+        target.rename(old / name)
+    try:
         new.rename(target)
     except BaseException:
+        if old is not None:
+            (old / name).rename(target)  # the committed study back where it was
         shutil.rmtree(new, ignore_errors=True)
         raise
     if old is not None:
