@@ -76,8 +76,8 @@ STUDIES = (
               "fmtransfer study --config configs/book.toml --arch cnn --run runs/cnn-draws --seeds 10 --data-seeds 5 \\\n"
               "    --presets book,notebook --contenders transfer,lp-ft,l2-sp,gradual,reinit,autoencoder,greedy,gan",
               ("contenders.png",),
-              {"model.arch": "cnn", SEEDS: TEN, "study.data_seeds": [0, 1, 2, 3, 4], "study.presets": ["book", "notebook"],
-               "contenders": ["transfer", "lp-ft", "l2-sp", "gradual", "reinit", "autoencoder", "greedy", "gan"]}),
+              {"model.arch": "cnn", SEEDS: TEN, "study.data_seeds": [0, 1, 2, 3, 4],
+               "study.presets": ["book", "notebook"], "contenders": ["transfer", "lp-ft", "l2-sp", "gradual", "reinit", "autoencoder", "greedy", "gan"]}),
 )
 
 

@@ -677,26 +677,26 @@ def load_predictions(study_dir: str | Path, record: RunRecord) -> Predictions | 
         return None
     results = str(record.source) if record.source is not None else "its results line"
 
-    def refused(path: Path | None, why: str, fix: str) -> DataError:
+    def refused(path: Path | None, why: str) -> DataError:
         where = f"{path}: " if path is not None else f"{results}: run {record.id}: "
         run = f" (run {record.id} in {results})" if path is not None else ""
-        return DataError(f"{where}{why}{run}; {fix}", path=path or record.source)
+        return DataError(f"{where}{why}{run}; restore it, or delete the run's line and resume the study to rerun "
+                         "the run", path=path or record.source)
 
-    fix = "restore it, or delete the run's line and resume the study to rerun the run"
     if not isinstance(refs, dict):
-        raise refused(None, "its 'predictions' entry names no files", fix)
+        raise refused(None, "its 'predictions' entry names no files")
     try:
         bh, bbody = _read_predictions(study_dir, refs.get("baseline"), f"baseline of {_group(record.key)}")
         rh, rbody = _read_predictions(study_dir, refs.get("result"), record.id)
     except _Unusable as e:
-        raise refused(e.path, e.why, fix) from None
+        raise refused(e.path, e.why) from None
     mine_path = Path(study_dir) / refs["result"]["path"]
     if record.fingerprint is not None and rh.get("fingerprint") != record.fingerprint:
-        raise refused(mine_path, "was written by another run of that id (its fingerprint is not the line's)", fix)
+        raise refused(mine_path, "was written by another run of that id (its fingerprint is not the line's)")
     n = rh["n"]
     if bh["n"] != n or len(bbody) != 2 * n:
         raise refused(mine_path, f"has {n:,} test images, its baseline's {Path(refs['baseline']['path']).name} "
-                      f"{bh['n']:,}", fix)
+                      f"{bh['n']:,}")
     raw = np.frombuffer(bbody, dtype=np.uint8)
     y, baseline = raw[n:].copy(), raw[:n].astype(np.float32) / 255
     result = np.frombuffer(rbody, dtype=np.uint8).astype(np.float32) / 255
