@@ -77,7 +77,8 @@ STUDIES = (
               "    --presets book,notebook --contenders transfer,lp-ft,l2-sp,gradual,reinit,autoencoder,greedy,gan",
               ("contenders.png",),
               {"model.arch": "cnn", SEEDS: TEN, "study.data_seeds": [0, 1, 2, 3, 4],
-               "study.presets": ["book", "notebook"], "contenders": ["transfer", "lp-ft", "l2-sp", "gradual", "reinit", "autoencoder", "greedy", "gan"]}),
+               "study.presets": ["book", "notebook"],
+               "contenders": ["transfer", "lp-ft", "l2-sp", "gradual", "reinit", "autoencoder", "greedy", "gan"]}),
 )
 
 
