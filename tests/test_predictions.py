@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_settings
 from fmtransfer import study as studies
 from fmtransfer.config import Config
+from fmtransfer.errors import DataError
 from fmtransfer.study import inference, records
 
 
@@ -142,11 +143,13 @@ def test_a_study_keeps_each_runs_test_predictions_tied_to_its_record(tiny_data, 
         assert len(cell.mcnemar) == 1 and cell.mcnemar[0]["difference"] == pytest.approx(cell.mean_difference)
         assert cell.test_images["runs"] == 1
         assert cell.test_images["se"] == pytest.approx(math.sqrt(d.var() / d.size), abs=1e-12)
-    # A stale file is never used: edited, or another run's copied over it.
+    # A stale file is never used, nor silently dropped: another run's copied over it is an error
+    # naming it and the run (tests/test_evidence_checks.py has the other ways a file goes bad).
     victim, other = runs[0], runs[1]
     path = tmp_path / victim.predictions["result"]["path"]
     path.write_bytes((tmp_path / other.predictions["result"]["path"]).read_bytes())
-    assert records.load_predictions(tmp_path, victim) is None
+    with pytest.raises(DataError, match=f"holds the predictions of '{other.id}'"):
+        records.load_predictions(tmp_path, victim)
     # A line without predictions (fmtransfer 0.5 or older) reads as having none.
     old = studies.RunRecord.from_dict({k: v for k, v in other.to_dict().items() if k != "predictions"})
     assert old.predictions is None and records.load_predictions(tmp_path, old) is None

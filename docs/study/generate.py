@@ -14,8 +14,13 @@ them this script writes:
 - README.md: the claims table, between its `<!-- claims:start -->` and `<!-- claims:end -->`.
 
 `--from NAME=DIR` first copies a finished study's records and predictions from DIR (a `--run` directory) into
-docs/study/records/NAME. tests/test_findings.py regenerates everything in memory and checks
-that the committed files are what this script writes.
+docs/study/records/NAME. Every source is checked before anything is written: it must be the
+study NAME stands for (the grid and settings of its command, `Committed.settings`), finished,
+made on the committed studies' data and distinct from them, its records consistent with its
+stored predictions, and not docs/study/records/NAME itself; otherwise one line says why and the
+script exits 2 with nothing changed. Each is copied into a new folder, then renamed into place.
+tests/test_findings.py regenerates everything in memory and checks that the committed files are
+what this script writes; tests/test_evidence_checks.py checks the refusals.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "docs" / "study"
 RECORDS = STUDY / "records"
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+BOOK_TOML = ROOT / "configs" / "book.toml"  # every committed study's --config
+SEEDS, TEN = "study.seeds", list(range(42, 52))  # --seeds 10
 
 
 @dataclass(frozen=True)
@@ -40,26 +47,38 @@ class Committed:
     title: str
     command: str  # what made it, run from the repository's root
     plots: tuple[str, ...]  # the summary plots kept (per-cell plots are left in the run directory)
+    # What the command sets beyond configs/book.toml: the grid (and settings) the name stands for,
+    # which a study given with --from must have (`check_source`).
+    settings: dict = field(default_factory=dict)
 
 
 STUDIES = (
     Committed("study-book", "Transfer from A over pairs, sizes and presets (dense)",
               "fmtransfer study --config configs/book.toml --run runs/study-book --seeds 10 \\\n"
               "    --pairs 5:6,0:2,7:9 --b-train-sizes 50,200,1000 --presets book,notebook",
-              ("gain-vs-size.png",)),
+              ("gain-vs-size.png",),
+              {SEEDS: TEN, "study.pairs": [[5, 6], [0, 2], [7, 9]], "study.b_train_sizes": [50, 200, 1000],
+               "study.presets": ["book", "notebook"]}),
     Committed("study-book-draws", "Transfer from A over pairs, sizes and presets, seeds x draws of the labelled sample (dense)",
               "fmtransfer study --config configs/book.toml --run runs/study-book-draws --seeds 10 --data-seeds 3 \\\n"
               "    --pairs 5:6,0:2,7:9 --b-train-sizes 50,200,1000 --presets book,notebook",
-              ("gain-vs-size.png",)),
+              ("gain-vs-size.png",),
+              {SEEDS: TEN, "study.data_seeds": [0, 1, 2], "study.pairs": [[5, 6], [0, 2], [7, 9]],
+               "study.b_train_sizes": [50, 200, 1000], "study.presets": ["book", "notebook"]}),
     Committed("leaderboard-dense-draws", "Every contender on the book's cell, seeds x draws of the labelled sample (dense)",
               "fmtransfer study --config configs/book.toml --run runs/leaderboard-dense-draws --seeds 10 --data-seeds 5 \\\n"
               "    --presets book,notebook --contenders all",
-              ("contenders.png",)),
+              ("contenders.png",),
+              {SEEDS: TEN, "study.data_seeds": [0, 1, 2, 3, 4], "study.presets": ["book", "notebook"],
+               "contenders": ["all"]}),
     Committed("cnn-draws", "Transfer from A, the contenders built on model A, autoencoder, greedy and GAN pretraining, "
               "on the book's cell, seeds x draws of the labelled sample (cnn)",
               "fmtransfer study --config configs/book.toml --arch cnn --run runs/cnn-draws --seeds 10 --data-seeds 5 \\\n"
               "    --presets book,notebook --contenders transfer,lp-ft,l2-sp,gradual,reinit,autoencoder,greedy,gan",
-              ("contenders.png",)),
+              ("contenders.png",),
+              {"model.arch": "cnn", SEEDS: TEN, "study.data_seeds": [0, 1, 2, 3, 4],
+               "study.presets": ["book", "notebook"],
+               "contenders": ["transfer", "lp-ft", "l2-sp", "gradual", "reinit", "autoencoder", "greedy", "gan"]}),
 )
 
 
@@ -152,25 +171,163 @@ def _plots(s: Committed) -> None:
             save_figure(fig, out / name)
 
 
+class Refused(Exception):
+    """A --from source this script will not copy: its message is the one line printed."""
+
+
+def expected(s: Committed):
+    """The config the name stands for: configs/book.toml with the command's options."""
+    from fmtransfer.config import load_config
+
+    return load_config(BOOK_TOML, s.settings)
+
+
+# The config keys that decide a study's runs and their verdicts, said first when they differ;
+# `study.stack`, `study.max_seeds` and `study.target_halfwidth` say only how it was run.
+_GRID_KEYS = ("model.arch", "contenders", "study.seeds", "study.data_seeds", "study.pairs", "study.b_train_sizes",
+              "study.reuse_layers", "study.presets", "study.equivalence_margin")
+_HOW = ("study.stack", "study.max_seeds", "study.target_halfwidth")
+
+
+def _grid(cfg) -> tuple[set[str], dict[str, str]]:
+    """A config's run ids, and what each contender's runs depend on beyond them."""
+    from fmtransfer.study.axes import grid, study_contenders
+    from fmtransfer.study.records import run_fingerprint
+
+    names = study_contenders(cfg)
+    return {k.run_id(c) for k in grid(cfg) for c in names}, {c: run_fingerprint(cfg, c) for c in names}
+
+
+def check_source(s: Committed, directory: Path) -> None:
+    """A --from study is the study the name stands for (its grid and settings), in a directory
+    that is not the one it would replace; `Refused` says why not."""
+    from fmtransfer.config import flatten
+    from fmtransfer.study.records import config_from, read_meta, recorded_dataset
+
+    target = (RECORDS / s.name).resolve()
+    here = directory.resolve()
+    if here == target or target in here.parents or here in target.parents:
+        how = "is" if here == target else "lies inside" if target in here.parents else "holds"
+        raise Refused(f"it {how} docs/study/records/{s.name}, the folder --from would replace: give the "
+                      f"study's own --run directory, or leave --from out to regenerate from the committed records")
+    meta = read_meta(directory)
+    theirs, ours = config_from(meta["config"], directory), expected(s)
+    if _grid(theirs) != _grid(ours):
+        a, b = flatten(theirs.to_dict()), flatten(ours.to_dict())
+        keys = [*_GRID_KEYS, *(k for k in b if k not in _GRID_KEYS and k not in _HOW)]
+        key = next((k for k in keys if a.get(k) != b.get(k)), None)
+        said = f"{key} {a.get(key)!r}, {s.name} has {b.get(key)!r}" if key else "other runs"
+        raise Refused(f"{directory} is not the {s.name} study: it has {said} (made by: {' '.join(s.command.split())})")
+    if recorded_dataset(directory) is None:
+        raise Refused(f"{directory}/study.json records no dataset: its runs' data cannot be checked")
+
+
+def check_records(s: Committed, directory: Path) -> None:
+    """A --from study's records are every run of its grid, each consistent with its stored
+    predictions; `Refused` (or the library's DataError) says why not."""
+    from fmtransfer.study import report
+
+    result = report(directory)  # reads every record against its stored predictions
+    if result.skipped:
+        why = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items())
+        raise Refused(f"{directory}: results lines that are not runs of its study ({why}); remove them first")
+    if result.runs_finished != result.runs_in_grid:
+        raise Refused(f"{directory} holds {result.runs_finished} of the {result.runs_in_grid} runs of {s.name}: "
+                      "finish the study first (run its command again: it resumes)")
+
+
+def _install(name: str, directory: Path) -> None:
+    """Copy a checked study into docs/study/records/NAME whole or not at all: into a new folder
+    beside it, then renamed over the old one."""
+    import tempfile
+
+    target = RECORDS / name
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=RECORDS))
+    try:
+        for f in [directory / "study.json", *sorted(directory.glob("results*.jsonl"))]:
+            shutil.copy2(f, new / f.name)
+        if (directory / "predictions").is_dir():  # the test-image statistics read them
+            shutil.copytree(directory / "predictions", new / "predictions")
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=RECORDS))
+        target.rename(old / name)
+    try:
+        new.rename(target)
+    except BaseException:
+        if old is not None:
+            (old / name).rename(target)  # the committed study back where it was
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def sources(given: list[str]) -> dict[str, Path]:
+    """The --from arguments by name, every one checked before any is copied: its grid
+    (`check_source`), its data and distinctness beside the committed studies it joins
+    (`records.check_pooled`), its records (`check_records`); `Refused` names the first that fails."""
+    from fmtransfer.errors import FmtError
+    from fmtransfer.study.records import check_pooled
+
+    by_name = {s.name: s for s in STUDIES}
+    chosen: dict[str, Path] = {}
+    for source in given:
+        name, _, directory = source.partition("=")
+        if name not in by_name or not directory or not Path(directory, "study.json").is_file():
+            raise Refused(f"--from {source}: want NAME=DIR, NAME one of {', '.join(sorted(by_name))} and DIR a study")
+        if name in chosen:
+            raise Refused(f"--from {source}: {name} is given twice")
+        chosen[name] = Path(directory)
+
+    def each(check) -> None:
+        for name, directory in chosen.items():
+            try:
+                check(by_name[name], directory)
+            except (Refused, FmtError) as e:
+                raise Refused(f"--from {name}={directory}: {e}") from None
+
+    # The cheap checks of every source first, then their data, and last the reading of every record.
+    each(check_source)
+    if chosen:
+        try:
+            check_pooled([chosen.get(s.name, RECORDS / s.name) for s in STUDIES
+                          if s.name in chosen or (RECORDS / s.name / "study.json").is_file()])
+        except FmtError as e:
+            raise Refused(f"--from: {e}") from None
+    each(check_records)
+    return chosen
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="sources", action="append", default=[], metavar="NAME=DIR",
                         help="copy a finished study's study.json, results files and predictions from DIR first")
     args = parser.parse_args(argv)
-    names = {s.name for s in STUDIES}
-    for source in args.sources:
-        name, _, directory = source.partition("=")
-        if name not in names or not Path(directory, "study.json").is_file():
-            parser.error(f"--from {source}: want NAME=DIR, NAME one of {', '.join(sorted(names))} and DIR a study")
-        target = RECORDS / name
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        for f in [Path(directory, "study.json"), *sorted(Path(directory).glob("results*.jsonl"))]:
-            shutil.copy2(f, target / f.name)
-        if Path(directory, "predictions").is_dir():  # the test-image statistics read them
-            shutil.copytree(Path(directory, "predictions"), target / "predictions")
+    from fmtransfer.errors import FmtError
+
+    try:
+        chosen = sources(args.sources)
+    except Refused as e:
+        print(f"generate.py: {e}", file=sys.stderr)
+        return 2
+    for name, directory in chosen.items():
+        _install(name, directory)
     os.chdir(ROOT)  # the reports name their study by its path from the repository's root
+    try:
+        write_all()
+    except FmtError as e:
+        print(f"generate.py: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+def write_all() -> None:
+    """Every generated file, from the committed studies."""
     from fmtransfer.io import write_text_atomic
 
     for s in committed():
@@ -184,7 +341,6 @@ def main(argv: list[str]) -> int:
     head, _, rest = readme.partition(START)
     _, _, tail = rest.partition(END)
     write_text_atomic(ROOT / "README.md", head + readme_block(found) + tail)
-    return 0
 
 
 if __name__ == "__main__":

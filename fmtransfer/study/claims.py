@@ -20,6 +20,7 @@ from rich.table import Table
 from fmtransfer import contenders
 from fmtransfer.report import smoke_note, smoke_title
 from fmtransfer.study import inference
+from fmtransfer.study.records import check_pooled
 from fmtransfer.study.reporting import StudyResult, report
 from fmtransfer.study.stats import ALPHA, BOOK, MIN_INTERVAL_UNITS, POWER, Cell, p_floor
 
@@ -100,7 +101,11 @@ class _Study:
 
 
 def judge(study_dirs: list[str | Path], *, equivalence_margin: float | None = None) -> Claims:
-    """Report each study directory and judge every claim its grid can speak to."""
+    """Report each study directory and judge every claim its grid can speak to.
+
+    The studies must be distinct and made on the same data (`records.check_pooled`): a
+    UsageError names the two that are not."""
+    check_pooled(study_dirs)
     studies = []
     for d in study_dirs:
         result = report(d, equivalence_margin=equivalence_margin)

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +164,8 @@ class RunRecord:
         extra: keys this fmtransfer does not know, kept as read.
         absent: the axes whose field the line lacked (written before the axis existed, read as
             its `missing` value); left out again when written, so the line keeps its form.
+        source: the results file the line was read from (`read_records`), for errors to name;
+            not part of the line.
 
     Example:
         >>> record = RunRecord.from_dict(json.loads(line))
@@ -186,6 +188,7 @@ class RunRecord:
     predictions: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     absent: tuple[str, ...] = ()
+    source: Path | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
@@ -249,7 +252,7 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
     """
     found: dict[str, RunRecord] = {}
     skipped: dict[str, int] = {}
-    same = made_with(cfg, _recorded_dataset(study_dir), recorded_threads(study_dir)) if cfg is not None else None
+    same = made_with(cfg, recorded_dataset(study_dir), recorded_threads(study_dir)) if cfg is not None else None
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
         text = path.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines()
@@ -269,7 +272,8 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
-            found.setdefault(record.id, record)
+            if record.id not in found:
+                found[record.id] = replace(record, source=path)
     return list(found.values()), skipped
 
 
@@ -318,7 +322,7 @@ def recorded_threads(study_dir: Path) -> int | None:
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
 
 
-def _recorded_dataset(study_dir: Path) -> dict[str, str] | None:
+def recorded_dataset(study_dir: Path) -> dict[str, str] | None:
     """The dataset hashes study.json records, None where it records none (fmtransfer 0.4 or older)."""
     try:
         meta = json.loads((Path(study_dir) / STUDY_JSON).read_text(encoding="utf-8"))
@@ -326,6 +330,32 @@ def _recorded_dataset(study_dir: Path) -> dict[str, str] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return sha256 if isinstance(sha256, dict) else None
+
+
+def check_pooled(study_dirs: list[str | Path]) -> None:
+    """Studies judged together must be distinct studies of the same data: a UsageError, naming
+    both directories, where two of them are one directory, one holds every run of the other (a
+    copy: its evidence would count twice), or their study.json files record other dataset files
+    (a study of fmtransfer 0.4 or older records none, and is taken as it is)."""
+    seen: list[tuple[Path, str | Path, dict | None, set[str]]] = []
+    for d in study_dirs:
+        here = Path(d).resolve()
+        read_meta(Path(d))  # each must be a study
+        sha256 = recorded_dataset(Path(d))
+        runs = {json.dumps(r, sort_keys=True) for r in comparable(Path(d)).values()}
+        for there, name, theirs, their_runs in seen:
+            if here == there:
+                raise UsageError(f"{d}: given twice (as {name} too); give each study once", path=d)
+            if sha256 is not None and theirs is not None and sha256 != theirs:
+                files = sorted(k for k in {*sha256, *theirs} if sha256.get(k) != theirs.get(k))
+                raise UsageError(f"{d} was made on other data than {name} (their study.json files record another "
+                                 f"SHA-256 of {', '.join(files)}); studies judged together must share their data",
+                                 path=d)
+            if runs and their_runs and (runs <= their_runs or their_runs <= runs):
+                small, big = (d, name) if runs <= their_runs else (name, d)
+                raise UsageError(f"{big} holds every run of {small}: one study given twice (a copy?), whose "
+                                 "evidence would count twice; give it once", path=d)
+        seen.append((here, d, sha256, runs))
 
 
 def load_results(study_dir: Path, cfg: Config | None = None) -> list[dict]:
@@ -564,7 +594,7 @@ def write_baseline_predictions(study_dir: Path, key: RunKey, fingerprint_: str, 
 
     # Named and headed by the group alone, never by the run that asked first: resumed, the file
     # is written again with the same bytes, so the lines written before still match its digest.
-    group = "-".join(part for a, v in key.items if axis(a).scope in SCOPES[:2] and (part := axis(a).id(v)))
+    group = _group(key)
     y = np.asarray(y).reshape(-1).astype(np.uint8)
     return _write_predictions(Path(study_dir) / PREDICTIONS / f"baseline-{group}.bin",
                               {"for": f"baseline of {group}", "fingerprint": fingerprint_, "n": int(y.size),
@@ -578,29 +608,61 @@ def write_result_predictions(study_dir: Path, run_id: str, fingerprint_: str, p)
                               {"for": run_id, "fingerprint": fingerprint_, "n": int(q.size), "parts": ["result"]}, q)
 
 
-def _read_predictions(study_dir: Path, ref: Any) -> tuple[dict, bytes] | None:
+class _Unusable(Exception):
+    """A predictions file that cannot be what its results line says it is: `why`, in words."""
+
+    def __init__(self, path: Path | None, why: str):
+        super().__init__(why)
+        self.path, self.why = path, why
+
+
+def _read_predictions(study_dir: Path, ref: Any, meant_for: str) -> tuple[dict, bytes]:
+    """The header and body of the file a results line's `ref` names, which must hold the
+    predictions `meant_for` ("baseline of GROUP", or a run id) with the digest `ref` records;
+    `_Unusable` says why it does not."""
     if not (isinstance(ref, dict) and isinstance(ref.get("path"), str) and isinstance(ref.get("sha256"), str)):
-        return None
+        raise _Unusable(None, "its 'predictions' entry names no file and digest")
     path = Path(study_dir) / ref["path"]
     try:
         raw = path.read_bytes()
-        head, _, body = raw.partition(b"\n")
-        header = json.loads(head)
-    except (OSError, ValueError):
-        return None
+    except OSError as e:
+        raise _Unusable(path, f"cannot be read ({e.strerror or e})") from None
     import hashlib
 
-    if hashlib.sha256(raw).hexdigest() != ref["sha256"] or not isinstance(header, dict) \
-            or header.get("format") != _PREDICTIONS_FORMAT:
-        return None
+    head, _, body = raw.partition(b"\n")
+    try:
+        header = json.loads(head)
+    except ValueError:
+        header = None
+    # Most specific first: a file of another run or one cut short would fail the digest too.
+    if not isinstance(header, dict) or header.get("format") != _PREDICTIONS_FORMAT:
+        raise _Unusable(path, "is not a predictions file of this fmtransfer")
+    if header.get("for") != meant_for:
+        raise _Unusable(path, f"holds the predictions of {header.get('for')!r}, not of {meant_for!r}")
+    n, parts = header.get("n"), header.get("parts")
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0 or not isinstance(parts, list) or not parts:
+        raise _Unusable(path, "has a header without a positive 'n' and its 'parts'")
+    if len(body) != n * len(parts):
+        cut = "truncated: " if len(body) < n * len(parts) else ""
+        raise _Unusable(path, f"{cut}holds {len(body):,} bytes of predictions, its header declares {n * len(parts):,}")
+    if hashlib.sha256(raw).hexdigest() != ref["sha256"]:
+        raise _Unusable(path, "has changed since the run wrote it (its SHA-256 is not the one the line records)")
     return header, body
 
 
+def _group(key: RunKey) -> str:
+    """A (seed, pair, size) group's name: the baseline's predictions are kept once for it."""
+    return "-".join(part for a, v in key.items if axis(a).scope in SCOPES[:2] and (part := axis(a).id(v)))
+
+
 def load_predictions(study_dir: str | Path, record: RunRecord) -> Predictions | None:
-    """`record`'s test-B predictions, or None where it has none: a line of fmtransfer 0.5 or
-    older, a run whose baseline or contender diverged, or files that are not the ones the line
-    names (their SHA-256, the id and fingerprint they are for, or the accuracies they give
-    differ: a stale or edited file is never used).
+    """`record`'s test-B predictions, checked against it; None where it has none (a line of
+    fmtransfer 0.5 or older, a run whose baseline or contender diverged).
+
+    A file that is not the one the line names (missing, of another run, cut short, changed
+    since: its SHA-256 differs), or predictions whose accuracies are not the line's, are a
+    `DataError` naming the file and the run: the evidence contradicts itself, and neither the
+    line nor the file is used in its place.
 
     Example:
         >>> for r in load_records(study_dir, cfg):
@@ -611,22 +673,40 @@ def load_predictions(study_dir: str | Path, record: RunRecord) -> Predictions | 
     import numpy as np
 
     refs = record.predictions
+    if refs is None:
+        return None
+    results = str(record.source) if record.source is not None else "its results line"
+
+    def refused(path: Path | None, why: str) -> DataError:
+        where = f"{path}: " if path is not None else f"{results}: run {record.id}: "
+        run = f" (run {record.id} in {results})" if path is not None else ""
+        return DataError(f"{where}{why}{run}; restore it, or delete the run's line and resume the study to rerun "
+                         "the run", path=path or record.source)
+
     if not isinstance(refs, dict):
-        return None
-    base, mine = _read_predictions(study_dir, refs.get("baseline")), _read_predictions(study_dir, refs.get("result"))
-    if base is None or mine is None:
-        return None
-    (bh, bbody), (rh, rbody) = base, mine
-    n = rh.get("n")
-    if rh.get("for") != record.id or rh.get("fingerprint") != record.fingerprint or not isinstance(n, int) \
-            or bh.get("n") != n or len(rbody) != n or len(bbody) != 2 * n or n == 0:
-        return None
+        raise refused(None, "its 'predictions' entry names no files")
+    try:
+        bh, bbody = _read_predictions(study_dir, refs.get("baseline"), f"baseline of {_group(record.key)}")
+        rh, rbody = _read_predictions(study_dir, refs.get("result"), record.id)
+    except _Unusable as e:
+        raise refused(e.path, e.why) from None
+    mine_path = Path(study_dir) / refs["result"]["path"]
+    if record.fingerprint is not None and rh.get("fingerprint") != record.fingerprint:
+        raise refused(mine_path, "was written by another run of that id (its fingerprint is not the line's)")
+    n = rh["n"]
+    if bh["n"] != n or len(bbody) != 2 * n:
+        raise refused(mine_path, f"has {n:,} test images, its baseline's {Path(refs['baseline']['path']).name} "
+                      f"{bh['n']:,}")
     raw = np.frombuffer(bbody, dtype=np.uint8)
     y, baseline = raw[n:].copy(), raw[:n].astype(np.float32) / 255
     result = np.frombuffer(rbody, dtype=np.uint8).astype(np.float32) / 255
     found = Predictions(y, baseline, result)
-    for what, correct, scores in (("baseline", found.baseline_correct, record.baseline),
-                                  ("result", found.result_correct, record.result)):
-        if abs(float(np.mean(correct)) - scores.test_accuracy) > 1e-9:
-            return None
+    for what, correct, scores, file in (("baseline", found.baseline_correct, record.baseline, refs["baseline"]),
+                                        ("result", found.result_correct, record.result, refs["result"])):
+        given = float(np.mean(correct))
+        if abs(given - scores.test_accuracy) > 1e-9:
+            raise DataError(f"{results}: run {record.id} records a {what} test accuracy of {scores.test_accuracy:.4g}, "
+                            f"its stored predictions {Path(study_dir) / file['path']} give {given:.4g} on their "
+                            f"{n:,} test images; restore the line, or delete it and resume the study to rerun the run",
+                            path=record.source or Path(study_dir) / file["path"])
     return found

@@ -11,7 +11,7 @@ import numpy as np
 
 from fmtransfer import contenders
 from fmtransfer.config import Config, below_chapter
-from fmtransfer.errors import FmtError
+from fmtransfer.errors import DataError, FmtError
 from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure, smoke_note, smoke_title
 from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
 from fmtransfer.study import inference, records
@@ -126,10 +126,17 @@ def _test_image_tests(study_dir: Path, runs: list[RunRecord]) -> tuple[list[dict
     McNemar test, where every run of the cell has them (a column with gaps would read as
     complete), and the cell's test-image term (`inference.test_image_term`) over the runs that
     have them, with how many of the cell's runs those are (runs made before fmtransfer kept
-    predictions have none; fewer runs average less image noise away, so the term errs large)."""
+    predictions, or whose model diverged, have none; fewer runs average less image noise away,
+    so the term errs large). Predictions that contradict their records are a DataError
+    (`load_predictions`), never a gap."""
     found = [(r, p) for r, p in ((r, records.load_predictions(study_dir, r)) for r in runs) if p is not None]
-    if not found or any(not np.array_equal(p.y, found[0][1].y) for _, p in found):
+    if not found:
         return None, None
+    for r, p in found:
+        if not np.array_equal(p.y, found[0][1].y):  # one cell, one task B: the same test images
+            raise DataError(f"{study_dir}: the stored test labels of run {r.id} are not those of run "
+                           f"{found[0][0].id}, in the same cell; one of their baseline predictions files is "
+                           "not the study's", path=study_dir)
     per_run = [{"seed": r.key.seed, "data_seed": draw_of(r), **inference.mcnemar(p.y, p.baseline, p.result).to_dict()}
                for r, p in found] if len(found) == len(runs) else None
     term = inference.test_image_term([p.baseline_correct for _, p in found], [p.result_correct for _, p in found])
