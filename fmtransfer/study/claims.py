@@ -384,12 +384,15 @@ def _piece(e: dict) -> str:
             f"{e['gain_points']:+.2f} points{_units(e)}{p} ({e['verdict']})")
 
 
-def table(found: Claims) -> Table:
-    """The claims as a rich table: verdict, claim, the evidence in a few words."""
+def table(found: Claims):
+    """The claims as a rich table (verdict, claim, the evidence in a few words), then the notes:
+    what could not be judged, and how the verdicts were reached."""
+    from rich.console import Group
+    from rich.text import Text
+
     # Left-justified: off a terminal the console is as wide as the longest line, and a centred
-    # title or caption would sit thousands of columns to the right.
-    out = Table(title=f"The chapter's claims on {', '.join(found.studies)}", title_justify="left",
-                caption_justify="left")
+    # title would sit thousands of columns to the right.
+    out = Table(title=f"The chapter's claims on {', '.join(found.studies)}", title_justify="left")
     for name in ("claim", "verdict", "evidence", "MDE, pts"):
         out.add_column(name, justify="right" if name.startswith("MDE") else "left")
     for c in found.claims:
@@ -398,8 +401,9 @@ def table(found: Claims) -> Table:
     notes = [f"Not judged: {k} ({why})." for k, why in found.not_judged.items()]
     notes.append("Verdicts by the fixed rules of docs/claims.md; MDE: the smallest gain the grid would have detected "
                  "with 80% power, where the verdict is 'no evidence'.")
-    out.caption = "\n".join(notes)
-    return out
+    # Below the table, not its caption: a caption wraps at the table's width (a narrow table of no
+    # claims would fold each note into 40 columns); these wrap at the console's.
+    return Group(out, Text("\n".join(notes)))
 
 
 def markdown(found: Claims) -> str:
