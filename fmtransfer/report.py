@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -208,7 +208,7 @@ class Column:
 
 
 def fitted(columns: list[Column], rows: list, *, width: int | None = None, wide: bool = False,
-           title: str | None = None, notes: list[str] | None = None) -> Table:
+           title: str | None = None, notes: list[str] | None = None) -> Group:
     """A table of `rows` that fits in `width` columns: the optional columns are left out from the
     last one on until it does, and the caption says which (`wide`, or no width: all of them).
     Rich would otherwise cut every number to fit ('54…')."""
@@ -224,7 +224,18 @@ def fitted(columns: list[Column], rows: list, *, width: int | None = None, wide:
     if left:
         caption.append(f"Not shown at {width} columns: {', '.join(left)} (--wide shows every column).")
     table.caption = "\n".join(caption) or None
-    return table
+    return framed(table)
+
+
+def framed(table: Table) -> Group:
+    """`table` with its title above it and its caption below as lines of their own. Rich wraps a
+    title or caption at the table's width, so a narrow table folds a path into a column of 20
+    characters (in a pipe too); lines of their own wrap at the console's width, and off a
+    terminal not at all."""
+    title, caption = table.title, table.caption
+    table.title = table.caption = None
+    return Group(*([Text(str(title), style="table.title")] if title else []), table,
+                 *([Text(str(caption), style="table.caption")] if caption else []))
 
 
 def _table(columns: list[Column], rows: list, title: str | None) -> Table:
@@ -253,7 +264,7 @@ def pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def split_table(result: dict) -> Table:
+def split_table(result: dict) -> Group:
     neg, pos = result["b_classes"]
     table = Table(title=f"Split: task B = {CLASS_NAMES[neg]} (0) vs {CLASS_NAMES[pos]} (1); task A = the other 8",
                   title_justify="left")
@@ -262,10 +273,10 @@ def split_table(result: dict) -> Table:
     for part, n in result["sizes"].items():
         table.add_row(part, f"{n:,}")
     table.caption = f"data: {result['source']}"
-    return table
+    return framed(table)
 
 
-def history_table(title: str, result: dict) -> Table:
+def history_table(title: str, result: dict) -> Group:
     table = Table(title=title, title_justify="left")
     table.add_column("phase")
     table.add_column("epochs", justify="right")
@@ -278,10 +289,10 @@ def history_table(title: str, result: dict) -> Table:
         table.add_row(phase.get("name", "train"), str(phase["epochs"]), "-" if rate is None else f"{rate:g}",
                       pct(last.get("accuracy", phase.get("train_accuracy"))), pct(last.get("val_accuracy")))
     table.caption = f"test accuracy {pct(result['test_accuracy'])}  ({result['seconds']:.1f} s)"
-    return table
+    return framed(table)
 
 
-def compare_table(result: dict, width: int | None = None, wide: bool = False) -> Table:
+def compare_table(result: dict, width: int | None = None, wide: bool = False) -> Group:
     """The contenders on test B, baseline first; model A's own test accuracy, where one was
     reused, and the settings under it."""
     neg, pos = result["b_classes"]
@@ -318,7 +329,7 @@ def mean_std(mean: float, std: float | None) -> str:
     return f"{100 * mean:.2f}" + ("" if std is None else f"±{100 * std:.2f}")
 
 
-def pretrain_table(result: dict) -> Table:
+def pretrain_table(result: dict) -> Group:
     table = Table(title=f"Unsupervised pretraining: {result['method']} ({result['arch']}), "
                         f"{result['unlabelled_size']:,} unlabelled images", title_justify="left")
     table.add_column("step")
@@ -337,7 +348,7 @@ def pretrain_table(result: dict) -> Table:
     if result.get("picture"):
         lines.append(f"picture: {result['picture']}")
     table.caption = "\n".join(lines)
-    return table
+    return framed(table)
 
 
 def _loss(x: float | None) -> str:

@@ -105,6 +105,16 @@ def test_study_claims_in_a_pipe_keeps_each_note_on_one_line(unjudgeable):
                for line in result.out.splitlines())
 
 
+def test_a_narrow_tables_title_and_caption_are_not_folded_into_its_width(tiny_data, tmp_path):
+    """`split` in a pipe: its table is 20 columns wide, its title and the data's path are not."""
+    result = run_cli("split", "--run", tmp_path / "run", "--data-dir", tiny_data, "--no-verify", "--valid-size", "100",
+                     "--b-train-size", "20")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == "Split: task B = Sandal (0) vs Shirt (1); task A = the other 8"
+    assert lines[-1] == f"data: {tiny_data}"
+
+
 def test_contenders_redirected_to_a_file_is_not_padded(tmp_path):
     """`fmtransfer contenders > f`: every line as long as its text, no trailing spaces."""
     path = tmp_path / "f"

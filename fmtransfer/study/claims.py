@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from rich.console import Group
 from rich.table import Table
 
 from fmtransfer import contenders
+from fmtransfer.report import framed
 from fmtransfer.study import inference
 from fmtransfer.study.reporting import StudyResult, report
 from fmtransfer.study.stats import ALPHA, BOOK, MIN_INTERVAL_UNITS, POWER, Cell, p_floor
@@ -384,12 +386,9 @@ def _piece(e: dict) -> str:
             f"{e['gain_points']:+.2f} points{_units(e)}{p} ({e['verdict']})")
 
 
-def table(found: Claims):
+def table(found: Claims) -> Group:
     """The claims as a rich table (verdict, claim, the evidence in a few words), then the notes:
     what could not be judged, and how the verdicts were reached."""
-    from rich.console import Group
-    from rich.text import Text
-
     # Left-justified: off a terminal the console is as wide as the longest line, and a centred
     # title would sit thousands of columns to the right.
     out = Table(title=f"The chapter's claims on {', '.join(found.studies)}", title_justify="left")
@@ -401,9 +400,8 @@ def table(found: Claims):
     notes = [f"Not judged: {k} ({why})." for k, why in found.not_judged.items()]
     notes.append("Verdicts by the fixed rules of docs/claims.md; MDE: the smallest gain the grid would have detected "
                  "with 80% power, where the verdict is 'no evidence'.")
-    # Below the table, not its caption: a caption wraps at the table's width (a narrow table of no
-    # claims would fold each note into 40 columns); these wrap at the console's.
-    return Group(out, Text("\n".join(notes)))
+    out.caption = "\n".join(notes)
+    return framed(out)  # a table of no claims is 40 columns wide: its notes are not folded into it
 
 
 def markdown(found: Claims) -> str:
