@@ -54,6 +54,14 @@ def test_study_report_prints_a_directory_named_like_a_style_as_typed(bracketed):
     assert f"Study {bracketed[1]}:" in result.out  # "[bold]" kept, not eaten as a style
 
 
+def test_a_studys_progress_line_prints_its_directory_as_typed(tmp_path):
+    """Shard 3 of 10 of a two-seed grid holds no runs: nothing trains, the line is still said."""
+    study_dir = tmp_path / "a[bold]b"
+    result = run_cli("study", "--run", study_dir, "--seeds", "2", "--shard", "3/10", "--no-plots")
+    assert result.code == 0, result.err
+    assert f"study {study_dir}: shard 3/10 has 0 runs" in result.err
+
+
 def test_progress_labels_and_run_names_are_not_markup():
     """A plug-in's label or a run's name in a bar's line is printed as it is."""
     err = io.StringIO()
