@@ -1,6 +1,8 @@
 """The shipped sbatch script on a real Slurm: a single-node cluster (munged, slurmctld, slurmd)
 started as root in a temporary directory, on loopback only. The study runs as a job array, one
 task is requeued mid-run, and the merged directory must hold exactly the serial study's runs.
+Then arrays Slurm numbers otherwise (a resubmitted `--array=3,7`, a stepped `--array=0-4:2`) run
+the shards their tasks name, or are refused in one line.
 
 Without root or apt the test skips, naming why; with FMTRANSFER_REQUIRE_SYSTEM=1 (CI) that is a
 failure. Debian's slurm-wlm and munge are installed with apt when missing.
