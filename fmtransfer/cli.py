@@ -24,7 +24,7 @@ import cloup
 
 from fmtransfer import contenders, report, runtime
 from fmtransfer.config import Config, field_info, merge, read_toml
-from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
+from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError, reason
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
 from fmtransfer.version import __version__
@@ -250,8 +250,7 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
     except Exception as e:  # a bug or an environment failure: one line, traceback on request
         if verbose:
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        _fail(f"{type(e).__name__}: {first} (rerun with --verbose for the traceback)", 1)
+        _fail(f"{type(e).__name__}: {reason(e)} (rerun with --verbose for the traceback)", 1)
     if as_json:
         click.echo(report.to_json(result.to_dict() if hasattr(result, "to_dict") else result))
     else:
@@ -259,11 +258,8 @@ def execute(body, *, as_json: bool, verbose: bool, run_path: Path, origins: dict
 
 
 def _console():
-    """Where tables go. Off a terminal (a pipe, a file, a Slurm log) rich would assume 80 columns
-    and cut numbers to fit; there, every line is as wide as its content needs."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=100_000)
+    """Where tables go: stdout, as report.make_console decides for a terminal or not."""
+    return report.make_console()
 
 
 def layers(run_dir: Path, config_path: str | None, given: dict):
@@ -502,8 +498,8 @@ def contender_rows() -> list[dict]:
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 def list_contenders(as_json):
     """List every contender --contenders takes: what it builds on, and its own options with defaults."""
-    from rich.markup import escape
     from rich.padding import Padding
+    from rich.text import Text
 
     def own_sections(row):
         return contenders.get(row["name"]).own_sections()
@@ -512,17 +508,18 @@ def list_contenders(as_json):
         rows = contender_rows()
 
         def show(console, r):  # a block per contender: it reads at any width, names wrapped, none cut
-            console.print("[bold]Contenders[/bold] (--contenders NAME,...; all: every one that builds --arch)")
+            console.print(Text.assemble(("Contenders", "bold"),
+                                        " (--contenders NAME,...; all: every one that builds --arch)"))
             for row in r["contenders"]:
                 shared = [f"[{s}]" for s in row["sections"] if s not in own_sections(row)]
                 options = "  ".join(f"{k} {v}" for k, v in row["options"].items())
                 reads = "; ".join(x for x in (options, "and the keys of " + ", ".join(shared) if shared else "") if x)
                 console.print()
-                console.print(f"[bold]{escape(row['name'])}[/bold]  {escape(row['title'])}, builds on "
-                              f"{escape(', '.join(row['builds_on']))}")
-                console.print(Padding(escape(row["description"]), (0, 0, 0, 2)))
+                console.print(Text.assemble((row["name"], "bold"), f"  {row['title']}, builds on "
+                                            f"{', '.join(row['builds_on'])}"))
+                console.print(Padding(row["description"], (0, 0, 0, 2)))
                 if reads:
-                    console.print(Padding(escape(reads), (0, 0, 0, 2)))
+                    console.print(Padding(reads, (0, 0, 0, 2)))
 
         return {"contenders": rows}, show
 
@@ -729,6 +726,10 @@ def study_claims(study_dirs, as_json, markdown, margin):
 
     def body():
         found = claims.judge(paths, equivalence_margin=_margin(margin))  # its to_dict() is the --json list
+        if as_json and not found.claims:  # `[]` alone would not say why: the table's notes, on stderr
+            needs = "; ".join(f"{k} {why}" for k, why in found.not_judged.items())
+            click.echo(f"fmtransfer: note: no claim could be judged on {', '.join(map(str, paths))}: {needs}",
+                       err=True)
         if markdown:
             return found, lambda console, r: click.echo(claims.markdown(found), nl=False)
         return found, lambda console, r: console.print(claims.table(found))

@@ -6,6 +6,7 @@ key into the option that set it, and an error's `exit_code` into the process's.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -93,3 +94,36 @@ class DivergedError(FmtError):
             return head
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         return f"{head}; lower {listed}"
+
+
+# A sentence ends at . ! or ? before a space; Keras' own messages are sentences.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_OPENS, _CLOSES = "<{[(", ">}])"
+
+
+def _dump(sentence: str) -> bool:
+    """Whether a sentence is a printed object rather than prose: a repr, config or array that
+    opens more brackets than it closes (its rest was on lines of its own), or one too long to read."""
+    return len(sentence) > 300 or sum(map(sentence.count, _OPENS)) > sum(map(sentence.count, _CLOSES))
+
+
+def reason(error: BaseException) -> str:
+    """An exception's message as one line that keeps its reason, whole sentences only.
+
+    Libraries (Keras above all) write a lead-in line ending in ':' and the reason below it, then
+    dump objects, configs and arrays: the first line alone, or its first N characters, would hide
+    the reason. Kept: the lines of prose (not indented, not a bracketed dump), joined, up to the
+    first sentence that prints an object.
+    """
+    text = str(error).strip()
+    prose = [line.strip() for line in text.splitlines()
+             if line.strip() and not line[:1].isspace() and line.strip()[0] not in _OPENS
+             and not line.startswith(("Traceback", "File "))]
+    kept: list[str] = []
+    for sentence in _SENTENCE_END.split(" ".join(prose)):
+        if _dump(sentence):  # what follows a dump is the dump's rest, or a list of the objects
+            break
+        kept.append(sentence)
+    while len(kept) > 1 and kept[-1].endswith(":"):  # a lead-in to what was dropped
+        kept.pop()
+    return " ".join(kept) or (text.splitlines()[0] if text else type(error).__name__)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fmtransfer.config import ModelConfig
-from fmtransfer.errors import ConfigError, DataError
+from fmtransfer.errors import ConfigError, DataError, reason
 from fmtransfer.io import atomic_path
 from fmtransfer.runtime import ensure_setup, import_keras
 
@@ -223,8 +223,7 @@ def load_model(path: str | Path, remedy: str = "give a complete model file"):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types for a bad file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"model file {path} cannot be loaded ({first[:200]}); {remedy}", path=path) from None
+        raise DataError(f"model file {path} cannot be loaded ({reason(e)}); {remedy}", path=path) from None
     if not isinstance(model, keras.Sequential):
         # Reuse takes "the lower layers": only a stack of layers has them in one order.
         raise DataError(f"model file {path} is a {type(model).__name__} model, not a Sequential stack of layers; "

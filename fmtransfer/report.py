@@ -6,6 +6,9 @@ Everything human goes to stderr, so `--json` leaves stdout holding exactly one J
 from __future__ import annotations
 
 import math
+import re
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -24,15 +27,27 @@ from fmtransfer.io import to_json  # noqa: F401  (what the CLI prints with --jso
 
 
 class Reporter:
-    """Progress bars and messages for a stage; `quiet` shows nothing (library use, --json)."""
+    """Progress bars and messages for a stage; `quiet` shows nothing (library use, --json).
+
+    On a terminal, live bars; off one (a pipe, a file, a Slurm log) a bar could only be printed
+    once, cut to fit, so each bar is a plain line when it is done instead."""
 
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
-        self.console = console or _console()
+        self.console = console or make_console(stderr=True)
+
+    @property
+    def live(self) -> bool:
+        return self.console.is_terminal
 
     def info(self, message: str) -> None:
         if not self.quiet:
             self.console.print(message)
+
+    def _progress(self, *columns) -> Progress:
+        # markup=False: a label is a contender's or a run's name, text to show, never markup
+        return Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                        MofNCompleteColumn(), *columns, console=self.console)
 
     @contextmanager
     def training(self, label: str, epochs: int):
@@ -40,19 +55,15 @@ class Reporter:
         if self.quiet or epochs == 0:
             yield None
             return
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
-                            console=self.console, transient=False)
+        if not self.live:
+            yield from self._plain_training(label, epochs)
+            return
+        progress = self._progress(TextColumn("{task.fields[metrics]}", markup=False), TimeElapsedColumn())
         with progress:
             task = progress.add_task(label, total=epochs, metrics="epoch 0")
 
             def on_epoch(epoch: int, record) -> None:  # record: a loop.Epoch
-                metrics = f"loss {record.loss:.4f}"
-                if record.accuracy is not None:
-                    metrics += f"  acc {record.accuracy:.4f}"
-                if record.val_accuracy is not None:
-                    metrics += f"  val_acc {record.val_accuracy:.4f}"
-                progress.update(task, completed=epoch, metrics=metrics)
+                progress.update(task, completed=epoch, metrics=_metrics(record))
 
             try:
                 yield on_epoch
@@ -60,15 +71,34 @@ class Reporter:
                 progress.remove_task(task)  # a failed stage leaves its one error line, not a half bar
                 raise
 
+    def _plain_training(self, label: str, epochs: int):
+        start, last = time.monotonic(), {"epoch": 0, "metrics": ""}
+
+        def on_epoch(epoch: int, record) -> None:
+            last.update(epoch=epoch, metrics=_metrics(record))
+
+        yield on_epoch  # a failed stage prints nothing here: its error line says it all
+        metrics = f", {last['metrics']}" if last["metrics"] else ""
+        self.console.print(Text(f"{label}: {last['epoch']}/{epochs} epochs{metrics} "
+                                f"({time.monotonic() - start:.0f} s)"))
+
     @contextmanager
     def grid(self, label: str, total: int, done: int = 0):
         """Yield an advance(description) callback for a study's grid of runs."""
         if self.quiet:
             yield lambda *a, **k: None
             return
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[now]}"), TimeElapsedColumn(), TextColumn("eta"),
-                            TimeRemainingColumn(), console=self.console)
+        if not self.live:  # a line per finished run: a log shows how far a study got
+            count = [done]
+
+            def line(now: str = "", step: int = 1) -> None:
+                count[0] += step
+                self.console.print(Text(f"{label} {count[0]}/{total}" + (f" {now}" if now else "")))
+
+            yield line
+            return
+        progress = self._progress(TextColumn("{task.fields[now]}", markup=False), TimeElapsedColumn(),
+                                  TextColumn("eta"), TimeRemainingColumn())
         with progress:
             task = progress.add_task(label, total=total, completed=done, now="")
 
@@ -78,15 +108,56 @@ class Reporter:
             yield advance
 
 
-def _console() -> Console:
-    """stderr; in Jupyter without ipywidgets (which rich's live bars need there), plain text that
-    prints each bar once, when it is done, instead of a warning and nothing."""
+def _metrics(record) -> str:
+    """An epoch's loss and accuracies (a loop.Epoch), as a bar or a log line shows them."""
+    metrics = f"loss {record.loss:.4f}"
+    if record.accuracy is not None:
+        metrics += f"  acc {record.accuracy:.4f}"
+    if record.val_accuracy is not None:
+        metrics += f"  val_acc {record.val_accuracy:.4f}"
+    return metrics
+
+
+# Off a terminal the console is as wide as its longest line (so a table's numbers are never cut),
+# and rich pads a block to the console's width: these are the spaces to drop before each newline.
+_PADDING = re.compile(r"[ \t]+(?=\n)")
+
+
+class _Unpadded:
+    """A stream that is not a terminal, written to without the padding to the console's width."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(_PADDING.sub("", text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The one console every human line goes through (stdout's tables, stderr's progress).
+
+    Markup is off: a path, a run's or a contender's name is printed as typed, never read as rich
+    markup (`runs/x[/]y` is a directory name, not a closing tag); fmtransfer styles its own words
+    with rich Text. On a terminal: its width, colour and live bars. Off one (a pipe, a file, a
+    Slurm log): no colour, no live bars (see Reporter), and each line as wide as its content,
+    neither cut nor wrapped to a guessed 80 columns, nor padded with spaces to the console's width.
+    """
     import importlib.util
 
-    console = Console(stderr=True)
-    if console.is_jupyter and importlib.util.find_spec("ipywidgets") is None:
-        console = Console(stderr=True, force_jupyter=False, force_terminal=False, width=110)
-    return console
+    probe = Console(stderr=stderr)
+    if probe.is_jupyter:  # without ipywidgets, which rich's live bars need there: plain text
+        if importlib.util.find_spec("ipywidgets") is None:
+            return Console(stderr=stderr, force_jupyter=False, force_terminal=False, width=110, markup=False)
+        return Console(stderr=stderr, markup=False)
+    if probe.is_terminal:
+        return Console(stderr=stderr, markup=False)
+    return Console(file=_Unpadded(sys.stderr if stderr else sys.stdout), width=100_000, markup=False)
 
 
 def plotting_available() -> bool:
@@ -137,7 +208,7 @@ class Column:
 
 
 def fitted(columns: list[Column], rows: list, *, width: int | None = None, wide: bool = False,
-           title: str | None = None, notes: list[str] | None = None) -> Table:
+           title: str | None = None, notes: list[str] | None = None) -> Group:
     """A table of `rows` that fits in `width` columns: the optional columns are left out from the
     last one on until it does, and the caption says which (`wide`, or no width: all of them).
     Rich would otherwise cut every number to fit ('54…')."""
@@ -153,7 +224,18 @@ def fitted(columns: list[Column], rows: list, *, width: int | None = None, wide:
     if left:
         caption.append(f"Not shown at {width} columns: {', '.join(left)} (--wide shows every column).")
     table.caption = "\n".join(caption) or None
-    return table
+    return framed(table)
+
+
+def framed(table: Table) -> Group:
+    """`table` with its title above it and its caption below as lines of their own. Rich wraps a
+    title or caption at the table's width, so a narrow table folds a path into a column of 20
+    characters (in a pipe too); lines of their own wrap at the console's width, and off a
+    terminal not at all."""
+    title, caption = table.title, table.caption
+    table.title = table.caption = None
+    return Group(*([Text(str(title), style="table.title")] if title else []), table,
+                 *([Text(str(caption), style="table.caption")] if caption else []))
 
 
 def _table(columns: list[Column], rows: list, title: str | None) -> Table:
@@ -174,7 +256,7 @@ def _cut(table: Table, width: int) -> bool:
     """Whether `table` is wider than `width` columns at its narrowest: rich would cut its cells."""
     from rich.measure import Measurement
 
-    console = Console(width=100_000)  # rich clamps what it measures to the console's width
+    console = Console(width=100_000, markup=False)  # rich clamps what it measures to the console's width
     return Measurement.get(console, console.options, table).minimum > width
 
 
@@ -191,12 +273,13 @@ def split_table(result: dict) -> Group:
     table.add_column("images", justify="right")
     for part, n in result["sizes"].items():
         table.add_row(part, f"{n:,}")
-    title = (f"Split: task B is {CLASS_NAMES[neg]} (class {neg}, label 0) vs {CLASS_NAMES[pos]} "
-             f"(class {pos}, label 1); task A is the other 8 classes")
-    return Group(Text(title, style="italic"), table, Text(f"data: {result['source']}", style="dim"))
+    table.title = (f"Split: task B is {CLASS_NAMES[neg]} (class {neg}, label 0) vs {CLASS_NAMES[pos]} "
+                   f"(class {pos}, label 1); task A is the other 8 classes")
+    table.caption = f"data: {result['source']}"
+    return framed(table)
 
 
-def history_table(title: str, result: dict) -> Table:
+def history_table(title: str, result: dict) -> Group:
     table = Table(title=title, title_justify="left")
     table.add_column("phase")
     table.add_column("epochs", justify="right")
@@ -209,10 +292,10 @@ def history_table(title: str, result: dict) -> Table:
         table.add_row(phase.get("name", "train"), str(phase["epochs"]), "-" if rate is None else f"{rate:g}",
                       pct(last.get("accuracy", phase.get("train_accuracy"))), pct(last.get("val_accuracy")))
     table.caption = f"test accuracy {pct(result['test_accuracy'])}  ({result['seconds']:.1f} s)"
-    return table
+    return framed(table)
 
 
-def compare_table(result: dict, width: int | None = None, wide: bool = False) -> Table:
+def compare_table(result: dict, width: int | None = None, wide: bool = False) -> Group:
     """The contenders on test B, baseline first; model A's own test accuracy, where one was
     reused, and the settings under it."""
     neg, pos = result["b_classes"]
@@ -265,7 +348,7 @@ def mean_std(mean: float, std: float | None) -> str:
     return f"{100 * mean:.2f}" + ("" if std is None else f"±{100 * std:.2f}")
 
 
-def pretrain_table(result: dict) -> Table:
+def pretrain_table(result: dict) -> Group:
     table = Table(title=f"Unsupervised pretraining: {result['method']} ({result['arch']}), "
                         f"{result['unlabelled_size']:,} unlabelled images", title_justify="left")
     table.add_column("step")
@@ -284,7 +367,7 @@ def pretrain_table(result: dict) -> Table:
     if result.get("picture"):
         lines.append(f"picture: {result['picture']}")
     table.caption = "\n".join(lines)
-    return table
+    return framed(table)
 
 
 def _loss(x: float | None) -> str:

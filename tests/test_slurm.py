@@ -1,6 +1,8 @@
 """The shipped sbatch script on a real Slurm: a single-node cluster (munged, slurmctld, slurmd)
 started as root in a temporary directory, on loopback only. The study runs as a job array, one
 task is requeued mid-run, and the merged directory must hold exactly the serial study's runs.
+Then arrays Slurm numbers otherwise (a resubmitted `--array=3,7`, a stepped `--array=0-4:2`) run
+the shards their tasks name, or are refused in one line.
 
 Without root or apt the test skips, naming why; with FMTRANSFER_REQUIRE_SYSTEM=1 (CI) that is a
 failure. Debian's slurm-wlm and munge are installed with apt when missing.
@@ -255,6 +257,69 @@ def _report(study_dir: Path) -> dict:
     return report
 
 
+def _without_threads(env) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != "FMTRANSFER_THREADS"}
+
+
+def _submit(cluster: Cluster, tmp_path: Path, name: str, array: str, env: dict, *options: str) -> str:
+    """The shipped script submitted as array `array`; its tasks' output in tmp_path/name-ID.out."""
+    proc = subprocess.run([cluster.cmd["sbatch"], "--parsable", f"--array={array}", "--mem=500M", "--time=10",
+                           f"--output={tmp_path}/{name}-%a.out", f"--chdir={tmp_path}", *options, str(SBATCH)],
+                          env={**_without_threads(cluster.env), "FMTRANSFER": str(FMTRANSFER), **env},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip().split(";")[0]
+    cluster.jobs.append(job)
+    return job
+
+
+@pytest.mark.slow
+def test_the_template_runs_the_shards_a_sparse_or_stepped_array_names(slurm, tmp_path, tiny_data):
+    """Three arrays of the shipped script at once. `--array=3,7` (some tasks of 10 resubmitted)
+    runs shards 3 and 7 of 10; the same with the count left to the array is refused in one line
+    naming the variable, exit 2; `--array=0-4:2` runs shards 0, 1 and 2 of 3, on fmtransfer's
+    own thread count although each task has 2 CPUs."""
+    from fmtransfer import runtime
+
+    grid = (f"--data-dir {tiny_data} --no-verify --valid-size 100 --hidden 16,8 --b-train-sizes 20 --a-epochs 1 "
+            "--b-epochs 1 --freeze-epochs 1 --fine-tune-epochs 1 --contenders transfer")
+    config = str(REPO / "configs" / "quick.toml")
+    # Two seeds, so shards 3 and 7 of 10 hold no runs; one seed, so of 3 only shard 0 trains.
+    rerun = _submit(slurm, tmp_path, "rerun", "3,7", {"STUDY_DIR": str(tmp_path / "rerun"), "CONFIG": config,
+                                                       "GRID": f"--seeds 2 {grid}"})
+    guessed = _submit(slurm, tmp_path, "guessed", "3,7", {"STUDY_DIR": str(tmp_path / "guessed"), "SHARDS": "",
+                                                          "CONFIG": config, "GRID": f"--seeds 2 {grid}"})
+    stepped = _submit(slurm, tmp_path, "stepped", "0-4:2", {"STUDY_DIR": str(tmp_path / "stepped"), "SHARDS": "",
+                                                            "CONFIG": config, "GRID": f"--seeds 1 {grid}"},
+                      "--cpus-per-task=2")
+    _poll(lambda: not slurm.run("squeue", "-h", check=False).stdout.strip() or None, 300, "the arrays to finish",
+          slurm, interval=0.5)
+
+    def out(name: str, task: int) -> str:
+        return " ".join((tmp_path / f"{name}-{task}.out").read_text().split())
+
+    def states(job: str) -> dict[int, tuple[str, str]]:
+        return {i: (t["JobState"], t["ExitCode"]) for i, t in _tasks(slurm, job).items()}
+
+    assert states(rerun) == {3: ("COMPLETED", "0:0"), 7: ("COMPLETED", "0:0")}
+    for task in (3, 7):
+        assert f"shard {task}/10 has 0 runs" in out("rerun", task)
+
+    assert states(guessed) == {3: ("FAILED", "2:0"), 7: ("FAILED", "2:0")}
+    for task in (3, 7):
+        [line] = (tmp_path / f"guessed-{task}.out").read_text().splitlines()
+        assert line.startswith("fmtransfer: error: option --shard") and "SLURM_ARRAY_TASK_MIN is 3" in line
+    assert not (tmp_path / "guessed").exists()
+
+    assert states(stepped) == {0: ("COMPLETED", "0:0"), 2: ("COMPLETED", "0:0"), 4: ("COMPLETED", "0:0")}, \
+        {t: out("stepped", t)[-1500:] for t in (0, 2, 4)}
+    assert re.search(r"shard 0/3 has [1-9]\d* runs", out("stepped", 0))
+    assert "shard 1/3 has 0 runs" in out("stepped", 2) and "shard 2/3 has 0 runs" in out("stepped", 4)
+    assert sorted(p.name for p in (tmp_path / "stepped").glob("results*.jsonl")) == ["results-0of3.jsonl"]
+    lines = [json.loads(x) for x in (tmp_path / "stepped" / "results-0of3.jsonl").read_text().splitlines()]
+    assert lines and {x["trained_with"]["threads"] for x in lines} == {runtime.threads("dense")[0]}
+
+
 def test_require_system_skips_unless_the_environment_requires_it(monkeypatch):
     monkeypatch.delenv("FMTRANSFER_REQUIRE_SYSTEM", raising=False)
     with pytest.raises(pytest.skip.Exception, match="Slurm: no root"):
@@ -268,15 +333,15 @@ def test_require_system_skips_unless_the_environment_requires_it(monkeypatch):
 def test_a_slurm_array_requeued_mid_run_merges_to_the_serial_study(slurm, tmp_path):
     shared, serial = tmp_path / "array", tmp_path / "serial"
     config = str(REPO / "configs" / "quick.toml")
-    # The serial study, side by side with the array: each process uses one CPU. One TensorFlow
-    # thread, as each array task has (FMTRANSFER_THREADS follows --cpus-per-task=1), so the same
-    # numbers to the bit.
+    # The serial study, side by side with the array: each process uses one CPU. fmtransfer's own
+    # thread count in both (the template leaves FMTRANSFER_THREADS alone), so the same numbers to the bit.
     with open(tmp_path / "serial.out", "wb") as log:
         serial_run = subprocess.Popen([str(FMTRANSFER), "study", "--config", config, "--run", str(serial),
                                        *GRID.split(), "--no-plots"], stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "FMTRANSFER_THREADS": "1"})
+                                      env=_without_threads(os.environ))
     try:
-        env = {**slurm.env, "STUDY_DIR": str(shared), "CONFIG": config, "GRID": GRID, "FMTRANSFER": str(FMTRANSFER)}
+        env = {**_without_threads(slurm.env), "STUDY_DIR": str(shared), "CONFIG": config, "GRID": GRID,
+               "FMTRANSFER": str(FMTRANSFER), "SHARDS": "2"}
         # The script as shipped; only what the test node cannot give is overridden (4G, 2 hours).
         submitted = subprocess.run(
             [slurm.cmd["sbatch"], "--parsable", "--array=0-1", "--mem=500M", "--time=10",

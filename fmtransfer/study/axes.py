@@ -321,9 +321,10 @@ def check_grid(cfg: Config) -> None:
 def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int]:
     """`I/N` (I counted from 0, as Slurm array and Kubernetes indexed-job indices are) -> (I, N).
 
-    `auto` takes both from a Slurm job array (SLURM_ARRAY_TASK_ID less SLURM_ARRAY_TASK_MIN, and
-    SLURM_ARRAY_TASK_COUNT); `auto/N` takes I from a Kubernetes Indexed Job's JOB_COMPLETION_INDEX
-    (or Slurm's) and N as given.
+    `auto` takes both from a whole Slurm job array, an even range from 0: I is the task's place
+    in it (SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_STEP), N its SLURM_ARRAY_TASK_COUNT. `auto/N`
+    takes I as the task's own index (SLURM_ARRAY_TASK_ID, or a Kubernetes Indexed Job's
+    JOB_COMPLETION_INDEX) and N as given: what a resubmitted part of an array needs.
     """
     if not text:
         return 0, 1
@@ -349,20 +350,46 @@ def _whole(env, name: str, default: str | None = None) -> int:
 
 
 def _shard_from_environment(text: str, env) -> str:
+    """`auto`: the task's place in a whole Slurm array, an even range from 0 (0-9, 0-18:2): index
+    ID/STEP of COUNT. `auto/N`: the task's own ID (Slurm's or a Kubernetes Indexed Job's) is its
+    shard, of N, so resubmitting some of an array's tasks (--array=3,7) runs those shards. A list
+    of IDs carries no index variable, and `auto` refuses one rather than guess."""
     count = text.partition("/")[2]
     if "SLURM_ARRAY_TASK_ID" in env:
-        index = _whole(env, "SLURM_ARRAY_TASK_ID") - _whole(env, "SLURM_ARRAY_TASK_MIN", "0")
-        if not count and "SLURM_ARRAY_TASK_COUNT" not in env:
+        task = _whole(env, "SLURM_ARRAY_TASK_ID")
+        if count:
+            return _own_index("SLURM_ARRAY_TASK_ID", task, count)
+        if "SLURM_ARRAY_TASK_COUNT" not in env:
             raise ConfigError("shard", "SLURM_ARRAY_TASK_COUNT is not set; give the count: auto/N")
-        count = count or str(_whole(env, "SLURM_ARRAY_TASK_COUNT"))
-        return f"{index}/{count}"
+        tasks = _whole(env, "SLURM_ARRAY_TASK_COUNT")
+        first, step = _whole(env, "SLURM_ARRAY_TASK_MIN", "0"), _whole(env, "SLURM_ARRAY_TASK_STEP", "1") or 1
+        last = _whole(env, "SLURM_ARRAY_TASK_MAX", str(first + step * (tasks - 1)))
+        if first != 0:
+            raise ConfigError("shard", f"auto takes the shard from the task's place in an array from 0, and "
+                                       f"SLURM_ARRAY_TASK_MIN is {first}; resubmitting some tasks (--array=3,7)? give "
+                                       "the study's shard count, auto/N: each task's ID is then its shard")
+        if tasks < 1 or last != step * (tasks - 1) or task % step:
+            raise ConfigError("shard", f"auto needs an evenly spaced array (0-9, 0-18:2), and this one's "
+                                       f"SLURM_ARRAY_TASK_COUNT={tasks} tasks from 0 to SLURM_ARRAY_TASK_MAX={last} "
+                                       f"by SLURM_ARRAY_TASK_STEP={step} are not; give the shard count, auto/N: "
+                                       "each task's ID is then its shard")
+        return f"{task // step}/{tasks}"
     if "JOB_COMPLETION_INDEX" in env:
         if not count:
             raise ConfigError("shard", "a Kubernetes Indexed Job does not say how many shards there are; "
                                        "give the Job's completions: auto/N")
-        return f"{_whole(env, 'JOB_COMPLETION_INDEX')}/{count}"
+        return _own_index("JOB_COMPLETION_INDEX", _whole(env, "JOB_COMPLETION_INDEX"), count)
     raise ConfigError("shard", "auto needs a Slurm job array (SLURM_ARRAY_TASK_ID) or a Kubernetes Indexed "
                                "Job (JOB_COMPLETION_INDEX); outside one, give I/N")
+
+
+def _own_index(name: str, index: int, count: str) -> str:
+    """`auto/N`: the scheduler's index is the shard; one at or past N is the variable's fault,
+    not a value the user typed."""
+    if count.isdigit() and int(count) >= 1 and index >= int(count):
+        raise ConfigError("shard", f"auto/{count} takes the shard from {name}, which is {index}, not below "
+                                   f"{count}; give auto/N with N above every task's index")
+    return f"{index}/{count}"
 
 
 def shard(keys: list[RunKey], index: int, count: int, by: Callable[[RunKey], Any] | None = None) -> list[RunKey]:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from rich.console import Group
 from rich.table import Table
 
 from fmtransfer import contenders
-from fmtransfer.report import smoke_note, smoke_title
+from fmtransfer.report import framed, smoke_note, smoke_title
 from fmtransfer.study import inference
 from fmtransfer.study.records import check_pooled
 from fmtransfer.study.reporting import StudyResult, report
@@ -401,13 +402,13 @@ def _piece(e: dict) -> str:
             f"{e['gain_points']:+.2f} points{_units(e)}{p} ({e['verdict']})")
 
 
-def table(found: Claims) -> Table:
-    """The claims as a rich table: verdict, claim, the evidence in a few words."""
+def table(found: Claims) -> Group:
+    """The claims as a rich table (verdict, claim, the evidence in a few words), then the notes:
+    what could not be judged, and how the verdicts were reached."""
     # Left-justified: off a terminal the console is as wide as the longest line, and a centred
-    # title or caption would sit thousands of columns to the right.
+    # title would sit thousands of columns to the right.
     smoke = sorted({s for c in found.claims for s in c.smoke})
-    out = Table(title=smoke_title(smoke) + f"The chapter's claims on {', '.join(found.studies)}", title_justify="left",
-                caption_justify="left")
+    out = Table(title=smoke_title(smoke) + f"The chapter's claims on {', '.join(found.studies)}", title_justify="left")
     for name in ("claim", "verdict", "evidence", "MDE, pts"):
         out.add_column(name, justify="right" if name.startswith("MDE") else "left")
     for c in found.claims:
@@ -418,7 +419,7 @@ def table(found: Claims) -> Table:
     notes.append("Verdicts by the fixed rules of docs/claims.md; MDE: the smallest gain the grid would have detected "
                  "with 80% power, where the verdict is 'no evidence'.")
     out.caption = "\n".join(notes)
-    return out
+    return framed(out)  # a table of no claims is 40 columns wide: its notes are not folded into it
 
 
 def markdown(found: Claims) -> str:
