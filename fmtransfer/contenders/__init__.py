@@ -19,7 +19,7 @@ import pkgutil
 
 from fmtransfer.contenders.base import (
     Contender, ContenderResult, Phase, check, failed, get, load_plugins, names, pretraining_method,
-    pretraining_methods, register, select, unregister,
+    pretraining_methods, register, select, trial_settings, unregister,
 )
 
 # Importing a module registers the contenders it defines; the order of `names()` is their `order`.
@@ -28,4 +28,4 @@ for _module in pkgutil.iter_modules(__path__):
 del _module
 
 __all__ = ["Contender", "ContenderResult", "Phase", "check", "failed", "get", "load_plugins", "names",
-           "pretraining_method", "pretraining_methods", "register", "select", "unregister"]
+           "pretraining_method", "pretraining_methods", "register", "select", "trial_settings", "unregister"]
