@@ -27,6 +27,7 @@ from fmtransfer.config import Config, field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
+from fmtransfer.space import space_from_dict
 from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
@@ -509,7 +510,6 @@ def contender_rows(cfg: Config | None = None) -> list[dict]:
 def list_contenders(as_json, config_path, **given):
     """List every contender --contenders takes: what it builds on, its own options with defaults,
     and the search space a tuned trial of it draws."""
-    from fmtransfer.space import space_from_dict
     from rich.markup import escape
     from rich.padding import Padding
 

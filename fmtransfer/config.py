@@ -737,15 +737,14 @@ def spaces_in_force(cfg: Config) -> dict[str, Space]:
     given: set[str] = set()
     for item in cfg.study.space:
         key, sep, bounds = (part.strip() for part in item.partition("="))
-        if not sep or not key:
-            raise ConfigError("study.space", f"give KEY=LOW..HIGH, e.g. l2_sp.alpha=1e-3..1, got {item!r}")
-        if key not in declared:
-            raise ConfigError("study.space", f"{key} has no search space to replace; those that do: "
-                                             f"{', '.join(declared)}")
-        if key in given:
-            raise ConfigError("study.space", f"gives {key}'s space twice")
-        given.add(key)
         try:
+            if not sep or not key:
+                raise ConfigError(key, "give KEY=LOW..HIGH, e.g. l2_sp.alpha=1e-3..1")
+            if key not in declared:
+                raise ConfigError(key, f"{key} has no search space to replace; those that do: {', '.join(declared)}")
+            if key in given:
+                raise ConfigError(key, f"{key}'s space is given twice")
+            given.add(key)
             found[key] = declared[key].rebound(bounds, key)
             check_space(sections()[key.rpartition(".")[0]], key, found[key])
         except ConfigError as e:
