@@ -97,6 +97,11 @@ class Space:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
+    @staticmethod
+    def from_dict(d: Mapping[str, Any], key: str = UNNAMED) -> "Space":
+        """The space `to_dict` wrote (`space_from_dict`)."""
+        return space_from_dict(d, key)
+
 
 @dataclass(frozen=True)
 class _Interval(Space):
@@ -121,6 +126,9 @@ class _Interval(Space):
 class Uniform(_Interval):
     """Any number from `low` to `high`, each equally likely.
 
+    Args:
+        low, high: finite numbers, `low` at most `high` (equal: one value).
+
     Example:
         >>> Uniform(1.0, 5.0).describe()
         'uniform 1..5'
@@ -139,6 +147,9 @@ class Uniform(_Interval):
 class LogUniform(_Interval):
     """A positive number from `low` to `high` whose logarithm is uniform: each decade equally
     likely, as for learning rates and penalty strengths.
+
+    Args:
+        low, high: finite numbers above 0, `low` at most `high`.
 
     Example:
         >>> LogUniform(1e-5, 1e-2).contains(1e-4)
@@ -163,6 +174,10 @@ class LogUniform(_Interval):
 @dataclass(frozen=True)
 class IntRange(Space):
     """An integer from `low` to `high`, both included; `log` makes each doubling equally likely.
+
+    Args:
+        low, high: integers, `low` at most `high`; with `log`, `low` at least 1.
+        log: draw log-uniformly (for counts spanning decades), else each integer equally likely.
 
     Example:
         >>> IntRange(4, 40, log=True).describe()
@@ -216,6 +231,9 @@ class IntRange(Space):
 class Choice(Space):
     """One of `values` (numbers, strings or booleans), each equally likely.
 
+    Args:
+        values: a non-empty list of distinct values.
+
     Example:
         >>> Choice(("all", "top:1")).describe()
         'one of all, top:1'
@@ -252,9 +270,19 @@ class Choice(Space):
         items = [item.strip() for item in text.split("|")]
         if any(item == "" for item in items):
             raise ConfigError(key, f"give the choices as A|B|C, got {text!r}")
-        # Typed like the declared values: "3" is 3 where the setting's choices are integers.
+        # Typed like the declared values: "3" is 3 where the setting's choices are numbers.
         kinds = {type(v) for v in self.values}
-        typed = [int(i) if kinds == {int} and i.lstrip("-").isdigit() else i for i in items]
+        try:
+            if kinds == {bool}:
+                typed = [{"true": True, "false": False}[i.lower()] for i in items]
+            elif kinds == {int}:
+                typed = [int(i) for i in items]
+            elif kinds <= {int, float}:
+                typed = [float(i) for i in items]
+            else:
+                typed = items
+        except (KeyError, ValueError):
+            raise ConfigError(key, f"give choices like the declared ones ({self.describe()}), got {text!r}") from None
         return _named(lambda: Choice(tuple(typed)), key)
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,7 +322,6 @@ def space_from_dict(d: Mapping[str, Any], key: str = UNNAMED) -> Space:
     return _named(lambda: cls(**{n: d[n] for n in names if n in d}), key)
 
 
-Space.from_dict = staticmethod(space_from_dict)  # defined after the kinds it builds
 
 
 def spaces(section: type) -> dict[str, Space]:

@@ -132,6 +132,19 @@ def test_a_space_describes_itself_in_a_few_words():
     assert Choice(("all", "top:1")).describe() == "one of all, top:1"
 
 
+def test_new_bounds_keep_the_kind_of_the_declared_space():
+    assert LogUniform(1e-4, 10.0).rebound("1e-3..1", "k") == LogUniform(1e-3, 1.0)
+    assert IntRange(1, 64, log=True).rebound("2..8", "k") == IntRange(2, 8, log=True)
+    assert Choice((1, 2, 4)).rebound("2|8", "k") == Choice((2, 8))
+    assert Choice((0.1, 0.5)).rebound("0.2|1", "k") == Choice((0.2, 1.0))
+    assert Choice(("all", "top:1")).rebound("top:2|all", "k") == Choice(("top:2", "all"))
+    with pytest.raises(ConfigError, match="like the declared ones") as e:
+        Choice((1, 2)).rebound("a|b", "k")
+    assert e.value.key == "k"
+    with pytest.raises(ConfigError, match="LOW..HIGH"):
+        Uniform(1.0, 2.0).rebound("3", "k")
+
+
 def test_a_space_that_reaches_a_value_its_setting_refuses_is_named():
     with pytest.raises(ConfigError) as e:
         check_space(BaselineConfig, "baseline.epochs", IntRange(-1, 5))
