@@ -19,8 +19,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from fmtransfer import config, space
+from fmtransfer import config
 from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.space import Space, draw, spaces, trial_seed
 
 ENTRY_POINTS = "fmtransfer.contenders"  # the entry-point group plug-ins register in
 SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
@@ -133,7 +134,7 @@ class Contender:
         made once per seed and shared by every trial, so never tuned."""
         return ()
 
-    def space(self, cfg) -> dict[str, space.Space]:
+    def space(self, cfg) -> dict[str, Space]:
         """What a trial of it draws, key -> space, with `study.space`'s bounds: the spaces of
         the sections it reads, less its fixed sections and the keys it leaves `untuned`.
 
@@ -195,9 +196,9 @@ def register(cls: type[Contender]) -> type[Contender]:
         raise ValueError(f"{name!r} would write the run directory's files of {_describe(sharing)} "
                          f"(artifact {artifact!r}); give it an artifact of its own")
     own = cls.Settings
-    if own is not None and getattr(cls, "pretrain", None) is not None and space.spaces(own):
+    if own is not None and getattr(cls, "pretrain", None) is not None and spaces(own):
         raise ValueError(f"{name!r} pretrains an encoder, made once per seed and shared by every trial, so its "
-                         f"section [{own.NAME}] cannot be tuned; drop the spaces of {', '.join(space.spaces(own))}")
+                         f"section [{own.NAME}] cannot be tuned; drop the spaces of {', '.join(spaces(own))}")
     if own is not None:
         section = getattr(own, "NAME", "")
         holder = next((c for c in _REGISTRY.values() if c.Settings is not None and c.Settings.NAME == section
@@ -345,8 +346,8 @@ def trial_settings(cfg, name: str, *, study_seed: int, cell: str, trial: int) ->
     """
     baseline = get("baseline").space(cfg)
     own = {k: s for k, s in get(name).space(cfg).items() if k not in baseline}
-    return {**space.draw(baseline, space.trial_seed(study_seed, cell, "baseline", trial)),
-            **space.draw(own, space.trial_seed(study_seed, cell, name, trial))}
+    return {**draw(baseline, trial_seed(study_seed, cell, "baseline", trial)),
+            **draw(own, trial_seed(study_seed, cell, name, trial))}
 
 
 def check(cfg) -> None:
