@@ -309,7 +309,7 @@ def stage(tensorflow: bool = True, prepare=None):
                 rd, found, where = layers(Path(run_dir), config_path, given)
                 origins.update(where)
                 cfg = merge(found)
-                contenders.check(cfg)  # every contender named is registered, and builds model.arch
+                contenders.check(cfg)  # every contender named is registered, builds model.arch, takes its settings
                 if prepare:
                     cfg = prepare(cfg, given, origins, **kwargs)
                 if tensorflow:

@@ -185,6 +185,12 @@ def test_reinit_depth_draws_the_top_k_reused_layers_afresh_and_trains_them_with_
 
 # ----------------------------------------------------------------------------- through the CLI
 
+def test_a_reinit_depth_beyond_the_reused_layers_is_one_line_before_anything_trains(tmp_path):
+    run = tmp_path / "r"
+    result = run_cli("run", "--run", run, "--contenders", "reinit", "--reuse-layers", 2, "--reinit-depth", 3)
+    assert_usage_error(result, "--reinit-depth", "only 2 are reused")
+    assert not any(run.glob("*.keras"))
+
 def test_run_trains_every_strategy_and_compare_lists_their_probes(tiny_data, tmp_path):
     result = run_cli("run", "--run", tmp_path / "r", "--data-dir", tiny_data, "--no-verify", "--valid-size", 100,
                      "--b-train-size", 20, "--hidden", "16,8", "--a-epochs", 1, "--b-epochs", 1,

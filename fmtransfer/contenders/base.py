@@ -129,6 +129,11 @@ class Contender:
         and `pretrain` are shared, and fingerprinted with everything shared."""
         return tuple(s for s in cls.sections if s not in SHARED_SECTIONS)
 
+    def check_settings(self, cfg) -> None:
+        """Refuse, with a ConfigError naming the key, settings of its own that cannot work with
+        the rest of `cfg` (reinit's depth against the layers reused): checked when it is
+        selected, before anything trains."""
+
     def fixed_sections(self) -> tuple[str, ...]:
         """Its sections that make what it builds on (an encoder's [pretrain] and own section):
         made once per seed and shared by every trial, so never tuned."""
@@ -351,6 +356,8 @@ def trial_settings(cfg, name: str, *, study_seed: int, cell: str, trial: int) ->
 
 
 def check(cfg) -> None:
-    """Every name `cfg` gives a contender resolves: what `select` and `pretraining_method` check."""
-    select(cfg)
+    """Every name `cfg` gives a contender resolves (what `select` and `pretraining_method`
+    check), and each selected contender accepts its settings (`check_settings`)."""
+    for name in select(cfg):
+        _REGISTRY[name]().check_settings(cfg)
     pretraining_method(cfg)

@@ -45,13 +45,14 @@ class Reinit(TransferFromA):
             found["reinit.depth"] = IntRange(min(depth.low, reused), reused, depth.log)
         return found
 
+    def check_settings(self, cfg):
+        _check_depth(cfg.reinit.depth, reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks))
+
     def prepare(self, cfg, model, reused, features):
         from fmtransfer import models
 
         depth = cfg.reinit.depth
-        if depth > reused:
-            raise ConfigError("reinit.depth", f"re-initialises {depth} layers, but only {reused} are reused; "
-                                              f"use {reused} or fewer, or reuse more layers")
+        _check_depth(depth, reused)  # here too: a study's reuse depths are its grid's, not transfer.reuse_layers
         drawn = []
         for block in reversed(models.blocks(model)[1][-depth:]):  # from the top: depth 1 draws as it always did
             top = next(layer for layer in reversed(block) if layer.weights)
@@ -66,3 +67,9 @@ class Reinit(TransferFromA):
         return [Phase("head and top layer" if depth == 1 else f"head and top {depth} layers", t.freeze_epochs,
                       t.frozen_learning_rate, trainable=True, top=depth, key="transfer.frozen_learning_rate"),
                 fine_tune_phase(t)]
+
+
+def _check_depth(depth: int, reused: int) -> None:
+    if depth > reused:
+        raise ConfigError("reinit.depth", f"re-initialises {depth} layers, but only {reused} are reused; "
+                                          f"use {reused} or fewer, or reuse more layers")
