@@ -710,7 +710,8 @@ def check_space(cls: type[Section], key: str, space: Space) -> None:
     hint = _hints(cls)[name]
     # Bounds alone cannot tell: a uniform space between two integers still draws fractions.
     if hint is int and not isinstance(space, (IntRange, Choice)):
-        raise ConfigError(key, f"an integer setting needs an integer space (IntRange or Choice), got {space.describe()}")
+        raise ConfigError(key, f"an integer setting needs an integer space (IntRange or Choice), "
+                               f"got {space.describe()}")
     for value in space.bounds():
         try:
             cls(**{name: value})

@@ -17,7 +17,8 @@ from fmtransfer.space import IntRange
 class Reinit(TransferFromA):
     name = "reinit"
     title = "re-initialised top"
-    description = "Re-initialise the top reused layer (or top reinit.depth), train it with the head, then fine-tune all."
+    description = ("Re-initialise the top reused layer (or the top reinit.depth), train it with the head, then "
+                   "fine-tune all.")
     artifact = "reinit"
     order = 50
 
