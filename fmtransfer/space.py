@@ -127,7 +127,8 @@ class Uniform(_Interval):
     """Any number from `low` to `high`, each equally likely.
 
     Args:
-        low, high: finite numbers, `low` at most `high` (equal: one value).
+        low: a finite number, at most `high` (equal: one value).
+        high: a finite number.
 
     Example:
         >>> Uniform(1.0, 5.0).describe()
@@ -149,7 +150,8 @@ class LogUniform(_Interval):
     likely, as for learning rates and penalty strengths.
 
     Args:
-        low, high: finite numbers above 0, `low` at most `high`.
+        low: a finite number above 0, at most `high`.
+        high: a finite number.
 
     Example:
         >>> LogUniform(1e-5, 1e-2).contains(1e-4)
@@ -176,7 +178,8 @@ class IntRange(Space):
     """An integer from `low` to `high`, both included; `log` makes each doubling equally likely.
 
     Args:
-        low, high: integers, `low` at most `high`; with `log`, `low` at least 1.
+        low: an integer, at most `high`; with `log`, at least 1.
+        high: an integer.
         log: draw log-uniformly (for counts spanning decades), else each integer equally likely.
 
     Example:
@@ -329,8 +332,8 @@ def spaces(section: type) -> dict[str, Space]:
 
     Example:
         >>> from fmtransfer.config import BaselineConfig
-        >>> list(spaces(BaselineConfig))
-        ['baseline.epochs', 'baseline.learning_rate']
+        >>> tuple(spaces(BaselineConfig))
+        ('baseline.epochs', 'baseline.learning_rate')
     """
     prefix = f"{section.NAME}." if getattr(section, "NAME", "") else ""
     return {prefix + f.name: f.metadata["space"] for f in fields(section) if f.metadata.get("space") is not None}

@@ -144,8 +144,8 @@ class Contender:
         the sections it reads, less its fixed sections and the keys it leaves `untuned`.
 
         Example:
-            >>> list(get("lp-ft").space(config.Config()))
-            ['transfer.fine_tune_epochs', 'transfer.fine_tune_learning_rate', 'lp_ft.c']
+            >>> tuple(get("lp-ft").space(config.Config()))
+            ('transfer.fine_tune_epochs', 'transfer.fine_tune_learning_rate', 'lp_ft.c')
         """
         tuned = [s for s in self.sections if s not in self.fixed_sections()]
         return {k: s for k, s in config.spaces_in_force(cfg).items()
@@ -346,8 +346,8 @@ def trial_settings(cfg, name: str, *, study_seed: int, cell: str, trial: int) ->
 
     Example:
         >>> drawn = trial_settings(config.Config(), "l2-sp", study_seed=0, cell="pair5v6-n200", trial=3)
-        >>> sorted(drawn)[:2]
-        ['baseline.epochs', 'baseline.learning_rate']
+        >>> tuple(sorted(drawn)[:2])
+        ('baseline.epochs', 'baseline.learning_rate')
     """
     baseline = get("baseline").space(cfg)
     own = {k: s for k, s in get(name).space(cfg).items() if k not in baseline}
