@@ -27,6 +27,7 @@ from fmtransfer.config import Config, field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError, reason
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
+from fmtransfer.space import space_from_dict
 from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
@@ -304,7 +305,7 @@ def stage(tensorflow: bool = True, prepare=None):
                 rd, found, where = layers(Path(run_dir), config_path, given)
                 origins.update(where)
                 cfg = merge(found)
-                contenders.check(cfg)  # every contender named is registered, and builds model.arch
+                contenders.check(cfg)  # every contender named is registered, builds model.arch, takes its settings
                 if prepare:
                     cfg = prepare(cfg, given, origins, **kwargs)
                 if tensorflow:
@@ -479,9 +480,11 @@ def run(cfg, rd, reporter, wide):
     return stages.run(cfg, rd, reporter), _compare_show(wide)
 
 
-def contender_rows() -> list[dict]:
+def contender_rows(cfg: Config | None = None) -> list[dict]:
     """Every registered contender as `fmtransfer contenders` lists it: name, title, what it builds
-    on, its description, and the options of its own section with their defaults."""
+    on, its description, the options of its own section with their defaults, and the search
+    space a trial of it draws (`cfg`'s `study.space` bounds; the declared ones by default)."""
+    cfg = cfg or Config()
     rows = []
     for name in contenders.names():
         c = contenders.get(name)
@@ -490,22 +493,33 @@ def contender_rows() -> list[dict]:
         on = ["model A" if str(n) == "model_a" else f"{n.method}'s encoder" for n in needs_of(c)]
         rows.append({"name": name, "title": c.title, "builds_on": on or ["nothing"], "description": c.description,
                      "archs": list(c.archs), "sections": list(c.sections),
-                     "options": {option_name(k): show_default(field_info(k)[2]) for k in keys}})
+                     "options": {option_name(k): show_default(field_info(k)[2]) for k in keys},
+                     "space": {k: s.to_dict() for k, s in c.space(cfg).items()}})
     return rows
 
 
 @cli.command("contenders")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-def list_contenders(as_json):
-    """List every contender --contenders takes: what it builds on, and its own options with defaults."""
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML settings file whose [study] space replaces declared search-space bounds.")
+@config_option("study.space")
+def list_contenders(as_json, config_path, **given):
+    """List every contender --contenders takes: what it builds on, its own options with defaults,
+    and the search space a tuned trial of it draws."""
     from rich.padding import Padding
     from rich.text import Text
 
     def own_sections(row):
         return contenders.get(row["name"]).own_sections()
 
+    origins: dict = {}
+
     def body():
-        rows = contender_rows()
+        found = [(f"config file {config_path}", read_toml(config_path))] if config_path else []
+        found.append(("options", {k[len(CFG):].replace("__", "."): v for k, v in given.items()}))
+        for source, values in found:
+            origins.update({k: source for k, v in values.items() if v is not None})
+        rows = contender_rows(merge(found))
 
         def show(console, r):  # a block per contender: it reads at any width, names wrapped, none cut
             console.print(Text.assemble(("Contenders", "bold"),
@@ -520,10 +534,12 @@ def list_contenders(as_json):
                 console.print(Padding(row["description"], (0, 0, 0, 2)))
                 if reads:
                     console.print(Padding(reads, (0, 0, 0, 2)))
+                tuned = "; ".join(f"{k} {space_from_dict(s).describe()}" for k, s in row["space"].items())
+                console.print(Padding(f"tunes: {tuned}" if tuned else "tunes: nothing", (0, 0, 0, 2)))
 
         return {"contenders": rows}, show
 
-    execute(body, as_json=as_json, verbose=False, run_path=Path("."))
+    execute(body, as_json=as_json, verbose=False, run_path=Path("."), origins=origins)
 
 
 def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_seeds=None, data_seed_list=None,

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Union
 
 from fmtransfer.errors import ConfigError, UsageError
+from fmtransfer.space import Choice, IntRange, LogUniform, Space, spaces
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,10 +92,12 @@ MAX_INT = 2**63 - 1  # any integer setting: what NumPy and TensorFlow can hold a
 BSample = Union[int, Literal["first"]]
 
 
-def setting(default: Any, help: str, *, option: str | None = None, show: str | None = None) -> Any:
+def setting(default: Any, help: str, *, option: str | None = None, show: str | None = None,
+            space: Space | None = None) -> Any:
     """A config field: its default, the help text the CLI shows, and optionally its option name
-    (default: `--` + the key with dashes) and how `--help` shows the default."""
-    return field(default=default, metadata={"help": help, "option": option, "show": show})
+    (default: `--` + the key with dashes), how `--help` shows the default, and the search space
+    a tuned study's trials draw it from (`fmtransfer.space`)."""
+    return field(default=default, metadata={"help": help, "option": option, "show": show, "space": space})
 
 
 # ----------------------------------------------------------------------------- coercion by type hint
@@ -345,6 +348,8 @@ class TrainAConfig(_Training):
     """Model A on task A's eight classes."""
 
     NAME = "train_a"
+    # No search spaces: model A is made once per seed and shared by every trial and contender
+    # (docs/contenders.md, "Search spaces").
     epochs: int = setting(20, "Model A epochs.", option="--a-epochs")
     learning_rate: float = setting(1e-3, "Model A SGD learning rate.", option="--a-learning-rate")
 
@@ -354,8 +359,12 @@ class BaselineConfig(_Training):
     """Model B from scratch on task B's few images."""
 
     NAME = "baseline"
-    epochs: int = setting(20, "Baseline epochs.", option="--b-epochs")
-    learning_rate: float = setting(1e-3, "Baseline SGD learning rate.", option="--b-learning-rate")
+    # Tuned with the same budget as every contender, so a gain is not the baseline's bad luck.
+    # Epochs: the chapter's 20, from a quarter of it to 2.5 times. Rate: the chapter's plain SGD
+    # rates from scratch are 1e-2 (the text) and 1e-3 (the notebook); a decade beyond each.
+    epochs: int = setting(20, "Baseline epochs.", option="--b-epochs", space=IntRange(5, 50))
+    learning_rate: float = setting(1e-3, "Baseline SGD learning rate.", option="--b-learning-rate",
+                                   space=LogUniform(1e-4, 1e-1))
 
 
 @dataclass(frozen=True)
@@ -364,10 +373,15 @@ class TransferConfig(Section):
 
     NAME = "transfer"
     reuse_layers: Reuse = setting("all", "How many of the pretrained hidden layers to reuse (from the bottom), or all.")
-    freeze_epochs: int = setting(4, "Phase 1 epochs, reused layers frozen.")
-    fine_tune_epochs: int = setting(16, "Phase 2 epochs, reused layers unfrozen.")
-    frozen_learning_rate: float = setting(1e-2, "Phase 1 SGD learning rate.")
-    fine_tune_learning_rate: float = setting(1e-4, "Phase 2 SGD learning rate.")
+    # The spaces: epochs around the chapter's 4 + 16 (a total from 5 to 50, as the baseline's);
+    # the frozen phase trains a new head from scratch, so its rate ranges as the baseline's; the
+    # fine-tuning rate around the chapter's 1e-4 (text) and 1e-3 (notebook), a decade beyond
+    # each, and never above the phases' largest usual rate, 1e-2, where fine-tuning stops being
+    # gentle. A pretraining contender's B phase is these same keys: its encoder stays fixed.
+    freeze_epochs: int = setting(4, "Phase 1 epochs, reused layers frozen.", space=IntRange(1, 10))
+    fine_tune_epochs: int = setting(16, "Phase 2 epochs, reused layers unfrozen.", space=IntRange(4, 40))
+    frozen_learning_rate: float = setting(1e-2, "Phase 1 SGD learning rate.", space=LogUniform(1e-4, 1e-1))
+    fine_tune_learning_rate: float = setting(1e-4, "Phase 2 SGD learning rate.", space=LogUniform(1e-5, 1e-2))
     unfreeze: str = setting("all", "Phase 2 unfreezes all reused layers, or the top K: top:K.")
 
     def check(self) -> None:
@@ -395,6 +409,8 @@ class PretrainConfig(Section):
     """Unsupervised pretraining of the hidden stack (ch. 11.2.2)."""
 
     NAME = "pretrain"
+    # No search spaces here, nor in a pretraining method's own section: an encoder is made once
+    # per seed and shared by every trial (docs/contenders.md, "Search spaces").
     method: str = setting("autoencoder", "What `pretrain` trains: autoencoder (the whole stack at once), greedy "
                                          "(one hidden layer at a time), gan (a GAN's discriminator) or rbm (a "
                                          "stack of RBMs; dense only).")
@@ -447,6 +463,12 @@ class StudyConfig(Section):
     equivalence_margin: float = setting(
         0.5, "Equivalence margin in accuracy points: the report's TOST calls a contender equivalent to the "
              "baseline when its gain is shown to lie within +-this.")
+
+    # Empty: the spaces declared beside the settings (`fmtransfer contenders` lists them). An item
+    # moves one declared space's bounds and keeps its kind (log stays log, integers integers).
+    space: tuple[str, ...] = setting(
+        (), "Search spaces for tuning, replacing a setting's declared bounds: KEY=LOW..HIGH (a choice: "
+            "KEY=A|B), e.g. l2_sp.alpha=1e-3..1,transfer.fine_tune_epochs=8..32.", show="as declared")
 
     def check(self) -> None:
         self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")
@@ -504,6 +526,11 @@ def register_section(cls: type[Section]) -> type[Section]:
         cls()
     except ConfigError as e:  # its own defaults must pass its own checks, or no Config could be built
         raise ValueError(f"section [{name}]'s defaults are refused: {e}") from None
+    for key, space in spaces(cls).items():  # and a trial must never draw a value its checks refuse
+        try:
+            check_space(cls, key, space)
+        except ConfigError as e:
+            raise ValueError(f"section [{name}]'s search space is refused: {e}") from None
     _REGISTERED[name] = cls
     _defaults.cache_clear()
     return cls
@@ -622,6 +649,8 @@ class Config(Section):
         check_unfreeze(self.transfer, self.transfer.reuse_layers, blocks)
         for reuse in self.study.reuse_layers:
             check_reuse(reuse, blocks, "study.reuse_layers")
+        if self.study.space:
+            spaces_in_force(self)  # each override names a declared space and stays within its setting
         # Whether each name is a contender, and builds model.arch, the registry says (`contenders.select`).
         self.fail_unless(len(set(self.contenders)) == len(self.contenders), "contenders",
                          f"lists a contender twice: {list(self.contenders)}")
@@ -722,6 +751,65 @@ def below_chapter(settings: Mapping[str, Any], sections: Iterable[str] | None = 
         elif key == "pretrain.unlabelled_size" and value != 0:
             found.append(f"{key} {value} (the chapter's: 0, every training image)")
     return tuple(found)
+
+
+# ----------------------------------------------------------------------------- search spaces
+
+def declared_spaces() -> dict[str, Space]:
+    """Every search space the sections in force declare, by dotted key, in the sections' order."""
+    return {key: space for cls in sections().values() for key, space in spaces(cls).items()}
+
+
+def check_space(cls: type[Section], key: str, space: Space) -> None:
+    """The one place a space is checked against its setting: its kind must suit the setting's
+    type, and each of its bounds (each choice) must be a value the section itself accepts, so
+    that no trial can draw a value its own checks would refuse. The section's checks are the
+    setting's valid range, so a range added to them later (a bound on `setting`) is enforced
+    here with no edit. A ConfigError naming `key` otherwise."""
+    name = key.rpartition(".")[2]
+    hint = _hints(cls)[name]
+    # Bounds alone cannot tell: a uniform space between two integers still draws fractions.
+    if hint is int and not isinstance(space, (IntRange, Choice)):
+        raise ConfigError(key, f"an integer setting needs an integer space (IntRange or Choice), "
+                               f"got {space.describe()}")
+    for value in space.bounds():
+        try:
+            cls(**{name: value})
+        except ConfigError as e:
+            raise ConfigError(key, f"the space {space.describe()} reaches {value!r}, which the setting refuses: "
+                                   f"{e.problem}") from None
+
+
+def spaces_in_force(cfg: Config) -> dict[str, Space]:
+    """The declared spaces, with `study.space`'s overrides of their bounds applied and checked.
+
+    Raises:
+        ConfigError: on `study.space`, naming the item: not KEY=LOW..HIGH, a key with no declared
+            space, a key given twice, a low bound above the high one, a log range reaching 0, or
+            a bound outside what the setting accepts.
+
+    Example:
+        >>> spaces_in_force(Config(study={"space": ("l2_sp.alpha=1e-3..1",)}))["l2_sp.alpha"].describe()
+        'log-uniform 1e-3..1'
+    """
+    declared = declared_spaces()
+    found = dict(declared)
+    given: set[str] = set()
+    for item in cfg.study.space:
+        key, sep, bounds = (part.strip() for part in item.partition("="))
+        try:
+            if not sep or not key:
+                raise ConfigError(key, "give KEY=LOW..HIGH, e.g. l2_sp.alpha=1e-3..1")
+            if key not in declared:
+                raise ConfigError(key, f"{key} has no search space to replace; those that do: {', '.join(declared)}")
+            if key in given:
+                raise ConfigError(key, f"{key}'s space is given twice")
+            given.add(key)
+            found[key] = declared[key].rebound(bounds, key)
+            check_space(sections()[key.rpartition(".")[0]], key, found[key])
+        except ConfigError as e:
+            raise ConfigError("study.space", f"{item.strip()}: {e.problem}") from None
+    return found
 
 
 # ----------------------------------------------------------------------------- loading and merging

@@ -37,6 +37,10 @@ from fmtransfer.needs import Encoder, ModelA, Need, needs_of, parse
 
 # Raised when what a record's `made_from` means changes, so that no older artifact matches.
 FORMAT = 1
+# Keys added after artifacts and studies were made, with the default that is what those were
+# made with: they count in a fingerprint only away from it, so everything made before still
+# matches (`reinit.depth`: reinit re-initialised the top layer alone before it had a depth).
+LATER = {"reinit.depth": 1}
 # How a data seed draws task B's images (`data.draw_order`): part of what a draw's artifacts are
 # made from, so that a change of the method could never pass another sample off as this one.
 DRAW = "splitmix64-rank-1"
@@ -180,7 +184,12 @@ def _shared(d: dict) -> dict[str, Any]:
 
 
 def _sections(d: dict, *names: str) -> dict[str, Any]:
-    return flatten({name: d[name] for name in names})
+    return {k: v for k, v in flatten({name: d[name] for name in names}).items() if not later(k, v)}
+
+
+def later(key: str, value: Any) -> bool:
+    """Whether `key` is one added later (`LATER`) and still at the value everything before had."""
+    return key in LATER and value == LATER[key]
 
 
 # ----------------------------------------------------------------------------- records: stamping and checking
@@ -275,7 +284,9 @@ def own_sections_fingerprint(cfg: Config, contender: str) -> str | None:
     """The settings of a contender's own sections ([gan], [l2_sp], ...), None if it has none."""
     own = contenders.get(contender).own_sections() if contender in contenders.names() else ()
     d = cfg.to_dict()
-    return fingerprint({s: d[s] for s in own}) if own else None
+    kept = {s: {k: v for k, v in d[s].items() if not later(f"{s}.{k}", v)} for s in own}
+    kept = {s: values for s, values in kept.items() if values}  # a section of later keys only, at their defaults
+    return fingerprint(kept) if kept else None
 
 
 def pretrain_fingerprint(cfg: Config) -> str:

@@ -77,7 +77,8 @@ def test_study_reaches_every_key_its_runs_read_and_none_its_grid_overrides():
     assert grid == {"data.b_classes", "data.b_train_size", "transfer.reuse_layers",
                     "transfer.frozen_learning_rate", "transfer.fine_tune_learning_rate"}
     # --seeds/--seed-list and --data-seeds/--data-seed-list set these two; --no-verify the last.
-    unread = grid | {"pretrain.method", "study.seeds", "study.data_seeds", "data.verify_checksums"}
+    # study.space: search-space bounds, read by `contenders` until a study tunes.
+    unread = grid | {"pretrain.method", "study.seeds", "study.data_seeds", "data.verify_checksums", "study.space"}
     assert KEYS - unread - set(study) == set()
     assert not grid & set(study), "an option the grid would silently override"
 

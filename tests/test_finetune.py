@@ -11,6 +11,7 @@ import pytest
 
 from conftest import assert_usage_error, run_cli, tiny_settings
 from fmtransfer import contenders, load_config
+from fmtransfer.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("tensorflow_set_up")
 
@@ -165,7 +166,30 @@ def test_reinit_draws_the_top_reused_layer_afresh_and_keeps_the_others(setup):
     assert np.all(b_top[0].get_weights()[1] == 0)  # a fresh bias
 
 
+def test_reinit_depth_draws_the_top_k_reused_layers_afresh_and_trains_them_with_the_head(setup):
+    from fmtransfer import models
+
+    cfg, split, model_a = setup
+    deeper = cfg.replace(**{"reinit.depth": 2})
+    model = models.build_b_on_a(model_a)
+    (step,) = contenders.get("reinit").prepare(deeper, model, 2, None)
+    for a, b in zip(models.blocks(model_a)[1], models.blocks(model)[1]):
+        assert not np.allclose(a[0].get_weights()[0], b[0].get_weights()[0])
+        assert np.all(b[0].get_weights()[1] == 0)
+    assert step["name"].count("hidden") == 2
+    first = contenders.get("reinit").phases(deeper, 2)[0]
+    assert (first.name, first.top, first.trainable) == ("head and top 2 layers", 2, True)
+    with pytest.raises(ConfigError, match="re-initialises 3 layers, but only 2 are reused"):
+        contenders.get("reinit").prepare(cfg.replace(**{"reinit.depth": 3}), models.build_b_on_a(model_a), 2, None)
+
+
 # ----------------------------------------------------------------------------- through the CLI
+
+def test_a_reinit_depth_beyond_the_reused_layers_is_one_line_before_anything_trains(tmp_path):
+    run = tmp_path / "r"
+    result = run_cli("run", "--run", run, "--contenders", "reinit", "--reuse-layers", 2, "--reinit-depth", 3)
+    assert_usage_error(result, "--reinit-depth", "only 2 are reused")
+    assert not any(run.glob("*.keras"))
 
 def test_run_trains_every_strategy_and_compare_lists_their_probes(tiny_data, tmp_path):
     result = run_cli("run", "--run", tmp_path / "r", "--data-dir", tiny_data, "--no-verify", "--valid-size", 100,

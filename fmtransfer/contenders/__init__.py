@@ -19,7 +19,7 @@ import pkgutil
 
 from fmtransfer.contenders.base import (
     Contender, ContenderResult, Phase, check, failed, get, load_plugins, names, pretraining_method,
-    pretraining_methods, register, sections_read, select, smoke, unregister,
+    pretraining_methods, register, sections_read, select, smoke, trial_settings, unregister,
 )
 
 # Importing a module registers the contenders it defines; the order of `names()` is their `order`.
@@ -28,4 +28,5 @@ for _module in pkgutil.iter_modules(__path__):
 del _module
 
 __all__ = ["Contender", "ContenderResult", "Phase", "check", "failed", "get", "load_plugins", "names",
-           "pretraining_method", "pretraining_methods", "register", "sections_read", "select", "smoke", "unregister"]
+           "pretraining_method", "pretraining_methods", "register", "sections_read", "select", "smoke",
+           "trial_settings", "unregister"]

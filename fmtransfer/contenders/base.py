@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 
 from fmtransfer import config
 from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.space import Space, draw, spaces, trial_seed
 
 ENTRY_POINTS = "fmtransfer.contenders"  # the entry-point group plug-ins register in
 SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
@@ -104,6 +105,8 @@ class Contender:
         stack_unsupported: why its seeds cannot train as one stack (`study.stack`), or None
             where they can, through `fit_seeds`. A study trains a contender that cannot one
             seed at a time, and says so.
+        untuned: keys with a search space in its sections that its training never reads (LP-FT
+            has no frozen phase): a trial of it does not draw them.
     """
 
     name: ClassVar[str]
@@ -118,12 +121,35 @@ class Contender:
     strengths: ClassVar[tuple[str, ...]] = ()
     stack_unsupported: ClassVar[str | None] = ("it trains model B by its own `fit`, not by a schedule a stack of "
                                                "seeds can run")
+    untuned: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def own_sections(cls) -> tuple[str, ...]:
         """Its sections that no other kind of contender reads ([gan], [l2_sp], ...): `transfer`
         and `pretrain` are shared, and fingerprinted with everything shared."""
         return tuple(s for s in cls.sections if s not in SHARED_SECTIONS)
+
+    def check_settings(self, cfg) -> None:
+        """Refuse, with a ConfigError naming the key, settings of its own that cannot work with
+        the rest of `cfg` (reinit's depth against the layers reused): checked when it is
+        selected, before anything trains."""
+
+    def fixed_sections(self) -> tuple[str, ...]:
+        """Its sections that make what it builds on (an encoder's [pretrain] and own section):
+        made once per seed and shared by every trial, so never tuned."""
+        return ()
+
+    def space(self, cfg) -> dict[str, Space]:
+        """What a trial of it draws, key -> space, with `study.space`'s bounds: the spaces of
+        the sections it reads, less its fixed sections and the keys it leaves `untuned`.
+
+        Example:
+            >>> tuple(get("lp-ft").space(config.Config()))
+            ('transfer.fine_tune_epochs', 'transfer.fine_tune_learning_rate', 'lp_ft.c')
+        """
+        tuned = [s for s in self.sections if s not in self.fixed_sections()]
+        return {k: s for k, s in config.spaces_in_force(cfg).items()
+                if k.partition(".")[0] in tuned and k not in self.untuned}
 
     def settings(self, cfg) -> dict[str, Any]:
         """The settings this contender's result depends on, for fingerprints and reports."""
@@ -175,6 +201,9 @@ def register(cls: type[Contender]) -> type[Contender]:
         raise ValueError(f"{name!r} would write the run directory's files of {_describe(sharing)} "
                          f"(artifact {artifact!r}); give it an artifact of its own")
     own = cls.Settings
+    if own is not None and getattr(cls, "pretrain", None) is not None and spaces(own):
+        raise ValueError(f"{name!r} pretrains an encoder, made once per seed and shared by every trial, so its "
+                         f"section [{own.NAME}] cannot be tuned; drop the spaces of {', '.join(spaces(own))}")
     if own is not None:
         section = getattr(own, "NAME", "")
         holder = next((c for c in _REGISTRY.values() if c.Settings is not None and c.Settings.NAME == section
@@ -324,7 +353,29 @@ def pretraining_method(cfg, method: str | None = None) -> str:
     return method
 
 
+def trial_settings(cfg, name: str, *, study_seed: int, cell: str, trial: int) -> dict[str, Any]:
+    """One trial's settings, key -> value, for contender `name` and the baseline paired with it:
+    a pure function of (study seed, cell, contender, trial index), so any runner, in any order,
+    draws the same trials. `cfg.replace(**drawn)` is the trial's config.
+
+    The baseline's keys come from the baseline's own stream (`space.trial_seed(..., "baseline",
+    trial)`): its trial k is one configuration beside every contender, trained once and shared,
+    and each contender has as many trials as the baseline (the equal budget).
+
+    Example:
+        >>> drawn = trial_settings(config.Config(), "l2-sp", study_seed=0, cell="pair5v6-n200", trial=3)
+        >>> tuple(sorted(drawn)[:2])
+        ('baseline.epochs', 'baseline.learning_rate')
+    """
+    baseline = get("baseline").space(cfg)
+    own = {k: s for k, s in get(name).space(cfg).items() if k not in baseline}
+    return {**draw(baseline, trial_seed(study_seed, cell, "baseline", trial)),
+            **draw(own, trial_seed(study_seed, cell, name, trial))}
+
+
 def check(cfg) -> None:
-    """Every name `cfg` gives a contender resolves: what `select` and `pretraining_method` check."""
-    select(cfg)
+    """Every name `cfg` gives a contender resolves (what `select` and `pretraining_method`
+    check), and each selected contender accepts its settings (`check_settings`)."""
+    for name in select(cfg):
+        _REGISTRY[name]().check_settings(cfg)
     pretraining_method(cfg)

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from fmtransfer.config import Section, setting
+from fmtransfer.space import IntRange, Uniform
 from fmtransfer.contenders.base import Phase, register
 from fmtransfer.contenders.transfer import TransferFromA
 
@@ -20,14 +21,20 @@ class Gradual(TransferFromA):
                    "divided by 2.6 (ULMFiT, Howard & Ruder 2018).")
     artifact = "gradual"
     order = 40
+    untuned = ("transfer.fine_tune_learning_rate",)  # every step trains at the phase-1 rate, scaled per layer
 
     @dataclass(frozen=True)
     class Settings(Section):
         """Gradual unfreezing with discriminative rates (ULMFiT; Howard & Ruder, 2018)."""
 
         NAME = "gradual"
-        factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.")
-        epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.")
+        # The schedule. Factor: 1 is one rate for every layer, ULMFiT's 2.6 lies inside, 5 leaves the
+        # bottom of five reused layers at 1/625 of the head's rate. Epochs per layer: ULMFiT's one,
+        # up to 4, where unfreezing the dense network's five layers takes the chapter's 20 epochs.
+        factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.",
+                                space=Uniform(1.0, 5.0))
+        epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.",
+                                        space=IntRange(1, 4))
 
         def check(self) -> None:
             self.fail_unless(1 <= self.factor < math.inf, "factor", f"must be 1 or more, got {self.factor}")

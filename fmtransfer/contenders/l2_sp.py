@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from fmtransfer.config import Section, setting
+from fmtransfer.space import LogUniform
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA
 
@@ -27,8 +28,13 @@ class L2Sp(TransferFromA):
         """L2-SP (Li et al., ICML 2018): pull the reused weights toward the pretrained ones."""
 
         NAME = "l2_sp"
-        alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.")
-        beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.")
+        # The paper picks both strengths on held-out data from powers of ten, mostly settling on 0.1
+        # and 0.01 (the defaults). The spaces reach from almost no pull (1e-4) to a pull that
+        # outweighs the data loss; with SGD the pull is stable while rate x alpha < 2, and no
+        # phase's space draws a rate above 0.1, so alpha 10 stays stable.
+        alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.",
+                               space=LogUniform(1e-4, 10.0))
+        beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.", space=LogUniform(1e-4, 1.0))
 
         def check(self) -> None:
             for name in ("alpha", "beta"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fmtransfer.config import Section, setting
+from fmtransfer.space import LogUniform
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
 from fmtransfer.loop import check_finite
@@ -22,13 +23,18 @@ class LpFt(TransferFromA):
     artifact = "lp_ft"
     order = 20
     strengths = ("lp_ft.c",)
+    untuned = ("transfer.freeze_epochs", "transfer.frozen_learning_rate")  # the probe replaces phase 1
 
     @dataclass(frozen=True)
     class Settings(Section):
         """LP-FT (Kumar et al., ICLR 2022): fit the new head as a linear probe, then fine-tune all."""
 
         NAME = "lp_ft"
-        c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).")
+        # The paper tunes the probe's L2 strength on held-out data over a log grid. Five decades
+        # around scikit-learn's 1: from a probe held near zero to one that all but interpolates
+        # task B's few standardised images.
+        c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).",
+                           space=LogUniform(1e-3, 1e2))
 
         def check(self) -> None:
             self.fail_unless_positive("c")

@@ -32,6 +32,9 @@ class PretrainedEncoder(TransferFromA):
             cls.needs = (Encoder(cls.name),)
             cls.artifact = cls.source = cls.name
 
+    def fixed_sections(self) -> tuple[str, ...]:
+        return ("pretrain", *self.own_sections())
+
     def pretrain(self, cfg, x, x_valid, reporter):
         """Train on unlabelled images `x` (validation loss on `x_valid`); return (companion,
         encoder, steps), the encoder shaped like model A, each step {"name", "trains", "history"}."""

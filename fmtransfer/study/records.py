@@ -461,8 +461,9 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
         meta["pretrain_fingerprint"] = pretrain_fingerprint(cfg)
     dataset = fingerprints.dataset(data.dataset_hashes(cfg.data), cfg.data.verify_checksums)
     d = cfg.to_dict()
-    owned = {f"{section}_fingerprint": fingerprint(d[section])
-             for c in study_contenders(cfg) for section in contenders.get(c).own_sections()}
+    owned = {f"{section}_fingerprint": fingerprint(values)
+             for c in study_contenders(cfg) for section in contenders.get(c).own_sections()
+             if (values := {k: v for k, v in d[section].items() if not fingerprints.later(f"{section}.{k}", v)})}
     meta.update(owned)
     if meta_path.is_file():
         old = read_meta(study_dir)
