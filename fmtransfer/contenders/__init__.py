@@ -18,7 +18,7 @@ import importlib
 import pkgutil
 
 from fmtransfer.contenders.base import (
-    Contender, ContenderResult, Phase, check, failed, get, load_plugins, names, pretraining_method,
+    Contender, ContenderResult, Phase, check, checked_fit, checked_result, failed, get, load_plugins, names, pretraining_method,
     pretraining_methods, register, select, unregister,
 )
 
@@ -27,5 +27,5 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 del _module
 
-__all__ = ["Contender", "ContenderResult", "Phase", "check", "failed", "get", "load_plugins", "names",
+__all__ = ["Contender", "ContenderResult", "Phase", "check", "checked_fit", "checked_result", "failed", "get", "load_plugins", "names",
            "pretraining_method", "pretraining_methods", "register", "select", "unregister"]

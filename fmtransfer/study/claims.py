@@ -9,6 +9,7 @@ the cells' statistics, so the same records always give the same verdicts.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,7 @@ import numpy as np
 from rich.table import Table
 
 from fmtransfer import contenders
+from fmtransfer.errors import ArgumentError
 from fmtransfer.study import inference
 from fmtransfer.study.reporting import StudyResult, report
 from fmtransfer.study.stats import ALPHA, BOOK, MIN_INTERVAL_UNITS, POWER, Cell, p_floor
@@ -90,7 +92,18 @@ class _Study:
 
 
 def judge(study_dirs: list[str | Path], *, equivalence_margin: float | None = None) -> Claims:
-    """Report each study directory and judge every claim its grid can speak to."""
+    """Report each study directory and judge every claim its grid can speak to.
+
+    Raises:
+        ArgumentError: `study_dirs` is not a non-empty list (or tuple) of paths; one path alone is
+            no list of them (a string's characters are no directories).
+    """
+    wanted = "a non-empty list of study directories' paths, e.g. ['runs/study']"
+    if not isinstance(study_dirs, (list, tuple)) or not study_dirs:
+        raise ArgumentError("claims.judge", "study_dirs", wanted, study_dirs)
+    for d in study_dirs:
+        if not isinstance(d, (str, os.PathLike)):
+            raise ArgumentError("claims.judge", "study_dirs", wanted, d)
     studies = []
     for d in study_dirs:
         result = report(d, equivalence_margin=equivalence_margin)

@@ -294,6 +294,8 @@ def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = 
     configs: dict[RunKey, Config | None] = {}  # the lines of one grid point share their config
 
     def same(record: RunRecord) -> bool:
+        if record.contender not in contenders.names():
+            return True  # its code is gone (an uninstalled plug-in): what it depended on cannot be recomputed
         if record.fingerprint is not None and sha256 is not None and record.contender in contenders.names():
             if record.key not in configs:
                 try:
@@ -436,6 +438,8 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
     meta.update(owned)
     if meta_path.is_file():
         old = read_meta(study_dir)
+        if isinstance(old.get("titles"), dict):  # of contenders this invocation does not run: kept
+            meta["titles"] = old["titles"]
         checks = [("settings_fingerprint", "epochs, model, ..."), ("pretrain_fingerprint", "pretraining"),
                   *((key, f"[{key.removesuffix('_fingerprint')}]") for key in owned)]
         for key, what in checks:
@@ -467,6 +471,8 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
     study_dir.mkdir(parents=True, exist_ok=True)
     if threads is not None:
         meta["threads"] = threads
+    # What a report shows of each contender, read from here once its code is gone (an uninstalled plug-in).
+    meta["titles"] = {**meta.get("titles", {}), **{c: contenders.get(c).title for c in study_contenders(cfg)}}
     write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
 
 
