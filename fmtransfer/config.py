@@ -59,6 +59,7 @@ LR_PRESETS = {
 
 # Each family's default `model.hidden`: `ModelConfig(arch="cnn")` is a working network.
 DEFAULT_HIDDEN = {"dense": (300, 100, 50, 50, 50), "cnn": (16, 32, 64)}
+ARCHS = tuple(DEFAULT_HIDDEN)  # model.arch's values
 ACTIVATIONS = ("selu", "relu", "elu", "tanh", "sigmoid", "gelu", "swish", "leaky_relu")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform")
 Reuse = Union[int, Literal["all"]]

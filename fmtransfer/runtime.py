@@ -18,10 +18,10 @@ import sys
 import warnings
 from typing import Any
 
+from fmtransfer.config import ARCHS
 from fmtransfer.errors import ArgumentError, FmtError, UsageError, check_argument
 from fmtransfer.version import __version__
 
-ARCHS = ("dense", "cnn")  # model.arch's values: the families `threads` sizes pools for
 _configured: dict | None = None
 _pending: dict | None = None  # setup(lazy=True)'s choice, applied at the first ensure_setup
 

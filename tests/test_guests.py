@@ -166,6 +166,8 @@ def test_every_option_of_the_command_line_is_a_config_key_or_reserved():
     ({"title": "two\nlines"}, "title that is one line"),
     ({"description": ""}, "description that is one line"),
     ({"artifact": "../../model"}, "artifact that is a plain file stem"),
+    ({"archs": "dense"}, "needs archs"),  # a string, where `arch in archs` would match "den"
+    ({"needs": ("model_b",)}, "expected 'model_a' or 'encoder:METHOD'"),
 ])
 def test_a_plugins_names_and_text_must_be_usable_as_such(fresh_registry, monkeypatch, capsys, attrs, why):
     from fmtransfer import contenders
@@ -196,6 +198,20 @@ def test_a_plugin_that_raises_any_baseexception_at_import_is_left_out_and_every_
             assert "'quits'" in warning and "fm-quits" in warning and said in warning
     selected = _fmtransfer(site, "run", "--run", tmp_path / "run", "--contenders", "quits", cwd=tmp_path)
     assert selected.returncode == 2 and "failed to load" in selected.stderr and said in selected.stderr
+
+
+def test_what_a_plugin_prints_at_import_goes_to_stderr_and_json_stays_one_object(tmp_path):
+    site = _site(tmp_path / "site", {"fm-chatty": ("chatty = fm_chatty:Chatty", """
+print("hello from a plug-in")
+from fmtransfer.contenders.transfer import TransferFromA
+
+class Chatty(TransferFromA):
+    name, title, description, artifact = "chatty", "chatty", "Prints when imported.", "chatty"
+""")})
+    proc = _fmtransfer(site, "contenders", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "chatty" in json.dumps(json.loads(proc.stdout))
+    assert "hello from a plug-in" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- what its fit gives back

@@ -15,6 +15,7 @@ its settings section (`Settings`) with `fmtransfer.config`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, Mapping
 
 from fmtransfer import config
 from fmtransfer.errors import ArgumentError, ConfigError, ContenderError, DivergedError
+from fmtransfer.needs import needs_of
 
 ENTRY_POINTS = "fmtransfer.contenders"  # the entry-point group plug-ins register in
 SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
@@ -222,6 +224,12 @@ def register(cls: type[Contender]) -> type[Contender]:
         value = getattr(cls, text, None)
         if not isinstance(value, str) or not value.strip() or not value.isprintable():
             raise ValueError(f"{name!r} needs a {text} that is one line of printable text, got {value!r}")
+    archs, order = getattr(cls, "archs", None), cls.__dict__.get("order", PLUGIN_ORDER)
+    if not (isinstance(archs, tuple) and archs and set(archs) <= set(config.ARCHS)):
+        raise ValueError(f"{name!r} needs archs, a tuple of some of {', '.join(config.ARCHS)}, got {archs!r}")
+    if not isinstance(order, int) or isinstance(order, bool):
+        raise ValueError(f"{name!r} needs an order that is a whole number, got {order!r}")
+    needs_of(cls)  # raises ValueError naming a need that is none
     artifact = cls.__dict__.get("artifact") or name
     if not isinstance(artifact, str) or not NAME.fullmatch(artifact.lower()):
         raise ValueError(f"{name!r} needs an artifact that is a plain file stem, got {artifact!r}")
@@ -271,7 +279,8 @@ def load_plugins() -> None:
     for ep in sorted(metadata.entry_points(group=ENTRY_POINTS), key=lambda ep: ep.name):
         package = ep.dist.name if ep.dist is not None else ep.value.partition(":")[0]
         try:  # someone else's code: whatever it raises, SystemExit too, leaves it out and fmtransfer working
-            cls = ep.load()
+            with contextlib.redirect_stdout(sys.stderr):  # what it prints never corrupts a --json answer
+                cls = ep.load()
             if not (isinstance(cls, type) and issubclass(cls, Contender)):
                 raise ValueError(f"{ep.value} is not a Contender subclass")
             if getattr(cls, "name", None) != ep.name:
