@@ -35,5 +35,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fmtransfer' has no attribute {name!r}")
 
 __all__ = ["Config", "load_config", "run_experiment", "run_study", "setup", "ExperimentResult", "StudyResult",
-           "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError", "DivergedError",
-           "ArgumentError", "ContenderError"]
+           "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError",
+           "DivergedError", "ArgumentError", "ContenderError"]

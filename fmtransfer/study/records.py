@@ -289,14 +289,16 @@ def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = 
     A line written after fmtransfer 0.4 carries `fingerprint` (`fingerprints.run`: the data, the
     run's seed, pair, size and rates, every setting its contender and baseline depended on, and
     how it was trained: `how`); an older one only `settings` (`run_fingerprint`), checked as
-    then; one with neither is taken.
+    then; one with neither is taken. So is a line of a contender no longer registered (an
+    uninstalled plug-in): both fingerprints cover its own sections and what it builds on, which
+    only its code knows, and reading records never needs a contender's code.
     """
     configs: dict[RunKey, Config | None] = {}  # the lines of one grid point share their config
 
     def same(record: RunRecord) -> bool:
         if record.contender not in contenders.names():
-            return True  # its code is gone (an uninstalled plug-in): what it depended on cannot be recomputed
-        if record.fingerprint is not None and sha256 is not None and record.contender in contenders.names():
+            return True
+        if record.fingerprint is not None and sha256 is not None:
             if record.key not in configs:
                 try:
                     configs[record.key] = record.key.config(cfg)

@@ -67,7 +67,8 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     `equivalence_margin` (points) overrides the study's `study.equivalence_margin`; a
     non-positive one is a ConfigError of that key.
     """
-    check_argument("report", "study_dir", study_dir, (str, os.PathLike), "a study directory's path (str or os.PathLike)")
+    check_argument("report", "study_dir", study_dir, (str, os.PathLike),
+                   "a study directory's path (str or os.PathLike)")
     check_argument("report", "equivalence_margin", equivalence_margin, (int, float, type(None)),
                    "a number of accuracy points, or None for the study's own")
     study_dir = Path(study_dir)
