@@ -37,7 +37,7 @@ OTHER_OPTIONS = ("--help", "--version", "--run", "--config", "--json", "--verbos
                  "--epochs", "--learning-rate", "--reuse-layers", "--model-a", "--from", "--contender", "--plot",
                  "--no-plot", "--plots", "--no-plots", "--html", "--markdown", "--equivalence-margin", "--jobs",
                  "--shard", "--seeds", "--seed-list", "--data-seeds", "--data-seed-list")
-config.reserve_options({name: f"option {name} of the command line" for name in OTHER_OPTIONS})
+config.reserve_options({name: "the command line itself" for name in OTHER_OPTIONS})
 
 
 def show_default(value) -> str:

@@ -513,7 +513,7 @@ def register_section(cls: type[Section]) -> type[Section]:
     taken = _taken_options()
     for f in fields(cls):
         if (option := _option(name, f)) in taken:  # the CLI would set one of them through the other's option
-            raise ValueError(f"section [{name}]'s key {f.name} would take option {option}, which sets "
+            raise ValueError(f"section [{name}]'s key {f.name} would take option {option}, which is taken by "
                              f"{taken[option]}; rename the section or the key")
     try:
         cls()

@@ -106,13 +106,16 @@ def test_a_plugin_section_that_would_take_the_baselines_option_is_left_out_and_t
         tmp_path):
     """[b] epochs would be --b-epochs, the baseline's: `run --b-epochs` set the plug-in's value and
     left the baseline at its default, selected or not."""
-    site = _site(tmp_path / "site", {"fm-bee": ("bee = fm_bee:Guest",
-                                                SECTION_PLUGIN.format(name="bee", section="b", key="epochs"))})
+    site = _site(tmp_path / "site", {
+        "fm-bee": ("bee = fm_bee:Guest", SECTION_PLUGIN.format(name="bee", section="b", key="epochs")),
+        "fm-nov": ("nov = fm_nov:Guest", SECTION_PLUGIN.format(name="nov", section="no", key="verify"))})
     helped = _fmtransfer(site, "run", "--help", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
-    (warning,) = _warnings(helped.stderr)
-    assert "'bee'" in warning and "--b-epochs" in warning and "baseline.epochs" in warning
+    bee, nov = _warnings(helped.stderr)
+    assert "'bee'" in bee and "--b-epochs" in bee and "baseline.epochs" in bee
+    assert "'nov'" in nov and "--no-verify" in nov and "the command line itself" in nov  # reserved in time
     assert helped.stdout.count("--b-epochs") == 1 and "Baseline epochs." in helped.stdout
+    assert helped.stdout.count("--no-verify") == 1
     refused = _fmtransfer(site, "run", "--run", tmp_path / "run", "--b-epochs", "-1", cwd=tmp_path)
     assert refused.returncode == 2
     error = [line for line in refused.stderr.splitlines() if line not in _warnings(refused.stderr)]
@@ -121,10 +124,10 @@ def test_a_plugin_section_that_would_take_the_baselines_option_is_left_out_and_t
 
 
 @pytest.mark.parametrize("section,key,option,owner", [
-    ("no", "verify", "--no-verify", "option --no-verify"),  # an option that sets no config key of its own
-    ("learning", "rate", "--learning-rate", "option --learning-rate"),  # an older name kept as an alias
-    ("a", "epochs", "--a-epochs", "config key train_a.epochs"),
-    ("reuse", "depths", "--reuse-depths", "config key study.reuse_layers"),
+    ("no", "verify", "--no-verify", "taken by the command line itself"),  # an option that sets no key of its own
+    ("learning", "rate", "--learning-rate", "taken by the command line itself"),  # an older name, an alias
+    ("a", "epochs", "--a-epochs", "taken by config key train_a.epochs"),
+    ("reuse", "depths", "--reuse-depths", "taken by config key study.reuse_layers"),
 ])
 def test_a_plugin_section_never_takes_an_option_name_in_use(fresh_registry, monkeypatch, capsys, section, key,
                                                             option, owner):
