@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_usage_error, run_cli, tiny_settings
+from conftest import REPO, run_cli, tiny_settings
 from studyfiles import write_study
 
 import fmtransfer
@@ -280,6 +280,8 @@ def test_a_study_never_records_a_plugins_bad_result_and_a_resume_appends_none(re
         assert "its run is not recorded" in line
         lines = [l for p in study.glob("results*.jsonl") for l in p.read_text().splitlines()]
         assert lines == []
+    # What a report of it would need once the plug-in is gone: study.json keeps its title.
+    assert json.loads((study / "study.json").read_text())["titles"] == {"returns": "returns"}
 
 
 def test_run_experiment_refuses_a_bad_result_too(returns, tiny_data):
