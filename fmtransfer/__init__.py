@@ -15,7 +15,9 @@ Importing the package, or any module of it, changes no TensorFlow setting: `setu
 """
 
 from fmtransfer.version import __version__  # noqa: F401  (fmtransfer.__version__)
-from fmtransfer.errors import ConfigError, DataError, DivergedError, FmtError, UsageError
+from fmtransfer.errors import (
+    ArgumentError, ConfigError, ContenderError, DataError, DivergedError, FmtError, UsageError,
+)
 from fmtransfer.config import Config, load_config
 from fmtransfer.contenders import Contender, ContenderResult, register
 from fmtransfer.runtime import setup
@@ -33,4 +35,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fmtransfer' has no attribute {name!r}")
 
 __all__ = ["Config", "load_config", "run_experiment", "run_study", "setup", "ExperimentResult", "StudyResult",
-           "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError", "DivergedError"]
+           "Cell", "ContenderResult", "Contender", "register", "FmtError", "UsageError", "ConfigError", "DataError",
+           "DivergedError", "ArgumentError", "ContenderError"]

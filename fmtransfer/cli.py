@@ -22,8 +22,8 @@ from pathlib import Path
 import click
 import cloup
 
-from fmtransfer import contenders, report, runtime
-from fmtransfer.config import Config, field_info, merge, read_toml
+from fmtransfer import config, contenders, report, runtime
+from fmtransfer.config import Config, field_info, merge, option_name, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError, reason
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
@@ -32,6 +32,13 @@ from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
 ALIAS = "alias__"  # an old name of a config option, kept for scripts: alias__train_a__epochs
+# Every option name a command takes that is not a config key's own, so that a contender's section
+# (a plug-in's) cannot take one: reserved before the first option is built, which loads the plug-ins.
+OTHER_OPTIONS = ("--help", "--version", "--run", "--config", "--json", "--verbose", "--wide", "--no-verify",
+                 "--epochs", "--learning-rate", "--reuse-layers", "--model-a", "--from", "--contender", "--plot",
+                 "--no-plot", "--plots", "--no-plots", "--html", "--markdown", "--equivalence-margin", "--jobs",
+                 "--shard", "--seeds", "--seed-list", "--data-seeds", "--data-seed-list")
+config.reserve_options({name: "the command line itself" for name in OTHER_OPTIONS})
 
 
 def show_default(value) -> str:
@@ -49,21 +56,6 @@ def show_default(value) -> str:
 
 def _contenders_help() -> str:
     return f"Registered: {', '.join(contenders.names())}; `fmtransfer contenders` says what each builds on and reads."
-
-
-def option_name(key: str) -> str:
-    """The one option name of config key `key` on every command: its field's `option`, else
-    `--` + the key's last part with dashes (a contender's section: --SECTION-KEY)."""
-    f = field_info(key)[0]
-    section, _, name = key.rpartition(".")
-    if f.metadata.get("option"):
-        return f.metadata["option"]
-    if section and section not in CORE:
-        return f"--{section}-{name}".replace("_", "-")
-    return "--" + name.replace("_", "-")
-
-
-CORE = ("data", "model", "train_a", "baseline", "transfer", "pretrain", "study")
 
 
 def config_option(key: str, *, alias: str | None = None):

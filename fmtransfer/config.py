@@ -32,13 +32,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import sys
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Union
 
-from fmtransfer.errors import ConfigError, UsageError
+from fmtransfer.errors import ConfigError, UsageError, check_argument
 from fmtransfer.space import Choice, IntRange, LogUniform, Space, spaces
 
 if sys.version_info >= (3, 11):
@@ -80,6 +81,7 @@ LR_PRESETS = {
 
 # Each family's default `model.hidden`: `ModelConfig(arch="cnn")` is a working network.
 DEFAULT_HIDDEN = {"dense": (300, 100, 50, 50, 50), "cnn": (16, 32, 64)}
+ARCHS = tuple(DEFAULT_HIDDEN)  # model.arch's values
 ACTIVATIONS = ("selu", "relu", "elu", "tanh", "sigmoid", "gelu", "swish", "leaky_relu")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform")
 Reuse = Union[int, Literal["all"]]
@@ -501,6 +503,40 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "transfer": TransferConfig, "pretrain": PretrainConfig, "study": StudyConfig}
 _REGISTERED: dict[str, type[Section]] = {}  # name -> class, in registration order
 _finders: list[Callable[[], None]] = []
+# Option names taken by what is not a config key's own option (--run, --json, an alias such as
+# --epochs), declared by whoever makes options of these keys (`reserve_options`).
+_RESERVED_OPTIONS: dict[str, str] = {}
+
+
+def option_name(key: str) -> str:
+    """The one option name of config key `key`: its field's `option`, else `--` + the key's last
+    part with dashes; a registered section's key, `--SECTION-KEY`."""
+    section, _, name = key.rpartition(".")
+    cls = sections()[section] if section else Config
+    return _option(section, next(f for f in fields(cls) if f.name == name))
+
+
+def _option(section: str, f: dataclasses.Field) -> str:
+    if f.metadata.get("option"):
+        return f.metadata["option"]
+    if section and section not in CORE_SECTIONS:
+        return f"--{section}-{f.name}".replace("_", "-")
+    return "--" + f.name.replace("_", "-")
+
+
+def reserve_options(taken: Mapping[str, str]) -> None:
+    """Declare option names (-> what takes each) that no registered section's key may take."""
+    _RESERVED_OPTIONS.update(taken)
+
+
+def _taken_options() -> dict[str, str]:
+    """Every option name in force -> what takes it: a config key, or what reserved it."""
+    taken = dict(_RESERVED_OPTIONS)
+    for section, cls in [("", Config), *CORE_SECTIONS.items(), *_REGISTERED.items()]:
+        for f in fields(cls):
+            if "help" in f.metadata:  # a setting, not Config's own bookkeeping
+                taken[_option(section, f)] = f"config key {section + '.' if section else ''}{f.name}"
+    return taken
 
 
 def register_section(cls: type[Section]) -> type[Section]:
@@ -522,6 +558,13 @@ def register_section(cls: type[Section]) -> type[Section]:
         owner = _REGISTERED.get(name) or CORE_SECTIONS.get(name)
         raise ValueError(f"section [{name}] is taken" + (f" by {owner.__module__}.{owner.__qualname__}" if owner
                                                          else " by an attribute of Config"))
+    if "__" in name:  # `section__key=` keyword overrides and option destinations split at "__"
+        raise ValueError(f"section [{name}] needs a NAME without a double underscore")
+    taken = _taken_options()
+    for f in fields(cls):
+        if (option := _option(name, f)) in taken:  # the CLI would set one of them through the other's option
+            raise ValueError(f"section [{name}]'s key {f.name} would take option {option}, which is taken by "
+                             f"{taken[option]}; rename the section or the key")
     try:
         cls()
     except ConfigError as e:  # its own defaults must pass its own checks, or no Config could be built
@@ -950,6 +993,10 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         >>> (cfg.seed, cfg.transfer.freeze_epochs)
         (7, 2)
     """
+    check_argument("load_config", "path", path, (str, os.PathLike, type(None)),
+                   "a TOML file's path (str or os.PathLike), or None for the book's defaults")
+    check_argument("load_config", "overrides", overrides, (Mapping, type(None)),
+                   "a mapping of section.key to value, or None")
     layers: list[tuple[str | None, Mapping[str, Any]]] = []
     if path is not None:
         layers.append((f"config file {path}", read_toml(path)))

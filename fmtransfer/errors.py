@@ -127,3 +127,54 @@ def reason(error: BaseException) -> str:
     while len(kept) > 1 and kept[-1].endswith(":"):  # a lead-in to what was dropped
         kept.pop()
     return " ".join(kept) or (text.splitlines()[0] if text else type(error).__name__)
+
+
+class ContenderError(FmtError):
+    """A contender (an installed plug-in's, most often) that gave back what no trained model can:
+    a test accuracy that is not a number from 0 to 1, a loss that is not finite. The run failed:
+    nothing of it is recorded, so a study runs it again when resumed.
+
+    Args:
+        contender: the contender's name.
+        problem: what it gave back, e.g. "test_accuracy nan is not a number from 0 to 1".
+
+    Example:
+        >>> str(ContenderError("example", "test_accuracy nan is not a number from 0 to 1"))
+        "contender 'example' failed: test_accuracy nan is not a number from 0 to 1; its run is not recorded"
+    """
+
+    def __init__(self, contender: str, problem: str):
+        self.contender, self.problem = contender, problem
+        super().__init__(f"contender {contender!r} failed: {problem}; its run is not recorded")
+
+
+class ArgumentError(UsageError, TypeError):
+    """A function of the Python API called with an argument it cannot take: named, with what it
+    takes. A TypeError too, as Python's own would be, but one line that says what to pass.
+
+    Args:
+        function: the function's name as called (`load_config`, `claims.judge`).
+        argument: the parameter's name.
+        wanted: what it takes, in words ("a path (str or os.PathLike)").
+        value: what it was given.
+
+    Example:
+        >>> str(ArgumentError("report", "study_dir", "a path (str or os.PathLike)", 123))
+        'report(): argument study_dir must be a path (str or os.PathLike), got int 123'
+    """
+
+    def __init__(self, function: str, argument: str, wanted: str, value: object):
+        self.function, self.argument, self.wanted = function, argument, wanted
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        super().__init__(f"{function}(): argument {argument} must be {wanted}, got {type(value).__name__} {shown}")
+
+
+def check_argument(function: str, argument: str, value: object, accepted: type | tuple[type, ...],
+                   wanted: str) -> None:
+    """Raise ArgumentError unless `value` is an instance of `accepted` (a bool counts as an int
+    only where `bool` is named: `jobs=True` is no number of jobs)."""
+    accepted = accepted if isinstance(accepted, tuple) else (accepted,)
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted
+                                           and int in accepted):
+        raise ArgumentError(function, argument, wanted, value)

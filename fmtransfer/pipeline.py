@@ -12,12 +12,13 @@ leave every artifact there, as `fmtransfer run --run DIR` does.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from fmtransfer import contenders, data, runtime, stages
 from fmtransfer.config import Config
-from fmtransfer.errors import UsageError
+from fmtransfer.errors import check_argument
 from fmtransfer.needs import Encoder
 from fmtransfer.report import Reporter
 from fmtransfer.resolver import MemoryStore, Resolver, train_model_a, train_models_a  # noqa: F401  (re-exported)
@@ -42,9 +43,13 @@ def run_experiment(cfg: Config | None = None, run_dir: str | Path | None = None,
         >>> sorted(result.contenders)
         ['baseline', 'transfer from A']
     """
+    check_argument("run_experiment", "cfg", cfg, (Config, type(None)),
+                   "a Config (fmtransfer.load_config(path) reads a file), or None for the book's")
+    check_argument("run_experiment", "run_dir", run_dir, (str, os.PathLike, type(None)),
+                   "a directory's path (str or os.PathLike), or None to keep nothing on disk")
+    check_argument("run_experiment", "progress", progress, bool, "True or False")
+    check_argument("run_experiment", "reporter", reporter, (Reporter, type(None)), "a Reporter, or None")
     cfg = cfg or Config()
-    if not isinstance(cfg, Config):  # run_experiment("configs/quick.toml"): say what is wanted
-        raise UsageError(f"run_experiment takes a Config (fmtransfer.load_config(path) reads a file), got {cfg!r}")
     chosen = contenders.select(cfg)  # an unknown name fails here, before anything trains
     runtime.ensure_setup(cfg.model.arch)
     reporter = reporter or Reporter(quiet=not progress)
@@ -56,7 +61,8 @@ def run_experiment(cfg: Config | None = None, run_dir: str | Path | None = None,
     results = {}
     for name in chosen:
         contender = contenders.get(name)
-        _, results[contender.title] = contender.fit(cfg, split, {n: resolver[n] for n in contender.needs}, reporter)
+        _, results[contender.title] = contenders.checked_fit(name, contender.fit(
+            cfg, split, {n: resolver[n] for n in contender.needs}, reporter))
     pretrained = {need.method: {"reconstruction_loss": made.reconstruction_loss, "seconds": made.seconds}
                   for need, made in resolver.made.items() if isinstance(need, Encoder)}
     return ExperimentResult(cfg, split.b_classes, split.sizes(), paired_with_baseline(results),

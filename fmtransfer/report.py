@@ -247,8 +247,8 @@ def _table(columns: list[Column], rows: list, title: str | None) -> Table:
         else:  # as wide as its widest cell: a table too wide for its terminal measures so
             widest = max([cell_len(c.text(row)) for row in rows] + [cell_len(c.heading)])
             table.add_column(c.heading, justify="right", no_wrap=True, min_width=widest)
-    for row in rows:
-        table.add_row(*(c.text(row) for c in columns))
+    for row in rows:  # as text: a name (a plug-in's title) is never read as markup
+        table.add_row(*(Text(c.text(row)) for c in columns))
     return table
 
 

@@ -16,8 +16,10 @@ import os
 import platform
 import sys
 import warnings
+from typing import Any
 
-from fmtransfer.errors import FmtError, UsageError
+from fmtransfer.config import ARCHS
+from fmtransfer.errors import ArgumentError, FmtError, UsageError, check_argument
 from fmtransfer.version import __version__
 
 _configured: dict | None = None
@@ -64,6 +66,18 @@ def _stderr_silenced(enabled: bool):
         os.close(devnull)
 
 
+def _check_setup(arch: Any, threads: Any, **flags: Any) -> None:
+    """`setup`'s arguments, each named where it cannot work: before TensorFlow is touched."""
+    if arch not in ARCHS:
+        raise ArgumentError("setup", "arch", " or ".join(map(repr, ARCHS)), arch)
+    if threads is not None and not (isinstance(threads, (tuple, list)) and len(threads) == 2 and all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in threads)):
+        raise ArgumentError("setup", "threads", "(intra-op, inter-op), two whole numbers of 0 or more, or None",
+                            threads)
+    for name, value in flags.items():
+        check_argument("setup", name, value, bool, "True or False")
+
+
 def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, deterministic: bool = True,
           quiet: bool = True, lazy: bool = False) -> None:
     """Configure TensorFlow for fmtransfer: call once, before anything trains.
@@ -80,6 +94,7 @@ def setup(*, arch: str = "dense", threads: tuple[int, int] | None = None, determ
     Thread pools are fixed once TensorFlow has run an op; a later call cannot change them.
     """
     global _configured, _pending
+    _check_setup(arch, threads, deterministic=deterministic, quiet=quiet, lazy=lazy)
     if lazy:
         _pending = {"arch": arch, "threads": threads, "deterministic": deterministic, "quiet": quiet}
         if quiet:

@@ -224,7 +224,8 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
         built_on = info["fingerprint"]
     before = models.weights_digest(base.get_weights())
     started = time.perf_counter()
-    model, r = chosen.fit(cfg, the_split, {chosen.needs[0]: base}, _quiet(reporter), source=str(base_path))
+    model, r = contenders.checked_fit(contender, chosen.fit(cfg, the_split, {chosen.needs[0]: base},
+                                                             _quiet(reporter), source=str(base_path)))
     model_path, json_path = rd.contender_files(contender)
     rd.save_model(model, model_path)
     result = {
@@ -260,7 +261,7 @@ def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
             return meta
     the_split, manifest = rd.load_split("compare")
     started = time.perf_counter()
-    model, r = contenders.get("baseline").fit(cfg, the_split, {}, reporter)
+    model, r = contenders.checked_fit("baseline", contenders.get("baseline").fit(cfg, the_split, {}, reporter))
     rd.save_model(model, model_path)
     result = {"stage": "baseline", "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
               "epochs": cfg.baseline.epochs, "learning_rate": cfg.baseline.learning_rate,

@@ -210,9 +210,9 @@ def test_a_study_folder_that_is_a_file_is_refused_before_model_a_trains(tiny_dat
 def test_the_api_says_what_it_wanted():
     import fmtransfer
 
-    with pytest.raises(fmtransfer.UsageError, match="run_experiment takes a Config.*load_config"):
+    with pytest.raises(fmtransfer.UsageError, match=r"run_experiment\(\): argument cfg must be a Config.*load_config"):
         fmtransfer.run_experiment("configs/quick.toml")
-    with pytest.raises(fmtransfer.UsageError, match="run_study takes a Config"):
+    with pytest.raises(fmtransfer.UsageError, match=r"run_study\(\): argument cfg must be a Config"):
         fmtransfer.run_study("configs/quick.toml")
     with pytest.raises(fmtransfer.ConfigError, match="expected the text I/N.*got 3") as caught:
         fmtransfer.run_study(fmtransfer.Config(), "runs/never-made", shard_spec=3)

@@ -18,8 +18,8 @@ import importlib
 import pkgutil
 
 from fmtransfer.contenders.base import (
-    Contender, ContenderResult, Phase, check, failed, get, load_plugins, names, pretraining_method,
-    pretraining_methods, register, sections_read, select, smoke, trial_settings, unregister,
+    Contender, ContenderResult, Phase, check, checked_fit, checked_result, failed, get, load_plugins, names,
+    pretraining_method, pretraining_methods, register, sections_read, select, smoke, trial_settings, unregister,
 )
 
 # Importing a module registers the contenders it defines; the order of `names()` is their `order`.
@@ -27,6 +27,6 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 del _module
 
-__all__ = ["Contender", "ContenderResult", "Phase", "check", "failed", "get", "load_plugins", "names",
-           "pretraining_method", "pretraining_methods", "register", "sections_read", "select", "smoke",
-           "trial_settings", "unregister"]
+__all__ = ["Contender", "ContenderResult", "Phase", "check", "checked_fit", "checked_result", "failed", "get",
+           "load_plugins", "names", "pretraining_method", "pretraining_methods", "register", "sections_read",
+           "select", "smoke", "trial_settings", "unregister"]

@@ -15,17 +15,25 @@ its settings section (`Settings`) with `fmtransfer.config`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
+import numbers
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping
 
 from fmtransfer import config
-from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.errors import ArgumentError, ConfigError, ContenderError, DivergedError
+from fmtransfer.needs import needs_of
 from fmtransfer.space import Space, draw, spaces, trial_seed
 
 ENTRY_POINTS = "fmtransfer.contenders"  # the entry-point group plug-ins register in
 SHARED_SECTIONS = ("transfer", "pretrain")  # read by every contender of a kind, not one's own
 PLUGIN_ORDER = 1000  # plug-ins are listed after the built-ins
+# A name goes into `--contenders a,b`, run ids and file names; an artifact is a file stem in a run directory.
+NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 _REGISTRY: dict[str, type["Contender"]] = {}
 _FAILED: dict[str, str] = {}  # a plug-in left out -> why, said when it is selected
@@ -176,6 +184,46 @@ class Contender:
         return [m if isinstance(m, DivergedError) else m[1] for m in made]
 
 
+# ----------------------------------------------------------------------------- checking what one gives back
+
+def checked_fit(name: str, made: Any) -> tuple[Any, ContenderResult]:
+    """What contender `name`'s `fit` gave back, (model, result), its result checked (`checked_result`)."""
+    if not (isinstance(made, tuple) and len(made) == 2):
+        raise ContenderError(name, f"fit gave back {type(made).__name__}, not (model, result)")
+    return made[0], checked_result(name, made[1])
+
+
+def checked_result(name: str, result: Any) -> ContenderResult:
+    """`result`, as contender `name` gave it back, checked like any value from outside before it is
+    recorded or compared: a ContenderResult whose test accuracy (and linear probe, if any) is a
+    finite number from 0 to 1 and whose test loss a finite number of 0 or more, each made a plain
+    float (a NumPy scalar would not go into JSON as one).
+
+    Raises:
+        ContenderError: naming the contender and the value; the run failed and is not recorded.
+    """
+    if not isinstance(result, ContenderResult):
+        raise ContenderError(name, f"gave back {type(result).__name__}, not a ContenderResult")
+    accuracy = _number(name, "test_accuracy", result.test_accuracy, 1.0)
+    loss = _number(name, "test_loss", result.test_loss, math.inf)
+    details = result.details
+    if not isinstance(details, dict):
+        raise ContenderError(name, f"gave back details of type {type(details).__name__}, not a dict")
+    if details.get("linear_probe") is not None:
+        details = {**details, "linear_probe": _number(name, "linear_probe", details["linear_probe"], 1.0)}
+    return dataclasses.replace(result, test_accuracy=accuracy, test_loss=loss, details=details)
+
+
+def _number(name: str, what: str, value: Any, high: float) -> float:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+            and 0 <= value <= high:
+        return float(value)
+    wanted = "a number from 0 to 1" if high == 1.0 else "a finite number of 0 or more"
+    # A NumPy scalar said as the number it is: nan, not np.float32(nan).
+    shown = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
+    raise ContenderError(name, f"{what} {shown!r} is not {wanted}")
+
+
 # ----------------------------------------------------------------------------- registering
 
 def register(cls: type[Contender]) -> type[Contender]:
@@ -184,18 +232,33 @@ def register(cls: type[Contender]) -> type[Contender]:
     Registering the same class again changes nothing.
 
     Raises:
-        ValueError: the name or the section is taken, or `Settings` is not a usable section.
+        ArgumentError: `cls` is not a Contender subclass.
+        ValueError: the name or the section is taken, or a name, title, description, artifact or
+            `Settings` cannot work (see docs/contenders.md).
     """
     if not (isinstance(cls, type) and issubclass(cls, Contender)):
-        raise ValueError(f"{cls!r} is not a subclass of fmtransfer.contenders.Contender")
+        raise ArgumentError("register", "cls", "a subclass of fmtransfer.Contender", cls)
     name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name or name == "all":
-        raise ValueError(f"{cls.__qualname__} needs a name other than 'all', got {name!r}")
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name == "all":
+        raise ValueError(f"{cls.__qualname__} needs a name other than 'all' of lower-case letters, digits, - and _ "
+                         f"(it is typed in --contenders and names files), got {name!r}")
     if _REGISTRY.get(name) is cls:
         return cls
     if name in _REGISTRY:
         raise ValueError(f"contender name {name!r} is taken by {_describe(_REGISTRY[name])}")
+    for text in ("title", "description"):  # shown in tables and --help, as text: one printable line
+        value = getattr(cls, text, None)
+        if not isinstance(value, str) or not value.strip() or not value.isprintable():
+            raise ValueError(f"{name!r} needs a {text} that is one line of printable text, got {value!r}")
+    archs, order = getattr(cls, "archs", None), cls.__dict__.get("order", PLUGIN_ORDER)
+    if not (isinstance(archs, tuple) and archs and set(archs) <= set(config.ARCHS)):
+        raise ValueError(f"{name!r} needs archs, a tuple of some of {', '.join(config.ARCHS)}, got {archs!r}")
+    if not isinstance(order, int) or isinstance(order, bool):
+        raise ValueError(f"{name!r} needs an order that is a whole number, got {order!r}")
+    needs_of(cls)  # raises ValueError naming a need that is none
     artifact = cls.__dict__.get("artifact") or name
+    if not isinstance(artifact, str) or not NAME.fullmatch(artifact.lower()):
+        raise ValueError(f"{name!r} needs an artifact that is a plain file stem, got {artifact!r}")
     sharing = next((c for c in _REGISTRY.values() if c.artifact == artifact), None)
     if sharing is not None:
         raise ValueError(f"{name!r} would write the run directory's files of {_describe(sharing)} "
@@ -244,15 +307,18 @@ def load_plugins() -> None:
 
     for ep in sorted(metadata.entry_points(group=ENTRY_POINTS), key=lambda ep: ep.name):
         package = ep.dist.name if ep.dist is not None else ep.value.partition(":")[0]
-        try:
-            cls = ep.load()
+        try:  # someone else's code: whatever it raises, SystemExit too, leaves it out and fmtransfer working
+            with contextlib.redirect_stdout(sys.stderr):  # what it prints never corrupts a --json answer
+                cls = ep.load()
             if not (isinstance(cls, type) and issubclass(cls, Contender)):
                 raise ValueError(f"{ep.value} is not a Contender subclass")
             if getattr(cls, "name", None) != ep.name:
                 raise ValueError(f"its entry point is {ep.name!r} but its class is named {getattr(cls, 'name', None)!r}"
                                  "; give both one name")
             register(cls)
-        except Exception as e:  # any failure of someone else's package: leave it out, keep working
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):  # the user's Ctrl-C, not the plug-in's failure
+                raise
             first = (str(e).strip().splitlines() or [""])[0]
             why = f"{type(e).__name__}: {first}" if not isinstance(e, ValueError) else first
             if ep.name not in _REGISTRY:

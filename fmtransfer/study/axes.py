@@ -312,6 +312,18 @@ def study_contenders(cfg: Config) -> tuple[str, ...]:
     return tuple(c for c in contenders.select(cfg) if c != "baseline")
 
 
+def planned_contenders(cfg: Config) -> tuple[str, ...]:
+    """`study_contenders` as a report reads them from a study's stored config: with no contender's
+    code needed, and none refused. A name no longer registered (an uninstalled plug-in's) stays
+    as recorded; `all` is what is registered now that builds the study's network."""
+    chosen = cfg.contenders or ("transfer",)
+    if "all" in chosen:
+        known = contenders.names()
+        every = [n for n in known if cfg.model.arch in contenders.get(n).archs]
+        chosen = [*every, *(c for c in chosen if c != "all" and c not in known)]
+    return tuple(dict.fromkeys(c for c in chosen if c != "baseline"))
+
+
 def check_grid(cfg: Config) -> None:
     """Settings every run of the grid must accept: `top:K` fits every reuse depth."""
     for reuse in cfg.study.reuse_layers:

@@ -10,6 +10,7 @@ the cells' statistics, so the same records always give the same verdicts.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,7 @@ from rich.console import Group
 from rich.table import Table
 
 from fmtransfer import contenders
+from fmtransfer.errors import ArgumentError
 from fmtransfer.report import framed, smoke_note, smoke_title
 from fmtransfer.study import inference
 from fmtransfer.study.records import check_pooled
@@ -105,7 +107,18 @@ def judge(study_dirs: list[str | Path], *, equivalence_margin: float | None = No
     """Report each study directory and judge every claim its grid can speak to.
 
     The studies must be distinct and made on the same data (`records.check_pooled`): a
-    UsageError names the two that are not."""
+    UsageError names the two that are not.
+
+    Raises:
+        ArgumentError: `study_dirs` is not a non-empty list (or tuple) of paths; one path alone is
+            no list of them (a string's characters are no directories).
+    """
+    wanted = "a non-empty list of study directories' paths, e.g. ['runs/study']"
+    if not isinstance(study_dirs, (list, tuple)) or not study_dirs:
+        raise ArgumentError("claims.judge", "study_dirs", wanted, study_dirs)
+    for d in study_dirs:
+        if not isinstance(d, (str, os.PathLike)):
+            raise ArgumentError("claims.judge", "study_dirs", wanted, d)
     check_pooled(study_dirs)
     studies = []
     for d in study_dirs:

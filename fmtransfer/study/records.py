@@ -293,12 +293,16 @@ def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = 
     A line written after fmtransfer 0.4 carries `fingerprint` (`fingerprints.run`: the data, the
     run's seed, pair, size and rates, every setting its contender and baseline depended on, and
     how it was trained: `how`); an older one only `settings` (`run_fingerprint`), checked as
-    then; one with neither is taken.
+    then; one with neither is taken. So is a line of a contender no longer registered (an
+    uninstalled plug-in): both fingerprints cover its own sections and what it builds on, which
+    only its code knows, and reading records never needs a contender's code.
     """
     configs: dict[RunKey, Config | None] = {}  # the lines of one grid point share their config
 
     def same(record: RunRecord) -> bool:
-        if record.fingerprint is not None and sha256 is not None and record.contender in contenders.names():
+        if record.contender not in contenders.names():
+            return True
+        if record.fingerprint is not None and sha256 is not None:
             if record.key not in configs:
                 try:
                     configs[record.key] = record.key.config(cfg)
@@ -467,6 +471,8 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
     meta.update(owned)
     if meta_path.is_file():
         old = read_meta(study_dir)
+        if isinstance(old.get("titles"), dict):  # of contenders this invocation does not run: kept
+            meta["titles"] = old["titles"]
         checks = [("settings_fingerprint", "epochs, model, ..."), ("pretrain_fingerprint", "pretraining"),
                   *((key, f"[{key.removesuffix('_fingerprint')}]") for key in owned)]
         for key, what in checks:
@@ -498,6 +504,8 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
     study_dir.mkdir(parents=True, exist_ok=True)
     if threads is not None:
         meta["threads"] = threads
+    # What a report shows of each contender, read from here once its code is gone (an uninstalled plug-in).
+    meta["titles"] = {**meta.get("titles", {}), **{c: contenders.get(c).title for c in study_contenders(cfg)}}
     write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
 
 

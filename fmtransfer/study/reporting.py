@@ -3,6 +3,7 @@ and drawn."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,9 @@ import numpy as np
 
 from fmtransfer import contenders
 from fmtransfer.config import Config, below_chapter
-from fmtransfer.errors import DataError, FmtError
+from fmtransfer.errors import DataError, FmtError, check_argument
 from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure, smoke_note, smoke_title
-from fmtransfer.study.axes import axis, cell_axes, grid, study_contenders
+from fmtransfer.study.axes import axis, cell_axes, grid, planned_contenders
 from fmtransfer.study import inference, records
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
 from fmtransfer.study.stats import (
@@ -70,6 +71,10 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     `equivalence_margin` (points) overrides the study's `study.equivalence_margin`; a
     non-positive one is a ConfigError of that key.
     """
+    check_argument("report", "study_dir", study_dir, (str, os.PathLike),
+                   "a study directory's path (str or os.PathLike)")
+    check_argument("report", "equivalence_margin", equivalence_margin, (int, float, type(None)),
+                   "a number of accuracy points, or None for the study's own")
     study_dir = Path(study_dir)
     meta = read_meta(study_dir)
     config = config_from(meta["config"], study_dir)
@@ -81,7 +86,7 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     book_settings = settings_fingerprint(config) == settings_fingerprint(Config())  # the book's epochs, model...
     book_point = grid(Config())[0].cell_point
     for (_, name), runs in _cells(results).items():
-        title = contenders.get(name).title if name in contenders.names() else name
+        title = contenders.get(name).title if name in contenders.names() else recorded_title(meta, name)
         base = [r.baseline.test_accuracy for r in runs]
         mine = [r.result.test_accuracy for r in runs]
         seeds, draws = [r.key.seed for r in runs], [draw_of(r) for r in runs]
@@ -105,13 +110,19 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     identity = [[c.point, c.contender] for c in summary]
     family = max_t_over_study(summary, by_seed, seed=mc_seed("study", identity))
     tied = best_sets(summary, by_seed, seed=mc_seed("best", identity))
-    in_grid = {k.run_id(c) for k in grid(config) for c in study_contenders(config)}
+    in_grid = {k.run_id(c) for k in grid(config) for c in planned_contenders(config)}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
                        meta["config"], skipped=skipped, max_t=family, best_sets=tied, equivalence_margin=margin,
                        by_seed=by_seed,
                        seeds_auto=meta["seeds_auto"] if isinstance(meta.get("seeds_auto"), dict) else None,
                        smoke=below_chapter(meta["config"], contenders.sections_read({"baseline", *(c.contender
                                                                                                for c in summary)})))
+
+
+def recorded_title(meta: dict, name: str) -> str:
+    """What study.json says contender `name` was called (it is not installed now), else its name."""
+    title = (meta.get("titles") if isinstance(meta.get("titles"), dict) else {}).get(name)
+    return title if isinstance(title, str) and title.strip() and title.isprintable() else name
 
 
 def draw_of(record: RunRecord) -> Any:

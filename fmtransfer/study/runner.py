@@ -17,7 +17,7 @@ import numpy as np
 
 from fmtransfer import contenders, fingerprints, runtime
 from fmtransfer.config import Config
-from fmtransfer.errors import ConfigError, DivergedError, UsageError
+from fmtransfer.errors import ConfigError, DivergedError, UsageError, check_argument
 from fmtransfer.io import locked, refuse_if_locked
 from fmtransfer.needs import MODEL_A, needs_of
 from fmtransfer.report import Reporter
@@ -65,12 +65,15 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
         >>> result = run_study(cfg, "runs/study-quick")
         >>> result.cell("transfer").p_value
     """
+    check_argument("run_study", "cfg", cfg, (Config, type(None)),
+                   "a Config (fmtransfer.load_config(path) reads a file), or None for the book's")
+    check_argument("run_study", "study_dir", study_dir, (str, os.PathLike), "a directory's path (str or os.PathLike)")
+    check_argument("run_study", "progress", progress, bool, "True or False")
+    check_argument("run_study", "reporter", reporter, (Reporter, type(None)), "a Reporter, or None")
     cfg = cfg or Config()
     if stack is not None:
         cfg = cfg.replace(**{"study.stack": stack})
     reporter = reporter or Reporter(quiet=not progress)
-    if not isinstance(cfg, Config):  # run_study("configs/quick.toml"): say what is wanted
-        raise UsageError(f"run_study takes a Config (fmtransfer.load_config(path) reads a file), got {cfg!r}")
     index, count = parse_shard(shard_spec)
     jobs = parse_jobs(jobs, cfg.model.arch)
     threads = runtime.training_threads(cfg.model.arch)
@@ -341,13 +344,14 @@ def _predicted(model, split):
     return p[:, 0] if p.shape[1] == 1 and np.all(np.isfinite(p)) else None
 
 
-def _fitted(fit, split) -> tuple[dict, Any]:
-    """`fit()` -> (model, result), as a run's scores (see `_scores`) and its test predictions (None
-    for a diverged model)."""
+def _fitted(fit, split, name: str) -> tuple[dict, Any]:
+    """`fit()` -> (model, result) of contender `name`, as a run's scores (see `_scores`) and its
+    test predictions (None for a diverged model). What it gave back is checked first
+    (`contenders.checked_fit`): a result no model can have is a ContenderError, never a record."""
     made: list = []
 
     def result():
-        made.append(fit())
+        made.append(contenders.checked_fit(name, fit()))
         return made[0][1]
 
     scores = _scores(result, split)
@@ -378,7 +382,8 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
             base, base_seconds, base_p = together.baseline(here, split)
         else:
             started = time.perf_counter()
-            base, base_p = _fitted(lambda: contenders.get("baseline").fit(here.config(cfg), split, {}, quiet), split)
+            base, base_p = _fitted(lambda: contenders.get("baseline").fit(here.config(cfg), split, {}, quiet), split,
+                                   "baseline")
             base_seconds = round(time.perf_counter() - started, 2)
         base_file = None
         if base_p is not None:  # once per group, for all its contenders; written before any line names it
@@ -396,7 +401,7 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                 else:
                     started = time.perf_counter()
                     result, mine_p = _fitted(lambda: contender.fit(key.config(cfg), split, {
-                        need: cache[need] for need in contender.needs}, quiet), split)
+                        need: cache[need] for need in contender.needs}, quiet), split, name)
                     seconds = round(time.perf_counter() - started, 2)
                 trained = how(cfg, threads, name, key.seed)
                 run_fp = fingerprints.run(key.config(cfg), split.sha256, name, trained)
@@ -538,6 +543,6 @@ class _Stacked:
             share = round((time.perf_counter() - started) / len(placed), 2)
             for k, i in placed:
                 outcome = made[i]
-                scores, predicted = _fitted(lambda: _raised(outcome), split)
+                scores, predicted = _fitted(lambda: _raised(outcome), split, contender.name)
                 self.made[tag, k.seed] = (scores, share, predicted)
 
