@@ -4,10 +4,9 @@ layer unfrozen per epoch from the top, each layer's rate the one above's divided
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import SOME_EPOCHS, Bounds, Section, setting
 from fmtransfer.contenders.base import Phase, register
 from fmtransfer.contenders.transfer import TransferFromA
 
@@ -26,13 +25,10 @@ class Gradual(TransferFromA):
         """Gradual unfreezing with discriminative rates (ULMFiT; Howard & Ruder, 2018)."""
 
         NAME = "gradual"
-        factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.")
-        epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.")
-
-        def check(self) -> None:
-            self.fail_unless(1 <= self.factor < math.inf, "factor", f"must be 1 or more, got {self.factor}")
-            self.fail_unless(self.epochs_per_layer >= 1, "epochs_per_layer",
-                             f"must be at least 1, got {self.epochs_per_layer}")
+        factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.",
+                                bounds=Bounds(1))
+        epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.",
+                                        bounds=SOME_EPOCHS)
 
     def phases(self, cfg, reused):
         """As many epochs in all as the book's two phases, all at the phase-1 rate scaled per layer;

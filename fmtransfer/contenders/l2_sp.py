@@ -4,10 +4,9 @@ model A's and the head toward zero.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import Bounds, Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA
 
@@ -27,13 +26,9 @@ class L2Sp(TransferFromA):
         """L2-SP (Li et al., ICML 2018): pull the reused weights toward the pretrained ones."""
 
         NAME = "l2_sp"
-        alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.")
-        beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.")
-
-        def check(self) -> None:
-            for name in ("alpha", "beta"):
-                self.fail_unless(0 <= getattr(self, name) < math.inf, name,
-                                 f"must be 0 or more, got {getattr(self, name)}")
+        alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.",
+                               bounds=Bounds(0))
+        beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.", bounds=Bounds(0))
 
     def penalty(self, cfg, model, reused):
         from fmtransfer import models

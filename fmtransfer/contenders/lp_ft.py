@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import RATE, Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
 from fmtransfer.loop import check_finite
@@ -28,10 +28,8 @@ class LpFt(TransferFromA):
         """LP-FT (Kumar et al., ICLR 2022): fit the new head as a linear probe, then fine-tune all."""
 
         NAME = "lp_ft"
-        c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).")
-
-        def check(self) -> None:
-            self.fail_unless_positive("c")
+        c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).",
+                           bounds=RATE)
 
     def prepare(self, cfg, model, reused, features):
         from fmtransfer import probe
