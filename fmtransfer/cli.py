@@ -559,6 +559,10 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None, shard=None
             raise UsageError("option --shard: not with --seeds auto, which decides how many seeds to run from "
                              "every cell's runs; run it unsharded (--jobs N runs it in parallel)")
         return cfg
+    for key in ("study.target_halfwidth", "study.max_seeds"):  # typed, they would be dropped unread
+        for option in _typed(key):
+            raise UsageError(f"option {option}: only --seeds auto reads it (it decides how many seeds to run); "
+                             "give --seeds auto, or leave it out")
     if n_seeds is not None:
         try:
             n_seeds = int(n_seeds)

@@ -128,6 +128,7 @@ BATCH = Bounds(1, MAX_BATCH, why=" (a larger batch is one batch of all 60,000 tr
 SEED = Bounds(0, MAX_SEED, why=" (seeds are 32-bit)")
 UNITS = Bounds(1, MAX_UNITS)
 FRACTION = Bounds(0, 1, open_high=True)  # a dropout rate, a momentum
+CLASS = Bounds(0, 9, why=" (" + ", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES)) + ")")
 # Accuracy points (a half-width, an equivalence margin): a gain lies within +-100 points, so a
 # margin of 100 or more would call every contender equivalent, whatever it scored.
 POINTS = Bounds(0, 100, open_low=True, open_high=True, why=" accuracy points")
@@ -306,7 +307,8 @@ class DataConfig(Section):
     NAME = "data"
     dir: str = setting("", "Folder holding the four Fashion-MNIST .gz files (empty: search).", option="--data-dir",
                        show="search")
-    b_classes: tuple[int, int] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive).")
+    b_classes: tuple[int, int] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive).",
+                                         bounds=CLASS)
     b_train_size: int = setting(200, "Task-B training images kept.", bounds=Bounds(1, 60_000, why=" training images"))
     b_sample: BSample = setting("first", "Which task-B training images: first (the book's, the first "
                                          "b_train_size), or a data seed N drawing them at random from the "
@@ -451,7 +453,7 @@ class StudyConfig(Section):
                                               "(empty: data.b_sample).", show="data.b_sample: first", bounds=SEED)
     # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
     pairs: tuple[tuple[int, int], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 (empty: data.b_classes).",
-                                                 show="data.b_classes: 5:6")
+                                                 show="data.b_classes: 5:6", bounds=CLASS)
     b_train_sizes: tuple[int, ...] = setting((), "Task-B training sizes, e.g. 50,200,1000 (empty: "
                                                  "data.b_train_size).", show="data.b_train_size: 200",
                                              bounds=Bounds(1, 60_000, why=" training images"))
