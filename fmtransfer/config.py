@@ -129,7 +129,7 @@ SEED = Bounds(0, MAX_SEED, why=" (seeds are 32-bit)")
 UNITS = Bounds(1, MAX_UNITS)
 FRACTION = Bounds(0, 1, open_high=True)  # a dropout rate, a momentum
 CLASS = Bounds(0, 9, why=" (" + ", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES)) + ")")
-# Accuracy points (a half-width, an equivalence margin): a gain lies within +-100 points, so a
+# Accuracy points (an equivalence margin): a gain lies within +-100 points, so a
 # margin of 100 or more would call every contender equivalent, whatever it scored.
 POINTS = Bounds(0, 100, open_low=True, open_high=True, why=" accuracy points")
 MAX_STACK = 256  # seeds in one stacked graph: each holds its own copy of every layer
@@ -470,7 +470,9 @@ class StudyConfig(Section):
     # `--seeds auto`: in accuracy points, as the report shows gains, on the CLI as in a file.
     target_halfwidth: Union[float, None] = setting(
         None, "With --seeds auto: add seeds until every cell's 95% t-interval half-width of the paired "
-              "difference is at most this many accuracy points (e.g. 0.5).", show="none", bounds=POINTS)
+              "difference is at most this many accuracy points (e.g. 0.5).", show="none",
+        # Gains lie within +-100 points, but a t interval over a few seeds may be wider still.
+        bounds=Bounds(0, 1000, open_low=True, why=" accuracy points"))
     max_seeds: int = setting(50, "With --seeds auto: stop at this many seeds, however wide the intervals.",
                              bounds=Bounds(2, MAX_STUDY_SEEDS, why=" (a t interval needs two seeds)"))
     # Points, as the report shows gains; fixed before the results are seen (docs/statistics.md).
