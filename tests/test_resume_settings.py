@@ -190,3 +190,11 @@ def test_scheduler_counts_beyond_any_job_array_are_refused_naming_the_variable(e
 def test_worker_count_beyond_the_machine_is_refused(tmp_path):
     assert_usage_error(run_cli("study", "--run", tmp_path / "s", "--jobs", "100000", "--contenders", "transfer"),
                        "--jobs", f"at most {runtime.max_threads()}")
+
+
+@pytest.mark.parametrize("option", ["--seeds", "--data-seeds"])
+def test_seed_counts_are_refused_before_a_list_of_that_many_is_made(option, tmp_path):
+    """--seeds 10**12 would build a list of 10**12 seeds before any setting is checked."""
+    line = assert_usage_error(run_cli("study", "--run", tmp_path / "s", option, str(10**12), "--contenders", "transfer"),
+                              option)
+    assert "10000" in line
