@@ -198,3 +198,13 @@ def test_seed_counts_are_refused_before_a_list_of_that_many_is_made(option, tmp_
     line = assert_usage_error(run_cli("study", "--run", tmp_path / "s", option, str(10**12), "--contenders", "transfer"),
                               option)
     assert "10000" in line
+
+
+def test_study_resumed_with_another_equivalence_margin_is_refused(tiny_data, tmp_path):
+    """The margin is fixed before the results are seen: a resumed study keeps its own, and a
+    report may still read the study with another."""
+    study = _study(tmp_path / "s", tiny_data, config={"study.equivalence_margin": 1.0})
+    before = snapshot(study)
+    assert_usage_error(_resume(study, tiny_data), "--equivalence-margin 1", "study report")
+    assert snapshot(study) == before
+    assert run_cli("study", "report", study, "--equivalence-margin", "2", "--json").json()["equivalence_margin"] == 2

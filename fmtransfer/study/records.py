@@ -467,6 +467,14 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
                              f"set FMTRANSFER_THREADS={old_threads}, or use another directory", path=study_dir)
         if old_config and has_runs:
             check_same_samples(cfg, old_config, study_dir)
+            margin = old_config.get("study", {}).get("equivalence_margin")
+            if isinstance(margin, (int, float)) and margin != cfg.study.equivalence_margin:
+                # The report's verdicts use the study's margin, fixed before its results were seen.
+                raise UsageError(f"{study_dir} holds a study judged with an equivalence margin of {margin:g} points, "
+                                 f"fixed before its results were seen; this run would make it "
+                                 f"{cfg.study.equivalence_margin:g}: give --equivalence-margin {margin:g} (`study "
+                                 "report --equivalence-margin X` reads it with another), or use another directory",
+                                 path=study_dir)
         if isinstance(old.get("seeds_auto"), dict):  # where an earlier --seeds auto stopped: kept
             meta["seeds_auto"] = old["seeds_auto"]
         # A study.json of fmtransfer 0.4 or older records no dataset: it gets this one's.
