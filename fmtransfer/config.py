@@ -98,7 +98,8 @@ class Bounds:
         if self.high == math.inf:
             said = f"a finite number {'more than' if self.open_low else 'of'} {_number(self.low)}" + (
                 "" if self.open_low else " or more")
-            said = "a positive finite number" if (self.low, self.open_low) == (0, True) else said
+            finite = isinstance(value, (int, float)) and math.isfinite(value)
+            said = ("positive" if finite else "positive and finite") if (self.low, self.open_low) == (0, True) else said
         elif not (self.open_low or self.open_high):
             said = f"from {_number(self.low)} to {_number(self.high)}"
         else:
