@@ -239,7 +239,7 @@ class Section:
                 object.__setattr__(self, f.name, coerce(value, hints[f.name], self.key(f.name)))
             bounds = f.metadata.get("bounds")
             if bounds is not None:
-                for number in _numbers(getattr(self, f.name)):
+                for number in _numbers(getattr(self, f.name)):  # each of a list's, by the same bounds
                     self.fail_unless(bounds.holds(number), f.name, bounds.problem(number))
         self.check()
 
@@ -253,19 +253,23 @@ class Section:
         if not ok:
             raise ConfigError(self.key(name), problem)
 
+    def fail_unless_within(self, name: str, bounds: "Bounds") -> None:
+        """`name` within `bounds`: what a field's `setting(bounds=...)` declares, for a range that
+        depends on other keys (a plug-in section written before `bounds` may call the helpers below)."""
+        value = getattr(self, name)
+        self.fail_unless(bounds.holds(value), name, bounds.problem(value))
+
     def fail_unless_between(self, name: str, low: int, high: int, why: str = "") -> None:
         """`name` an integer from `low` to `high`; `why` says where the upper bound comes from."""
-        value = getattr(self, name)
-        self.fail_unless(low <= value <= high, name, f"must be from {low} to {high}{why}, got {value}")
+        self.fail_unless_within(name, Bounds(low, high, why=why))
 
     def fail_unless_batch(self, name: str = "batch_size") -> None:
-        self.fail_unless_between(name, 1, MAX_BATCH, " (a larger batch is one batch of all 60,000 training images)")
+        self.fail_unless_within(name, BATCH)
 
     def fail_unless_positive(self, *names: str) -> None:
         """Each of `names` a positive finite number (learning rates, strengths)."""
         for name in names:
-            value = getattr(self, name)
-            self.fail_unless(0 < value < math.inf, name, f"must be positive, got {value}")
+            self.fail_unless_within(name, RATE)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
