@@ -23,7 +23,7 @@ import click
 import cloup
 
 from fmtransfer import config, contenders, report, runtime
-from fmtransfer.config import Config, field_info, merge, option_name, read_toml
+from fmtransfer.config import MAX_STUDY_SEEDS, Config, field_info, merge, option_name, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError, reason
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
@@ -540,8 +540,8 @@ def _prepare_study(cfg, given, origins, n_seeds=None, seed_list=None, n_data_see
     --data-seeds N draws task B's images with data seeds 0..N-1; --data-seed-list exact ones."""
     if n_data_seeds is not None and data_seed_list:
         raise UsageError("options --data-seeds and --data-seed-list: give one of them, not both")
-    if n_data_seeds is not None and n_data_seeds < 1:
-        raise UsageError(f"option --data-seeds: must be at least 1, got {n_data_seeds}")
+    if n_data_seeds is not None and not 1 <= n_data_seeds <= MAX_STUDY_SEEDS:  # a list is made of them
+        raise UsageError(f"option --data-seeds: must be from 1 to {MAX_STUDY_SEEDS}, got {n_data_seeds}")
     if n_data_seeds is not None:
         cfg = cfg.replace(**{"study.data_seeds": list(range(n_data_seeds))})
     if data_seed_list:
@@ -564,13 +564,17 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None, shard=None
             raise UsageError("option --shard: not with --seeds auto, which decides how many seeds to run from "
                              "every cell's runs; run it unsharded (--jobs N runs it in parallel)")
         return cfg
+    for key in ("study.target_halfwidth", "study.max_seeds"):  # typed, they would be dropped unread
+        for option in _typed(key):
+            raise UsageError(f"option {option}: only --seeds auto reads it (it decides how many seeds to run); "
+                             "give --seeds auto, or leave it out")
     if n_seeds is not None:
         try:
             n_seeds = int(n_seeds)
         except ValueError:
             raise UsageError(f"option --seeds: expected a number of seeds or auto, got {n_seeds!r}") from None
-    if n_seeds is not None and n_seeds < 1:
-        raise UsageError(f"option --seeds: must be at least 1, got {n_seeds}")
+    if n_seeds is not None and not 1 <= n_seeds <= MAX_STUDY_SEEDS:  # a list is made of them
+        raise UsageError(f"option --seeds: must be from 1 to {MAX_STUDY_SEEDS}, got {n_seeds}")
     if n_seeds is not None:
         return cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n_seeds))})
     if seed_list:

@@ -94,12 +94,73 @@ MAX_INT = 2**63 - 1  # any integer setting: what NumPy and TensorFlow can hold a
 BSample = Union[int, Literal["first"]]
 
 
+# The most epochs any training loop takes: the book trains 20; more is a typo, not an experiment,
+# and would hold a study's slot for days.
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**32 - 1  # NumPy's and Keras' seeds are 32-bit
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range a numeric setting must lie in (each number of a list setting): from `low` to
+    `high`, an end excluded where `open_low`/`open_high` says so; `why` says where an end comes
+    from. Every section checks its fields' bounds when built (`Section.__post_init__`), before
+    its own `check`, so a range is declared once, beside the setting, and said the same way."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    why: str = ""
+
+    def holds(self, value: float) -> bool:
+        above = self.low < value if self.open_low else self.low <= value
+        below = value < self.high if self.open_high or self.high == math.inf else value <= self.high
+        return above and below  # NaN is neither
+
+    def problem(self, value: Any) -> str:
+        if self.high == math.inf:
+            said = f"a finite number {'more than' if self.open_low else 'of'} {_number(self.low)}" + (
+                "" if self.open_low else " or more")
+            finite = isinstance(value, (int, float)) and math.isfinite(value)
+            said = ("positive" if finite else "positive and finite") if (self.low, self.open_low) == (0, True) else said
+        elif not (self.open_low or self.open_high):
+            said = f"from {_number(self.low)} to {_number(self.high)}"
+        else:
+            said = (f"{'more than' if self.open_low else 'at least'} {_number(self.low)} and "
+                    f"{'less than' if self.open_high else 'at most'} {_number(self.high)}")
+        return f"must be {said}{self.why}, got {value!r}"
+
+
+def _number(x: float) -> str:
+    """A bound as a reader types it: 4294967295, not 4.29497e+09."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def setting(default: Any, help: str, *, option: str | None = None, show: str | None = None,
-            space: Space | None = None) -> Any:
+            bounds: Bounds | None = None, space: Space | None = None) -> Any:
     """A config field: its default, the help text the CLI shows, and optionally its option name
-    (default: `--` + the key with dashes), how `--help` shows the default, and the search space
-    a tuned study's trials draw it from (`fmtransfer.space`)."""
-    return field(default=default, metadata={"help": help, "option": option, "show": show, "space": space})
+    (default: `--` + the key with dashes), how `--help` shows the default, the range its numbers
+    must lie in (`bounds`), and the search space a tuned study's trials draw it from
+    (`fmtransfer.space`)."""
+    return field(default=default, metadata={"help": help, "option": option, "show": show, "bounds": bounds,
+                                            "space": space})
+
+
+# The ranges most settings share.
+EPOCHS = Bounds(0, MAX_EPOCHS)
+SOME_EPOCHS = Bounds(1, MAX_EPOCHS)
+RATE = Bounds(0, open_low=True)  # a learning rate or strength: any positive finite step (huge ones diverge, and say so)
+BATCH = Bounds(1, MAX_BATCH, why=" (a larger batch is one batch of all 60,000 training images)")
+SEED = Bounds(0, MAX_SEED, why=" (seeds are 32-bit)")
+UNITS = Bounds(1, MAX_UNITS)
+FRACTION = Bounds(0, 1, open_high=True)  # a dropout rate, a momentum
+CLASS = Bounds(0, 9, why=" (" + ", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES)) + ")")
+# Accuracy points (an equivalence margin): a gain lies within +-100 points, so a
+# margin of 100 or more would call every contender equivalent, whatever it scored.
+POINTS = Bounds(0, 100, open_low=True, open_high=True, why=" accuracy points")
+MAX_STACK = 256  # seeds in one stacked graph: each holds its own copy of every layer
+MAX_STUDY_SEEDS = 10_000  # seeds a study runs: each is a whole experiment per grid point
 
 
 # ----------------------------------------------------------------------------- coercion by type hint
@@ -208,6 +269,10 @@ class Section:
                 continue
             if value is not None or type(None) not in typing.get_args(hints[f.name]):
                 object.__setattr__(self, f.name, coerce(value, hints[f.name], self.key(f.name)))
+            bounds = f.metadata.get("bounds")
+            if bounds is not None:
+                for number in _numbers(getattr(self, f.name)):  # each of a list's, by the same bounds
+                    self.fail_unless(bounds.holds(number), f.name, bounds.problem(number))
         self.check()
 
     def check(self) -> None:
@@ -220,19 +285,23 @@ class Section:
         if not ok:
             raise ConfigError(self.key(name), problem)
 
+    def fail_unless_within(self, name: str, bounds: "Bounds") -> None:
+        """`name` within `bounds`: what a field's `setting(bounds=...)` declares, for a range that
+        depends on other keys (a plug-in section written before `bounds` may call the helpers below)."""
+        value = getattr(self, name)
+        self.fail_unless(bounds.holds(value), name, bounds.problem(value))
+
     def fail_unless_between(self, name: str, low: int, high: int, why: str = "") -> None:
         """`name` an integer from `low` to `high`; `why` says where the upper bound comes from."""
-        value = getattr(self, name)
-        self.fail_unless(low <= value <= high, name, f"must be from {low} to {high}{why}, got {value}")
+        self.fail_unless_within(name, Bounds(low, high, why=why))
 
     def fail_unless_batch(self, name: str = "batch_size") -> None:
-        self.fail_unless_between(name, 1, MAX_BATCH, " (a larger batch is one batch of all 60,000 training images)")
+        self.fail_unless_within(name, BATCH)
 
     def fail_unless_positive(self, *names: str) -> None:
         """Each of `names` a positive finite number (learning rates, strengths)."""
         for name in names:
-            value = getattr(self, name)
-            self.fail_unless(0 < value < math.inf, name, f"must be positive, got {value}")
+            self.fail_unless_within(name, RATE)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -246,6 +315,16 @@ class Section:
             if name not in known:
                 raise ConfigError(f"{cls.NAME}.{name}" if cls.NAME else name, "unknown key")
         return cls(**d)
+
+
+def _numbers(value: Any) -> Iterable[float]:
+    """The numbers in a setting's value (each of a list's): what its bounds apply to; not
+    True/False, nor a word such as "all" or "first"."""
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _numbers(v)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
 
 
 def _plain(value: Any) -> Any:
@@ -266,12 +345,13 @@ class DataConfig(Section):
     dir: str = setting("", "Folder holding the four Fashion-MNIST .gz files (empty: search).", option="--data-dir",
                        show="search")
     b_classes: tuple[ClassId, ClassId] = setting((5, 6), "Task B's two classes, negative,positive (label 1.0 = positive), "
-                                                                "each an id or a name: 5,6 or Sandal,Shirt.")
-    b_train_size: int = setting(200, "Task-B training images kept.")
+                                                                "each an id or a name: 5,6 or Sandal,Shirt.", bounds=CLASS)
+    b_train_size: int = setting(200, "Task-B training images kept.", bounds=Bounds(1, 60_000, why=" training images"))
     b_sample: BSample = setting("first", "Which task-B training images: first (the book's, the first "
                                          "b_train_size), or a data seed N drawing them at random from the "
-                                         "training images outside the validation set.")
-    valid_size: int = setting(5000, "Training images held out for validation.")
+                                         "training images outside the validation set.", bounds=SEED)
+    valid_size: int = setting(5000, "Training images held out for validation.",
+                              bounds=Bounds(0, 59_999, why=" (of the 60,000 training images)"))
     valid_from: Literal["first", "last"] = setting("first", "Which training images validate: the first "
                                                             "valid_size (2nd edition) or the last (3rd edition).")
     verify_checksums: bool = setting(True, "Check the files against the published SHA-256 sums.")
@@ -287,10 +367,6 @@ class DataConfig(Section):
 
     def check(self) -> None:
         check_pair(self.b_classes, self.key("b_classes"))
-        self.fail_unless(self.b_train_size >= 1, "b_train_size", f"must be at least 1, got {self.b_train_size}")
-        check_data_seed(self.b_sample, self.key("b_sample"))
-        self.fail_unless(0 <= self.valid_size < 60000, "valid_size",
-                         f"must be between 0 and 59999 (of the 60,000 training images), got {self.valid_size}")
 
 
 @dataclass(frozen=True)
@@ -301,9 +377,10 @@ class ModelConfig(Section):
     arch: Literal["dense", "cnn"] = setting("dense", "Network family.")
     hidden: Union[tuple[int, ...], None] = setting(
         None, "Hidden layer sizes (dense), or filters per conv-pool block (cnn).",
-        show="300,100,50,50,50 (dense), 16,32,64 (cnn)")
+        show="300,100,50,50,50 (dense), 16,32,64 (cnn)", bounds=Bounds(1, MAX_UNITS, why=" units (or filters) a layer"))
     activation: str = setting("selu", f"Hidden activation: {', '.join(ACTIVATIONS)}.")
-    cnn_dense: int = setting(64, "cnn only: units of the dense block on the conv blocks (0: none).")
+    cnn_dense: int = setting(64, "cnn only: units of the dense block on the conv blocks (0: none).",
+                             bounds=Bounds(0, MAX_UNITS, why=" units (0: none)"))
     # The 2nd edition keeps Keras' default; the 3rd edition's ReLU networks use he_normal.
     initializer: str = setting("glorot_uniform", f"Hidden layers' kernel initializer: {', '.join(INITIALIZERS)}.")
 
@@ -314,14 +391,10 @@ class ModelConfig(Section):
         super().__post_init__()
 
     def check(self) -> None:
-        self.fail_unless(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "hidden",
-                         f"must list at least one positive layer size, got {list(self.hidden)}")
-        self.fail_unless(all(h <= MAX_UNITS for h in self.hidden), "hidden",
-                         f"a layer has at most {MAX_UNITS} units (or filters), got {list(self.hidden)}")
+        self.fail_unless(len(self.hidden) >= 1, "hidden", "must list at least one layer size")
         if self.arch == "cnn":
             self.fail_unless(len(self.hidden) <= 3, "hidden",
                              "a cnn has at most 3 conv-pool blocks on 28x28 images (pooling halves each side)")
-        self.fail_unless_between("cnn_dense", 0, MAX_UNITS, " units (0: none)")
         self.fail_unless(self.activation in ACTIVATIONS, "activation",
                          f"must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         self.fail_unless(self.initializer in INITIALIZERS, "initializer",
@@ -339,33 +412,27 @@ class ModelConfig(Section):
         return len(self.hidden) + (1 if self.arch == "cnn" and self.cnn_dense else 0)
 
 
-class _Training(Section):
-    def check(self) -> None:
-        self.fail_unless(self.epochs >= 0, "epochs", f"must be 0 or more, got {self.epochs}")
-        self.fail_unless_positive("learning_rate")
-
-
 @dataclass(frozen=True)
-class TrainAConfig(_Training):
+class TrainAConfig(Section):
     """Model A on task A's eight classes."""
 
     NAME = "train_a"
     # No search spaces: model A is made once per seed and shared by every trial and contender
     # (docs/contenders.md, "Search spaces").
-    epochs: int = setting(20, "Model A epochs.", option="--a-epochs")
-    learning_rate: float = setting(1e-3, "Model A SGD learning rate.", option="--a-learning-rate")
+    epochs: int = setting(20, "Model A epochs.", option="--a-epochs", bounds=EPOCHS)
+    learning_rate: float = setting(1e-3, "Model A SGD learning rate.", option="--a-learning-rate", bounds=RATE)
 
 
 @dataclass(frozen=True)
-class BaselineConfig(_Training):
+class BaselineConfig(Section):
     """Model B from scratch on task B's few images."""
 
     NAME = "baseline"
     # Tuned with the same budget as every contender, so a gain is not the baseline's bad luck.
     # Epochs: the chapter's 20, from a quarter of it to 2.5 times. Rate: the chapter's plain SGD
     # rates from scratch are 1e-2 (the text) and 1e-3 (the notebook); a decade beyond each.
-    epochs: int = setting(20, "Baseline epochs.", option="--b-epochs", space=IntRange(5, 50))
-    learning_rate: float = setting(1e-3, "Baseline SGD learning rate.", option="--b-learning-rate",
+    epochs: int = setting(20, "Baseline epochs.", option="--b-epochs", bounds=EPOCHS, space=IntRange(5, 50))
+    learning_rate: float = setting(1e-3, "Baseline SGD learning rate.", option="--b-learning-rate", bounds=RATE,
                                    space=LogUniform(1e-4, 1e-1))
 
 
@@ -374,24 +441,23 @@ class TransferConfig(Section):
     """The two phases of building model B on pretrained layers (model A's or an encoder's)."""
 
     NAME = "transfer"
-    reuse_layers: Reuse = setting("all", "How many of the pretrained hidden layers to reuse (from the bottom), or all.")
+    reuse_layers: Reuse = setting("all", "How many of the pretrained hidden layers to reuse (from the bottom), or all.",
+                                  bounds=Bounds(1, MAX_UNITS, why=" layers, or all"))
     # The spaces: epochs around the chapter's 4 + 16 (a total from 5 to 50, as the baseline's);
     # the frozen phase trains a new head from scratch, so its rate ranges as the baseline's; the
     # fine-tuning rate around the chapter's 1e-4 (text) and 1e-3 (notebook), a decade beyond
     # each, and never above the phases' largest usual rate, 1e-2, where fine-tuning stops being
     # gentle. A pretraining contender's B phase is these same keys: its encoder stays fixed.
-    freeze_epochs: int = setting(4, "Phase 1 epochs, reused layers frozen.", space=IntRange(1, 10))
-    fine_tune_epochs: int = setting(16, "Phase 2 epochs, reused layers unfrozen.", space=IntRange(4, 40))
-    frozen_learning_rate: float = setting(1e-2, "Phase 1 SGD learning rate.", space=LogUniform(1e-4, 1e-1))
-    fine_tune_learning_rate: float = setting(1e-4, "Phase 2 SGD learning rate.", space=LogUniform(1e-5, 1e-2))
+    freeze_epochs: int = setting(4, "Phase 1 epochs, reused layers frozen.", bounds=EPOCHS, space=IntRange(1, 10))
+    fine_tune_epochs: int = setting(16, "Phase 2 epochs, reused layers unfrozen.", bounds=EPOCHS,
+                                    space=IntRange(4, 40))
+    frozen_learning_rate: float = setting(1e-2, "Phase 1 SGD learning rate.", bounds=RATE,
+                                          space=LogUniform(1e-4, 1e-1))
+    fine_tune_learning_rate: float = setting(1e-4, "Phase 2 SGD learning rate.", bounds=RATE,
+                                             space=LogUniform(1e-5, 1e-2))
     unfreeze: str = setting("all", "Phase 2 unfreezes all reused layers, or the top K: top:K.")
 
     def check(self) -> None:
-        if self.reuse_layers != "all":
-            self.fail_unless(self.reuse_layers >= 1, "reuse_layers", f"must be 'all' or at least 1, got {self.reuse_layers}")
-        for name in ("freeze_epochs", "fine_tune_epochs"):
-            self.fail_unless(getattr(self, name) >= 0, name, f"must be 0 or more, got {getattr(self, name)}")
-        self.fail_unless_positive("frozen_learning_rate", "fine_tune_learning_rate")
         top = self.unfreeze_top
         self.fail_unless(top is None or top >= 1, "unfreeze", "top:0 unfreezes nothing; use top:1 or more, or all")
 
@@ -417,20 +483,15 @@ class PretrainConfig(Section):
                                          "(one hidden layer at a time), gan (a GAN's discriminator) or rbm (a "
                                          "stack of RBMs; dense only).")
     unlabelled_size: int = setting(0, "Unlabelled images: the first N training images, labels ignored (0: all).",
-                                   show="0: all")
+                                   show="0: all", bounds=Bounds(0, 60_000, why=" training images (0: all)"))
     epochs: int = setting(10, "Autoencoder pretraining epochs; greedy, gan and rbm have their own.",
-                          option="--p-epochs")
+                          option="--p-epochs", bounds=EPOCHS)
     # SGD on a per-pixel cross-entropy needs a larger step than the classifiers (docs/pretrain.md).
     learning_rate: float = setting(0.1, "Autoencoder pretraining SGD learning rate; greedy, gan and rbm have "
-                                        "their own.", option="--p-learning-rate")
-
-    def check(self) -> None:
-        # `method` names a contender: the registry checks it where contenders are resolved
-        # (`contenders.pretraining_method`). The upper bound depends on the split; pretraining checks it against the one it uses.
-        self.fail_unless(self.unlabelled_size >= 0, "unlabelled_size",
-                         f"must be 0 (all) or more, got {self.unlabelled_size}")
-        self.fail_unless(self.epochs >= 0, "epochs", f"must be 0 or more, got {self.epochs}")
-        self.fail_unless_positive("learning_rate")
+                                        "their own.", option="--p-learning-rate", bounds=RATE)
+    # `method` names a contender: the registry checks it where contenders are resolved
+    # (`contenders.pretraining_method`). unlabelled_size's bound is the training set's; pretraining
+    # checks it against the split it uses.
 
 
 @dataclass(frozen=True)
@@ -438,33 +499,40 @@ class StudyConfig(Section):
     """The grid `study` runs; every run is a complete experiment."""
 
     NAME = "study"
-    seeds: tuple[int, ...] = setting((), "Seeds to run (empty: the top-level seed only).", show="--seed")
+    seeds: tuple[int, ...] = setting((), "Seeds to run (empty: the top-level seed only).", show="--seed", bounds=SEED)
     # Empty: data.b_sample's one sample. Crossed with the seeds: model A and the encoders are made
     # once per seed and shared by its draws; only task B's runs multiply.
     data_seeds: tuple[int, ...] = setting((), "Data seeds, each drawing task B's training images at random "
-                                              "(empty: data.b_sample).", show="data.b_sample: first")
+                                              "(empty: data.b_sample).", show="data.b_sample: first", bounds=SEED)
     # Empty: the experiment's own, so a config that sets [data] (configs/ml3.toml) studies its task.
-    pairs: tuple[tuple[ClassId, ClassId], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 or Sandal:Shirt (empty: data.b_classes).",
-                                                 show="data.b_classes: 5:6")
+    pairs: tuple[tuple[ClassId, ClassId], ...] = setting((), "Task-B class pairs, e.g. 5:6,0:2,7:9 or Sandal:Shirt "
+                                                             "(empty: data.b_classes).",
+                                                         show="data.b_classes: 5:6", bounds=CLASS)
     b_train_sizes: tuple[int, ...] = setting((), "Task-B training sizes, e.g. 50,200,1000 (empty: "
-                                                 "data.b_train_size).", show="data.b_train_size: 200")
-    reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths")
+                                                 "data.b_train_size).", show="data.b_train_size: 200",
+                                             bounds=Bounds(1, 60_000, why=" training images"))
+    reuse_layers: tuple[Reuse, ...] = setting(("all",), "Reuse depths, e.g. 1,3,all.", option="--reuse-depths",
+                                              bounds=Bounds(1, MAX_UNITS, why=" layers, or all"))
     presets: tuple[Literal["book", "notebook"], ...] = setting(
         ("book",), "Transfer learning-rate presets: book (1e-2, 1e-4), notebook (1e-3, 1e-3).")
     # 1 by default: unstacked, a study's run gives the same numbers to the bit as `fmtransfer run`;
     # stacked, to float precision (bench/README.md measures both).
     stack: Union[int, Literal["auto"]] = setting(
         1, "Train up to K seeds of a (pair, size) as one graph (dense model A, baseline, transfer from A); "
-           "auto: 10. Faster; numbers agree with 1 to float precision, not to the bit.")
+           "auto: 10. Faster; numbers agree with 1 to float precision, not to the bit.",
+        bounds=Bounds(1, MAX_STACK, why=" seeds in one graph (1: unstacked), or auto"))
     # `--seeds auto`: in accuracy points, as the report shows gains, on the CLI as in a file.
     target_halfwidth: Union[float, None] = setting(
         None, "With --seeds auto: add seeds until every cell's 95% t-interval half-width of the paired "
-              "difference is at most this many accuracy points (e.g. 0.5).", show="none")
-    max_seeds: int = setting(50, "With --seeds auto: stop at this many seeds, however wide the intervals.")
+              "difference is at most this many accuracy points (e.g. 0.5).", show="none",
+        # Gains lie within +-100 points, but a t interval over a few seeds may be wider still.
+        bounds=Bounds(0, 1000, open_low=True, why=" accuracy points"))
+    max_seeds: int = setting(50, "With --seeds auto: stop at this many seeds, however wide the intervals.",
+                             bounds=Bounds(2, MAX_STUDY_SEEDS, why=" (a t interval needs two seeds)"))
     # Points, as the report shows gains; fixed before the results are seen (docs/statistics.md).
     equivalence_margin: float = setting(
         0.5, "Equivalence margin in accuracy points: the report's TOST calls a contender equivalent to the "
-             "baseline when its gain is shown to lie within +-this.")
+             "baseline when its gain is shown to lie within +-this.", bounds=POINTS)
 
     # Empty: the spaces declared beside the settings (`fmtransfer contenders` lists them). An item
     # moves one declared space's bounds and keeps its kind (log stays log, integers integers).
@@ -473,9 +541,6 @@ class StudyConfig(Section):
             "KEY=A|B), e.g. l2_sp.alpha=1e-3..1,transfer.fine_tune_epochs=8..32.", show="as declared")
 
     def check(self) -> None:
-        self.fail_unless(all(0 <= s < 2**32 for s in self.seeds), "seeds", "each seed must be from 0 to 2**32 - 1")
-        for seed in self.data_seeds:
-            check_data_seed(seed, self.key("data_seeds"))
         for name in ("seeds", "data_seeds", "pairs", "b_train_sizes", "reuse_layers", "presets"):
             values = getattr(self, name)
             self.fail_unless(len(set(values)) == len(values), name, f"lists a value twice: {_plain(values)}")
@@ -483,16 +548,6 @@ class StudyConfig(Section):
                 self.fail_unless(len(values) >= 1, name, "must list at least one value")
         for pair in self.pairs:
             check_pair(pair, self.key("pairs"))
-        self.fail_unless(all(n >= 1 for n in self.b_train_sizes), "b_train_sizes", "sizes must be positive")
-        self.fail_unless(all(r == "all" or r >= 1 for r in self.reuse_layers), "reuse_layers",
-                         "depths must be 'all' or at least 1")
-        self.fail_unless(self.stack == "auto" or self.stack >= 1, "stack",
-                         f"must be a number of seeds (1 or more: 1 is unstacked) or auto, got {self.stack}")
-        self.fail_unless(self.target_halfwidth is None or 0 < self.target_halfwidth < math.inf, "target_halfwidth",
-                         f"must be a positive number of accuracy points, got {self.target_halfwidth}")
-        self.fail_unless(self.max_seeds >= 2, "max_seeds",
-                         f"must be at least 2 (a t interval needs two seeds), got {self.max_seeds}")
-        self.fail_unless_positive("equivalence_margin")
 
 
 # ----------------------------------------------------------------------------- the sections in force
@@ -624,8 +679,8 @@ class Config(Section):
         2
     """
 
-    seed: int = setting(42, "Seed for every random number generator.")
-    batch_size: int = setting(32, "Mini-batch size.")
+    seed: int = setting(42, "Seed for every random number generator.", bounds=SEED)
+    batch_size: int = setting(32, "Mini-batch size.", bounds=BATCH)
     contenders: tuple[str, ...] = setting((), "Ways to build model B, e.g. transfer,autoencoder,greedy, or all.",
                                           show="baseline,transfer")
     data: DataConfig = field(default_factory=DataConfig)
@@ -685,8 +740,6 @@ class Config(Section):
         return d
 
     def check(self) -> None:
-        self.fail_unless_batch()
-        self.fail_unless(0 <= self.seed < 2**32, "seed", f"must be an integer from 0 to 2**32 - 1, got {self.seed}")
         blocks = self.model.blocks
         check_reuse(self.transfer.reuse_layers, blocks, "transfer.reuse_layers")
         check_unfreeze(self.transfer, self.transfer.reuse_layers, blocks)
@@ -739,12 +792,6 @@ def check_pair(pair: tuple[int, ...], key: str) -> None:
             raise ConfigError(key, f"class {k} is outside 0..9; give an id or a name: {class_list()}")
     if pair[0] == pair[1]:
         raise ConfigError(key, f"the two classes must differ, got {pair[0]} twice")
-
-
-def check_data_seed(value: BSample, key: str) -> None:
-    """A data seed is an integer from 0 to 2**32 - 1 (or "first", where the key allows it)."""
-    if value != "first" and not 0 <= value < 2**32:
-        raise ConfigError(key, f"a data seed must be an integer from 0 to 2**32 - 1, got {value}")
 
 
 def check_reuse(reuse: Reuse, blocks: int, key: str) -> None:

@@ -156,7 +156,19 @@ def threads(arch: str = "dense") -> tuple[int, int]:
     except ValueError:
         raise UsageError(f"FMTRANSFER_THREADS: expected N or INTRA,INTER (0: TensorFlow's default), "
                          f"got {value!r}") from None
+    most = max_threads()
+    if max(parts) > most:
+        raise UsageError(f"FMTRANSFER_THREADS: at most {most} threads a pool on this machine of "
+                         f"{os.cpu_count() or 1} cores (more only queue for the same cores), got {value!r}")
     return parts[0], parts[-1]
+
+
+def max_threads() -> int:
+    """The most threads a pool may have (`FMTRANSFER_THREADS`, `--jobs`): a few per core of this
+    machine, so a study made on one with up to that many cores can be rerun here with its own
+    count (a cnn's numbers depend on it), while a typo of 100000 is refused before TensorFlow
+    starts as many threads, each with its own stack, and stops answering signals."""
+    return 4 * max(os.cpu_count() or 1, CNN_THREADS)
 
 
 def schedulable_cores() -> int:

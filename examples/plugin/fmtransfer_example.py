@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import RATE, Section, setting
 from fmtransfer.contenders.transfer import TransferFromA
 
 
@@ -26,10 +26,8 @@ class Example(TransferFromA):
         """[example]: how much faster (above 1) or slower than the book both phases learn."""
 
         NAME = "example"
-        scale: float = setting(1.0, "Multiplies both transfer learning rates (frozen and fine-tune phases).")
-
-        def check(self) -> None:
-            self.fail_unless_positive("scale")
+        scale: float = setting(1.0, "Multiplies both transfer learning rates (frozen and fine-tune phases).",
+                               bounds=RATE)  # positive and finite: `--example-scale 0` is refused
 
     def phases(self, cfg, reused):
         """The book's phases, each at `scale` times its rate; a divergence names example.scale."""

@@ -4,10 +4,9 @@ layer unfrozen per epoch from the top, each layer's rate the one above's divided
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import SOME_EPOCHS, Bounds, Section, setting
 from fmtransfer.space import IntRange, Uniform
 from fmtransfer.contenders.base import Phase, register
 from fmtransfer.contenders.transfer import TransferFromA
@@ -32,14 +31,9 @@ class Gradual(TransferFromA):
         # bottom of five reused layers at 1/625 of the head's rate. Epochs per layer: ULMFiT's one,
         # up to 4, where unfreezing the dense network's five layers takes the chapter's 20 epochs.
         factor: float = setting(2.6, "Each lower layer's learning rate is the one above divided by this.",
-                                space=Uniform(1.0, 5.0))
+                                bounds=Bounds(1), space=Uniform(1.0, 5.0))
         epochs_per_layer: int = setting(1, "Epochs before the next reused layer (from the top) is unfrozen.",
-                                        space=IntRange(1, 4))
-
-        def check(self) -> None:
-            self.fail_unless(1 <= self.factor < math.inf, "factor", f"must be 1 or more, got {self.factor}")
-            self.fail_unless(self.epochs_per_layer >= 1, "epochs_per_layer",
-                             f"must be at least 1, got {self.epochs_per_layer}")
+                                        bounds=SOME_EPOCHS, space=IntRange(1, 4))
 
     def phases(self, cfg, reused):
         """As many epochs in all as the book's two phases, all at the phase-1 rate scaled per layer;

@@ -4,10 +4,9 @@ model A's and the head toward zero.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import Bounds, Section, setting
 from fmtransfer.space import LogUniform
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA
@@ -33,13 +32,9 @@ class L2Sp(TransferFromA):
         # outweighs the data loss; with SGD the pull is stable while rate x alpha < 2, and no
         # phase's space draws a rate above 0.1, so alpha 10 stays stable.
         alpha: float = setting(0.1, "Strength of alpha/2 * ||w - w_pretrained||^2 on the reused layers.",
-                               space=LogUniform(1e-4, 10.0))
-        beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.", space=LogUniform(1e-4, 1.0))
-
-        def check(self) -> None:
-            for name in ("alpha", "beta"):
-                self.fail_unless(0 <= getattr(self, name) < math.inf, name,
-                                 f"must be 0 or more, got {getattr(self, name)}")
+                               bounds=Bounds(0), space=LogUniform(1e-4, 10.0))
+        beta: float = setting(0.01, "Strength of beta/2 * ||w||^2 on the new head.", bounds=Bounds(0),
+                              space=LogUniform(1e-4, 1.0))
 
     def penalty(self, cfg, model, reused):
         from fmtransfer import models

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import RATE, Section, setting
 from fmtransfer.space import LogUniform
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
@@ -34,10 +34,7 @@ class LpFt(TransferFromA):
         # around scikit-learn's 1: from a probe held near zero to one that all but interpolates
         # task B's few standardised images.
         c: float = setting(1.0, "Inverse L2 strength of the linear probe on standardised features (scikit-learn's C).",
-                           space=LogUniform(1e-3, 1e2))
-
-        def check(self) -> None:
-            self.fail_unless_positive("c")
+                           bounds=RATE, space=LogUniform(1e-3, 1e2))
 
     def prepare(self, cfg, model, reused, features):
         from fmtransfer import probe

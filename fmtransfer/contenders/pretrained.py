@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import RATE, SOME_EPOCHS, Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA
 from fmtransfer.needs import Encoder
@@ -95,9 +95,5 @@ class Greedy(StackedAutoencoder):
         # A step runs through every frozen pair below the new one, so it costs more than an epoch of
         # the whole autoencoder: 5 epochs per step keep the five steps under 3x model A's 20 epochs,
         # 10 did not (docs/pretrain.md).
-        epochs: int = setting(5, "Greedy pretraining epochs per step (one step per hidden layer).")
-        learning_rate: float = setting(0.1, "Greedy pretraining SGD learning rate.")
-
-        def check(self) -> None:
-            self.fail_unless(self.epochs >= 1, "epochs", f"each layer needs at least 1 epoch, got {self.epochs}")
-            self.fail_unless_positive("learning_rate")
+        epochs: int = setting(5, "Greedy pretraining epochs per step (one step per hidden layer).", bounds=SOME_EPOCHS)
+        learning_rate: float = setting(0.1, "Greedy pretraining SGD learning rate.", bounds=RATE)

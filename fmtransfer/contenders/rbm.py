@@ -20,10 +20,9 @@ Dense networks only: convolutional RBMs (Lee et al. 2009) are out of scope.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, setting
+from fmtransfer.config import BATCH, FRACTION, RATE, SOME_EPOCHS, Bounds, Section, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.pretrained import PretrainedEncoder
 from fmtransfer.report import figures, save_figure
@@ -52,22 +51,14 @@ class Rbm(PretrainedEncoder):
 
         NAME = "rbm"
         # 10 per RBM keeps the whole stack under 2x model A's 20 epochs here (docs/pretrain.md).
-        epochs: int = setting(10, "Epochs per RBM (one RBM per hidden layer).")
-        batch_size: int = setting(100, "RBM mini-batch size (the guide suggests 10 to 100).")
-        learning_rate: float = setting(0.1, "Contrastive-divergence learning rate.")
-        cd_k: int = setting(1, "Gibbs steps of contrastive divergence (CD-k).")
-        momentum: float = setting(0.9, "Momentum from the 6th epoch of each RBM on.")
-        initial_momentum: float = setting(0.5, "Momentum for the first 5 epochs of each RBM.")
-        weight_decay: float = setting(2e-4, "L2 weight decay on the weights.")
-
-        def check(self) -> None:
-            self.fail_unless(self.epochs >= 1, "epochs", f"an RBM needs at least 1 epoch, got {self.epochs}")
-            self.fail_unless_batch()
-            self.fail_unless(self.cd_k >= 1, "cd_k", f"CD-k needs at least 1 Gibbs step, got {self.cd_k}")
-            self.fail_unless_positive("learning_rate")
-            for name in ("momentum", "initial_momentum"):
-                self.fail_unless(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
-            self.fail_unless(0 <= self.weight_decay < math.inf, "weight_decay", f"must be 0 or more, got {self.weight_decay}")
+        epochs: int = setting(10, "Epochs per RBM (one RBM per hidden layer).", bounds=SOME_EPOCHS)
+        batch_size: int = setting(100, "RBM mini-batch size (the guide suggests 10 to 100).", bounds=BATCH)
+        learning_rate: float = setting(0.1, "Contrastive-divergence learning rate.", bounds=RATE)
+        # Each Gibbs step is a full pass up and down the RBM: CD-1 is the guide's, a thousand is days.
+        cd_k: int = setting(1, "Gibbs steps of contrastive divergence (CD-k).", bounds=Bounds(1, 1000))
+        momentum: float = setting(0.9, "Momentum from the 6th epoch of each RBM on.", bounds=FRACTION)
+        initial_momentum: float = setting(0.5, "Momentum for the first 5 epochs of each RBM.", bounds=FRACTION)
+        weight_decay: float = setting(2e-4, "L2 weight decay on the weights.", bounds=Bounds(0))
 
     def pretrain(self, cfg, x, x_valid, reporter):
         from fmtransfer import rbm

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fmtransfer.config import Section, reuse_count, setting
+from fmtransfer.config import MAX_UNITS, Bounds, Section, reuse_count, setting
 from fmtransfer.contenders.base import Phase, register
 from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
 from fmtransfer.errors import ConfigError
@@ -32,10 +32,7 @@ class Reinit(TransferFromA):
         # layers); 3 of the dense network's 5 keeps two of model A's layers. A trial never draws
         # more than the reused depth (`space`).
         depth: int = setting(1, "Reused layers drawn afresh, from the top (at most the reused depth).",
-                             space=IntRange(1, 3))
-
-        def check(self) -> None:
-            self.fail_unless(self.depth >= 1, "depth", f"must be at least 1, got {self.depth}")
+                             bounds=Bounds(1, MAX_UNITS, why=" layers"), space=IntRange(1, 3))
 
     def space(self, cfg):
         """Its space, with the depth drawn no deeper than the layers reused."""

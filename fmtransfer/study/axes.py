@@ -325,9 +325,13 @@ def planned_contenders(cfg: Config) -> tuple[str, ...]:
 
 
 def check_grid(cfg: Config) -> None:
-    """Settings every run of the grid must accept: `top:K` fits every reuse depth."""
+    """Settings every run of the grid must accept: `top:K` fits every reuse depth; a stack of
+    seeds only where the network stacks (a cnn would drop it unread)."""
     for reuse in cfg.study.reuse_layers:
         check_unfreeze(cfg.transfer, reuse, cfg.model.blocks)
+    if cfg.study.stack not in (1, "auto") and not cfg.model.stacks:
+        raise ConfigError("study.stack", f"a {cfg.model.arch} network never stacks seeds (only dense ones do), so "
+                                         f"{cfg.study.stack} would be dropped; give 1, or auto")
 
 
 def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int]:
@@ -347,7 +351,12 @@ def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int
     head, _, tail = text.partition("/")
     if not (head.isdigit() and tail.isdigit()) or int(tail) < 1 or int(head) >= int(tail):
         raise ConfigError("shard", f"expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    if int(tail) > MAX_SHARDS:
+        raise ConfigError("shard", f"at most {MAX_SHARDS} shards (a Slurm job array's largest), got {text!r}")
     return int(head), int(tail)
+
+
+MAX_SHARDS = 4_000_001  # Slurm's largest MaxArraySize; Kubernetes allows fewer completions
 
 
 def _whole(env, name: str, default: str | None = None) -> int:
@@ -358,6 +367,9 @@ def _whole(env, name: str, default: str | None = None) -> int:
     if not text.isdigit():
         raise ConfigError("shard", f"auto reads the environment variable {name}, which is {value!r}, not a whole "
                                    "number; unset or correct it, or give I/N")
+    if int(text) > MAX_SHARDS:  # before it is parsed again as I/N, so the variable is the one named
+        raise ConfigError("shard", f"auto reads the environment variable {name}, which is {value!r}, more than any "
+                                   f"job array holds ({MAX_SHARDS}); unset or correct it, or give I/N")
     return int(text)
 
 

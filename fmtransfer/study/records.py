@@ -473,6 +473,7 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
         old = read_meta(study_dir)
         if isinstance(old.get("titles"), dict):  # of contenders this invocation does not run: kept
             meta["titles"] = old["titles"]
+        has_runs = any(study_dir.glob("results*.jsonl"))
         checks = [("settings_fingerprint", "epochs, model, ..."), ("pretrain_fingerprint", "pretraining"),
                   *((key, f"[{key.removesuffix('_fingerprint')}]") for key in owned)]
         for key, what in checks:
@@ -486,14 +487,33 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
             old_stack = stacking(config_from(old_config, study_dir)) if old_config else None
         except DataError:
             old_stack = None
-        if old_stack is not None and old_stack != stacking(cfg) and any(study_dir.glob("results*.jsonl")):
+        if old_stack is not None and old_stack != stacking(cfg) and has_runs:
             def said(k):
                 return "unstacked (study.stack 1)" if k == 1 else f"stacked, study.stack {k}"
             raise UsageError(f"{study_dir} holds runs trained {said(old_stack)}; this run would train them "
                              f"{said(stacking(cfg))}, and the two are never mixed: give --stack "
                              f"{old_stack if old_stack > 1 else 1}, or use another directory", path=study_dir)
-        if threads is None and isinstance(old.get("threads"), int):
-            threads = old["threads"]
+        old_threads = recorded_threads(study_dir)
+        if threads is None:
+            threads = old_threads
+        elif old_threads is not None and threads != old_threads and has_runs:
+            # Every run's fingerprint carries the count: those trained on the old one would be hidden
+            # as "made with other settings" and the grid retrained beside them.
+            raise UsageError(f"{study_dir} holds runs trained on {old_threads} intra-op threads; this run would "
+                             f"train on {threads} (FMTRANSFER_THREADS), and a cnn's numbers depend on the count: "
+                             f"set FMTRANSFER_THREADS={old_threads}, or use another directory", path=study_dir)
+        if old_config and has_runs:
+            check_same_samples(cfg, old_config, study_dir)
+            margin = old_config.get("study", {}).get("equivalence_margin")
+            if isinstance(margin, (int, float)) and margin != cfg.study.equivalence_margin:
+                # The report's verdicts use the study's margin, fixed before its results were seen.
+                raise UsageError(f"{study_dir} holds a study judged with an equivalence margin of {margin:g} points, "
+                                 f"fixed before its results were seen; this run would make it "
+                                 f"{cfg.study.equivalence_margin:g}: give --equivalence-margin {margin:g} (`study "
+                                 "report --equivalence-margin X` reads it with another), or use another directory",
+                                 path=study_dir)
+        if isinstance(old.get("seeds_auto"), dict):  # where an earlier --seeds auto stopped: kept
+            meta["seeds_auto"] = old["seeds_auto"]
         # A study.json of fmtransfer 0.4 or older records no dataset: it gets this one's.
         theirs = old.get("dataset") if isinstance(old.get("dataset"), dict) else {}
         if theirs and theirs.get("sha256") != dataset["sha256"]:
@@ -507,6 +527,26 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
     # What a report shows of each contender, read from here once its code is gone (an uninstalled plug-in).
     meta["titles"] = {**meta.get("titles", {}), **{c: contenders.get(c).title for c in study_contenders(cfg)}}
     write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
+
+
+def check_same_samples(cfg: Config, old_config: dict, study_dir: Path) -> None:
+    """Task B's samples are the book's first N images, or random draws (data seeds): a study holds
+    one kind. More draws may join a study of draws, but the first-N sample is no draw, and
+    pooled with them it would pass for one in every interval."""
+    old = old_config.get("study", {}).get("data_seeds") or [old_config.get("data", {}).get("b_sample", "first")]
+    new = list(cfg.study_data_seeds)
+
+    def kind(samples):
+        return "first" if samples == ["first"] else "draws"
+
+    if kind(old) == kind(new):
+        return
+    said = {"first": "the book's first N images of task B (no data seeds)",
+            "draws": "random draws of task B's images (data seeds)"}
+    redo = (f"give --data-seed-list {','.join(map(str, old))}" if kind(old) == "draws"
+            else "give no data seeds")
+    raise UsageError(f"{study_dir} holds runs on {said[kind(old)]}; this run would add {said[kind(new)]}, and the "
+                     f"two are never pooled: {redo}, or use another directory", path=study_dir)
 
 
 def record_precision(study_dir: Path, precision: Any) -> None:

@@ -190,6 +190,9 @@ def parse_jobs(jobs: int | str, arch: str) -> int:
         n = 0
     if n < 1 or isinstance(jobs, bool):
         raise ConfigError("jobs", f"expected a number of worker processes (1 or more) or auto, got {jobs!r}")
+    if n > runtime.max_threads():  # each worker is a process with its own TensorFlow
+        raise ConfigError("jobs", f"at most {runtime.max_threads()} worker processes on this machine of "
+                                  f"{os.cpu_count() or 1} cores (auto: as many as the cores hold), got {jobs!r}")
     return n
 
 
