@@ -77,7 +77,7 @@ def test_claims_table_and_markdown(grids):
     assert all(line.startswith(("Not judged", "Verdicts")) for line in table.stdout.splitlines()
                if line.lstrip().startswith(("Not judged", "Verdicts")))
     md = CliRunner().invoke(cli, ["study", "claims", *map(str, grids), "--markdown"])
-    assert md.exit_code == 0 and md.stdout.startswith("| claim | verdict | evidence |")
+    assert md.exit_code == 0 and md.stdout.startswith("| claim | verdict | where it holds, where it does not |")
     assert "**supported**" in md.stdout
 
 
