@@ -508,18 +508,20 @@ def sentence(claim: Claim) -> str:
         labels = []
         for pattern in _patterns(pure, universe):
             members = [p for p in mine if all(a is None or a == b for a, b in zip(pattern, at[id(p)]))]
-            labels.append((" ".join(v for v in pattern if v is not None) or
-                           ("every setting" if len(universe) > 1 else "the setting measured"), members, ""))
+            labels.append((_named(pattern, len(universe)), members, ""))
         for s in sorted({at[id(p)] for p in mine} - pure, key=str):
             members = [p for p in mine if at[id(p)] == s]
-            labels.append((" ".join(v for v in s if v is not None), members,
-                           f" in {len(members)} of {len(by_setting[s])} studies"))
+            labels.append((_named(s, len(universe)), members, f" in {len(members)} of {len(by_setting[s])} studies"))
         clauses.append(f"{stance} for " + _and([f"{label}{some} ({_figures(members)})"
                                                for label, members, some in labels]))
     if claim.threshold:  # "holds" then reads against it, not against no gain
         clauses.append(f"each held against {claim.threshold[1]}, {claim.threshold[0]:+.2f} points")
     text = "; ".join(clauses)
     return text[:1].upper() + text[1:] + _unseen(claim) + "."
+
+
+def _named(pattern: tuple, settings: int) -> str:
+    return " ".join(v for v in pattern if v is not None) or ("every setting" if settings > 1 else "the setting measured")
 
 
 def _figures(members: list[Point]) -> str:

@@ -41,8 +41,10 @@ def _reference_words(reference: float) -> str:
     return f"{reference:g}"
 
 
-def svg(claim: Claim) -> str:
-    """The forest plot of `claim`'s evidence as one <svg> element; "" where it has no figure."""
+def svg(claim: Claim, standalone: bool = True) -> str:
+    """The forest plot of `claim`'s evidence as one <svg> element; "" where it has no figure.
+    `standalone`: with its namespace, as a file needs; inside an HTML page it goes without (the
+    page names no address at all)."""
     rows = points(claim)
     if not rows:
         return ""
@@ -72,7 +74,8 @@ def svg(claim: Claim) -> str:
     notes = _wrap(claim.measure, 12) + (_wrap("every row: " + ", ".join(same), 12) if same else [])
     legend_y = axis + 36 + 16 * len(notes)
     height = legend_y + 12
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="forest" viewBox="0 0 {WIDTH} {height}" '
+    xmlns = ' xmlns="http://www.w3.org/2000/svg"' if standalone else ""
+    out = [f'<svg{xmlns} class="forest" viewBox="0 0 {WIDTH} {height}" '
            f'width="{WIDTH}" height="{height}" role="img" font-family="{escape(FONT)}" font-size="14">',
            f"<title>{escape(claim.id)}: {escape(claim.verdict)}; {escape(claim.measure)}, with 95% intervals</title>",
            f'<rect width="{WIDTH}" height="{height}" fill="#fff"/>']

@@ -71,7 +71,7 @@ const range = document.createRange();
 const out = {innerWidth: window.innerWidth, scrollWidth: document.documentElement.scrollWidth, cells: 0,
              minSlack: null, tight: [], images: Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)};
 for (const cell of document.querySelectorAll('td, th')) {
-  if (!cell.getClientRects().length) continue;  // not shown: in a closed <details>
+  if (!cell.getClientRects().length) continue;  // not shown (display: none): a column a phone leaves out
   let longest = 0, word = '';
   const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
   for (let node = walk.nextNode(); node; node = walk.nextNode()) {
@@ -187,7 +187,7 @@ def _claims(study_dir: str | Path) -> list[str]:
         out.append(f'<section class="claim {escape(c.verdict.replace(" ", "-"))}" id="claim-{escape(c.id)}">'
                    f"<h3>{_words(c.claim)} <span class=\"note\">({escape(c.section)})</span></h3>"
                    f'<p><span class="verdict">{escape(c.verdict)}</span> {_words(claims.sentence(c))}</p>'
-                   f"<figure>{forest.svg(c)}</figure>"
+                   f"<figure>{forest.svg(c, standalone=False)}</figure>"
                    f"<details><summary>The rule</summary><p>{_words(c.rule)}</p></details></section>")
     if not found.claims:
         out.append("<p>No claim of the chapter can be judged on this study's grid.</p>")
