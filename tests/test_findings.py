@@ -100,3 +100,13 @@ def test_the_home_page_shows_a_figure_the_generator_draws(generate, found):
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "docs" / "index.md").read_text())
     assert images and all(i.startswith("study/claims/") and i[len("study/claims/"):] in generate.forest_plots(found)
                           for i in images)
+
+
+def test_every_table_on_the_findings_page_ends_before_its_notes():
+    """A note right under a Markdown table is read as one more row, one word wide: the notes under
+    the leaderboards made the page 87,000 px tall. A blank line must end each table."""
+    lines = (ROOT / "docs" / "findings.md").read_text().splitlines()
+    assert any(line.startswith("|") for line in lines)
+    for above, line in zip(lines, lines[1:]):
+        if above.startswith("|"):
+            assert line.startswith("|") or not line.strip(), line

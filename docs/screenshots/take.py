@@ -69,7 +69,8 @@ def main() -> int:
                 checks = driver.execute_script(LAYOUT_PROBE)
                 driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
                 opened = driver.execute_script(LAYOUT_PROBE)
-                layout[f"{width}x{height}"] = {k: checks[k] for k in ("innerWidth", "scrollWidth", "cells", "minSlack")} | {
+                layout[f"{width}x{height}"] = {k: checks[k] for k in ("innerWidth", "scrollWidth", "scrollHeight", "cells",
+                                                                      "minSlack")} | {
                     "images": len(checks["images"]), "images_loaded": sum(checks["images"]),
                     "too_narrow": checks["tight"], "details_opened": {
                         k: opened[k] for k in ("scrollWidth", "cells", "minSlack")} | {"too_narrow": opened["tight"]}}
@@ -81,6 +82,9 @@ def main() -> int:
             viewport(driver, 1280, 800)
             driver.get(Path(tmp, "site", "findings.html").as_uri())
             driver.save_screenshot(str(OUT / "findings-1280x800.png"))
+            layout["findings 1280x800"] = driver.execute_script(
+                "return {scrollWidth: document.documentElement.scrollWidth, "
+                "scrollHeight: document.documentElement.scrollHeight}")
             driver.execute_script("document.querySelector('article h3').scrollIntoView(); window.scrollBy(0, -64)")
             driver.save_screenshot(str(OUT / "findings-1280x800-claim.png"))
         finally:

@@ -68,7 +68,8 @@ section.claim.supported { border-color: #1565c0; } section.claim.contradicted { 
 # whether each image loaded.
 LAYOUT_PROBE = """
 const range = document.createRange();
-const out = {innerWidth: window.innerWidth, scrollWidth: document.documentElement.scrollWidth, cells: 0,
+const out = {innerWidth: window.innerWidth, scrollWidth: document.documentElement.scrollWidth,
+             scrollHeight: document.documentElement.scrollHeight, cells: 0,
              minSlack: null, tight: [], images: Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)};
 for (const cell of document.querySelectorAll('td, th')) {
   if (!cell.getClientRects().length) continue;  // not shown (display: none): a column a phone leaves out
@@ -158,8 +159,10 @@ def page(result: StudyResult, study_dir: str | Path, plots: bool | None = None) 
         where = ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c)
         rows = [[str(seed), f"{100 * b:.2f}", f"{100 * m:.2f}", f"{100 * (m - b):+.2f}"]
                 for seed, b, m in zip(c["seeds"], c["baseline_accuracies"], c["accuracies"])]
-        parts.append(f"<h3>{escape(c['title'])}, {escape(where)}</h3>")
-        parts.append(_table(["seed", "baseline %", f"{c['title']} %", "gain, pts"], rows, cls="seeds"))
+        # Folded: a study of 800 runs would otherwise make the page tens of thousands of pixels tall.
+        parts.append(f"<details><summary>{escape(c['title'])}, {escape(where)}: {len(rows)} runs</summary>"
+                     + _table(["seed", "baseline %", f"{c['title']} %", "gain, pts"], rows, cls="seeds")
+                     + "</details>")
     parts.append("<h2>Plots</h2>")
     parts += _plots(result, study_dir, plots)
     parts.append("<h2>Settings</h2>")
