@@ -394,7 +394,7 @@ class Point:
 
     @property
     def direction(self) -> str:
-        """"above", "below" (the interval clear of `reference`) or "across" (no interval counts as across)."""
+        """Where the interval lies against `reference`: "above", "below", or "across" (no interval counts as across)."""
         if self.ci95 is None:
             return "across"
         return "above" if self.ci95[0] > self.reference else "below" if self.ci95[1] < self.reference else "across"

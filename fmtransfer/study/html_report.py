@@ -1,7 +1,10 @@
-"""A study's report as one self-contained HTML page, for sharing with a class: the leaderboard of
-each setting, the per-seed points, the plots (PNG, embedded), the claims where the study can
-judge them, the settings and the versions. Nothing is fetched: no script, font or image from
-elsewhere, so the file opens anywhere, offline.
+"""A study's report as one self-contained HTML page, for sharing with a class: the claims where the
+study can judge them (each verdict, where the claim holds and where not in a sentence, and its
+evidence as a forest plot), the leaderboard of each setting (its essential columns, the rest a
+click away), the per-seed points, the plots (PNG, embedded), the settings and the versions.
+Nothing is fetched: no script, font or image from elsewhere, so the file opens anywhere, offline.
+It reads on a projector and on a phone: text wraps, numbers never do, and nothing makes the page
+scroll sideways (`LAYOUT_PROBE` measures it).
 
     >>> from fmtransfer.study.html_report import problem
     >>> problem("no/such/folder/report.html")
