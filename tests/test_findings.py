@@ -71,3 +71,42 @@ def test_every_figure_in_the_readme_findings_stands_in_the_findings_page(generat
     page = (ROOT / "docs" / "findings.md").read_text()
     figures = set(re.findall(r"[-+]?\d+\.\d+", block))
     assert figures and all(f in page for f in figures)
+
+
+def test_each_claims_forest_plot_is_the_generated_one_and_the_pages_show_it(generate, found):
+    plots = generate.forest_plots(found)
+    assert set(plots) == {f"{c.id}.svg" for c in found.claims}
+    committed = {p.name: p.read_text() for p in (ROOT / "docs" / "study" / "claims").glob("*.svg")}
+    assert committed == plots
+    page = (ROOT / "docs" / "findings.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for c in found.claims:
+        assert f"](study/claims/{c.id}.svg)" in page and f'src="docs/study/claims/{c.id}.svg"' in readme
+
+
+def test_the_findings_give_each_claim_its_verdict_and_sentence_not_a_wall_of_numbers(generate, found, monkeypatch):
+    from fmtransfer.study.claims import sentence
+
+    monkeypatch.chdir(ROOT)
+    page = generate.findings(found)
+    claims = page[page.index("## The chapter's claims"):page.index("\n## ", page.index("## The chapter's claims") + 1)]
+    for c in found.claims:
+        assert f"**{c.verdict}**. {sentence(c)}" in claims
+    assert max(len(line) for line in claims.splitlines()) < 700  # the old evidence cells ran to 3,000
+
+
+def test_the_home_page_shows_a_figure_the_generator_draws(generate, found):
+    """docs/index.md shows today's evidence, not a picture of an earlier version."""
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "docs" / "index.md").read_text())
+    assert images and all(i.startswith("study/claims/") and i[len("study/claims/"):] in generate.forest_plots(found)
+                          for i in images)
+
+
+def test_every_table_on_the_findings_page_ends_before_its_notes():
+    """A note right under a Markdown table is read as one more row, one word wide: the notes under
+    the leaderboards made the page 87,000 px tall. A blank line must end each table."""
+    lines = (ROOT / "docs" / "findings.md").read_text().splitlines()
+    assert any(line.startswith("|") for line in lines)
+    for above, line in zip(lines, lines[1:]):
+        if above.startswith("|"):
+            assert line.startswith("|") or not line.strip(), line

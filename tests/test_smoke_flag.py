@@ -1,5 +1,5 @@
 """Smoke-test settings are flagged: a run, study or report whose settings are below the chapter's
-(fewer epochs, fewer images) says so in its title in every output (terminal, Markdown, JSON),
+(fewer epochs, fewer images) says so in its title in every output (terminal, Markdown, HTML, JSON),
 and `study claims` never prints a verdict on it without the warning. The chapter's settings
 (the defaults, configs/book.toml) are never flagged.
 """
@@ -72,6 +72,13 @@ def test_a_smoke_studys_report_says_so_first_in_every_output(smoke_study):
 
     markdown = run_cli("study", "report", smoke_study, "--no-plots", "--markdown")
     assert markdown.out.lstrip().startswith("**SMOKE TEST: below the chapter's settings: train_a.epochs 2")
+
+    page = smoke_study.parent / "report.html"
+    assert run_cli("study", "report", smoke_study, "--no-plots", "--html", page).code == 0
+    html = page.read_text()
+    assert "<title>SMOKE TEST: " in html and "<h1>SMOKE TEST (settings below the chapter&#x27;s" in html
+    assert "train_a.epochs 2 (the chapter&#x27;s: 20)" in html
+    assert html.count("(SMOKE TEST)") >= 1  # the claims it shows, never a bare verdict
 
     as_json = run_cli("study", "report", smoke_study, "--no-plots", "--json").json()
     assert as_json["smoke"][:2] == ["train_a.epochs 2 (the chapter's: 20)", "baseline.epochs 5 (the chapter's: 20)"]

@@ -23,6 +23,7 @@ from fmtransfer import contenders
 from fmtransfer.errors import ArgumentError
 from fmtransfer.report import framed, smoke_note, smoke_title
 from fmtransfer.study import inference
+from fmtransfer.study.axes import cell_axes
 from fmtransfer.study.records import check_pooled
 from fmtransfer.study.reporting import StudyResult, report
 from fmtransfer.study.stats import ALPHA, BOOK, MIN_INTERVAL_UNITS, POWER, Cell, p_floor
@@ -46,6 +47,9 @@ class Claim:
             evidence would have detected with 80% power; None otherwise, or for a claim about a
             share of runs rather than a gain.
         rule: the rule, in one sentence.
+        measure: what each piece of evidence's figure is, as a plot's axis names it.
+        threshold: besides no gain, the figure the rule compares each piece with (the book's gain),
+            with its name; None where the rule reads only the direction.
         smoke: for each study of its evidence whose settings are below the chapter's, the study
             and those settings (`config.below_chapter`): a verdict on a smoke test where any.
     """
@@ -57,6 +61,8 @@ class Claim:
     evidence: list[dict]
     mde: float | None
     rule: str
+    measure: str = "gain over the baseline, points"
+    threshold: tuple[float, str] | None = None
     smoke: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -189,6 +195,8 @@ def _gaps(pieces: list[tuple[dict, dict[Any, float], dict[Any, float]]], margin:
             row["p"] = inference.sign_flip_test(gaps).p_value
             tests.append(len(rows))
         if len(shared) >= MIN_INTERVAL_UNITS:
+            # Student t over the shared seeds: a cell's own interval with one draw.
+            row["ci95_points"] = [100 * x for x in inference.crossed_interval(gaps[None, :]).ci95]
             row["equivalence"] = inference.tost(gaps, margin).verdict
             row["p_floor"] = p_floor(len(shared))
             if row["p_floor"] <= ALPHA:  # else no gap, however large, could be significant
@@ -261,7 +269,8 @@ def _book_result_picked(studies: list[_Study], margin: float):
             verdicts.append(one)
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "no evidence"
     return Claim("book-result-picked", "The published 97.05% -> 99.25% (error rate divided by 3.9) was picked from "
-                 "many runs: a typical seed does not reach it.", "11.2.1", verdict, evidence, None, rule)
+                 "many runs: a typical seed does not reach it.", "11.2.1", verdict, evidence, None, rule,
+                 measure="share of runs reaching the book's result", threshold=None)
 
 
 def _other_pairs_and_seeds_do_worse(studies: list[_Study], margin: float):
@@ -291,7 +300,7 @@ def _other_pairs_and_seeds_do_worse(studies: list[_Study], margin: float):
         verdict, mde = "no evidence", min((c.mde_points for _, c in found if c.mde_points is not None), default=None)
     return Claim("other-pairs-and-seeds-do-worse", "With another seed or other classes for task B, the gain is "
                  "smaller than the published one: it shrinks, vanishes or reverses.", "11.2.1", verdict, evidence,
-                 mde, rule)
+                 mde, rule, threshold=(BOOK_GAIN_POINTS, "the book's gain"))
 
 
 def _dense_poor_cnn_good(studies: list[_Study], margin: float):
@@ -319,7 +328,7 @@ def _dense_poor_cnn_good(studies: list[_Study], margin: float):
     verdict, mde = _aggregate(verdicts, [e.get("mde_points") for e in evidence], every=True)
     return Claim("dense-poor-cnn-good", "Transfer learning does not work well with small dense networks; it works "
                  "best with deep convolutional networks, whose lower layers learn general features.", "11.2.1",
-                 verdict, evidence, mde, rule)
+                 verdict, evidence, mde, rule, measure="the cnn's gain minus the dense network's, points")
 
 
 def _gain_shrinks_with_data(studies: list[_Study], margin: float):
@@ -347,7 +356,8 @@ def _gain_shrinks_with_data(studies: list[_Study], margin: float):
     evidence, verdicts = _gaps(pieces, margin)
     verdict, mde = _aggregate(verdicts, [e.get("mde_points") for e in evidence], every=True)
     return Claim("gain-shrinks-with-data", "The gain from transfer shrinks as the labelled data for task B grows.",
-                 "11.2.1", verdict, evidence, mde, rule)
+                 "11.2.1", verdict, evidence, mde, rule,
+                 measure="gain at the smallest task-B size minus at the largest, points")
 
 
 def _pretraining_helps_when_scarce(studies: list[_Study], margin: float):
@@ -375,6 +385,194 @@ _RULES = (_transfer_helps, _book_result_picked, _other_pairs_and_seeds_do_worse,
           _gain_shrinks_with_data, _pretraining_helps_when_scarce)
 CLAIM_IDS = ("transfer-helps", "book-result-picked", "other-pairs-and-seeds-do-worse", "dense-poor-cnn-good",
              "gain-shrinks-with-data", "pretraining-helps-when-scarce")
+
+
+# ----------------------------------------------------------------------------- the evidence as figures and in a sentence
+
+# What a piece's verdict says of the claim. Any other verdict a rule gives reads as "not shown":
+# the evidence neither holds nor reverses the claim there.
+_STANCES = {"better": "holds", "supported": "holds", "below the book": "holds",
+            "worse": "reversed", "contradicted": "reversed", "at least the book": "reversed",
+            "equivalent": "no difference"}
+STANCES = ("holds", "reversed", "no difference", "not shown", "not judged")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One figure of a claim's evidence, as its forest plot draws it and its sentence reads it.
+
+    Args:
+        where: the piece's settings, (key, words) pairs: "arch" ("cnn"), "contender", then the
+            grid's axes ("book rates"); a comparison of two sizes as "sizes".
+        study: the study (or studies, "A vs B") the piece comes from.
+        what: which of a piece's figures this is, where it has several ("" where one).
+        value: the figure; `ci95`, its 95% interval or None; `reference`, where no effect lies (0
+            points, or a half of the runs for a share).
+        stance: what the piece says of the claim, one of `STANCES`.
+        text: the figure and its interval as the page prints them.
+        primary: the figure the sentence reads (a piece's first).
+    """
+
+    where: tuple[tuple[str, str], ...]
+    study: str
+    what: str
+    value: float
+    ci95: tuple[float, float] | None
+    reference: float
+    stance: str
+    text: str
+    primary: bool = True
+
+    @property
+    def direction(self) -> str:
+        """Where the interval lies against `reference`: "above", "below", or "across" (no interval counts as across)."""
+        if self.ci95 is None:
+            return "across"
+        return "above" if self.ci95[0] > self.reference else "below" if self.ci95[1] < self.reference else "across"
+
+
+def _where(e: dict) -> tuple[tuple[str, str], ...]:
+    out = [(k, str(e[k])) for k in ("arch", "contender") if k in e]
+    out += [(a.name, a.words(a.from_json(e[a.name]))) for a in cell_axes() if a.name in e]
+    if "small_size" in e and "large_size" in e:
+        out.append(("sizes", f"{e['small_size']} -> {e['large_size']} images"))
+    return tuple(out)
+
+
+def _study_name(e: dict) -> str:
+    return " vs ".join(Path(v).name for k, v in e.items() if (k == "study" or k.endswith("_study")) and v)
+
+
+def _stance(e: dict) -> str:
+    if e.get("judged") is False:
+        return "not judged"
+    return _STANCES.get(e.get("verdict"), "not shown")
+
+
+def _ci_text(value: float, ci: list | None, fmt: str) -> str:
+    return f"{value:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+
+
+def points(claim: Claim) -> list[Point]:
+    """The claim's evidence as figures: a gain or a gap in points with its 95% CI, or a share of
+    runs with its Clopper-Pearson interval, whatever rule gave it. A piece with no figure (a
+    comparison with no shared seeds) has no point."""
+    out = []
+    for e in claim.evidence:
+        where, study, stance = _where(e), _study_name(e), _stance(e)
+        for key in ("gain_points", "gap_points"):
+            if e.get(key) is not None:
+                ci = e.get("ci95_points")
+                out.append(Point(where, study, "", e[key], tuple(ci) if ci else None, 0.0, stance,
+                                 _ci_text(e[key], ci, "+.2f")))
+                break
+        else:
+            for i, (reach, ci, what) in enumerate((("reach_gain", "ci95_gain", "the book's gain"),
+                                                   ("reach_ratio", "ci95_ratio", "its error ratio"))):
+                if e.get(reach) is not None and e.get("runs"):
+                    share = e[reach] / e["runs"]
+                    out.append(Point(where, study, what, share, tuple(e[ci]) if e.get(ci) else None, TYPICAL,
+                                     stance, f"{e[reach]}/{e['runs']} runs" + (f" [{e[ci][0]:.2f}, {e[ci][1]:.2f}]"
+                                                                               if e.get(ci) else ""), primary=i == 0))
+    return out
+
+
+def telling_apart(pts: list[Point]) -> list[str]:
+    """The settings (keys of `Point.where`) whose words differ between the points: what a label
+    needs to name; the rest is the same for every point, said once."""
+    return [k for k in dict.fromkeys(k for p in pts for k, _ in p.where)
+            if len({dict(p.where).get(k) for p in pts}) > 1]
+
+
+def _patterns(chosen: set[tuple], universe: set[tuple]) -> list[tuple]:
+    """`chosen` settings written as few patterns as can be: a position reads None ("any") where
+    every setting of `universe` that matches the rest is chosen. Later positions merge first,
+    so "cnn, book rates" and "cnn, notebook rates" read "cnn"."""
+    def covers(p: tuple, u: tuple) -> bool:
+        return all(a is None or a == b for a, b in zip(p, u))
+
+    current = sorted(chosen, key=str)
+    width = len(next(iter(universe))) if universe else 0
+    for i in reversed(range(width)):
+        groups: dict[tuple, list[tuple]] = {}
+        for p in current:
+            groups.setdefault(p[:i] + (None,) + p[i + 1:], []).append(p)
+        current = []
+        for wild, members in groups.items():
+            if all(any(covers(m, u) for m in members) for u in universe if covers(wild, u)):
+                current.append(wild)
+            else:
+                current += members
+    return current
+
+
+def _range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:+.2f}" if f"{lo:+.2f}" == f"{hi:+.2f}" else f"{lo:+.2f} to {hi:+.2f}"
+
+
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def sentence(claim: Claim) -> str:
+    """Where the claim holds and where it does not, in one sentence built from its evidence:
+    the pieces grouped by what they say of it (holds, reversed, no difference, not shown, not
+    judged), each group named by the settings that tell the pieces apart, with its figures.
+    A setting measured in several studies that disagree is named in each group, "in k of n
+    studies"."""
+    pts = [p for p in points(claim) if p.primary]
+    if not pts:
+        return "No piece of evidence has a figure."
+    keys = telling_apart(pts)
+    at = {id(p): tuple(dict(p.where).get(k) for k in keys) for p in pts}
+    universe = set(at.values())
+    by_setting: dict[tuple, list[Point]] = {}
+    for p in pts:
+        by_setting.setdefault(at[id(p)], []).append(p)
+    clauses = []
+    for stance in STANCES:
+        mine = [p for p in pts if p.stance == stance]
+        if not mine:
+            continue
+        pure = {s for s, ps in by_setting.items() if all(p.stance == stance for p in ps)}
+        labels = []
+        for pattern in _patterns(pure, universe):
+            members = [p for p in mine if all(a is None or a == b for a, b in zip(pattern, at[id(p)]))]
+            labels.append((_named(pattern, len(universe)), members, ""))
+        for s in sorted({at[id(p)] for p in mine} - pure, key=str):
+            members = [p for p in mine if at[id(p)] == s]
+            labels.append((_named(s, len(universe)), members, f" in {len(members)} of {len(by_setting[s])} studies"))
+        clauses.append(f"{stance} for " + _and([f"{label}{some} ({_figures(members)})"
+                                               for label, members, some in labels]))
+    if claim.threshold:  # "holds" then reads against it, not against no gain
+        clauses.append(f"each held against {claim.threshold[1]}, {claim.threshold[0]:+.2f} points")
+    text = "; ".join(clauses)
+    return text[:1].upper() + text[1:] + _unseen(claim) + "."
+
+
+def _named(pattern: tuple, settings: int) -> str:
+    return " ".join(v for v in pattern if v is not None) or ("every setting" if settings > 1 else "the setting measured")
+
+
+def _figures(members: list[Point]) -> str:
+    if members[0].reference == 0.0:
+        return f"{_range([p.value for p in members])} points"
+    shares = sorted({f"{100 * p.value:.0f}%" for p in members}, key=lambda t: float(t[:-1]))
+    reach = f" reach {members[0].what}" if members[0].what else ""
+    return (shares[0] if len(shares) == 1 else f"{shares[0]} to {shares[-1]}") + f" of runs{reach}"
+
+
+def _unseen(claim: Claim) -> str:
+    """With "no evidence": the gains the evidence could have missed."""
+    if claim.verdict != "no evidence":
+        return ""
+    if claim.mde is not None:
+        return f"; gains below {claim.mde:.2f} points would have gone unseen"
+    floors = [e.get("p_floor") for e in claim.evidence]
+    if floors and all(f is not None and f > ALPHA for f in floors):
+        return f"; too few seeds for p < {ALPHA:g} (the smallest p possible is {min(floors):.2g})"
+    return ""
 
 
 # ----------------------------------------------------------------------------- output
@@ -436,12 +634,12 @@ def table(found: Claims) -> Group:
 
 
 def markdown(found: Claims) -> str:
-    """The claims as a Markdown table, ready for a README."""
+    """The claims as a Markdown table, ready for a README: each verdict, and where the claim
+    holds and where it does not, with the figures."""
     smoke = sorted({s for c in found.claims for s in c.smoke})
     rows = [f"**{smoke_note([s])}.** Its numbers say nothing about transfer.\n" for s in smoke]
-    rows += ["| claim | verdict | evidence |", "|---|---|---|"]
+    rows += ["| claim | verdict | where it holds, where it does not |", "|---|---|---|"]
     for c in found.claims:
-        mde = f" Gains below {c.mde:.2f} points would have gone unseen." if c.mde is not None else ""
-        rows.append(f"| {c.claim} ({c.section}, `{c.id}`) | **{c.shown_verdict}** | {_summary(c)}.{mde} |")
+        rows.append(f"| {c.claim} ({c.section}, `{c.id}`) | **{c.shown_verdict}** | {sentence(c)} |")
     rows += [""] + [f"Not judged: `{k}` ({why})." for k, why in found.not_judged.items()]
     return "\n".join(rows).rstrip() + "\n"

@@ -212,7 +212,7 @@ def markdown(result: "StudyResult") -> str:
     margin = result.equivalence_margin
     for c in ranked:
         if c.setting != setting:
-            out += below
+            out += [""] * bool(below) + below  # a blank line ends the table: else Markdown reads each note as a row
             below = []
             setting = c.setting
             # The baseline's line: from the contender with the most seeds, which has all of them.
@@ -259,7 +259,7 @@ def markdown(result: "StudyResult") -> str:
             below.append(f"- {c.title}: no interval, TOST or MDE: {c.no_interval}.")
         if c.runs_left_out:
             below.append(f"- {c.title}: {c.runs_left_out} runs of seeds without a run at every draw left out.")
-    out += below
+    out += [""] * bool(below) + below
     if result.max_t and result.max_t.get("why"):
         out += ["", f"No max-T over the study: {result.max_t['why']}."]
     out += ["", "p: exact sign-flip test of the mean gain over seeds (whole seeds flipped across the draws); "
