@@ -23,10 +23,12 @@ import click
 import cloup
 
 from fmtransfer import contenders, report, runtime
+from fmtransfer import curves as learning_curves
 from fmtransfer.config import Config, field_info, merge, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
+from fmtransfer.tensorboard import check_target, write_run_dir
 from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
@@ -324,9 +326,7 @@ def stage(tensorflow: bool = True, prepare=None, events: bool = False):
             def body():
                 runtime.check_environment()
                 if board is not None:
-                    from fmtransfer import tensorboard
-
-                    tensorboard.check_target(board)
+                    check_target(board)
                 rd, found, where = layers(Path(run_dir), config_path, given)
                 origins.update(where)
                 cfg = merge(found)
@@ -342,9 +342,7 @@ def stage(tensorflow: bool = True, prepare=None, events: bool = False):
                 reporter = report.Reporter(quiet=as_json)
                 done = f(cfg, rd, reporter, **kwargs)
                 if board is not None:
-                    from fmtransfer import tensorboard
-
-                    written = tensorboard.write_run_dir(rd.path, board)
+                    written = write_run_dir(rd.path, board)
                     reporter.info(f"tensorboard: {len(written)} runs in {board}; view: tensorboard --logdir {board}")
                 return done
 
@@ -536,13 +534,11 @@ def curves(run_dir, out, as_json):
     """Plot the learning curves of every model in RUN_DIR (model A, each pretraining, the baseline,
     each contender; every phase, validation dashed) to one PNG, from the run's records: nothing
     trains. Needs matplotlib (pip install 'fmtransfer[plot]')."""
-    from fmtransfer import curves as learning
-
     path = Path(run_dir)
 
     def body():
-        found = learning.run_dir_curves(path)
-        written = learning.plot(found, Path(out) if out else path / "curves.png", str(path), option="curves")
+        found = learning_curves.run_dir_curves(path)
+        written = learning_curves.plot(found, Path(out) if out else path / "curves.png", str(path), option="curves")
         result = {"png": str(written), "models": {c.name: [p.name for p in c.phases] for c in found}}
         return result, lambda console, r: console.print(f"curves: {r['png']} ({', '.join(r['models'])})")
 

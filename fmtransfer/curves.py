@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fmtransfer.errors import UsageError
+from fmtransfer.report import Figures, save_figure
 
 # An epoch's keys that are no score: its number, and its wall time (never the same twice).
 NOT_SCORES = ("epoch", "seconds")
@@ -141,8 +142,6 @@ def plot(found: list[Curves], path: Path, title: str, option: str = "curves") ->
     """Loss and accuracy per epoch of every model in `found`, two panels side by side, written as
     one PNG at `path` (atomically). Validation is dashed, in its model's colour; a dotted line marks
     where each next phase begins. Needs matplotlib (the [plot] extra)."""
-    from fmtransfer.report import save_figure
-
     figures = _figures(option)  # before matplotlib's own modules are imported below
     from matplotlib.ticker import MaxNLocator
 
@@ -176,6 +175,4 @@ def _figures(option: str):
         import matplotlib.figure  # noqa: F401
     except ImportError:
         raise UsageError(f"{option} needs matplotlib: pip install 'fmtransfer[plot]'") from None
-    from fmtransfer.report import Figures
-
     return Figures()

@@ -114,12 +114,7 @@ class Board:
 
     def folder(self, key) -> Path:
         """The folder of a grid point's models: DIR/<cell>/<unit>."""
-        from fmtransfer.study.axes import axis
-
-        parts = [(axis(name), value) for name, value in key.items]
-        cell = "-".join(p for a, v in parts if not a.pooled and (p := a.id(v)))
-        unit = "-".join(p for a, v in parts if a.pooled and (p := a.id(v)))
-        return self.directory / (cell or "all") / unit
+        return self.directory / (key.cell_id or "all") / key.unit_id
 
     def run(self, key, contender: str, phases: list[dict] | None, baseline: list[dict] | None,
             made: dict | None = None) -> None:

@@ -70,7 +70,9 @@ def studies(tiny_data, tmp_path_factory):
 
 
 def lines(study_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (study_dir / "results.jsonl").read_text().splitlines()]
+    """Every results line of the study, all its files (a worker's own included), in run id order."""
+    found = [json.loads(line) for path in study_dir.glob("results*.jsonl") for line in path.read_text().splitlines()]
+    return sorted(found, key=lambda line: line["id"])
 
 
 # ----------------------------------------------------------------------------- TensorBoard
@@ -138,6 +140,25 @@ def test_study_tensorboard_names_each_run_by_cell_and_seed_and_changes_no_number
     # The events are an output: every results line, its fingerprint included, is as without them.
     timeless = [[{k: v for k, v in line.items() if k not in ("seconds", "finished")} for line in lines(d)]
                 for d in (plain, with_board)]
+    assert timeless[0] == timeless[1]
+
+
+@pytest.mark.slow
+def test_study_workers_write_their_seeds_events_side_by_side(studies, tiny_data, tmp_path):
+    """--jobs 2: each worker process writes the folders of its own seeds; none is lost or doubled."""
+    plain, _, _ = studies
+    board = tmp_path / "tb"
+    result = run_cli("study", "--run", tmp_path / "s", "--data-dir", tiny_data, *TINY_STUDY, "--jobs", "2",
+                     "--tensorboard", board, "--json")
+    assert result.code == 0, result.err
+    cell = board / "pair5v6-n20-reuseall-book"
+    for seed in ("seed42", "seed43"):
+        for name in ("baseline", "model_a", "transfer"):
+            (only,) = (cell / seed / name).iterdir()
+            assert only.name.startswith("events.out.tfevents.")
+        assert len(scalars(cell / seed / "transfer", "loss")) == 2
+    timeless = [[{k: v for k, v in line.items() if k not in ("seconds", "finished")} for line in lines(d)]
+                for d in (plain, tmp_path / "s")]
     assert timeless[0] == timeless[1]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fmtransfer import contenders, fingerprints, runtime
+from fmtransfer import tensorboard as events
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DivergedError, UsageError
 from fmtransfer.io import locked, refuse_if_locked
@@ -83,8 +84,6 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
                                         "name at least one contender besides it, e.g. transfer")
     check_study_paths(Path(study_dir))
     if tensorboard is not None:
-        from fmtransfer import tensorboard as events
-
         events.check_target(tensorboard)
     study_dir = Path(study_dir)
     # One unsharded study per directory; the shards of an array side by side, one process each;
@@ -269,11 +268,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
 
 def _board(tensorboard: str | Path | None):
     """Where this process writes its runs' TensorBoard events, or None."""
-    if tensorboard is None:
-        return None
-    from fmtransfer.tensorboard import Board
-
-    return Board(tensorboard)
+    return None if tensorboard is None else events.Board(tensorboard)
 
 
 def _checked_data(cfg: Config):
