@@ -108,6 +108,28 @@ def test_writing_a_runs_events_again_replaces_them_rather_than_adding_a_second_f
     assert scalars(again / "transfer", "loss") == first
 
 
+def test_a_pretrainings_steps_are_its_phases_and_a_contender_is_named_by_its_record(tmp_path):
+    """Greedy pretraining's depths are phases, one after the other, as a contender's are; a
+    record's file name does not name the run, its contender does."""
+    def epochs(*losses):
+        return [{"epoch": i, "loss": v, "val_loss": v + 1, "seconds": 0.1} for i, v in enumerate(losses, 1)]
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "pretrain_greedy.json").write_text(json.dumps(
+        {"steps": [{"name": "depth 1", "history": epochs(3.0, 2.0)}, {"name": "depth 2", "history": epochs(1.5)}]}))
+    (run / "transfer_greedy.json").write_text(json.dumps(
+        {"contender": "greedy", "phases": [{"name": "frozen", "learning_rate": 0.01, "history": epochs(0.7)},
+                                           {"name": "fine-tune", "learning_rate": 0.001, "history": epochs(0.6)}]}))
+    (run / "baseline.json").write_text("{not json")  # unreadable: left out, not fatal
+    tensorboard.write_run_dir(run, tmp_path / "tb")
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["greedy", "pretrain_greedy"]
+    assert scalars(tmp_path / "tb" / "pretrain_greedy", "loss") == [(1, 3.0), (2, 2.0), (3, 1.5)]
+    assert scalars(tmp_path / "tb" / "pretrain_greedy", "phase") == [(1, 0.0), (2, 0.0), (3, 1.0)]
+    assert not scalars(tmp_path / "tb" / "pretrain_greedy", "seconds")  # wall time is no score
+    assert scalars(tmp_path / "tb" / "greedy", "val_loss") == [(1, pytest.approx(1.7)), (2, pytest.approx(1.6))]
+
+
 def test_a_stage_writes_the_run_directorys_models_too(board_run, tmp_path):
     """`compare --tensorboard` (the baseline is reused, nothing trains) writes every model the run
     directory holds, as `run` does."""
