@@ -64,18 +64,19 @@ def write(folder: str | Path, curves: Curves) -> Path:
     try:
         writer = tf.summary.create_file_writer(str(scratch))
         with writer.as_default():
-            index, scores = {}, set(curves.scores())
-            for step, phase, record in curves.epochs():
-                if phase.name not in index:  # its first epoch: say which phase begins
-                    index[phase.name] = len(index)
-                    tf.summary.write("phase_name", tf.constant(phase.name), step=step, metadata=_metadata("text"))
-                values: dict[str, Any] = {k: v for k, v in record.items() if k in scores and _number(v)}
-                values["phase"] = index[phase.name]
-                if phase.learning_rate is not None:
-                    values["learning_rate"] = phase.learning_rate
-                for tag, value in values.items():
-                    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
-                                     metadata=_metadata("scalars"))
+            scores, step = set(curves.scores()), 0
+            for index, phase in enumerate(curves.phases):
+                for i, record in enumerate(phase.history):
+                    step += 1
+                    if i == 0:  # say which phase begins
+                        tf.summary.write("phase_name", tf.constant(phase.name), step=step, metadata=_metadata("text"))
+                    values: dict[str, Any] = {k: v for k, v in record.items() if k in scores and _number(v)}
+                    values["phase"] = index
+                    if phase.learning_rate is not None:
+                        values["learning_rate"] = phase.learning_rate
+                    for tag, value in values.items():
+                        tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
+                                         metadata=_metadata("scalars"))
         writer.close()
         (made,) = scratch.glob(EVENTS)
         old = [p for p in folder.glob(EVENTS) if p.name != made.name]
