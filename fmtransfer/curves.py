@@ -59,11 +59,11 @@ class Curves:
         """The score names its epochs carry (loss, accuracy, val_loss, ...), in first-seen order."""
         seen: dict[str, None] = {}
         for _, _, record in self.epochs():
-            seen.update({k: None for k, v in record.items() if k not in NOT_SCORES and _number(v)})
+            seen.update({k: None for k, v in record.items() if k not in NOT_SCORES and is_number(v)})
         return list(seen)
 
 
-def _number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -74,7 +74,7 @@ def _history(value: Any) -> tuple[dict, ...] | None:
 
 
 def _rate(value: Any) -> float | None:
-    return float(value) if _number(value) else None
+    return float(value) if is_number(value) else None
 
 
 def from_phases(name: str, phases: Iterable[dict]) -> Curves | None:
@@ -151,7 +151,7 @@ def plot(found: list[Curves], path: Path, title: str, option: str = "curves") ->
         for curves, colour in zip(found, colours):
             epochs = curves.epochs()
             for key, style, label in ((score, "-", curves.name), (f"val_{score}", "--", f"{curves.name} (valid)")):
-                points = [(step, r[key]) for step, _, r in epochs if _number(r.get(key))]
+                points = [(step, r[key]) for step, _, r in epochs if is_number(r.get(key))]
                 if points:
                     ax.plot(*zip(*points), style, color=colour, marker="." if len(points) < 30 else None,
                             label=label)

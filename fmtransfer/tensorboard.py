@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fmtransfer.curves import Curves, _number, from_phases, from_record, of_run_dir
+from fmtransfer.curves import Curves, is_number, from_phases, from_record, of_run_dir
 from fmtransfer.errors import UsageError
 from fmtransfer.io import atomic_path
 
@@ -70,7 +70,7 @@ def write(folder: str | Path, curves: Curves) -> Path:
                     step += 1
                     if i == 0:  # say which phase begins
                         tf.summary.write("phase_name", tf.constant(phase.name), step=step, metadata=_metadata("text"))
-                    values: dict[str, Any] = {k: v for k, v in record.items() if k in scores and _number(v)}
+                    values: dict[str, Any] = {k: v for k, v in record.items() if k in scores and is_number(v)}
                     values["phase"] = index
                     if phase.learning_rate is not None:
                         values["learning_rate"] = phase.learning_rate

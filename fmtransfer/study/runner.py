@@ -257,9 +257,9 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         with reporter.grid("study", total=total, done=finished) as advance:
             if jobs == 1:
                 said: set[str] = set()
+                board = _board(tensorboard)
                 for unit in units:
-                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said,
-                              _board(tensorboard))
+                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said, board)
             else:
                 _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock,
                              threads, tensorboard)
@@ -306,7 +306,7 @@ def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Pa
         return [k.run_id(c) for k in unit for c in chosen if k.run_id(c) not in recorded]
 
     run_units(units, jobs, prepare=_prepare_worker, prepare_args=(cfg, chosen, str(study_dir), str(out), sorted(done),
-                                                                  setup, tensorboard and str(tensorboard)),
+                                                                  setup, None if tensorboard is None else str(tensorboard)),
               run=_run_in_worker, advance=advance, pending=pending, lock=(study_dir, workers_lock))
 
 
