@@ -657,8 +657,8 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None, shard=None
 @group("Model", *MODEL)
 @group("Pretraining", *PRETRAIN)
 @options(*contender_options())
-@common(run_default="runs/study", tensorboard="DIR/CELL/seedN[-drawD]/MODEL, the cell the run id's axes but the "
-                                              "seed and draw (pair5v6-n200-reuseall-book)")
+@common(run_default="runs/study", tensorboard="DIR/CELL/seedN[-drawD]/MODEL, CELL being the run id without its seed "
+                                              "and draw (pair5v6-n200-reuseall-book)")
 @WIDE
 @stage(prepare=_prepare_study)
 def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots, wide,
