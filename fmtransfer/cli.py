@@ -23,11 +23,13 @@ import click
 import cloup
 
 from fmtransfer import config, contenders, report, runtime
+from fmtransfer import curves as learning_curves
 from fmtransfer.config import MAX_STUDY_SEEDS, Config, field_info, merge, option_name, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError, reason
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
 from fmtransfer.space import space_from_dict
+from fmtransfer.tensorboard import check_target, write_run_dir
 from fmtransfer.version import __version__
 
 CFG = "cfg__"  # the click parameter names of config options: cfg__transfer__freeze_epochs
@@ -37,7 +39,8 @@ ALIAS = "alias__"  # an old name of a config option, kept for scripts: alias__tr
 OTHER_OPTIONS = ("--help", "--version", "--run", "--config", "--json", "--verbose", "--wide", "--no-verify",
                  "--epochs", "--learning-rate", "--reuse-layers", "--model-a", "--from", "--contender", "--plot",
                  "--no-plot", "--plots", "--no-plots", "--html", "--markdown", "--equivalence-margin", "--jobs",
-                 "--shard", "--seeds", "--seed-list", "--data-seeds", "--data-seed-list")
+                 "--shard", "--seeds", "--seed-list", "--data-seeds", "--data-seed-list", "--tensorboard", "--out",
+                 "--csv")
 config.reserve_options({name: "the command line itself" for name in OTHER_OPTIONS})
 
 
@@ -98,10 +101,23 @@ def options(*decorators):
     return wrap
 
 
-def common(f=None, *, run_default: str = "runs/default"):
-    """--run, --config, --seed, --json, --verbose: every subcommand takes them, in its last group."""
+def tensorboard_option(runs: str):
+    """--tensorboard DIR, on every command that trains: an output, like --json, so no setting (and
+    no fingerprint) depends on it. `runs`: how the command names its TensorBoard runs."""
+    return click.option("--tensorboard", "tensorboard", type=click.Path(), metavar="DIR", default=None,
+                        help="Also write each model's per-epoch loss, accuracy and validation scores, every phase, "
+                             f"as TensorBoard event files: one run per model, {runs}. View them with "
+                             "`tensorboard --logdir DIR` (pip install 'fmtransfer[tensorboard]').")
+
+
+RUN_DIR_BOARD = "DIR/model_a, DIR/baseline, DIR/CONTENDER, DIR/pretrain_METHOD"
+
+
+def common(f=None, *, run_default: str = "runs/default", tensorboard: str | None = None):
+    """--run, --config, --seed, --json, --verbose: every subcommand takes them, in its last group;
+    `tensorboard`, the runs' names where the command takes --tensorboard DIR (there too)."""
     if f is None:
-        return functools.partial(common, run_default=run_default)
+        return functools.partial(common, run_default=run_default, tensorboard=tensorboard)
     return cloup.option_group(
         "Run and output",
         click.option("--run", "run_dir", default=run_default, show_default=True, type=click.Path(file_okay=False),
@@ -111,6 +127,7 @@ def common(f=None, *, run_default: str = "runs/default"):
         config_option("seed"),
         click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout."),
         click.option("--verbose", is_flag=True, help="Show TensorFlow's own log lines, and tracebacks."),
+        *([tensorboard_option(tensorboard)] if tensorboard else []),
     )(f)
 
 
@@ -269,10 +286,13 @@ def layers(run_dir: Path, config_path: str | None, given: dict):
     return rd, found, origins
 
 
-def stage(tensorflow: bool = True, prepare=None):
+def stage(tensorflow: bool = True, prepare=None, events: bool = False):
     """Turn a subcommand into: resolve the config, set TensorFlow up, call the stage, print.
 
     `prepare(cfg, given, origins, **kwargs) -> cfg` adjusts the config from the command's own options.
+    `events`: the command takes --tensorboard DIR (`common(tensorboard=...)`): the target is
+    checked before anything trains, and once the stage has finished, the run directory's models
+    are written there from their records (`fmtransfer.tensorboard`).
     """
 
     def decorate(f):
@@ -291,9 +311,12 @@ def stage(tensorflow: bool = True, prepare=None):
             if no_verify:
                 given["data.verify_checksums"] = False
             origins: dict = {}
+            board = kwargs.pop("tensorboard", None) if events else None
 
             def body():
                 runtime.check_environment()
+                if board is not None:
+                    check_target(board)
                 rd, found, where = layers(Path(run_dir), config_path, given)
                 origins.update(where)
                 cfg = merge(found)
@@ -306,7 +329,12 @@ def stage(tensorflow: bool = True, prepare=None):
                         click.echo(f"fmtransfer: note: KERAS_BACKEND={asked} ignored; fmtransfer trains with "
                                    "TensorFlow graphs, so it uses Keras' TensorFlow backend", err=True)
                     runtime.setup(arch=cfg.model.arch, quiet=not verbose, lazy=True)
-                return f(cfg, rd, report.Reporter(quiet=as_json), **kwargs)
+                reporter = report.Reporter(quiet=as_json)
+                done = f(cfg, rd, reporter, **kwargs)
+                if board is not None:
+                    written = write_run_dir(rd.path, board)
+                    reporter.info(f"tensorboard: {len(written)} runs in {board}; view: tensorboard --logdir {board}")
+                return done
 
             execute(body, as_json=as_json, verbose=verbose, run_path=Path(run_dir), origins=origins)
 
@@ -347,8 +375,8 @@ def split(cfg, rd, reporter):
 @group("Model A", config_option("train_a.epochs", alias="--epochs"),
        config_option("train_a.learning_rate", alias="--learning-rate"))
 @group("Model", *MODEL)
-@common
-@stage()
+@common(tensorboard=RUN_DIR_BOARD)
+@stage(events=True)
 def train_a(cfg, rd, reporter):
     """Train model A on the eight task-A classes and save it (.keras) with its history."""
     from fmtransfer import stages
@@ -372,8 +400,8 @@ def _sources() -> list[str]:
                          "METHOD."),
        *TRANSFER, config_option("data.b_sample"))
 @options(*contender_options(pretraining=False))
-@common
-@stage()
+@common(tensorboard=RUN_DIR_BOARD)
+@stage(events=True)
 def transfer(cfg, rd, reporter, model_a, source, contender):
     """Build model B on a clone of model A's (or a pretrained encoder's) lower layers; train
     frozen, then fine-tune."""
@@ -415,8 +443,8 @@ def _prepare_pretrain(cfg, given, origins, **_):
                          "(needs fmtransfer[plot])  [if matplotlib is installed]."))
 @group("Model", *MODEL)
 @options(*contender_options(pretraining=True))
-@common
-@stage(prepare=_prepare_pretrain)
+@common(tensorboard=RUN_DIR_BOARD)
+@stage(prepare=_prepare_pretrain, events=True)
 def pretrain(cfg, rd, reporter, plot):
     """Pretrain A's hidden stack as an autoencoder on unlabelled images (ch. 11.2.2); save the
     encoder for `transfer --from METHOD`."""
@@ -439,9 +467,9 @@ WIDE = click.option("--wide", is_flag=True, help="Every column of the tables, ho
 @group("Contenders", config_option("contenders"))
 @group("Data", config_option("data.b_sample"))
 @group("Model", *MODEL)
-@common
+@common(tensorboard=RUN_DIR_BOARD)
 @WIDE
-@stage()
+@stage(events=True)
 def compare(cfg, rd, reporter, wide):
     """Train (or reuse) the from-scratch baseline; compare it on test B with every contender
     trained in the run directory (or those --contenders names)."""
@@ -459,9 +487,9 @@ def compare(cfg, rd, reporter, wide):
 @group("Contenders", config_option("contenders"))
 @group("Pretraining", *PRETRAIN)
 @options(*contender_options())
-@common
+@common(tensorboard=RUN_DIR_BOARD)
 @WIDE
-@stage()
+@stage(events=True)
 def run(cfg, rd, reporter, wide):
     """Run every stage the contenders need, in order, then compare: the whole experiment.
 
@@ -488,6 +516,26 @@ def contender_rows(cfg: Config | None = None) -> list[dict]:
                      "options": {option_name(k): show_default(field_info(k)[2]) for k in keys},
                      "space": {k: s.to_dict() for k, s in c.space(cfg).items()}})
     return rows
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="The PNG to write  [RUN_DIR/curves.png].")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+def curves(run_dir, out, as_json):
+    """Plot the learning curves of every model in RUN_DIR (model A, each pretraining, the baseline,
+    each contender; every phase, validation dashed) to one PNG, from the run's records: nothing
+    trains. Needs matplotlib (pip install 'fmtransfer[plot]')."""
+    path = Path(run_dir)
+
+    def body():
+        found = learning_curves.run_dir_curves(path)
+        written = learning_curves.plot(found, Path(out) if out else path / "curves.png", str(path), option="curves")
+        result = {"png": str(written), "models": {c.name: [p.name for p in c.phases] for c in found}}
+        return result, lambda console, r: console.print(f"curves: {r['png']} ({', '.join(r['models'])})")
+
+    execute(body, as_json=as_json, verbose=False, run_path=path)
 
 
 @cli.command("contenders")
@@ -619,10 +667,12 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None, shard=None
 @group("Model", *MODEL)
 @group("Pretraining", *PRETRAIN)
 @options(*contender_options())
-@common(run_default="runs/study")
+@common(run_default="runs/study", tensorboard="DIR/CELL/seedN[-drawD]/MODEL, CELL being the run id without its seed "
+                                              "and draw (pair5v6-n200-reuseall-book)")
 @WIDE
 @stage(prepare=_prepare_study)
-def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots, wide):
+def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, shard, jobs, plots, wide,
+          tensorboard):
     """Is a gain real? Run a grid of experiments (seeds x draws x pairs x sizes x reuse x presets),
     each contender paired with the baseline of the same seed and draw.
 
@@ -637,9 +687,10 @@ def study(cfg, rd, reporter, n_seeds, seed_list, n_data_seeds, data_seed_list, s
 
     try:
         if isinstance(n_seeds, str) and n_seeds.strip().lower() == "auto":
-            result = studies.run_until_precise(cfg, rd.path, jobs=jobs, reporter=reporter)
+            result = studies.run_until_precise(cfg, rd.path, jobs=jobs, reporter=reporter, tensorboard=tensorboard)
         else:
-            result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter)
+            result = studies.run_study(cfg, rd.path, shard_spec=shard, jobs=jobs, reporter=reporter,
+                                       tensorboard=tensorboard)
     except ConfigError as e:
         if e.key in ("shard", "jobs"):
             raise UsageError(f"option --{e.key}: {e.problem}") from None
@@ -707,6 +758,29 @@ def study_report(study_dir, as_json, plots, markdown, margin, wide, html_path):
         except UsageError as e:
             _fail(f"option --html: {e}", 2)
         click.echo(f"html: {written}", err=True)
+
+
+@study.command("export")
+@click.argument("study_dir", type=click.Path(file_okay=False))
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+              help="Write one row per run (every axis, score and fingerprint, the data's hashes) as CSV to FILE; "
+                   "- for stdout.")
+def study_export(study_dir, csv_path):
+    """Export every run in STUDY_DIR (all shards) as one tidy table: pandas.read_csv or a
+    spreadsheet reads it as it is. Columns: docs/study.md."""
+    from fmtransfer.study import export
+
+    run_path = Path(study_dir)
+
+    def body():
+        if csv_path == "-":
+            text, count = export.to_csv(run_path)
+            return {"rows": count}, lambda console, r: click.echo(text, nl=False)
+        count = export.export_csv(run_path, csv_path)
+        click.echo(f"csv: {csv_path} ({count} runs)", err=True)
+        return {"rows": count, "csv": csv_path}, lambda console, r: None
+
+    execute(body, as_json=False, verbose=False, run_path=run_path)
 
 
 def _margin(text: str | None) -> float | None:

@@ -16,7 +16,7 @@ One job per module: `axes` (the grid's axes, each declared once; its points and 
 (model A and encoders shared by runs), `runner` (running the grid here or in workers), `pool`
 (the worker processes, which never hang), `stats` (which tests a cell gets, Holm, max-T, the
 best set), `inference` (the tests and intervals), `reporting` (the report, its Markdown and
-plots), `claims` (the chapter's claims judged on the report).
+plots), `claims` (the chapter's claims judged on the report), `export` (one tidy CSV row per run).
 """
 
 from fmtransfer.study.axes import (

@@ -255,6 +255,18 @@ class RunKey:
     def run_id(self, contender: str) -> str:
         return f"{self.id}-{contender}"
 
+    @property
+    def cell_id(self) -> str:
+        """The run id's parts of every axis but the pooled ones, e.g. pair5v6-n200-reuseall-book:
+        the name of the cell the point is in."""
+        return "-".join(part for a, v in self._axes() if not a.pooled and (part := a.id(v)))
+
+    @property
+    def unit_id(self) -> str:
+        """The run id's parts of the pooled axes, e.g. seed42 or seed42-draw3: the point's unit
+        within its cell."""
+        return "-".join(part for a, v in self._axes() if a.pooled and (part := a.id(v)))
+
     def _scoped(self, scopes: tuple[str, ...]) -> tuple:
         return tuple(v for a, v in self._axes() if a.scope in scopes)
 

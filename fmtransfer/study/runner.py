@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fmtransfer import contenders, fingerprints, runtime
+from fmtransfer import tensorboard as events
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DivergedError, UsageError, check_argument
 from fmtransfer.io import locked, refuse_if_locked
@@ -42,7 +43,7 @@ _NOT_RESULTS = ("seconds_here", "file_sha256")
 
 def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *, shard_spec: str | None = None,
               jobs: int | str = 1, stack: int | str | None = None, progress: bool = False,
-              reporter: Reporter | None = None) -> StudyResult:
+              reporter: Reporter | None = None, tensorboard: str | Path | None = None) -> StudyResult:
     """Run this shard's unfinished runs, appending each as it finishes; return the merged report.
 
     Args:
@@ -59,6 +60,9 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
             float precision, not bit for bit; each seed trains in the same place of its stack
             (`records.slot`), so they are the same whatever `jobs` and `shard_spec`.
         progress: show a progress bar over the grid.
+        tensorboard: a folder to write each run's models' per-epoch scores to as TensorBoard
+            event files (`fmtransfer.tensorboard`): DIR/<cell>/<seed, draw>/<model>. Only the
+            models this call trains; no number or fingerprint depends on it.
 
     Example:
         >>> cfg = load_config("configs/quick.toml", study={"seeds": [1, 2, 3]}, contenders=["transfer"])
@@ -82,6 +86,8 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
         raise ConfigError("contenders", "a study pairs each contender with the baseline, which runs with every one; "
                                         "name at least one contender besides it, e.g. transfer")
     check_study_paths(Path(study_dir))
+    if tensorboard is not None:
+        events.check_target(tensorboard)
     study_dir = Path(study_dir)
     # One unsharded study per directory; the shards of an array side by side, one process each;
     # and none of them while worker processes of an earlier one (whose parent was killed) live.
@@ -91,7 +97,7 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     with locked(study_dir, shared=count > 1, need_bytes=_writes_at_most(cfg, count)), \
             (locked(study_dir, lock) if count > 1 else contextlib.nullcontext()):
         return _run_study(cfg, study_dir, index, count, reporter, jobs, workers_lock=f"{lock}-workers",
-                          threads=threads)
+                          threads=threads, tensorboard=tensorboard)
 
 
 # `--seeds auto`: a first batch as large as a fixed study's usual ten seeds, then five at a time.
@@ -142,7 +148,8 @@ def widest_halfwidth(cfg: Config, study_dir: str | Path) -> float:
 
 def run_until_precise(cfg: Config, study_dir: str | Path = "runs/study", *, jobs: int | str = 1,
                       stack: int | str | None = None, progress: bool = False, reporter: Reporter | None = None,
-                      first: int = AUTO_FIRST, batch: int = AUTO_BATCH) -> StudyResult:
+                      first: int = AUTO_FIRST, batch: int = AUTO_BATCH,
+                      tensorboard: str | Path | None = None) -> StudyResult:
     """`--seeds auto`: run the grid on seeds `cfg.seed`, `cfg.seed + 1`, ..., first `first` of
     them, then `batch` more at a time to the whole grid at once (every cell keeps the same seeds,
     the units of its paired statistics), until every cell's 95% t-interval half-width of the
@@ -166,7 +173,8 @@ def run_until_precise(cfg: Config, study_dir: str | Path = "runs/study", *, jobs
     n, batches = min(max(first, 2), most), 0
     while True:
         at = cfg.replace(**{"study.seeds": list(range(cfg.seed, cfg.seed + n))})
-        result = run_study(at, study_dir, jobs=jobs, stack=stack, progress=progress, reporter=reporter)
+        result = run_study(at, study_dir, jobs=jobs, stack=stack, progress=progress, reporter=reporter,
+                           tensorboard=tensorboard)
         batches += 1
         widest = widest_halfwidth(at.replace(**({"study.stack": stack} if stack is not None else {})), study_dir)
         if widest <= target or n >= most:
@@ -229,7 +237,8 @@ def check_study_paths(study_dir: Path) -> None:
 
 
 def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: Reporter, jobs: int = 1,
-               workers_lock: str = ".lock-workers", threads: tuple[int, int] | None = None) -> StudyResult:
+               workers_lock: str = ".lock-workers", threads: tuple[int, int] | None = None,
+               tensorboard: str | Path | None = None) -> StudyResult:
     threads = threads or runtime.training_threads(cfg.model.arch)
     check_study_dir(cfg, study_dir, threads[0])
     chosen = study_contenders(cfg)
@@ -254,12 +263,18 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
         with reporter.grid("study", total=total, done=finished) as advance:
             if jobs == 1:
                 said: set[str] = set()
+                board = _board(tensorboard)
                 for unit in units:
-                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said)
+                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said, board)
             else:
                 _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock,
-                             threads)
+                             threads, tensorboard)
     return report(study_dir)
+
+
+def _board(tensorboard: str | Path | None):
+    """Where this process writes its runs' TensorBoard events, or None."""
+    return None if tensorboard is None else events.Board(tensorboard)
 
 
 def _checked_data(cfg: Config):
@@ -274,17 +289,17 @@ def _checked_data(cfg: Config):
 
 
 def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, done: set[str], advance,
-              threads: int, said: set | None = None) -> None:
+              threads: int, said: set | None = None, board=None) -> None:
     """A unit's seeds: stacked where the study stacks (`records.stacking`), each seed in its slot,
     even a seed alone (a stack of one seed and a filler); else one by one."""
     k = stacking(cfg)
     together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k, said) if k > 1 else None
     for _, runs in itertools.groupby(unit, key=lambda key: key.group):
-        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads)
+        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads, board)
 
 
 def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance,
-                 workers_lock: str, threads: tuple[int, int]) -> None:
+                 workers_lock: str, threads: tuple[int, int], tensorboard: str | Path | None = None) -> None:
     """Deal whole seeds to `jobs` spawned processes (`pool.run_units`); each appends to its own
     results file, and tells this one each run it finished, for the progress bar over the whole grid."""
     # This process never set TensorFlow up: the workers apply the choice made for it, and the
@@ -297,22 +312,23 @@ def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Pa
         return [k.run_id(c) for k in unit for c in chosen if k.run_id(c) not in recorded]
 
     run_units(units, jobs, prepare=_prepare_worker, prepare_args=(cfg, chosen, str(study_dir), str(out), sorted(done),
-                                                                  setup),
+                                                                  setup, None if tensorboard is None else str(tensorboard)),
               run=_run_in_worker, advance=advance, pending=pending, lock=(study_dir, workers_lock))
 
 
-def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, done: list[str], setup: dict) -> dict:
+def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, done: list[str], setup: dict,
+                    tensorboard: str | None = None) -> dict:
     """A worker's TensorFlow and dataset, once; its results go to its own file, `...-job{job}.jsonl`."""
     runtime.setup(**setup)
     out_path = Path(out)
     return {"cfg": cfg, "chosen": chosen, "raw": _checked_data(cfg), "study_dir": Path(study_dir),
             "out": out_path.with_name(f"{out_path.stem}-job{job}.jsonl"), "finished": set(done),
-            "threads": runtime.training_threads(cfg.model.arch)[0], "said": set()}
+            "threads": runtime.training_threads(cfg.model.arch)[0], "said": set(), "board": _board(tensorboard)}
 
 
 def _run_in_worker(state: dict, unit: list[RunKey], advance) -> None:
     _run_unit(unit, state["cfg"], state["chosen"], state["raw"], state["study_dir"], state["out"], state["finished"],
-              advance, state["threads"], state["said"])
+              advance, state["threads"], state["said"], state.get("board"))
 
 
 def chance_accuracy(split) -> float:
@@ -347,10 +363,11 @@ def _predicted(model, split):
     return p[:, 0] if p.shape[1] == 1 and np.all(np.isfinite(p)) else None
 
 
-def _fitted(fit, split, name: str) -> tuple[dict, Any]:
-    """`fit()` -> (model, result) of contender `name`, as a run's scores (see `_scores`) and its
-    test predictions (None for a diverged model). What it gave back is checked first
-    (`contenders.checked_fit`): a result no model can have is a ContenderError, never a record."""
+def _fitted(fit, split, name: str) -> tuple[dict, Any, list | None]:
+    """`fit()` -> (model, result) of contender `name`, as a run's scores (see `_scores`), its test
+    predictions and its phases' records (each None for a diverged model). What it gave back is
+    checked first (`contenders.checked_fit`): a result no model can have is a ContenderError,
+    never a record."""
     made: list = []
 
     def result():
@@ -358,11 +375,14 @@ def _fitted(fit, split, name: str) -> tuple[dict, Any]:
         return made[0][1]
 
     scores = _scores(result, split)
-    return scores, (_predicted(made[0][0], split) if made and "diverged" not in scores else None)
+    if not made or "diverged" in scores:
+        return scores, None, None
+    return scores, _predicted(made[0][0], split), made[0][1].phases
 
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
-               done: set[str], advance, together: "_Stacked | None" = None, threads: int | None = None) -> None:
+               done: set[str], advance, together: "_Stacked | None" = None, threads: int | None = None,
+               board=None) -> None:
     """The runs sharing one (seed, pair): model A and encoders made or loaded once (whatever the
     draw: neither sees task B's images), each baseline once per (size, draw), then every
     unfinished contender. `together`: the stack this seed trains in."""
@@ -382,11 +402,11 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                                 here.data_seed)
         b_rows = data.indices_sha256(split.indices["b_train"])
         if together:
-            base, base_seconds, base_p = together.baseline(here, split)
+            base, base_seconds, base_p, base_phases = together.baseline(here, split)
         else:
             started = time.perf_counter()
-            base, base_p = _fitted(lambda: contenders.get("baseline").fit(here.config(cfg), split, {}, quiet), split,
-                                   "baseline")
+            base, base_p, base_phases = _fitted(lambda: contenders.get("baseline").fit(here.config(cfg), split, {},
+                                                                                   quiet), split, "baseline")
             base_seconds = round(time.perf_counter() - started, 2)
         base_file = None
         if base_p is not None:  # once per group, for all its contenders; written before any line names it
@@ -400,10 +420,10 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                     continue
                 contender = contenders.get(name)
                 if together and together.takes(contender):
-                    result, seconds, mine_p = together.contender(key, contender, split)
+                    result, seconds, mine_p, phases = together.contender(key, contender, split)
                 else:
                     started = time.perf_counter()
-                    result, mine_p = _fitted(lambda: contender.fit(key.config(cfg), split, {
+                    result, mine_p, phases = _fitted(lambda: contender.fit(key.config(cfg), split, {
                         need: cache[need] for need in contender.needs}, quiet), split, name)
                     seconds = round(time.perf_counter() - started, 2)
                 trained = how(cfg, threads, name, key.seed)
@@ -423,6 +443,9 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                     b_indices_sha256=b_rows)
                 base_seconds = 0.0  # the baseline's time is counted once, with its first run
                 append_record(out, record)
+                if board is not None:  # after the line: events never describe a run the study lacks
+                    board.run(key, name, phases, base_phases,
+                              {need: cache.made[need] for need in contender.needs if need in cache.made})
                 done.add(record.id)
                 advance(record.id)
 
@@ -513,14 +536,14 @@ class _Stacked:
                     self.made[tag, k.seed] = outcome if isinstance(outcome, BaseException) else (*outcome, share)
         return _raised(self.made.pop((tag, asking.seed)))
 
-    def baseline(self, asking: RunKey, split) -> tuple[dict, float, Any]:
+    def baseline(self, asking: RunKey, split) -> tuple[dict, float, Any, list | None]:
         tag = ("baseline", *asking.draw_group)  # the seeds of one stack train on the same images
         if (tag, asking.seed) not in self.made:
             peers = self._seeds(lambda k: k.draw_group == asking.draw_group)
             self._fit(contenders.get("baseline"), tag, peers, {k.seed: None for k in peers}, split)
         return self.made.pop((tag, asking.seed))
 
-    def contender(self, asking: RunKey, contender, split) -> tuple[dict, float, Any]:
+    def contender(self, asking: RunKey, contender, split) -> tuple[dict, float, Any, list | None]:
         point = (asking.setting, asking.data_seed)  # every axis but the seed
         tag = (contender.name, *point)
         if (tag, asking.seed) not in self.made:
@@ -531,7 +554,7 @@ class _Stacked:
                     bases[k.seed] = self.cache(k, split)[contender.needs[0]] if contender.needs else None
                 except DivergedError as e:  # every run built on it diverged too, as unstacked
                     failure = e
-                    self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0, None)
+                    self.made[tag, k.seed] = (_scores(lambda: _raised(failure), split), 0.0, None, None)
             self._fit(contender, tag, [k for k in peers if k.seed in bases], bases, split)
         return self.made.pop((tag, asking.seed))
 
@@ -546,6 +569,6 @@ class _Stacked:
             share = round((time.perf_counter() - started) / len(placed), 2)
             for k, i in placed:
                 outcome = made[i]
-                scores, predicted = _fitted(lambda: _raised(outcome), split, contender.name)
-                self.made[tag, k.seed] = (scores, share, predicted)
+                scores, predicted, phases = _fitted(lambda: _raised(outcome), split, contender.name)
+                self.made[tag, k.seed] = (scores, share, predicted, phases)
 
