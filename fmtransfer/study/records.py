@@ -20,12 +20,14 @@ from fmtransfer.errors import ConfigError, DataError, FmtError, UsageError
 from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: re-exported)
     own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
 )
-from fmtransfer.io import WRITE_ERRORS, atomic_path, file_sha256, fingerprint, write_text_atomic
+from fmtransfer.io import WRITE_ERRORS, atomic_path, file_sha256, fingerprint, read_bounded, write_text_atomic
 from fmtransfer.needs import Encoder, needs_of
 from fmtransfer.study.axes import SCOPES, RunKey, axis, study_contenders
 
 
 STUDY_JSON = "study.json"
+# What makes a folder a study's: only the study's own writers change anything inside it.
+STUDY_MARKERS = (STUDY_JSON, "results.jsonl")
 
 # `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
 # 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
@@ -158,9 +160,10 @@ class RunRecord:
             intra-op thread count; in a stacked study `stack_slot`, the seed's place in its
             stack, and `stacked`, what trained in the stack. Both are in `fingerprint` too.
             Lines before 0.6 have none.
-        predictions: where the run's test-B predictions are kept, `{"baseline": {"path", "sha256"},
-            "result": {...}}` (see `load_predictions`); None where it has none (an older line, a
-            diverged model).
+        predictions: where the run's test-B predictions are kept, `{"baseline": {"path", "sha256",
+            "bytes"}, "result": {...}}` (see `load_predictions`; a path inside the study's
+            predictions folder, a size older lines lack); None where it has none (an older line,
+            a diverged model).
         extra: keys this fmtransfer does not know, kept as read.
         absent: the axes whose field the line lacked (written before the axis existed, read as
             its `missing` value); left out again when written, so the line keeps its form.
@@ -506,6 +509,9 @@ def config_from(d: dict, study_dir: Path | None = None) -> Config:
 
 PREDICTIONS = "predictions"  # the study directory's folder of them
 _PREDICTIONS_FORMAT = 1
+# The most read of a predictions file whose line gives no size (written before lines gave one):
+# far more than a header and two bytes per test image of any pair of Fashion-MNIST classes.
+_UNSIZED_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -554,7 +560,8 @@ def _write_predictions(path: Path, header: dict, *parts) -> dict:
     with atomic_path(path) as tmp:
         tmp.write_bytes((json.dumps({"format": _PREDICTIONS_FORMAT, **header}) + "\n").encode()
                         + b"".join(bytes(p) for p in parts))
-    return {"path": str(path.relative_to(path.parent.parent)), "sha256": file_sha256(path)}
+    return {"path": str(path.relative_to(path.parent.parent)), "sha256": file_sha256(path),
+            "bytes": path.stat().st_size}
 
 
 def write_baseline_predictions(study_dir: Path, key: RunKey, fingerprint_: str, y, p) -> dict:
@@ -581,9 +588,14 @@ def write_result_predictions(study_dir: Path, run_id: str, fingerprint_: str, p)
 def _read_predictions(study_dir: Path, ref: Any) -> tuple[dict, bytes] | None:
     if not (isinstance(ref, dict) and isinstance(ref.get("path"), str) and isinstance(ref.get("sha256"), str)):
         return None
-    path = Path(study_dir) / ref["path"]
+    # A record is data, not a pointer to follow: its file must be one of this study's
+    # predictions, a regular file, no longer than the line says (older lines say nothing).
+    size = ref.get("bytes")
+    limit = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else _UNSIZED_LIMIT
+    raw = read_bounded(Path(study_dir) / ref["path"], Path(study_dir) / PREDICTIONS, limit)
+    if raw is None:
+        return None
     try:
-        raw = path.read_bytes()
         head, _, body = raw.partition(b"\n")
         header = json.loads(head)
     except (OSError, ValueError):
