@@ -185,3 +185,15 @@ def test_a_fifo_or_a_folder_in_place_of_a_predictions_file_never_hangs_report_or
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
         json.loads(done.stdout)
     assert records.load_predictions(study, run) is None
+
+
+def test_a_results_file_that_is_a_fifo_is_named_in_one_line_not_waited_on(study):
+    """The results files are found by name, not by a record, but are read as blindly: a FIFO
+    named results.jsonl is refused, exit 2, by every command that reads the study."""
+    (study / "results.jsonl").rename(study / "kept.jsonl.txt")
+    os.mkfifo(study / "results.jsonl")
+    for args in (["study", "report", study, "--no-plots"], ["study", "claims", study]):
+        done = _cli(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "results.jsonl is a FIFO" in line

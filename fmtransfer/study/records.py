@@ -20,7 +20,9 @@ from fmtransfer.errors import ConfigError, DataError, FmtError, UsageError
 from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: re-exported)
     own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
 )
-from fmtransfer.io import WRITE_ERRORS, atomic_path, file_sha256, fingerprint, read_bounded, write_text_atomic
+from fmtransfer.io import (
+    WRITE_ERRORS, atomic_path, file_sha256, fingerprint, not_a_file, read_bounded, write_text_atomic,
+)
 from fmtransfer.needs import Encoder, needs_of
 from fmtransfer.study.axes import SCOPES, RunKey, axis, study_contenders
 
@@ -254,6 +256,8 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
     skipped: dict[str, int] = {}
     same = made_with(cfg, _recorded_dataset(study_dir), recorded_threads(study_dir)) if cfg is not None else None
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
+        if (kind := not_a_file(path)) is not None:  # a FIFO would hang the reader, a device never end
+            raise DataError(f"{path} is {kind}, not a results file; move it out of the study", path=path)
         text = path.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines()
         for i, line in enumerate(lines):
