@@ -96,15 +96,20 @@ def _named(given: Path, real: Path) -> str:
     return f"{given} (a link to {real})" if os.path.islink(given) else str(given)
 
 
-def output_file(path: str | Path, *, keep_out=(), markers=()) -> Path:
+# The files that make a folder a study's (fmtransfer.study.records writes them), named here so
+# that every writer, the stages' included, can keep out of a study without importing it.
+STUDY_MARKERS = ("study.json", "results.jsonl")
+
+
+def output_file(path: str | Path, *, keep_out=(), markers=STUDY_MARKERS) -> Path:
     """Check a file a user named for a command's output (`study report --html FILE`) before it
     is written; -> the file to write: `path`, or the one a symbolic link there names (written
     through, the link kept; every check is of the file it names).
 
     Refused, as a `UsageError` carrying `path`: what is not a regular file (a folder, a FIFO, a
     device), and any file inside a directory of `keep_out` (what the command reads) or inside a
-    directory holding one of `markers` (a study's own files): those are written only by their
-    own writers, so a mistyped target never overwrites the evidence it reports on.
+    directory holding one of `markers` (a study's): those are written only by their own
+    writers, so a mistyped target never overwrites the evidence a command reports on.
     """
     given = Path(path)
     real = Path(os.path.realpath(given))
@@ -112,11 +117,18 @@ def output_file(path: str | Path, *, keep_out=(), markers=()) -> Path:
     if kind is not None:
         raise UsageError(f"{_named(given, real)} is {kind}; give the name of a file to write", path=given)
     guarded = {Path(os.path.realpath(d)) for d in keep_out}
-    for folder in real.parents:
-        if folder in guarded or any((folder / m).is_file() for m in markers):
-            raise UsageError(f"{_named(given, real)} is inside {folder}, whose files only fmtransfer's own "
-                             "writers change; write it outside that folder", path=given)
+    folder = next((f for f in real.parents if f in guarded), None) or marked_folder(real.parent, markers)
+    if folder is not None:
+        raise UsageError(f"{_named(given, real)} is inside {folder}, whose files only fmtransfer's own "
+                         "writers change; write it outside that folder", path=given)
     return real
+
+
+def marked_folder(folder: str | Path, markers=STUDY_MARKERS) -> Path | None:
+    """The first of `folder` (links resolved) and the folders above it that holds one of
+    `markers`, or None."""
+    real = Path(os.path.realpath(folder))
+    return next((f for f in (real, *real.parents) if any((f / m).is_file() for m in markers)), None)
 
 
 def read_bounded(path: str | Path, inside: str | Path, limit: int) -> bytes | None:

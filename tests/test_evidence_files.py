@@ -197,3 +197,14 @@ def test_a_results_file_that_is_a_fifo_is_named_in_one_line_not_waited_on(study)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert "results.jsonl is a FIFO" in line
+
+
+def test_a_stage_never_writes_into_a_study_or_a_folder_inside_it(study, tiny_data):
+    before = _digests(study)
+    for run in (study, study / "models" / "mine"):
+        result = run_cli("split", "--run", run, "--data-dir", tiny_data, "--no-verify", "--valid-size", "100",
+                         "--b-train-size", "20")
+        assert result.code == 2 and "Traceback" not in result.err
+        (line,) = result.err_lines
+        assert f"{run} is" in line and str(study) in line and "run directory of its own" in line
+    assert _digests(study) == before and not (study / "models" / "mine").exists()

@@ -24,7 +24,6 @@ from fmtransfer.errors import UsageError
 from fmtransfer.io import output_file, write_text_atomic
 from fmtransfer.report import plotting_available
 from fmtransfer.study.axes import cell_axes
-from fmtransfer.study.records import STUDY_MARKERS
 from fmtransfer.study.reporting import StudyResult, columns, notes, study_figures
 from fmtransfer.version import __version__
 
@@ -64,7 +63,7 @@ def write(result: StudyResult, study_dir: str | Path, path: str | Path, plots: b
         UsageError: carrying `path`, where it cannot be written (`problem` says why).
     """
     path = Path(path)
-    target = output_file(path, keep_out=[study_dir], markers=STUDY_MARKERS)
+    target = output_file(path, keep_out=[study_dir])
     why = problem(target)
     if why is None:
         text = page(result, study_dir, plots=plots)

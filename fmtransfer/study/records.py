@@ -21,15 +21,14 @@ from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: 
     own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
 )
 from fmtransfer.io import (
-    WRITE_ERRORS, atomic_path, file_sha256, fingerprint, not_a_file, read_bounded, write_text_atomic,
+    STUDY_MARKERS, WRITE_ERRORS, atomic_path, file_sha256, fingerprint, not_a_file, read_bounded,
+    write_text_atomic,
 )
 from fmtransfer.needs import Encoder, needs_of
 from fmtransfer.study.axes import SCOPES, RunKey, axis, study_contenders
 
 
-STUDY_JSON = "study.json"
-# What makes a folder a study's: only the study's own writers change anything inside it.
-STUDY_MARKERS = (STUDY_JSON, "results.jsonl")
+STUDY_JSON = STUDY_MARKERS[0]  # with the results files, what makes a folder a study's (io.output_file)
 
 # `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
 # 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
