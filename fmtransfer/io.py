@@ -40,21 +40,21 @@ class atomic_path:
     """A temporary path beside `path`, renamed onto it only when the block succeeds.
 
     The temporary name keeps `path`'s suffix, since Keras picks the format from it. A symbolic
-    link at `path` is written through: the file it names is replaced and the link kept, as an
-    append through the link would. What is there and is not a regular file (a folder, a FIFO, a
-    device) is refused before anything is written: renamed over, a pipe or a device a user set
-    there would be lost without a byte reaching it.
+    link at `path` is replaced by the file, never written through: a run or study directory's
+    files stay inside it (a file a user names is resolved first, by `output_file`). What is
+    there and is not a regular file (a folder, a FIFO, a device) is refused before anything is
+    written: renamed over, a pipe or a device a user set there would be lost without a byte
+    reaching it.
     """
 
     def __init__(self, path: str | Path):
-        self.given = Path(path)
-        self.path = Path(os.path.realpath(path)) if os.path.islink(path) else self.given
+        self.path = Path(path)
 
     def __enter__(self) -> Path:
-        kind = not_a_file(self.path)
+        kind = None if os.path.islink(self.path) else not_a_file(self.path)
         if kind is not None:
-            raise UsageError(f"{_named(self.given, self.path)} is {kind}, not a file; move it away or write "
-                             "elsewhere", path=self.given)
+            raise UsageError(f"{self.path} is {kind}, not a file; move it away or write elsewhere",
+                             path=self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}",
                                    dir=self.path.parent)

@@ -4,7 +4,8 @@
 Written: a file a user names for output (`study report --html FILE`) is refused, in one line with
 exit 2, when it is a study's own file or lies anywhere inside a study, or is a folder, a FIFO or a
 device; a symbolic link is written through (the file it names replaced, the link kept), and
-refused where that file is refused. Every atomic write refuses a target that is not a file.
+refused where that file is refused. Every atomic write refuses a target that is not a file, and
+replaces a link in a run directory by the file; no stage writes into a study.
 
 Read: a predictions path in a results line names a regular file inside STUDY/predictions and
 is read only up to the size the line declares; anything else reads as no predictions, at once.
@@ -208,3 +209,17 @@ def test_a_stage_never_writes_into_a_study_or_a_folder_inside_it(study, tiny_dat
         (line,) = result.err_lines
         assert f"{run} is" in line and str(study) in line and "run directory of its own" in line
     assert _digests(study) == before and not (study / "models" / "mine").exists()
+
+
+def test_a_link_where_a_stage_writes_its_own_file_is_replaced_not_written_through(tiny_data, tmp_path):
+    """A file the user names is written through a link; a run directory's own file is not, so
+    the directory never writes outside itself."""
+    run, outside = tmp_path / "run", tmp_path / "elsewhere.json"
+    run.mkdir()
+    outside.write_text("not fmtransfer's")
+    (run / "split.json").symlink_to(outside)
+    result = run_cli("split", "--run", run, "--data-dir", tiny_data, "--no-verify", "--valid-size", "100",
+                     "--b-train-size", "20")
+    assert result.code == 0, result.err
+    assert outside.read_text() == "not fmtransfer's"
+    assert not (run / "split.json").is_symlink() and json.loads((run / "split.json").read_text())
