@@ -174,7 +174,7 @@ class Poller(threading.Thread):
     COMMANDS = {"report": ["report", "--no-plots", "--json"], "claims": ["claims", "--json"],
                 "html": ["report", "--no-plots", "--html"]}
 
-    def __init__(self, study_dir: Path, page: Path, pause: float = 1.5, timeout: float = 120):
+    def __init__(self, study_dir: Path, page: Path, pause: float = 3.0, timeout: float = 120):
         super().__init__(daemon=True)
         self.study_dir, self.page, self.pause, self.timeout = study_dir, page, pause, timeout
         self.done = threading.Event()
@@ -188,7 +188,7 @@ class Poller(threading.Thread):
             argv.append(str(self.page))
         try:
             done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=self.timeout,
-                                  preexec_fn=lambda: os.nice(5))
+                                  preexec_fn=lambda: os.nice(10))
         except subprocess.TimeoutExpired:
             self.problems.append(f"{name}: hung for {self.timeout:.0f} s")
             return None
