@@ -14,15 +14,21 @@ The round checks how the study ended (the exit status the signal must give, one 
 and no traceback), that every process of it is gone, and, unless SIGKILL ended a process that
 was writing, that no temporary file is left. After the last round the study runs to the end.
 
+All the while a poller reads the study as a user would, again and again: `study report`, `study
+claims` and `study report --html` onto a page outside the study. Each poll must end at worst in
+one line (exit 2 before the study has begun), never in a traceback or a hang, and must write
+nothing in the study: only the study's own files may ever be found there (see `Poller`).
+
 At the end the records must equal those of the same study run start to end in one process (same
 ids, scores and fingerprints; `seconds` and `finished` left out), no run may be recorded twice,
-and no temporary file may be left. Prints one JSON object (and writes it with --out); exit 1 if
-any check failed. tests/test_torture.py runs a shorter version.
+no temporary file may be left, and a last poll must report every run. Prints one JSON object
+(and writes it with --out); exit 1 if any check failed. tests/test_torture.py runs a shorter version.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gzip
 import json
 import os
@@ -32,6 +38,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -143,6 +150,71 @@ def progress(study_dir: Path) -> int:
     return lines + len(list(study_dir.glob("models/*.keras")))
 
 
+# What a study directory may hold: the study's own files, written by its own writers. A poll that
+# left anything else there (a page, a plot, a copy) wrote where only the study writes.
+STUDY_OWN = ("study.json", "results*.jsonl", ".lock*", "models", "models/*", "predictions", "predictions/*",
+             "*.tmp*", "*/.*.tmp*")
+
+
+def strangers(study_dir: Path) -> list[str]:
+    """What is in the study directory that the study does not write."""
+    found = (str(p.relative_to(study_dir)) for p in study_dir.rglob("*")) if study_dir.is_dir() else ()
+    return sorted(f for f in found if not any(fnmatch.fnmatch(f, pattern) for pattern in STUDY_OWN))
+
+
+class Poller(threading.Thread):
+    """Reads the study while it is killed and resumed: `study report --json`, `study claims
+    --json` and `study report --html PAGE` (PAGE outside the study) in turn, again and again,
+    `pause` seconds apart, each a little niced: on two cores a poll (about a second of start-up)
+    must not starve the study it reads, or the torture would take much longer. Counts each
+    command's exit codes and records as a problem any poll that hung (`timeout` seconds), wrote
+    a traceback or more than one error line, ended other than 0 or 2 (2: no study there yet,
+    said in one line), or after which the study holds a file it does not write."""
+
+    COMMANDS = {"report": ["report", "--no-plots", "--json"], "claims": ["claims", "--json"],
+                "html": ["report", "--no-plots", "--html"]}
+
+    def __init__(self, study_dir: Path, page: Path, pause: float = 3.0, timeout: float = 120):
+        super().__init__(daemon=True)
+        self.study_dir, self.page, self.pause, self.timeout = study_dir, page, pause, timeout
+        self.done = threading.Event()
+        self.codes: dict[str, dict[str, int]] = {name: {} for name in self.COMMANDS}
+        self.problems: list[str] = []
+
+    def poll(self, name: str) -> subprocess.CompletedProcess | None:
+        sub, *rest = self.COMMANDS[name]
+        argv = [sys.executable, "-m", "fmtransfer.cli", "study", sub, str(self.study_dir), *rest]
+        if name == "html":
+            argv.append(str(self.page))
+        try:
+            done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=self.timeout,
+                                  preexec_fn=lambda: os.nice(10))
+        except subprocess.TimeoutExpired:
+            self.problems.append(f"{name}: hung for {self.timeout:.0f} s")
+            return None
+        codes = self.codes[name]
+        codes[str(done.returncode)] = codes.get(str(done.returncode), 0) + 1
+        errors = [line for line in done.stderr.splitlines() if line.startswith("fmtransfer: error")]
+        if "Traceback" in done.stderr or len(errors) > 1 or done.returncode not in (0, 2) \
+                or (done.returncode == 2 and not errors):
+            self.problems.append(f"{name}: exit {done.returncode}, stderr {done.stderr.strip()[-500:]!r}")
+        stray = strangers(self.study_dir)
+        if stray:
+            self.problems.append(f"{name}: the study holds files it does not write: {stray}")
+        return done
+
+    def run(self) -> None:
+        names = list(self.COMMANDS)
+        i = 0
+        while not self.done.wait(self.pause):
+            self.poll(names[i % len(names)])
+            i += 1
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
 def one_round(args, study_dir: Path, rng: random.Random, earliest: float, max_delay: float) -> dict:
     """One start and one signal. Half the rounds signal at a random time; the other half once the
     study has saved something new (a model, a results line), then within a second: start-up on a
@@ -202,8 +274,9 @@ def one_round(args, study_dir: Path, rng: random.Random, earliest: float, max_de
 
 
 def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float | None = None,
-            reference: Path | None = None, log=print) -> dict:
+            reference: Path | None = None, log=print, poll: bool = True) -> dict:
     """Run the torture in `work`; return what happened, with `ok` and every problem found.
+    `poll`: read the study all the while with `Poller`.
 
     `reference` is a study directory of the same study run start to end (else it is run here,
     serially). Signals come at random between the end of the command's start-up (Python's import
@@ -223,10 +296,27 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
     study_dir = work / "tortured"
     rng = random.Random(seed)
     rounds = []
-    for i in range(kills):
-        rounds.append(one_round(args, study_dir, rng, earliest, max_delay))
-        log(f"round {i + 1}/{kills}: {json.dumps(rounds[-1])}")
-    final = subprocess.run(command(args, study_dir), cwd=ROOT, capture_output=True, text=True)
+    poller = Poller(study_dir, work / "outside" / "page.html")
+    poller.page.parent.mkdir(parents=True, exist_ok=True)
+    if poll:
+        poller.start()
+    try:
+        for i in range(kills):
+            rounds.append(one_round(args, study_dir, rng, earliest, max_delay))
+            log(f"round {i + 1}/{kills}: {json.dumps(rounds[-1])}")
+        final = subprocess.run(command(args, study_dir), cwd=ROOT, capture_output=True, text=True)
+    finally:
+        if poll:
+            poller.stop()
+    if poll:  # the finished study, read once more: every run reported, the page written outside it
+        last = poller.poll("report")
+        if last is not None and last.returncode == 0 and json.loads(last.stdout).get("runs_finished") != len(
+                records(reference)):
+            poller.problems.append(f"the last report counts {json.loads(last.stdout).get('runs_finished')} runs")
+        for name in ("claims", "html"):
+            poller.poll(name)
+        if not poller.page.is_file():
+            poller.problems.append(f"no page written at {poller.page}")
     ids = recorded_ids(study_dir)
     got = records(study_dir)
     problems = [f"round {i + 1}: {p}" for i, r in enumerate(rounds) for p in r["problems"]]
@@ -239,6 +329,7 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
         problems.append(f"runs recorded twice: {sorted({i for i in ids if ids.count(i) > 1})}")
     if temporaries(study_dir):
         problems.append(f"temporary files left at the end: {temporaries(study_dir)}")
+    problems += [f"poll: {p}" for p in poller.problems]
     by = lambda key: {v: sum(r[key] == v for r in rounds) for v in sorted({str(r[key]) for r in rounds})}  # noqa: E731
     return {"ok": not problems, "problems": problems, "kills": kills, "seed": seed,
             "delay_s": [earliest, round(earliest + max_delay, 2)],
@@ -248,6 +339,7 @@ def torture(args: list[str], work: Path, kills: int, seed: int, max_delay: float
                                                                                      key=str)},
             "rounds_with_progress": sum(1 for a, b in zip([{"recorded": 0}, *rounds], rounds)
                                         if b.get("recorded", 0) > a.get("recorded", 0)),
+            "polls": poller.codes if poll else None,
             "uninterrupted_s": uninterrupted_s, "total_s": round(time.perf_counter() - started, 1), "rounds": rounds}
 
 
@@ -260,6 +352,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=6, help="how many seeds the study runs  [6]")
     parser.add_argument("--real", action="store_true", help="the real Fashion-MNIST with configs/quick.toml")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--no-poll", dest="poll", action="store_false",
+                        help="do not read the study with report, claims and --html while it is tortured")
     opts = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="fmtransfer-torture-") as tmp:
@@ -270,7 +364,7 @@ def main() -> None:
             args = [*TINY, "--data-dir", str(write_tiny_data(work / "data"))]
         args[args.index("--seeds") + 1] = str(opts.seeds)
         result = torture(args, work, opts.kills, opts.seed, opts.max_delay,
-                         log=lambda line: print(line, file=sys.stderr, flush=True))
+                         log=lambda line: print(line, file=sys.stderr, flush=True), poll=opts.poll)
         result["command"] = " ".join(["study", *args]).replace(str(work), "TMP")
     result["data"] = "fashion-mnist, configs/quick.toml" if opts.real else "generated (700 training images)"
     text = json.dumps(result, indent=2)

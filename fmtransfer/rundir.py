@@ -16,7 +16,7 @@ from typing import Any
 from fmtransfer import contenders, fingerprints
 from fmtransfer.config import flatten
 from fmtransfer.errors import DataError, UsageError
-from fmtransfer.io import locked, to_json, write_text_atomic
+from fmtransfer.io import locked, marked_folder, to_json, write_text_atomic
 from fmtransfer.needs import ModelA, Need
 
 # Settings later stages depend on (top-level keys and whole sections): remembered, so a bare
@@ -51,7 +51,13 @@ class RunDir:
 
     def writing(self, create: bool = False, need_bytes: int | None = None):
         """The directory's lock, held by the stage that writes it, which will write at most
-        `need_bytes` (see `locked`)."""
+        `need_bytes` (see `locked`). Never a study's folder, or one inside it: a stage's files
+        there would be taken for the study's, or replace them."""
+        study = marked_folder(self.path)
+        if study is not None:
+            where = "the study" if study == self.path.resolve() else "inside the study"
+            raise UsageError(f"{self.path} is {where} {study}, where only `fmtransfer study` writes; give the "
+                             "stage a run directory of its own", path=self.path)
         return locked(self.path, create=create, **({} if need_bytes is None else {"need_bytes": need_bytes}))
 
     # ------------------------------------------------------------------ paths by contender or method

@@ -148,8 +148,10 @@ def test_a_study_keeps_each_runs_test_predictions_tied_to_its_record(tiny_data, 
     victim, other = runs[0], runs[1]
     path = tmp_path / victim.predictions["result"]["path"]
     path.write_bytes((tmp_path / other.predictions["result"]["path"]).read_bytes())
-    with pytest.raises(DataError, match=f"holds the predictions of '{other.id}'"):
+    # (The first check it fails says why: another run's header, or more bytes than the line declares.)
+    with pytest.raises(DataError, match=f"holds the predictions of '{other.id}'|is longer than the") as e:
         records.load_predictions(tmp_path, victim)
+    assert str(path) in str(e.value) and victim.id in str(e.value)
     # A line without predictions (fmtransfer 0.5 or older) reads as having none.
     old = studies.RunRecord.from_dict({k: v for k, v in other.to_dict().items() if k != "predictions"})
     assert old.predictions is None and records.load_predictions(tmp_path, old) is None

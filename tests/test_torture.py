@@ -1,7 +1,9 @@
 """The torture run, short: a `study --jobs 2` sent SIGTERM, SIGKILL and SIGINT at random times,
 at the parent, a worker or the whole group, resumed after each, ends with the records of a study
-never interrupted, no run recorded twice and no temporary file left. bench/torture.py runs the
-long version (20 signals) and says what each round did.
+never interrupted, no run recorded twice and no temporary file left; all the while `study
+report`, `study claims` and `study report --html` (a page outside the study) poll it, and none of
+them crashes, hangs or writes inside the study. bench/torture.py runs the long version (20
+signals) and says what each round did.
 """
 
 from __future__ import annotations
@@ -41,3 +43,7 @@ def test_a_study_killed_at_random_resumes_to_the_uninterrupted_records(tiny_data
     assert result["ok"], json.dumps(result["problems"], indent=1)
     assert result["records_equal"] and result["recorded_once"] and result["runs"] == 4
     assert sum(result["signals"].values()) == KILLS
+    # Polled all the while, and read once more at the end: each command ran, and read the whole
+    # study at least once (exit 0); any other outcome than 0, or 2 in one line before the study
+    # began, is among the problems above, as is a file in the study it does not write.
+    assert all(result["polls"][name].get("0", 0) >= 1 for name in ("report", "claims", "html")), result["polls"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from fmtransfer.config import flatten
 from fmtransfer.errors import UsageError
-from fmtransfer.io import write_text_atomic
+from fmtransfer.io import output_file, write_text_atomic
 from fmtransfer.report import plotting_available, smoke_note, smoke_title
 from fmtransfer.study.axes import cell_axes
 from fmtransfer.study.reporting import StudyResult, columns, notes, study_figures
@@ -110,17 +110,20 @@ def problem(path: str | Path) -> str | None:
 
 
 def write(result: StudyResult, study_dir: str | Path, path: str | Path, plots: bool | None = None) -> Path:
-    """Write `page(...)` to `path` atomically.
+    """Write `page(...)` to `path` atomically, through `io.output_file`'s guard: never over a
+    study's own file or inside a study, nor onto a folder, FIFO or device; a symbolic link is
+    written through.
 
     Raises:
         UsageError: carrying `path`, where it cannot be written (`problem` says why).
     """
     path = Path(path)
-    why = problem(path)
+    target = output_file(path, keep_out=[study_dir])
+    why = problem(target)
     if why is None:
         text = page(result, study_dir, plots=plots)
         try:
-            write_text_atomic(path, text)
+            write_text_atomic(target, text)
         except OSError as e:
             why = f"cannot be written: {e.strerror or e}"
     if why is not None:

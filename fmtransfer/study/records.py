@@ -20,12 +20,15 @@ from fmtransfer.errors import ConfigError, DataError, FmtError, UsageError
 from fmtransfer.fingerprints import (  # noqa: F401  (the study's fingerprints: re-exported)
     own_sections_fingerprint, pretrain_fingerprint, run_fingerprint, settings_fingerprint,
 )
-from fmtransfer.io import WRITE_ERRORS, atomic_path, file_sha256, fingerprint, write_text_atomic
+from fmtransfer.io import (
+    STUDY_MARKERS, WRITE_ERRORS, atomic_path, file_sha256, fingerprint, not_a_file, read_bounded,
+    write_text_atomic,
+)
 from fmtransfer.needs import Encoder, needs_of
 from fmtransfer.study.axes import SCOPES, RunKey, axis, study_contenders
 
 
-STUDY_JSON = "study.json"
+STUDY_JSON = STUDY_MARKERS[0]  # with the results files, what makes a folder a study's (io.output_file)
 
 # `study.stack = "auto"`: the seeds of a 10-seed cell as one graph. On the 2-core CPU that took
 # 0.81x the serial time, and 0.84x of --jobs auto's with it (bench/README.md); a GPU, whose small
@@ -158,9 +161,10 @@ class RunRecord:
             intra-op thread count; in a stacked study `stack_slot`, the seed's place in its
             stack, and `stacked`, what trained in the stack. Both are in `fingerprint` too.
             Lines before 0.6 have none.
-        predictions: where the run's test-B predictions are kept, `{"baseline": {"path", "sha256"},
-            "result": {...}}` (see `load_predictions`); None where it has none (an older line, a
-            diverged model).
+        predictions: where the run's test-B predictions are kept, `{"baseline": {"path", "sha256",
+            "bytes"}, "result": {...}}` (see `load_predictions`; a path inside the study's
+            predictions folder, a size older lines lack); None where it has none (an older line,
+            a diverged model).
         extra: keys this fmtransfer does not know, kept as read.
         absent: the axes whose field the line lacked (written before the axis existed, read as
             its `missing` value); left out again when written, so the line keeps its form.
@@ -254,6 +258,8 @@ def read_records(study_dir: Path, cfg: Config | None = None) -> tuple[list[RunRe
     skipped: dict[str, int] = {}
     same = made_with(cfg, recorded_dataset(study_dir), recorded_threads(study_dir)) if cfg is not None else None
     for path in sorted(Path(study_dir).glob("results*.jsonl")):
+        if (kind := not_a_file(path)) is not None:  # a FIFO would hang the reader, a device never end
+            raise DataError(f"{path} is {kind}, not a results file; move it out of the study", path=path)
         text = path.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines()
         for i, line in enumerate(lines):
@@ -585,6 +591,9 @@ def config_from(d: dict, study_dir: Path | None = None) -> Config:
 
 PREDICTIONS = "predictions"  # the study directory's folder of them
 _PREDICTIONS_FORMAT = 1
+# The most read of a predictions file whose line gives no size (written before lines gave one):
+# far more than a header and two bytes per test image of any pair of Fashion-MNIST classes.
+_UNSIZED_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -633,7 +642,8 @@ def _write_predictions(path: Path, header: dict, *parts) -> dict:
     with atomic_path(path) as tmp:
         tmp.write_bytes((json.dumps({"format": _PREDICTIONS_FORMAT, **header}) + "\n").encode()
                         + b"".join(bytes(p) for p in parts))
-    return {"path": str(path.relative_to(path.parent.parent)), "sha256": file_sha256(path)}
+    return {"path": str(path.relative_to(path.parent.parent)), "sha256": file_sha256(path),
+            "bytes": path.stat().st_size}
 
 
 def write_baseline_predictions(study_dir: Path, key: RunKey, fingerprint_: str, y, p) -> dict:
@@ -672,10 +682,14 @@ def _read_predictions(study_dir: Path, ref: Any, meant_for: str) -> tuple[dict, 
     if not (isinstance(ref, dict) and isinstance(ref.get("path"), str) and isinstance(ref.get("sha256"), str)):
         raise _Unusable(None, "its 'predictions' entry names no file and digest")
     path = Path(study_dir) / ref["path"]
+    # A record is data, not a pointer to follow: its file must be one of this study's
+    # predictions, a regular file, no longer than the line says (older lines say nothing).
+    size = ref.get("bytes")
+    limit = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else _UNSIZED_LIMIT
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise _Unusable(path, f"cannot be read ({e.strerror or e})") from None
+        raw = read_bounded(path, Path(study_dir) / PREDICTIONS, limit)
+    except ValueError as e:
+        raise _Unusable(path, str(e)) from None
     import hashlib
 
     head, _, body = raw.partition(b"\n")
