@@ -25,13 +25,15 @@ data:
 run: install data
 	$(BIN)/fmtransfer run --config configs/book.toml
 
-# Everything, what CI runs: real-data training and the notebook included.
+# Everything, what CI runs: real-data training and the notebook included. A worker per core, each
+# taking whole test files (so a file's fixtures are built once); each test's name as it passes,
+# then the ten slowest.
 test: install data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -n auto --dist loadfile -v --durations=10
 
 # The edit-test loop: no long real-data training, no notebook (well under 2 minutes).
 test-fast: install data
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -n auto --dist loadfile -q -m "not slow"
 
 # The documentation site, into site/: strict, so a broken link, anchor or docstring reference fails.
 docs: install
