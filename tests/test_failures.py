@@ -87,7 +87,7 @@ def test_sigterm_stops_a_stage_like_ctrl_c_exit_143_with_nothing_lost(run, tmp_p
 
     before = snapshot(run)
     proc = subprocess.Popen([sys.executable, "-m", "fmtransfer.cli", "train-a", "--run", str(run), "--epochs",
-                             "100000", "--hidden", "16,8", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "10000", "--hidden", "16,8", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     time.sleep(8)  # past start-up, into training
     proc.send_signal(signal.SIGTERM)
