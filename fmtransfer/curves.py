@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fmtransfer.errors import UsageError
-from fmtransfer.report import Figures, save_figure
+from fmtransfer.report import figures as report_figures
+from fmtransfer.report import save_figure
 
 # An epoch's keys that are no score: its number, and its wall time (never the same twice).
 NOT_SCORES = ("epoch", "seconds")
@@ -142,7 +143,7 @@ def plot(found: list[Curves], path: Path, title: str, option: str = "curves") ->
     """Loss and accuracy per epoch of every model in `found`, two panels side by side, written as
     one PNG at `path` (atomically). Validation is dashed, in its model's colour; a dotted line marks
     where each next phase begins. Needs matplotlib (the [plot] extra)."""
-    figures = _figures(option)  # before matplotlib's own modules are imported below
+    figures = report_figures(option)  # before matplotlib's own modules are imported below
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = figures.subplots(1, 2, figsize=(12, 4.5))
@@ -168,11 +169,3 @@ def plot(found: list[Curves], path: Path, title: str, option: str = "curves") ->
     fig.suptitle(f"Learning curves: {title} (dashed: validation; dotted: a phase begins)")
     save_figure(fig, path)
     return Path(path)
-
-
-def _figures(option: str):
-    try:
-        import matplotlib.figure  # noqa: F401
-    except ImportError:
-        raise UsageError(f"{option} needs matplotlib: pip install 'fmtransfer[plot]'") from None
-    return Figures()

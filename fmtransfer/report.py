@@ -180,13 +180,15 @@ class Figures:
 
 
 def figures(option: str) -> Figures:
-    """A figure factory; without the [plot] extra, a usage error naming the option that asked
-    for a plot."""
+    """A figure factory; without the [plot] extra, a usage error naming the option (`--plot`:
+    it then says how to do without) or the command (`curves`) that asked for a plot."""
     try:
         import matplotlib.figure  # noqa: F401
     except ImportError:
-        raise UsageError(f"option {option} needs matplotlib: pip install 'fmtransfer[plot]' "
-                         f"(or pass --no-{option[2:]})") from None
+        if option.startswith("--"):
+            raise UsageError(f"option {option} needs matplotlib: pip install 'fmtransfer[plot]' "
+                             f"(or pass --no-{option[2:]})") from None
+        raise UsageError(f"{option} needs matplotlib: pip install 'fmtransfer[plot]'") from None
     return Figures()
 
 

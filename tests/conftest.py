@@ -3,6 +3,8 @@
 - `write_idx` / `write_dataset`: generate small gzip IDX files (the Fashion-MNIST format).
 - `cli`: call `fmtransfer.cli.main([...])` in-process and capture exit code, stdout and stderr.
 - `real_raw` / `real_split`: the real Fashion-MNIST files, read and split once per session.
+- `fresh_registry`: the contender and section registries, restored after a test that registers
+  plug-ins.
 - `require_system` / `system_commands`: tests that need a part of the system (Slurm's daemons, a
   browser) skip without it, saying why, unless $FMTRANSFER_REQUIRE_SYSTEM=1 makes that a failure.
 
@@ -59,6 +61,23 @@ def tensorflow_set_up():
     from fmtransfer import runtime
 
     runtime.setup()
+
+
+# ----------------------------------------------------------------------------- the contender registry
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """The registries as they are, restored afterwards; plug-ins not yet loaded."""
+    from fmtransfer import config
+    from fmtransfer.contenders import base
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_FAILED", {})
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    monkeypatch.setattr(config, "_REGISTERED", dict(config._REGISTERED))
+    config._defaults.cache_clear()
+    yield base
+    config._defaults.cache_clear()
 
 
 # ----------------------------------------------------------------------------- system parts

@@ -72,21 +72,6 @@ class Guest(TransferFromA):
 """
 
 
-@pytest.fixture
-def fresh_registry(monkeypatch):
-    """The registries as they are, restored afterwards; plug-ins not yet loaded."""
-    from fmtransfer import config
-    from fmtransfer.contenders import base
-
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_FAILED", {})
-    monkeypatch.setattr(base, "_plugins_loaded", False)
-    monkeypatch.setattr(config, "_REGISTERED", dict(config._REGISTERED))
-    config._defaults.cache_clear()
-    yield base
-    config._defaults.cache_clear()
-
-
 def _entry_points(monkeypatch, **classes):
     """Install `classes` (entry-point name -> class) as plug-ins of this process."""
     import types

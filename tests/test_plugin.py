@@ -269,21 +269,6 @@ def test_a_plugin_that_takes_a_builtins_name_leaves_the_builtin_in_place(broken_
 
 # ----------------------------------------------------------------------------- the registry in process
 
-@pytest.fixture
-def fresh_registry(monkeypatch):
-    """The registries as they are, restored afterwards; plug-ins not yet loaded."""
-    from fmtransfer import config
-    from fmtransfer.contenders import base
-
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_FAILED", {})
-    monkeypatch.setattr(base, "_plugins_loaded", False)
-    monkeypatch.setattr(config, "_REGISTERED", dict(config._REGISTERED))
-    config._defaults.cache_clear()
-    yield base
-    config._defaults.cache_clear()
-
-
 def test_plugins_that_cannot_work_are_refused_with_the_reason(fresh_registry, monkeypatch, capsys):
     """A value that is no Contender, a name unlike its entry point's, a section whose own defaults
     fail its checks, files another contender writes: each left out, said once, and selecting it
