@@ -529,7 +529,7 @@ class StudyConfig(Section):
         bounds=Bounds(0, 1000, open_low=True, why=" accuracy points"))
     max_seeds: int = setting(50, "With --seeds auto: stop at this many seeds, however wide the intervals.",
                              bounds=Bounds(2, MAX_STUDY_SEEDS, why=" (a t interval needs two seeds)"))
-    # Points, as the report shows gains; fixed before the results are seen (docs/statistics.md).
+    # Points, as the report shows gains; recorded when a study is made, before its runs (docs/statistics.md).
     equivalence_margin: float = setting(
         0.5, "Equivalence margin in accuracy points: the report's TOST calls a contender equivalent to the "
              "baseline when its gain is shown to lie within +-this.", bounds=POINTS)

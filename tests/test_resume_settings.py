@@ -202,7 +202,7 @@ def test_seed_counts_are_refused_before_a_list_of_that_many_is_made(option, tmp_
 
 
 def test_study_resumed_with_another_equivalence_margin_is_refused(tiny_data, tmp_path):
-    """The margin is fixed before the results are seen: a resumed study keeps its own, and a
+    """The margin is recorded when a study is made, before its runs: a resumed study keeps its own, and a
     report may still read the study with another."""
     study = _study(tmp_path / "s", tiny_data, config={"study.equivalence_margin": 1.0})
     before = snapshot(study)

@@ -81,6 +81,13 @@ def test_the_book_is_placed_in_every_transfer_cell_and_drawn_only_at_its_own_poi
     assert all(c.book is None for c in result.cells if c.contender != "transfer")
 
 
+def test_a_cell_on_drawn_samples_is_not_at_the_books_point_which_is_its_first_200_images(tmp_path):
+    drawn = studies.report(write_study(tmp_path / "drawn", {"transfer": 0.02}, draws=[0, 1, 2]))
+    first = studies.report(write_study(tmp_path / "first", {"transfer": 0.02}))
+    assert drawn.cells[0].point == first.cells[0].point and drawn.cells[0].n_draws == 3
+    assert drawn.cells[0].book["at_book_point"] is False and first.cells[0].book["at_book_point"] is True
+
+
 def test_a_larger_margin_makes_a_null_contender_equivalent_and_a_bad_one_is_refused(tmp_path):
     directory = write_study(tmp_path, {"transfer": 0.0}, sd=0.002)
     narrow = studies.report(directory, equivalence_margin=0.01).cells[0]

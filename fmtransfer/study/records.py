@@ -512,9 +512,9 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
             check_same_samples(cfg, old_config, study_dir)
             margin = old_config.get("study", {}).get("equivalence_margin")
             if isinstance(margin, (int, float)) and margin != cfg.study.equivalence_margin:
-                # The report's verdicts use the study's margin, fixed before its results were seen.
+                # The report's verdicts use the study's margin, recorded when the study was made, before its runs.
                 raise UsageError(f"{study_dir} holds a study judged with an equivalence margin of {margin:g} points, "
-                                 f"fixed before its results were seen; this run would make it "
+                                 f"recorded when it was made; this run would make it "
                                  f"{cfg.study.equivalence_margin:g}: give --equivalence-margin {margin:g} (`study "
                                  "report --equivalence-margin X` reads it with another), or use another directory",
                                  path=study_dir)

@@ -100,7 +100,10 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
         probes = [r.result.linear_probe for r in runs if r.result.linear_probe is not None]
         cell.linear_probe = float(np.mean(probes)) if probes else None
         if name == "transfer":  # in every setting: is the book's result typical here?
-            cell.book = {**book_placement(base, mine, seeds, draws), "at_book_point": book_settings and cell.point == book_point}
+            # The book's point is its first 200 images: a cell on drawn samples is another question.
+            on_book_images = all(d == FIRST for d in draws)
+            cell.book = {**book_placement(base, mine, seeds, draws),
+                         "at_book_point": book_settings and cell.point == book_point and on_book_images}
         u = units(base, mine, seeds, draws)
         cell.mcnemar, term = _test_image_tests(study_dir, runs)
         cell.test_images = _with_images(cell, u.matrix, term)
