@@ -801,8 +801,9 @@ def _margin(text: str | None) -> float | None:
               help=field_info("study.equivalence_margin")[0].metadata["help"]
               + f"  [each study's: {show_default(field_info('study.equivalence_margin')[2])}]")
 def study_claims(study_dirs, as_json, markdown, margin):
-    """Judge the chapter's claims (11.2) on the studies in STUDY_DIRS by fixed rules
-    (docs/claims.md): supported, contradicted, equivalent or no evidence. Give a dense and a cnn
+    """Judge the chapter's claims (11.2) on the studies in STUDY_DIRS by the rules of
+    docs/claims.md (exploratory: written after the committed studies were seen): supported,
+    contradicted, equivalent or no evidence. Give a dense and a cnn
     study together to judge the claims that compare the two."""
     from fmtransfer.study import claims
 

@@ -110,7 +110,7 @@ def test_study_claims_in_a_pipe_keeps_each_note_on_one_line(unjudgeable):
     assert result.code == 0, result.err
     notes = [line for line in result.out.splitlines() if line.startswith("Not judged:")]
     assert len(notes) == 6 and all(line.endswith(").") for line in notes), result.out
-    assert any(line.startswith("Verdicts by the fixed rules") and line.endswith("'no evidence'.")
+    assert any(line.startswith("Exploratory verdicts by the rules") and line.endswith("'no evidence'.")
                for line in result.out.splitlines())
 
 

@@ -1,10 +1,12 @@
-"""The chapter's claims (Hands-On ML 11.2), each judged on one or more studies by a fixed rule.
+"""The chapter's claims (Hands-On ML 11.2), each judged on one or more studies by its rule.
 
 `judge(dirs)` reports every study directory, then gives each claim the grid can speak to a
 verdict: "supported", "contradicted", "equivalent" or "no evidence" (with the gain the grid
 could have detected). A claim no study can speak to is left out of the list and named in
 `Claims.not_judged`, with what it needs. docs/claims.md states every rule; the rules read only
-the cells' statistics, so the same records always give the same verdicts.
+the cells' statistics, so the same records always give the same verdicts. The rules (version 1)
+were written after the committed studies' results were seen, so their verdicts are exploratory
+(docs/claims.md).
 """
 
 from __future__ import annotations
@@ -627,8 +629,9 @@ def table(found: Claims) -> Group:
                     "-" if c.mde is None else f"{c.mde:.2f}")
     notes = [smoke_note([s]) for s in smoke]
     notes += [f"Not judged: {k} ({why})." for k, why in found.not_judged.items()]
-    notes.append("Verdicts by the fixed rules of docs/claims.md; MDE: the smallest gain the grid would have detected "
-                 "with 80% power, where the verdict is 'no evidence'.")
+    notes.append("Exploratory verdicts by the rules of docs/claims.md (written after the committed studies were "
+                 "seen); MDE: the smallest gain the grid would have detected with 80% power, where the verdict "
+                 "is 'no evidence'.")
     out.caption = "\n".join(notes)
     return framed(out)  # a table of no claims is 40 columns wide: its notes are not folded into it
 
