@@ -26,6 +26,7 @@ from fmtransfer import config, contenders, report, runtime
 from fmtransfer import curves as learning_curves
 from fmtransfer.config import MAX_STUDY_SEEDS, Config, field_info, merge, option_name, read_toml
 from fmtransfer.errors import ConfigError, DivergedError, FmtError, UsageError, reason
+from fmtransfer.io import output_file
 from fmtransfer.needs import needs_of
 from fmtransfer.rundir import RunDir
 from fmtransfer.space import space_from_dict
@@ -531,7 +532,10 @@ def curves(run_dir, out, as_json):
 
     def body():
         found = learning_curves.run_dir_curves(path)
-        written = learning_curves.plot(found, Path(out) if out else path / "curves.png", str(path), option="curves")
+        # A file the user names goes through the one output guard: never over the records the
+        # curves are read from, nor into a study; only the default lives in the run directory.
+        target = output_file(out, keep_out=[path]) if out else path / "curves.png"
+        written = learning_curves.plot(found, target, str(path), option="curves")
         result = {"png": str(written), "models": {c.name: [p.name for p in c.phases] for c in found}}
         return result, lambda console, r: console.print(f"curves: {r['png']} ({', '.join(r['models'])})")
 

@@ -155,7 +155,7 @@ BATCH = Bounds(1, MAX_BATCH, why=" (a larger batch is one batch of all 60,000 tr
 SEED = Bounds(0, MAX_SEED, why=" (seeds are 32-bit)")
 UNITS = Bounds(1, MAX_UNITS)
 FRACTION = Bounds(0, 1, open_high=True)  # a dropout rate, a momentum
-CLASS = Bounds(0, 9, why=" (" + ", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES)) + ")")
+CLASS = Bounds(0, 9, why=f" (an id, or a name: {class_list()})")
 # Accuracy points (an equivalence margin): a gain lies within +-100 points, so a
 # margin of 100 or more would call every contender equivalent, whatever it scored.
 POINTS = Bounds(0, 100, open_low=True, open_high=True, why=" accuracy points")
@@ -785,11 +785,9 @@ class Config(Section):
 # ----------------------------------------------------------------------------- checks spanning keys
 
 def check_pair(pair: tuple[int, ...], key: str) -> None:
+    # Each class's range is its bounds' (CLASS), checked before this.
     if len(pair) != 2:
         raise ConfigError(key, f"must be two classes, got {list(pair)}")
-    for k in pair:
-        if not 0 <= k <= 9:
-            raise ConfigError(key, f"class {k} is outside 0..9; give an id or a name: {class_list()}")
     if pair[0] == pair[1]:
         raise ConfigError(key, f"the two classes must differ, got {pair[0]} twice")
 

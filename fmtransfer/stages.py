@@ -166,22 +166,30 @@ def pretrain(cfg: Config, rd: RunDir, reporter: Reporter | None = None, method: 
     return result
 
 
+def _kept(rd: RunDir, model: Path, record: Path, made_from: dict, stage: str, schema: dict) -> dict | None:
+    """The record at `record` if it and the model file at `model` are exactly what `made_from`
+    describes; None where either is missing, unreadable or made otherwise (the stage then trains
+    the model again, which rewrites both)."""
+    if not (record.is_file() and model.is_file()):
+        return None
+    try:
+        found = rd.read_json(record, stage, stage, schema)
+    except UsageError:
+        return None
+    return found if fingerprints.problem(found, made_from, model) is None else None
+
 
 def _kept_encoder(rd: RunDir, paths: dict[str, Path], made_from: dict, want_picture: bool) -> dict | None:
     """The record of the encoder `pretrain` left in `rd` if it is exactly what this call would make
     (the method's own settings included, and its companion and picture there), else None.
     Pretraining is deterministic, so training it again would only cost the time."""
-    if not (paths["json"].is_file() and paths["encoder"].is_file() and paths["companion"].is_file()):
-        return None
-    try:
-        record = rd.read_json(paths["json"], "pretrain", "pretrain", TRAINED_SCHEMA)
-    except UsageError:
-        return None  # unreadable: train it again, which rewrites it
-    if fingerprints.problem(record, made_from, paths["encoder"]) is not None:
+    record = _kept(rd, paths["encoder"], paths["json"], made_from, "pretrain", TRAINED_SCHEMA)
+    if record is None or not paths["companion"].is_file():
         return None
     if want_picture and not (record.get("picture") and paths["picture"].is_file()):
         return None
     return {**record, "reused": True}
+
 
 @_writing(create=False)
 def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contender: str = "transfer",
@@ -251,14 +259,10 @@ def baseline(cfg: Config, rd: RunDir, reporter: Reporter | None = None) -> dict:
     cfg = with_split(cfg, manifest, rd)
     made_from = fingerprints.contender(cfg, manifest.get("sha256") or {}, "baseline", {})
     model_path, meta_path = rd.contender_files("baseline")
-    if meta_path.is_file() and model_path.is_file():
-        try:
-            meta = rd.read_json(meta_path, "compare", "compare", SCORED_SCHEMA)
-        except UsageError:
-            meta = {}  # unreadable: stale, train it again
-        if fingerprints.problem(meta, made_from, model_path) is None:
-            reporter.info(f"baseline: reusing {model_path} (trained with the same settings)")
-            return meta
+    meta = _kept(rd, model_path, meta_path, made_from, "compare", SCORED_SCHEMA)
+    if meta is not None:
+        reporter.info(f"baseline: reusing {model_path} (trained with the same settings)")
+        return meta
     the_split, manifest = rd.load_split("compare")
     started = time.perf_counter()
     model, r = contenders.checked_fit("baseline", contenders.get("baseline").fit(cfg, the_split, {}, reporter))

@@ -32,7 +32,7 @@ from typing import Any
 
 from fmtransfer.curves import Curves, is_number, from_phases, from_record, of_run_dir
 from fmtransfer.errors import UsageError
-from fmtransfer.io import atomic_path
+from fmtransfer.io import atomic_path, marked_folder
 
 EVENTS = "events.out.tfevents.*"
 
@@ -44,6 +44,10 @@ def check_target(directory: str | Path) -> Path:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} is not a folder; give a folder for TensorBoard's event files (it is made "
                          "if missing)", path=directory)
+    study = marked_folder(directory)
+    if study is not None:  # a study's folder is written by the study alone
+        raise UsageError(f"{directory} is inside the study {study}, whose files only fmtransfer's own writers "
+                         "change; give a folder for TensorBoard's event files outside it", path=directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if not os.access(directory, os.W_OK):

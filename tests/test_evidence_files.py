@@ -71,6 +71,33 @@ def test_html_anywhere_inside_a_study_even_a_new_file_or_another_studys_is_refus
     assert _digests(study) == before
 
 
+def test_every_output_option_goes_through_the_same_guard(study, tiny_data, tmp_path):
+    """--csv, --out and --tensorboard are refused over or inside the study or run directory they
+    read, as --html is, in one line naming the target; nothing there changes."""
+    before = _digests(study)
+    for target in (study / "results.jsonl", study / "export.csv"):
+        result = run_cli("study", "export", study, "--csv", target)
+        assert result.code == 2 and "Traceback" not in result.err
+        (line,) = result.err_lines
+        assert str(target) in line and "outside that folder" in line
+    refused = run_cli("study", "--run", tmp_path / "other", "--tensorboard", study / "events", "--seeds", "1",
+                      "--data-dir", tiny_data, "--no-verify", "--valid-size", "100", "--b-train-sizes", "20")
+    assert refused.code == 2 and "Traceback" not in refused.err
+    (line,) = refused.err_lines
+    assert f"inside the study {study}" in line and not (tmp_path / "other").exists()
+    assert _digests(study) == before
+
+    run = tmp_path / "run"
+    made = run_cli("run", "--run", run, "--data-dir", tiny_data, "--no-verify", "--valid-size", "100",
+                   "--b-train-size", "20", "--a-epochs", "1", "--b-epochs", "1", "--freeze-epochs", "1",
+                   "--fine-tune-epochs", "1")
+    assert made.code == 0, made.err
+    records = _digests(run)
+    result = run_cli("curves", run, "--out", run / "model_a.json")
+    assert result.code == 2 and "Traceback" not in result.err and str(run / "model_a.json") in result.err
+    assert _digests(run) == records
+
+
 def test_html_onto_a_link_is_written_through_and_the_link_kept(study, tmp_path):
     page, link = tmp_path / "shared" / "page.html", tmp_path / "page-link.html"
     page.parent.mkdir()

@@ -191,6 +191,17 @@ def test_a_reinit_depth_beyond_the_reused_layers_is_one_line_before_anything_tra
     assert_usage_error(result, "--reinit-depth", "only 2 are reused")
     assert not any(run.glob("*.keras"))
 
+
+def test_a_reinit_depth_beyond_one_of_a_studys_reuse_depths_is_refused_before_the_grid_starts(tiny_data, tmp_path):
+    """Checked at every reuse depth of the grid, not when the run at depth 1 comes up, after
+    the runs before it have trained."""
+    study = tmp_path / "s"
+    result = run_cli("study", "--run", study, "--contenders", "reinit", "--reuse-layers", "1,all",
+                     "--reinit-depth", 2, "--seeds", 1, "--data-dir", tiny_data, "--no-verify")
+    assert_usage_error(result, "--reinit-depth", "only 1 are reused")
+    assert not (study / "results.jsonl").exists()
+
+
 def test_run_trains_every_strategy_and_compare_lists_their_probes(tiny_data, tmp_path):
     result = run_cli("run", "--run", tmp_path / "r", "--data-dir", tiny_data, "--no-verify", "--valid-size", 100,
                      "--b-train-size", 20, "--hidden", "16,8", "--a-epochs", 1, "--b-epochs", 1,

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping
 
 from fmtransfer import config
-from fmtransfer.errors import ArgumentError, ConfigError, ContenderError, DivergedError
+from fmtransfer.errors import ArgumentError, ConfigError, ContenderError, DivergedError, reason
 from fmtransfer.needs import needs_of
 from fmtransfer.space import Space, draw, spaces, trial_seed
 
@@ -319,7 +319,7 @@ def load_plugins() -> None:
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):  # the user's Ctrl-C, not the plug-in's failure
                 raise
-            first = (str(e).strip().splitlines() or [""])[0]
+            first = reason(e)  # its reason in whole sentences, not a traceback's first line
             why = f"{type(e).__name__}: {first}" if not isinstance(e, ValueError) else first
             if ep.name not in _REGISTRY:
                 _FAILED[ep.name] = f"plug-in {ep.name!r} of package {package} failed to load ({why})"

@@ -337,10 +337,14 @@ def planned_contenders(cfg: Config) -> tuple[str, ...]:
 
 
 def check_grid(cfg: Config) -> None:
-    """Settings every run of the grid must accept: `top:K` fits every reuse depth; a stack of
-    seeds only where the network stacks (a cnn would drop it unread)."""
+    """Settings every run of the grid must accept: `top:K` fits every reuse depth, and so does
+    each contender's own (`check_settings`: reinit's depth), so that no run fails mid-grid after
+    others trained; a stack of seeds only where the network stacks (a cnn would drop it unread)."""
     for reuse in cfg.study.reuse_layers:
         check_unfreeze(cfg.transfer, reuse, cfg.model.blocks)
+        at = cfg.replace(**{"transfer.reuse_layers": reuse})
+        for name in study_contenders(cfg):
+            contenders.get(name).check_settings(at)
     if cfg.study.stack not in (1, "auto") and not cfg.model.stacks:
         raise ConfigError("study.stack", f"a {cfg.model.arch} network never stacks seeds (only dense ones do), so "
                                          f"{cfg.study.stack} would be dropped; give 1, or auto")

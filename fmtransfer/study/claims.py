@@ -23,7 +23,7 @@ from rich.table import Table
 
 from fmtransfer import contenders
 from fmtransfer.errors import ArgumentError
-from fmtransfer.report import framed, smoke_note, smoke_title
+from fmtransfer.report import SMOKE, framed, smoke_note, smoke_title
 from fmtransfer.study import inference
 from fmtransfer.study.axes import cell_axes
 from fmtransfer.study.records import check_pooled
@@ -78,7 +78,7 @@ class Claim:
     @property
     def shown_verdict(self) -> str:
         """The verdict as tables show it: never a bare one on smoke-test settings."""
-        return f"{self.verdict} (SMOKE TEST)" if self.smoke else self.verdict
+        return f"{self.verdict} ({SMOKE})" if self.smoke else self.verdict
 
 
 @dataclass(frozen=True)

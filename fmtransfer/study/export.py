@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmtransfer.io import write_text_atomic
+from fmtransfer.io import output_file, write_text_atomic
 from fmtransfer.study.axes import declared
 from fmtransfer.study.records import RunRecord, config_from, read_meta, read_records
 
@@ -111,7 +111,10 @@ def to_csv(study_dir: str | Path) -> tuple[str, int]:
 
 
 def export_csv(study_dir: str | Path, path: str | Path) -> int:
-    """Write the study's table to `path` atomically (`io.write_text_atomic`); return its rows."""
+    """Write the study's table to `path` atomically (`io.write_text_atomic`), through the output
+    guard (`io.output_file`: never over or inside the study, nor onto a folder, FIFO or device);
+    return its rows."""
+    target = output_file(path, keep_out=[study_dir])
     text, count = to_csv(study_dir)
-    write_text_atomic(path, text)
+    write_text_atomic(target, text)
     return count

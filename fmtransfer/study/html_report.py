@@ -26,7 +26,7 @@ from typing import Any
 from fmtransfer.config import flatten
 from fmtransfer.errors import UsageError
 from fmtransfer.io import output_file, write_text_atomic
-from fmtransfer.report import plotting_available, smoke_note, smoke_title
+from fmtransfer.report import SMOKE, plotting_available, smoke_note, smoke_title
 from fmtransfer.study.axes import cell_axes
 from fmtransfer.study.reporting import StudyResult, columns, notes, study_figures
 from fmtransfer.version import __version__
@@ -182,7 +182,7 @@ def page(result: StudyResult, study_dir: str | Path, plots: bool | None = None) 
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<link rel=\"icon\" href=\"data:,\">"  # no favicon request: the page fetches nothing
-            f"<title>{'SMOKE TEST: ' if smoke else ''}fmtransfer study {escape(summary['study'])}</title><style>{CSS}</style></head>\n<body>\n"
+            f"<title>{SMOKE + ': ' if smoke else ''}fmtransfer study {escape(summary['study'])}</title><style>{CSS}</style></head>\n<body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
 
 

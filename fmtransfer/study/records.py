@@ -292,6 +292,8 @@ def read_results(study_dir: Path, cfg: Config | None = None) -> tuple[list[dict]
     """`read_records`, each record as its JSON line's dict."""
     records, skipped = read_records(study_dir, cfg)
     return [r.to_dict() for r in records], skipped
+
+
 def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = None):
     """record -> whether that results line was made with `cfg` on the dataset files `sha256`,
     trained on `threads` intra-op threads (None: a study that recorded none, fmtransfer 0.5 or older).
@@ -347,6 +349,8 @@ def check_pooled(study_dirs: list[str | Path]) -> None:
     both directories, where two of them are one directory, one holds every run of the other (a
     copy: its evidence would count twice), or their study.json files record other dataset files
     (a study of fmtransfer 0.4 or older records none, and is taken as it is)."""
+    if len(study_dirs) < 2:  # nothing to pool: its report reads it, and says what is wrong with it
+        return
     seen: list[tuple[Path, str | Path, dict | None, set[str]]] = []
     for d in study_dirs:
         here = Path(d).resolve()
