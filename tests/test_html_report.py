@@ -63,6 +63,23 @@ def test_the_claims_are_on_the_page_as_study_claims_judges_them(tiny_study):
     assert found.claims or found.not_judged
 
 
+def test_the_page_judges_its_claims_on_its_own_report_read_once(tiny_study, monkeypatch):
+    """The claims are judged on the report the page shows (with that report's margin), not on
+    the study read a second time."""
+    from fmtransfer.study import claims, forest
+
+    result = studies.report(tiny_study, equivalence_margin=40.0)
+    judged = claims.judge_reports([(str(tiny_study), result)])
+    reads = []
+    monkeypatch.setattr(claims, "report", lambda *a, **k: reads.append(a))
+    text = html_report.page(result, tiny_study, plots=False)
+    assert reads == []
+    assert judged.claims
+    for c in judged.claims:
+        assert f'<span class="verdict">{c.shown_verdict}</span> ' in text
+        assert forest.svg(c, standalone=False) in text
+
+
 def _text(page: str) -> str:
     """The page's text without its tags, as a reader sees it ("+0.66 (+0.23, +1.08)")."""
     return unescape(re.sub(r"<[^>]+>", "", page))

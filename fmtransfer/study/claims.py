@@ -128,10 +128,14 @@ def judge(study_dirs: list[str | Path], *, equivalence_margin: float | None = No
         if not isinstance(d, (str, os.PathLike)):
             raise ArgumentError("claims.judge", "study_dirs", wanted, d)
     check_pooled(study_dirs)
-    studies = []
-    for d in study_dirs:
-        result = report(d, equivalence_margin=equivalence_margin)
-        studies.append(_Study(str(d), result.config.get("model", {}).get("arch", "dense"), result))
+    return judge_reports([(str(d), report(d, equivalence_margin=equivalence_margin)) for d in study_dirs])
+
+
+def judge_reports(reported: list[tuple[str, StudyResult]]) -> Claims:
+    """`judge` on studies already reported (`report`), each with the path its evidence names: a
+    page that has its study's report judges by it, rather than reading the study again (and with
+    the margin that report was made with)."""
+    studies = [_Study(path, result.config.get("model", {}).get("arch", "dense"), result) for path, result in reported]
     margin = studies[0].result.equivalence_margin
     judged, not_judged = [], {}
     for rule in _RULES:
@@ -142,7 +146,7 @@ def judge(study_dirs: list[str | Path], *, equivalence_margin: float | None = No
             used = dict.fromkeys(e.get("study") for e in claim.evidence)
             judged.append(dataclasses.replace(claim, smoke=tuple(
                 f"{s.path}: {', '.join(s.result.smoke)}" for s in studies if s.path in used and s.result.smoke)))
-    return Claims(tuple(judged), not_judged, tuple(str(d) for d in study_dirs))
+    return Claims(tuple(judged), not_judged, tuple(path for path, _ in reported))
 
 
 # ----------------------------------------------------------------------------- evidence and aggregation

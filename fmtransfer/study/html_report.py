@@ -142,7 +142,7 @@ def page(result: StudyResult, study_dir: str | Path, plots: bool | None = None) 
              f"<p>{summary['runs_finished']} of {summary['runs_in_grid']} runs finished; test-B accuracy, each "
              "contender paired with the baseline of the same seed. Made by fmtransfer "
              f"{escape(__version__)}.</p>"]
-    parts += _claims(study_dir)
+    parts += _claims(study_dir, result)
     parts.append("<h2>Leaderboards</h2>")
     cols = columns(cells)
     blocks: dict[tuple, list[dict]] = {}
@@ -186,13 +186,14 @@ def page(result: StudyResult, study_dir: str | Path, plots: bool | None = None) 
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-def _claims(study_dir: str | Path) -> list[str]:
+def _claims(study_dir: str | Path, result: StudyResult) -> list[str]:
     """What `fmtransfer study claims` judges on this study's grid (the chapter's claims, by the
-    rules of docs/claims.md): each claim's verdict, where it holds and where not in a sentence,
-    and its evidence as a forest plot; then what it could not judge, and why."""
+    rules of docs/claims.md), from the page's own report: each claim's verdict, where it holds
+    and where not in a sentence, and its evidence as a forest plot; then what it could not
+    judge, and why."""
     from fmtransfer.study import claims, forest
 
-    found = claims.judge([Path(study_dir)])
+    found = claims.judge_reports([(str(Path(study_dir)), result)])
     out = ["<h2>Claims</h2>"]
     for c in found.claims:
         out.append(f'<section class="claim {escape(c.verdict.replace(" ", "-"))}" id="claim-{escape(c.id)}">'
