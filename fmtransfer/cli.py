@@ -143,6 +143,8 @@ PRETRAIN = [config_option("pretrain.unlabelled_size"), config_option("pretrain.e
             config_option("pretrain.learning_rate")]
 MODEL_A = [config_option("train_a.epochs"), config_option("train_a.learning_rate")]
 BASELINE = [config_option("baseline.epochs"), config_option("baseline.learning_rate")]
+TUNE = [config_option("tune.trials"), config_option("tune.on"), config_option("tune.sampler"),
+        config_option("study.space")]
 
 
 def contender_options(pretraining: bool | None = None) -> list:
@@ -486,6 +488,7 @@ def compare(cfg, rd, reporter, wide):
 @group("Baseline", *BASELINE)
 @group("Transfer", *TRANSFER)
 @group("Contenders", config_option("contenders"))
+@group("Tuning", *TUNE)
 @group("Pretraining", *PRETRAIN)
 @options(*contender_options())
 @common(tensorboard=RUN_DIR_BOARD)
@@ -663,6 +666,7 @@ def _prepare_seeds(cfg, given, origins, n_seeds=None, seed_list=None, shard=None
        click.option("--plots/--no-plots", default=None,
                     help="Write PNG plots (needs fmtransfer[plot])  [if installed]."))
 @group("Contenders", config_option("contenders"))
+@group("Tuning", *TUNE)
 @group("Model A", *MODEL_A)
 @group("Baseline", *BASELINE)
 # The grid's axes set the rest of [transfer] (reuse depths, the presets' rates) and of [data].

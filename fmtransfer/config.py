@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field, fields
@@ -550,12 +551,58 @@ class StudyConfig(Section):
             check_pair(pair, self.key("pairs"))
 
 
+TUNE_ON = re.compile(r"valid|cv:(\d+)")
+MAX_TRIALS = 4096  # trials a contender per (cell, seed, draw): a budget beyond any curve worth drawing
+MAX_FOLDS = 20
+
+
+@dataclass(frozen=True)
+class TuneConfig(Section):
+    """Tuning with an equal budget (docs/statistics.md, "Tuned with an equal budget"): every
+    contender and the baseline get the same number of trials in each cell and (seed, draw), each
+    trial's settings drawn from the search spaces declared beside the settings, the selection
+    made on validation data alone."""
+
+    NAME = "tune"
+    # None: untuned, every run at the settings given. A budget of 0 trials would select nothing.
+    trials: Union[int, None] = setting(
+        None, "Tune: N trials for every contender and the baseline, in each cell and (seed, draw), each drawing its "
+              "settings from the search spaces; the one best on validation data is reported.",
+        option="--tune", show="untuned", bounds=Bounds(1, MAX_TRIALS, why=" trials (omit it for an untuned run)"))
+    on: str = setting("valid", "What selects a trial: valid (task B's validation images) or cv:K (K-fold "
+                               "cross-validation inside the labelled sample, then the chosen settings retrained "
+                               "on all of it).", option="--tune-on")
+    # Random search: Dodge's budget curves need independent trials. TPE (Optuna) adapts to the
+    # trials before it, so its studies get the selection but no budget curves.
+    sampler: Literal["random", "tpe"] = setting(
+        "random", "How trials draw their settings: random (independent draws; budget curves) or tpe (Optuna's TPE, "
+                  "needs fmtransfer[tune]).", option="--sampler")
+
+    @property
+    def tuned(self) -> bool:
+        return self.trials is not None
+
+    @property
+    def folds(self) -> int | None:
+        """K of cv:K; None for valid."""
+        m = TUNE_ON.fullmatch(self.on)
+        return int(m.group(1)) if m and m.group(1) else None
+
+    def check(self) -> None:
+        m = TUNE_ON.fullmatch(self.on.strip()) if isinstance(self.on, str) else None
+        self.fail_unless(m is not None, "on", f"must be valid or cv:K (K folds, e.g. cv:5), got {self.on!r}")
+        if m.group(1):
+            k = int(m.group(1))
+            self.fail_unless(2 <= k <= MAX_FOLDS, "on", f"cv:K needs from 2 to {MAX_FOLDS} folds (cv:1 holds nothing "
+                                                        f"out), got {self.on!r}")
+
+
 # ----------------------------------------------------------------------------- the sections in force
 
 # The core sections, in the order `to_dict` gives them; registered sections come before [study].
 CORE_SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig, "model": ModelConfig, "train_a": TrainAConfig, "baseline": BaselineConfig,
-    "transfer": TransferConfig, "pretrain": PretrainConfig, "study": StudyConfig}
+    "transfer": TransferConfig, "pretrain": PretrainConfig, "study": StudyConfig, "tune": TuneConfig}
 _REGISTERED: dict[str, type[Section]] = {}  # name -> class, in registration order
 _finders: list[Callable[[], None]] = []
 # Option names taken by what is not a config key's own option (--run, --json, an alias such as
@@ -657,11 +704,11 @@ def find_sections_with(finder: Callable[[], None]) -> None:
 
 
 def sections() -> dict[str, type[Section]]:
-    """Every section in force, name -> class: the core ones, then the registered ones, [study] last."""
+    """Every section in force, name -> class: the core ones, then the registered ones, [study] and [tune] last."""
     while _finders:
         _finders.pop(0)()  # popped first: a finder that builds a Config does not call itself again
-    core = {k: v for k, v in CORE_SECTIONS.items() if k != "study"}
-    return {**core, **_REGISTERED, "study": StudyConfig}
+    core = {k: v for k, v in CORE_SECTIONS.items() if k not in ("study", "tune")}
+    return {**core, **_REGISTERED, "study": StudyConfig, "tune": TuneConfig}
 
 
 @dataclass(frozen=True)
@@ -690,6 +737,7 @@ class Config(Section):
     transfer: TransferConfig = field(default_factory=TransferConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     # The registered sections' values, in the order of `sections()`: a tuple, so that a Config
     # stays hashable and compares equal by value.
     registered: tuple[Section, ...] = field(default=(), repr=False, metadata={"sections": True})
@@ -733,10 +781,12 @@ class Config(Section):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: top-level keys, the core sections, the registered ones, then [study]."""
-        d = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in ("registered", "study")}
+        """Plain data: top-level keys, the core sections, the registered ones, then [study] and [tune]."""
+        d = {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+             if f.name not in ("registered", "study", "tune")}
         d.update({s.NAME: s.to_dict() for s in self.registered})
         d["study"] = self.study.to_dict()
+        d["tune"] = self.tune.to_dict()
         return d
 
     def check(self) -> None:
@@ -747,6 +797,11 @@ class Config(Section):
             check_reuse(reuse, blocks, "study.reuse_layers")
         if self.study.space:
             spaces_in_force(self)  # each override names a declared space and stays within its setting
+        # A preset fixes the rates a tuned study's trials draw from their spaces: the two would
+        # compare one set of draws under two names.
+        self.fail_unless(not self.tune.tuned or self.study.presets == ("book",), "study.presets",
+                         "a tuned study draws the learning rates from their search spaces, so presets mean nothing "
+                         "there; drop --presets, or --tune")
         # Whether each name is a contender, and builds model.arch, the registry says (`contenders.select`).
         self.fail_unless(len(set(self.contenders)) == len(self.contenders), "contenders",
                          f"lists a contender twice: {list(self.contenders)}")

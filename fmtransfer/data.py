@@ -12,7 +12,7 @@ import struct
 import tempfile
 import urllib.request
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -370,6 +370,35 @@ def make_split(raw: Raw, b_classes: tuple[int, int] = (5, 6), b_train_size: int 
         raise DataError(f"{raw.source}: too few images for task A and task B ({split.sizes()}); "
                         "is this the whole dataset?")
     return split
+
+
+def folds(split: Split, k: int) -> list[Split]:
+    """`split` as K cross-validation folds of its labelled sample (`tune.on = "cv:K"`): fold f
+    trains on the other folds' images and validates on its own, so a tuned trial is judged
+    inside the labelled sample alone. Stratified and without randomness: within each class, the
+    i-th training image (in the sample's order) lies in fold i mod K.
+
+    Raises:
+        ConfigError: on `tune.on`, where a class has fewer than K images (a fold without it).
+    """
+    x, y = split.b_train
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2 or counts.min() < k:
+        fewest = int(counts.min()) if len(counts) else 0
+        raise ConfigError("tune.on", f"cv:{k} needs at least {k} training images of each class of task B, and the "
+                                     f"labelled sample holds {fewest} of one; use fewer folds, or more images")
+    fold_of = np.empty(len(y), dtype=np.int64)
+    for c in classes:
+        rows = np.flatnonzero(y == c)
+        fold_of[rows] = np.arange(len(rows)) % k
+    rows = split.indices["b_train"] if split.indices is not None else np.arange(len(y))
+    made = []
+    for f in range(k):
+        held, kept = fold_of == f, fold_of != f
+        indices = None if split.indices is None else {**split.indices, "b_train": rows[kept], "b_valid": rows[held]}
+        made.append(replace(split, b_train=(x[kept], y[kept]), b_valid=(x[held], y[held]), indices=indices,
+                            fingerprint=f"{split.fingerprint}/fold{f}of{k}"))
+    return made
 
 
 def load(cfg: DataConfig) -> Raw:

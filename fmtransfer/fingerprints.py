@@ -123,7 +123,11 @@ def run(cfg: Config, sha256: Mapping[str, str], name: str, how: How = UNRECORDED
     """
     d = cfg.to_dict()
     built_on = {str(need): fingerprint(_of(need, d, sha256, how)) for need in needs_of(contenders.get(name))}
-    return fingerprint(_contender(d, sha256, name, built_on, how), _contender(d, sha256, "baseline", {}, how))
+    # A tuned run's validation scores depend on what scored them; its trial's settings are in the
+    # sections already, and the budget is not the run's (a grown budget keeps the trials made).
+    tune = d.get("tune") or {}
+    judged = [{"tune.on": tune.get("on"), "tune.sampler": tune.get("sampler")}] if tune.get("trials") else []
+    return fingerprint(_contender(d, sha256, name, built_on, how), _contender(d, sha256, "baseline", {}, how), *judged)
 
 
 def stage_sections(need: "str | Need") -> tuple[str, ...]:

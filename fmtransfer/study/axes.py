@@ -190,6 +190,15 @@ declare(Axis("preset", "study.presets", id=lambda p: p, describe=lambda p: f"{p}
              sets=lambda p: dict(zip(("transfer.frozen_learning_rate", "transfer.fine_tune_learning_rate"),
                                      LR_PRESETS[p])),
              valid=lambda v: isinstance(v, str) and v in LR_PRESETS))
+# A tuned study's trial (`tune.trials`): trial t of every contender and of the baseline at each
+# (seed, draw). None, an untuned study's only value, adds no part to a run id, so untuned studies
+# keep their ids and fingerprints. Scope "baseline": trial t has a baseline of its own. Pooled, not
+# a cell: the report selects one trial per (seed, draw) on validation data (`study.tuning`), and
+# the cell pairs the selected contender with the selected baseline.
+declare(Axis("trial", lambda cfg: range(cfg.tune.trials) if cfg.tune.tuned else (None,), sets=lambda t: {},
+             id=lambda t: "" if t is None else f"trial{t}", describe=lambda t: "untuned" if t is None else f"trial {t}",
+             column="trial", valid=lambda v: v is None or (_integer(v) and v >= 0),
+             order=lambda t: -1 if t is None else t, scope="baseline", pooled=True, missing=None))
 
 
 @dataclass(frozen=True)
@@ -302,9 +311,24 @@ class RunKey:
         """The cell's axes and their values, as results lines write them (all but the pooled ones)."""
         return {a.name: a.to_json(v) for a, v in self._axes() if not a.pooled}
 
-    def config(self, base: Config) -> Config:
-        """The run's config: `base` with what each axis' value sets."""
-        return base.replace(**{k: v for a, value in self._axes() for k, v in a.settings(value).items()})
+    def config(self, base: Config, contender: str = "baseline") -> Config:
+        """The run's config: `base` with what each axis' value sets, and in a tuned study what
+        `contender`'s trial draws (`trial_settings`)."""
+        cfg = base.replace(**{k: v for a, value in self._axes() for k, v in a.settings(value).items()})
+        return cfg.replace(**self.trial_settings(cfg, contender)) if self.values.get("trial") is not None else cfg
+
+    @property
+    def trial_stream(self) -> str:
+        """What names this point's trials apart from every other point's, but its seed and trial:
+        the cell and the draw (`space.trial_seed` takes the seed itself)."""
+        return "-".join(part for a, v in self._axes() if a.name not in ("seed", "trial") and (part := a.id(v)))
+
+    def trial_settings(self, cfg: Config, contender: str) -> dict[str, Any]:
+        """The settings `contender`'s trial at this point draws (the baseline's keys from the
+        baseline's stream): a pure function of the seed, the cell, the draw, the contender and
+        the trial index, so `--jobs`, `--shard`, `--stack` and a resume draw the same."""
+        return contenders.trial_settings(cfg, contender, study_seed=self.seed, cell=self.trial_stream,
+                                         trial=self.values["trial"])
 
 
 def grid(cfg: Config) -> list[RunKey]:

@@ -133,7 +133,7 @@ class Scores:
 # A results line's fields besides the axes', in the order written; the runner writes every one,
 # older fmtransfers only some, so those after `result` are optional (None: not in the line).
 _OPTIONAL = ("learning_rates", "settings", "built_on", "seconds", "finished", "fingerprint", "b_indices_sha256",
-             "trained_with", "predictions")
+             "trained_with", "predictions", "drawn")
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,9 @@ class RunRecord:
             "bytes"}, "result": {...}}` (see `load_predictions`; a path inside the study's
             predictions folder, a size older lines lack); None where it has none (an older line,
             a diverged model).
+        drawn: in a tuned study, what the run's trial drew from the search spaces,
+            `{"baseline": {key: value}, "result": {...}}`; None untuned. The scores then carry
+            `valid_accuracy` and `valid_loss` (what selects a trial) and `steps`.
         extra: keys this fmtransfer does not know, kept as read.
         absent: the axes whose field the line lacked (written before the axis existed, read as
             its `missing` value); left out again when written, so the line keeps its form.
@@ -190,6 +193,7 @@ class RunRecord:
     b_indices_sha256: Any = None
     trained_with: Any = None
     predictions: Any = None
+    drawn: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     absent: tuple[str, ...] = ()
     source: Path | None = field(default=None, compare=False, repr=False)
@@ -198,14 +202,14 @@ class RunRecord:
     def made(cls, key: RunKey, contender: str, run_config: Config, baseline: dict, result: dict, *,
              settings: str, fingerprint: str, built_on: dict, seconds: dict,
              b_indices_sha256: str | None = None, trained_with: dict | None = None,
-             predictions: dict | None = None) -> "RunRecord":
+             predictions: dict | None = None, drawn: dict | None = None) -> "RunRecord":
         """The record of a run the runner just finished, stamped now."""
         t = run_config.transfer
         return cls(key.run_id(contender), key, contender, Scores.from_dict(baseline), Scores.from_dict(result),
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
                    built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                    fingerprint=fingerprint, b_indices_sha256=b_indices_sha256, trained_with=trained_with,
-                   predictions=predictions)
+                   predictions=predictions, drawn=drawn)
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":
@@ -305,18 +309,19 @@ def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = 
     uninstalled plug-in): both fingerprints cover its own sections and what it builds on, which
     only its code knows, and reading records never needs a contender's code.
     """
-    configs: dict[RunKey, Config | None] = {}  # the lines of one grid point share their config
+    configs: dict[tuple, Config | None] = {}  # the lines of one untuned grid point share their config
 
     def same(record: RunRecord) -> bool:
         if record.contender not in contenders.names():
             return True
         if record.fingerprint is not None and sha256 is not None:
-            if record.key not in configs:
+            point = (record.key, record.contender if record.key.values.get("trial") is not None else None)
+            if point not in configs:
                 try:
-                    configs[record.key] = record.key.config(cfg)
+                    configs[point] = record.key.config(cfg, record.contender)
                 except ConfigError:  # a point this config cannot even express
-                    configs[record.key] = None
-            run_config = configs[record.key]
+                    configs[point] = None
+            run_config = configs[point]
             return run_config is not None and record.fingerprint == fingerprints.run(
                 run_config, sha256, record.contender, how(cfg, threads, record.contender, record.key.seed))
         return record.settings is None or record.settings == run_fingerprint(cfg, record.contender)
@@ -514,6 +519,7 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
                              f"set FMTRANSFER_THREADS={old_threads}, or use another directory", path=study_dir)
         if old_config and has_runs:
             check_same_samples(cfg, old_config, study_dir)
+            check_same_tuning(cfg, old_config, study_dir)
             margin = old_config.get("study", {}).get("equivalence_margin")
             if isinstance(margin, (int, float)) and margin != cfg.study.equivalence_margin:
                 # The report's verdicts use the study's margin, recorded when the study was made, before its runs.
@@ -537,6 +543,33 @@ def check_study_dir(cfg: Config, study_dir: Path, threads: int | None = None) ->
     # What a report shows of each contender, read from here once its code is gone (an uninstalled plug-in).
     meta["titles"] = {**meta.get("titles", {}), **{c: contenders.get(c).title for c in study_contenders(cfg)}}
     write_text_atomic(meta_path, json.dumps({**meta, "dataset": dataset, "config": cfg.to_dict()}, indent=2))
+
+
+def check_same_tuning(cfg: Config, old_config: dict, study_dir: Path) -> None:
+    """A tuned study resumes with the same protocol, sampler and spaces, and a budget at least as
+    large (its trials are kept, more are added); an untuned study is never continued tuned, nor
+    the other way round."""
+    old = old_config.get("tune") if isinstance(old_config.get("tune"), dict) else {}
+    old_trials, trials = old.get("trials"), cfg.tune.trials
+    if (old_trials is None) != (trials is None):
+        said = "untuned" if old_trials is None else f"tuned with --tune {old_trials}"
+        raise UsageError(f"{study_dir} holds a study {said}; the two are never mixed: "
+                         f"{'drop --tune' if old_trials is None else f'give --tune {old_trials} or more'}, or use "
+                         "another directory", path=study_dir)
+    if trials is None:
+        return
+    if isinstance(old_trials, int) and trials < old_trials:
+        raise UsageError(f"{study_dir} holds a study tuned with --tune {old_trials}; a smaller budget would leave "
+                         f"trials out of every selection: give --tune {old_trials} or more, or use another directory",
+                         path=study_dir)
+    theirs = {"--tune-on": old.get("on", "valid"), "--sampler": old.get("sampler", "random"),
+              "--space": list((old_config.get("study") or {}).get("space") or [])}
+    ours = {"--tune-on": cfg.tune.on, "--sampler": cfg.tune.sampler, "--space": list(cfg.study.space)}
+    for option, value in theirs.items():
+        if value != ours[option]:
+            shown = ",".join(value) if isinstance(value, list) else value
+            raise UsageError(f"{study_dir} holds a study tuned with {option} {shown or '(as declared)'}; its trials were "
+                             f"drawn and judged so: give the same {option}, or use another directory", path=study_dir)
 
 
 def check_same_samples(cfg: Config, old_config: dict, study_dir: Path) -> None:

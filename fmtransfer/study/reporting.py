@@ -16,6 +16,7 @@ from fmtransfer.errors import DataError, FmtError, check_argument
 from fmtransfer.report import Column, figures, fitted, mean_std, pct, ratio_text, save_figure, smoke_note, smoke_title
 from fmtransfer.study.axes import axis, cell_axes, grid, planned_contenders
 from fmtransfer.study import inference, records
+from fmtransfer.study import tuning
 from fmtransfer.study.records import RunRecord, config_from, load_records, read_meta, read_records, settings_fingerprint
 from fmtransfer.study.stats import (
     BOOK, FIRST, MIN_INTERVAL_UNITS, Cell, best_sets, book_placement, draw_order, holm, max_t_over_study, mc_seed,
@@ -82,10 +83,13 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
         config = config.replace(**{"study.equivalence_margin": equivalence_margin})
     margin = config.study.equivalence_margin
     results, skipped = read_records(study_dir, config)
+    tune = meta["config"].get("tune") if isinstance(meta["config"].get("tune"), dict) else {}
+    # A tuned study's cells pair the trial each unit selects on validation data (`tuning`).
+    selected = tuning.select(results, tune.get("trials") or 0) if tuning.is_tuned(results) else None
     summary, by_seed = [], []
     book_settings = settings_fingerprint(config) == settings_fingerprint(Config())  # the book's epochs, model...
     book_point = grid(Config())[0].cell_point
-    for (_, name), runs in _cells(results).items():
+    for (_, name), runs in _cells(selected.records if selected is not None else results).items():
         title = contenders.get(name).title if name in contenders.names() else recorded_title(meta, name)
         base = [r.baseline.test_accuracy for r in runs]
         mine = [r.result.test_accuracy for r in runs]
@@ -103,7 +107,10 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
             # The book's point is its first 200 images: a cell on drawn samples is another question.
             on_book_images = all(d == FIRST for d in draws)
             cell.book = {**book_placement(base, mine, seeds, draws),
-                         "at_book_point": book_settings and cell.point == book_point and on_book_images}
+                         "at_book_point": book_settings and cell.point == book_point and on_book_images
+                         and selected is None}  # a tuned cell is not the book's recipe
+        if selected is not None:
+            cell.tuning = tuning.summary(selected, runs[0].key.setting, name, tune)
         u = units(base, mine, seeds, draws)
         cell.mcnemar, term = _test_image_tests(study_dir, runs)
         cell.test_images = _with_images(cell, u.matrix, term)

@@ -363,11 +363,12 @@ def _predicted(model, split):
     return p[:, 0] if p.shape[1] == 1 and np.all(np.isfinite(p)) else None
 
 
-def _fitted(fit, split, name: str) -> tuple[dict, Any, list | None]:
+def _fitted(fit, split, name: str, score_on: tuple | None = None) -> tuple[dict, Any, list | None]:
     """`fit()` -> (model, result) of contender `name`, as a run's scores (see `_scores`), its test
     predictions and its phases' records (each None for a diverged model). What it gave back is
     checked first (`contenders.checked_fit`): a result no model can have is a ContenderError,
-    never a record."""
+    never a record. `score_on`: images and labels to score the model on besides test B, as
+    `valid_accuracy` and `valid_loss` (what a tuned study selects by)."""
     made: list = []
 
     def result():
@@ -375,9 +376,58 @@ def _fitted(fit, split, name: str) -> tuple[dict, Any, list | None]:
         return made[0][1]
 
     scores = _scores(result, split)
+    if score_on is not None:
+        scores.update(_validation_scores(made[0][0] if made and "diverged" not in scores else None, score_on))
     if not made or "diverged" in scores:
         return scores, None, None
     return scores, _predicted(made[0][0], split), made[0][1].phases
+
+
+def _validation_scores(model, part: tuple) -> dict:
+    """A trial's scores on held-out labelled images: a diverged model (None) scores as one that
+    predicts nothing, the majority class's share, with no loss, as on test B (`_scores`)."""
+    from fmtransfer import training
+
+    scored = training.evaluated(model, part, training.BINARY) if model is not None else None
+    if scored is None or isinstance(scored, DivergedError):
+        share = float(np.mean(part[1]))
+        return {"valid_accuracy": max(share, 1.0 - share), "valid_loss": None}
+    return {"valid_accuracy": scored["accuracy"], "valid_loss": scored["loss"]}
+
+
+def _trained(fit_on, split, name: str, cfg: Config) -> tuple[dict, Any, list | None]:
+    """`_fitted` of `fit_on(split)`, the run's model. In a tuned study (`cfg.tune`), with what
+    selects among the trials, measured on labelled images only: the model's scores on task B's
+    validation images (`tune.on` valid), or the mean over K models each trained on K-1 folds of
+    the labelled sample and scored on the fold left out (cv:K; the run's model is then trained on
+    the whole sample). `steps`: the SGD steps that made the run's model; under cv:K,
+    `tuning_steps` adds the folds' (a pretraining contender's encoder is counted apart, in its
+    record)."""
+    from fmtransfer import data
+
+    tune = cfg.tune
+    if not tune.tuned:
+        return _fitted(lambda: fit_on(split), split, name)
+    per_epoch = math.ceil(len(split.b_train[1]) / cfg.batch_size)
+    if tune.folds is None:
+        scores, p, phases = _fitted(lambda: fit_on(split), split, name, score_on=split.b_valid)
+        return {**scores, "steps": _epochs(phases) * per_epoch}, p, phases
+    held, spent = [], 0
+    for fold in data.folds(split, tune.folds):
+        fold_scores, _, fold_phases = _fitted(lambda: fit_on(fold), fold, name, score_on=fold.b_valid)
+        held.append(fold_scores)
+        spent += _epochs(fold_phases) * math.ceil(len(fold.b_train[1]) / cfg.batch_size)
+    scores, p, phases = _fitted(lambda: fit_on(split), split, name)
+    losses = [s["valid_loss"] for s in held]
+    steps = _epochs(phases) * per_epoch
+    return {**scores, "valid_accuracy": float(np.mean([s["valid_accuracy"] for s in held])),
+            "valid_loss": None if None in losses else float(np.mean(losses)), "folds": tune.folds,
+            "steps": steps, "tuning_steps": steps + spent}, p, phases
+
+
+def _epochs(phases: list | None) -> int:
+    """The epochs a model trained, over its phases (none for a diverged one: what it spent is unknown)."""
+    return sum(len(p.get("history", ())) for p in phases or ())
 
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
@@ -405,8 +455,8 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
             base, base_seconds, base_p, base_phases = together.baseline(here, split)
         else:
             started = time.perf_counter()
-            base, base_p, base_phases = _fitted(lambda: contenders.get("baseline").fit(here.config(cfg), split, {},
-                                                                                   quiet), split, "baseline")
+            base, base_p, base_phases = _trained(lambda part: contenders.get("baseline").fit(
+                here.config(cfg), part, {}, quiet), split, "baseline", cfg)
             base_seconds = round(time.perf_counter() - started, 2)
         base_file = None
         if base_p is not None:  # once per group, for all its contenders; written before any line names it
@@ -423,17 +473,18 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                     result, seconds, mine_p, phases = together.contender(key, contender, split)
                 else:
                     started = time.perf_counter()
-                    result, mine_p, phases = _fitted(lambda: contender.fit(key.config(cfg), split, {
-                        need: cache[need] for need in contender.needs}, quiet), split, name)
+                    result, mine_p, phases = _trained(lambda part: contender.fit(key.config(cfg, name), part, {
+                        need: cache[need] for need in contender.needs}, quiet), split, name, cfg)
                     seconds = round(time.perf_counter() - started, 2)
                 trained = how(cfg, threads, name, key.seed)
-                run_fp = fingerprints.run(key.config(cfg), split.sha256, name, trained)
+                run_fp = fingerprints.run(key.config(cfg, name), split.sha256, name, trained)
                 kept = None
                 if base_file is not None and mine_p is not None:
                     kept = {"baseline": base_file,
                             "result": write_result_predictions(study_dir, key.run_id(name), run_fp, mine_p)}
                 record = RunRecord.made(
-                    key, name, key.config(cfg), base, result, settings=run_fingerprint(cfg, name),
+                    key, name, key.config(cfg, name), base, result, settings=run_fingerprint(cfg, name),
+                    drawn=_drawn(cfg, key, name),
                     fingerprint=run_fp, trained_with=trained_with(trained), predictions=kept,
                     built_on={str(need): {k: v for k, v in cache.info[need].items() if k not in _NOT_RESULTS}
                               for need in contender.needs if need in cache.info},
@@ -448,6 +499,17 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                               {need: cache.made[need] for need in contender.needs if need in cache.made})
                 done.add(record.id)
                 advance(record.id)
+
+
+def _drawn(cfg: Config, key: RunKey, name: str) -> dict | None:
+    """What a tuned run's trial drew, for the baseline and the contender (None untuned): the
+    settings the report shows beside the selected trial."""
+    if key.trial is None:
+        return None
+    both = key.trial_settings(cfg, name)
+    mine = set(contenders.get(name).space(cfg)) - set(contenders.get("baseline").space(cfg))
+    return {"baseline": {k: v for k, v in both.items() if k not in mine},
+            "result": {k: v for k, v in both.items() if k in mine}}
 
 
 def _raised(outcome):

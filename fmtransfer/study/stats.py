@@ -82,6 +82,9 @@ class _CellFields:
     # The cell's test-image term where they are: the mean gain's SE over resampled test images,
     # its share of the mean's variance and the CI widened by it (`reporting._with_images`).
     test_images: dict | None = None
+    # A tuned study's cell (`study.tuning.summary`): the budget, the protocol, each unit's selected
+    # trials and settings, the steps, and the budget curves; None untuned.
+    tuning: dict | None = None
 
 
 class Cell(_CellFields):
@@ -119,8 +122,9 @@ class Cell(_CellFields):
         point = d.pop("point")
         draws = d.pop("data_seeds")
         d = {"contender": d.pop("contender"), "title": d.pop("title"), **point, **d}
-        if d["book"] is None:
-            del d["book"]
+        for optional in ("book", "tuning"):  # an untuned cell's dict keeps the form it always had
+            if d[optional] is None:
+                del d[optional]
         if draws:  # beside the seeds; a cell of a report made before draws keeps its form
             d = {k: v for key, value in d.items()
                  for k, v in ([(key, value), ("data_seeds", draws)] if key == "seeds" else [(key, value)])}
