@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,plot,docs,notebook]'
+	$(BIN)/pip install -q -e '.[test,plot,docs,notebook,tune]'
 	touch $@
 
 # Fashion-MNIST from Debian's package when we can install it; otherwise fmtransfer looks in
