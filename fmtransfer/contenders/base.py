@@ -419,14 +419,16 @@ def pretraining_method(cfg, method: str | None = None) -> str:
     return method
 
 
-def trial_settings(cfg, name: str, *, study_seed: int, cell: str, trial: int) -> dict[str, Any]:
+def trial_settings(cfg, name: str, *, study_seed: int, cell: str, trial: int,
+                   baseline_cell: str | None = None) -> dict[str, Any]:
     """One trial's settings, key -> value, for contender `name` and the baseline paired with it:
     a pure function of (study seed, cell, contender, trial index), so any runner, in any order,
     draws the same trials. `cfg.replace(**drawn)` is the trial's config.
 
     The baseline's keys come from the baseline's own stream (`space.trial_seed(..., "baseline",
-    trial)`): its trial k is one configuration beside every contender, trained once and shared,
-    and each contender has as many trials as the baseline (the equal budget).
+    trial)`, named by `baseline_cell`, default `cell`): its trial k is one configuration beside
+    every contender, trained once and shared by every cell whose baseline it is, and each
+    contender has as many trials as the baseline (the equal budget).
 
     Example:
         >>> drawn = trial_settings(config.Config(), "l2-sp", study_seed=0, cell="pair5v6-n200", trial=3)
@@ -435,7 +437,7 @@ def trial_settings(cfg, name: str, *, study_seed: int, cell: str, trial: int) ->
     """
     baseline = get("baseline").space(cfg)
     own = {k: s for k, s in get(name).space(cfg).items() if k not in baseline}
-    return {**draw(baseline, trial_seed(study_seed, cell, "baseline", trial)),
+    return {**draw(baseline, trial_seed(study_seed, baseline_cell or cell, "baseline", trial)),
             **draw(own, trial_seed(study_seed, cell, name, trial))}
 
 

@@ -311,24 +311,32 @@ class RunKey:
         """The cell's axes and their values, as results lines write them (all but the pooled ones)."""
         return {a.name: a.to_json(v) for a, v in self._axes() if not a.pooled}
 
-    def config(self, base: Config, contender: str = "baseline") -> Config:
+    def config(self, base: Config, contender: str = "baseline", drawn: dict | None = None) -> Config:
         """The run's config: `base` with what each axis' value sets, and in a tuned study what
-        `contender`'s trial draws (`trial_settings`)."""
+        `contender`'s trial draws: `trial_settings`, or under an adaptive sampler (`tune.sampler`
+        tpe, whose trials depend on those before them) `drawn`, what the trial was given,
+        {"baseline": {key: value}, "result": {...}} as its results line records it."""
         cfg = base.replace(**{k: v for a, value in self._axes() for k, v in a.settings(value).items()})
-        return cfg.replace(**self.trial_settings(cfg, contender)) if self.values.get("trial") is not None else cfg
+        if self.values.get("trial") is None:
+            return cfg
+        if cfg.tune.sampler != "random":
+            return cfg.replace(**(drawn or {}).get("baseline", {}), **(drawn or {}).get("result", {}))
+        return cfg.replace(**self.trial_settings(cfg, contender))
 
-    @property
-    def trial_stream(self) -> str:
+    def stream(self, scope: str = "contender") -> str:
         """What names this point's trials apart from every other point's, but its seed and trial:
-        the cell and the draw (`space.trial_seed` takes the seed itself)."""
-        return "-".join(part for a, v in self._axes() if a.name not in ("seed", "trial") and (part := a.id(v)))
+        the axes of `scope` and wider (`SCOPES`), e.g. pair5v6-n200-reuseall-book; "baseline" leaves
+        out the contenders' axes, since one baseline serves every reuse depth and preset."""
+        widths = SCOPES[:SCOPES.index(scope) + 1]
+        return "-".join(part for a, v in self._axes()
+                        if a.name not in ("seed", "trial") and a.scope in widths and (part := a.id(v)))
 
     def trial_settings(self, cfg: Config, contender: str) -> dict[str, Any]:
-        """The settings `contender`'s trial at this point draws (the baseline's keys from the
-        baseline's stream): a pure function of the seed, the cell, the draw, the contender and
+        """The settings `contender`'s trial at this point draws at random, the baseline's keys
+        from the baseline's stream: a pure function of the seed, the point, the contender and
         the trial index, so `--jobs`, `--shard`, `--stack` and a resume draw the same."""
-        return contenders.trial_settings(cfg, contender, study_seed=self.seed, cell=self.trial_stream,
-                                         trial=self.values["trial"])
+        return contenders.trial_settings(cfg, contender, study_seed=self.seed, cell=self.stream(),
+                                         baseline_cell=self.stream("baseline"), trial=self.values["trial"])
 
 
 def grid(cfg: Config) -> list[RunKey]:

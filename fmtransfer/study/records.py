@@ -315,10 +315,11 @@ def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = 
         if record.contender not in contenders.names():
             return True
         if record.fingerprint is not None and sha256 is not None:
-            point = (record.key, record.contender if record.key.values.get("trial") is not None else None)
+            tuned = record.key.values.get("trial") is not None
+            point = (record.key, record.contender if tuned else None, json.dumps(record.drawn) if tuned else None)
             if point not in configs:
                 try:
-                    configs[point] = record.key.config(cfg, record.contender)
+                    configs[point] = record.key.config(cfg, record.contender, record.drawn)
                 except ConfigError:  # a point this config cannot even express
                     configs[point] = None
             run_config = configs[point]
@@ -750,6 +751,10 @@ def _read_predictions(study_dir: Path, ref: Any, meant_for: str) -> tuple[dict, 
     return header, body
 
 
+# What a tuned cell's selected run (`tuning.select`) records of the baseline trial paired with it.
+BASELINE_TRIAL = "baseline_trial"
+
+
 def _group(key: RunKey) -> str:
     """A (seed, pair, size) group's name: the baseline's predictions are kept once for it."""
     return "-".join(part for a, v in key.items if axis(a).scope in SCOPES[:2] and (part := axis(a).id(v)))
@@ -786,7 +791,12 @@ def load_predictions(study_dir: str | Path, record: RunRecord) -> Predictions | 
     if not isinstance(refs, dict):
         raise refused(None, "its 'predictions' entry names no files")
     try:
-        bh, bbody = _read_predictions(study_dir, refs.get("baseline"), f"baseline of {_group(record.key)}")
+        # A tuned cell's run pairs the selected contender trial with the selected baseline trial
+        # (`tuning.select`), whose predictions are its own trial's.
+        base_key = record.key
+        if isinstance(record.extra.get(BASELINE_TRIAL), int):
+            base_key = RunKey(tuple((a, record.extra[BASELINE_TRIAL] if a == "trial" else v) for a, v in record.key.items))
+        bh, bbody = _read_predictions(study_dir, refs.get("baseline"), f"baseline of {_group(base_key)}")
         rh, rbody = _read_predictions(study_dir, refs.get("result"), record.id)
     except _Unusable as e:
         raise refused(e.path, e.why) from None

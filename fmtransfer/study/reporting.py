@@ -267,6 +267,7 @@ def markdown(result: "StudyResult") -> str:
                          f"variance; with it the 95% CI is ({100 * lo:+.2f}, {100 * hi:+.2f}){luck}.")
         if c.no_interval:
             below.append(f"- {c.title}: no interval, TOST or MDE: {c.no_interval}.")
+        below += [f"- {line}" for line in tuning.words(c.to_dict(), _label(c))]
         if c.runs_left_out:
             below.append(f"- {c.title}: {c.runs_left_out} runs of seeds without a run at every draw left out.")
     out += [""] * bool(below) + below
@@ -417,6 +418,8 @@ def notes(summary: dict, shown) -> list[str]:
             where = ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c)
             notes.append(f"{c['title']}, {where}: {c['diverged']} of {c['n']} runs diverged "
                          f"(baseline: {c['baseline_diverged']}), counted at chance accuracy.")
+    for c in summary["cells"]:
+        notes += tuning.words(c, ", ".join(a.short(a.from_json(c[a.name])) for a in shown if a.name in c))
     for reason, n in summary.get("skipped", {}).items():
         notes.append(f"Skipped {n} results line{'s' if n > 1 else ''}: {reason}.")
     notes.append("Ranked by gain within each setting. Accuracies in %, mean±sd over seeds. Gain = contender - "
@@ -453,7 +456,10 @@ def study_figures(study_dir: Path, summary: StudyResult, option: str = "--plots"
     """(file name, matplotlib Figure) of each of the study's plots; `option` is named if the
     plot extra is missing."""
     figs = figures(option)
-    runs_of = _cells(load_records(Path(study_dir), config_from(summary.config)))
+    found = load_records(Path(study_dir), config_from(summary.config))
+    if tuning.is_tuned(found):  # a tuned cell's runs are the trials its units selected
+        found = tuning.select(found, (summary.config.get("tune") or {}).get("trials") or 0).records
+    runs_of = _cells(found)
     for cell in summary.cells:
         runs = runs_of.get((cell.setting, cell.contender), [])
         fig, ax = figs.subplots(figsize=(6, 4))
@@ -480,6 +486,8 @@ def study_figures(study_dir: Path, summary: StudyResult, option: str = "--plots"
         prefix = "" if cell.contender == "transfer" else f"{cell.contender}-"
         point = "-".join(a.id(a.from_json(cell.point[a.name])) for a in cell_axes() if a.name in cell.point)
         yield f"paired-{prefix}{point}.png", fig
+    yield from tuning.budget_figures(summary.cells, lambda c: (_label(c), "-".join(
+        a.id(a.from_json(c.point[a.name])) for a in cell_axes() if a.name in c.point)))
     yield "gain-vs-size.png", gain_vs_size(summary, figs)
     if len({c.contender for c in summary.cells}) > 1:
         yield "contenders.png", contenders_figure(summary, figs)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fmtransfer import contenders, fingerprints, runtime
+from fmtransfer import contenders, fingerprints, runtime, sampler
 from fmtransfer import tensorboard as events
 from fmtransfer.config import Config
 from fmtransfer.errors import ConfigError, DivergedError, UsageError, check_argument
@@ -33,6 +33,7 @@ from fmtransfer.study.records import (  # noqa: F401  (STACK_AUTO, resolve_stack
     write_result_predictions,
 )
 from fmtransfer.io import fingerprint
+from fmtransfer.study import tuning
 from fmtransfer.study.reporting import StudyResult, report
 
 
@@ -240,12 +241,15 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
                workers_lock: str = ".lock-workers", threads: tuple[int, int] | None = None,
                tensorboard: str | Path | None = None) -> StudyResult:
     threads = threads or runtime.training_threads(cfg.model.arch)
+    if cfg.tune.tuned and stacking(cfg) > 1:
+        raise ConfigError("study.stack", "a tuned study stacks its trials, not its seeds: leave --stack out")
     check_study_dir(cfg, study_dir, threads[0])
     chosen = study_contenders(cfg)
     k = stacking(cfg)
     # Stacked, a shard takes whole stacks, as a worker does: seeds that share a stack stay together.
     keys = shard(grid(cfg), index, count, by=(lambda key: key.seed // k) if k > 1 else None)
-    done = {r.id for r in load_records(study_dir, cfg)}
+    recorded = load_records(study_dir, cfg)
+    done = {r.id for r in recorded}
     total = len(keys) * len(chosen)
     todo = [k for k in keys if any(k.run_id(c) not in done for c in chosen)]
     # In one process, the data's refusals (too few images to draw N) come before anything is said or trained.
@@ -264,8 +268,9 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
             if jobs == 1:
                 said: set[str] = set()
                 board = _board(tensorboard)
+                draws = tuning.Draws(cfg, study_dir, recorded, sampler.journal_path(study_dir, index, count))
                 for unit in units:
-                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said, board)
+                    _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said, board, draws)
             else:
                 _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock,
                              threads, tensorboard)
@@ -289,13 +294,13 @@ def _checked_data(cfg: Config):
 
 
 def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, done: set[str], advance,
-              threads: int, said: set | None = None, board=None) -> None:
+              threads: int, said: set | None = None, board=None, draws: "tuning.Draws | None" = None) -> None:
     """A unit's seeds: stacked where the study stacks (`records.stacking`), each seed in its slot,
     even a seed alone (a stack of one seed and a filler); else one by one."""
     k = stacking(cfg)
     together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k, said) if k > 1 else None
     for _, runs in itertools.groupby(unit, key=lambda key: key.group):
-        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads, board)
+        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads, board, draws)
 
 
 def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance,
@@ -321,14 +326,16 @@ def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, don
     """A worker's TensorFlow and dataset, once; its results go to its own file, `...-job{job}.jsonl`."""
     runtime.setup(**setup)
     out_path = Path(out)
+    journal = out_path.parent / sampler.journal_path(Path("."), 0, 1).parent / f"tpe-{out_path.stem}-job{job}.journal"
     return {"cfg": cfg, "chosen": chosen, "raw": _checked_data(cfg), "study_dir": Path(study_dir),
             "out": out_path.with_name(f"{out_path.stem}-job{job}.jsonl"), "finished": set(done),
-            "threads": runtime.training_threads(cfg.model.arch)[0], "said": set(), "board": _board(tensorboard)}
+            "threads": runtime.training_threads(cfg.model.arch)[0], "said": set(), "board": _board(tensorboard),
+            "draws": tuning.Draws(cfg, Path(study_dir), load_records(Path(study_dir), cfg), journal)}
 
 
 def _run_in_worker(state: dict, unit: list[RunKey], advance) -> None:
     _run_unit(unit, state["cfg"], state["chosen"], state["raw"], state["study_dir"], state["out"], state["finished"],
-              advance, state["threads"], state["said"], state.get("board"))
+              advance, state["threads"], state["said"], state.get("board"), state.get("draws"))
 
 
 def chance_accuracy(split) -> float:
@@ -432,7 +439,7 @@ def _epochs(phases: list | None) -> int:
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
                done: set[str], advance, together: "_Stacked | None" = None, threads: int | None = None,
-               board=None) -> None:
+               board=None, draws: "tuning.Draws | None" = None) -> None:
     """The runs sharing one (seed, pair): model A and encoders made or loaded once (whatever the
     draw: neither sees task B's images), each baseline once per (size, draw), then every
     unfinished contender. `together`: the stack this seed trains in."""
@@ -445,46 +452,54 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                                                                  first.seed, how=how(cfg, threads, "baseline",
                                                                                      first.seed))
     quiet = Reporter(quiet=True)
+    draws = draws or tuning.Draws(cfg, study_dir)
     for _, sized in itertools.groupby(runs, key=lambda k: k.baseline_group):
         sized = list(sized)
         here = sized[0]
         split = data.make_split(raw, first.pair, here.b_train_size, cfg.data.valid_size, cfg.data.valid_from,
                                 here.data_seed)
         b_rows = data.indices_sha256(split.indices["b_train"])
+        base_drawn = draws.drawn(here, "baseline")
+        base_config = here.config(cfg, "baseline", base_drawn)
         if together:
             base, base_seconds, base_p, base_phases = together.baseline(here, split)
         else:
             started = time.perf_counter()
             base, base_p, base_phases = _trained(lambda part: contenders.get("baseline").fit(
-                here.config(cfg), part, {}, quiet), split, "baseline", cfg)
+                base_config, part, {}, quiet), split, "baseline", cfg)
             base_seconds = round(time.perf_counter() - started, 2)
+        if base_drawn is not None:
+            draws.add(here, "baseline", base_drawn["baseline"], base)
         base_file = None
         if base_p is not None:  # once per group, for all its contenders; written before any line names it
             base_how = how(cfg, threads, "baseline", here.seed)
             base_file = write_baseline_predictions(
-                study_dir, here, fingerprint(fingerprints.contender(here.config(cfg), split.sha256, "baseline", {},
+                study_dir, here, fingerprint(fingerprints.contender(base_config, split.sha256, "baseline", {},
                                                                     base_how)), split.b_test[1], base_p)
         for key in sized:
             for name in chosen:
                 if key.run_id(name) in done:
                     continue
                 contender = contenders.get(name)
+                drawn = draws.drawn(key, name)
+                run_config = key.config(cfg, name, drawn)
                 if together and together.takes(contender):
                     result, seconds, mine_p, phases = together.contender(key, contender, split)
                 else:
                     started = time.perf_counter()
-                    result, mine_p, phases = _trained(lambda part: contender.fit(key.config(cfg, name), part, {
+                    result, mine_p, phases = _trained(lambda part: contender.fit(run_config, part, {
                         need: cache[need] for need in contender.needs}, quiet), split, name, cfg)
                     seconds = round(time.perf_counter() - started, 2)
                 trained = how(cfg, threads, name, key.seed)
-                run_fp = fingerprints.run(key.config(cfg, name), split.sha256, name, trained)
+                if drawn is not None:
+                    draws.add(key, name, drawn["result"], result)
+                run_fp = fingerprints.run(run_config, split.sha256, name, trained)
                 kept = None
                 if base_file is not None and mine_p is not None:
                     kept = {"baseline": base_file,
                             "result": write_result_predictions(study_dir, key.run_id(name), run_fp, mine_p)}
                 record = RunRecord.made(
-                    key, name, key.config(cfg, name), base, result, settings=run_fingerprint(cfg, name),
-                    drawn=_drawn(cfg, key, name),
+                    key, name, run_config, base, result, settings=run_fingerprint(cfg, name), drawn=drawn,
                     fingerprint=run_fp, trained_with=trained_with(trained), predictions=kept,
                     built_on={str(need): {k: v for k, v in cache.info[need].items() if k not in _NOT_RESULTS}
                               for need in contender.needs if need in cache.info},
@@ -499,17 +514,6 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                               {need: cache.made[need] for need in contender.needs if need in cache.made})
                 done.add(record.id)
                 advance(record.id)
-
-
-def _drawn(cfg: Config, key: RunKey, name: str) -> dict | None:
-    """What a tuned run's trial drew, for the baseline and the contender (None untuned): the
-    settings the report shows beside the selected trial."""
-    if key.trial is None:
-        return None
-    both = key.trial_settings(cfg, name)
-    mine = set(contenders.get(name).space(cfg)) - set(contenders.get("baseline").space(cfg))
-    return {"baseline": {k: v for k, v in both.items() if k not in mine},
-            "result": {k: v for k, v in both.items() if k in mine}}
 
 
 def _raised(outcome):

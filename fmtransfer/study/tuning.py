@@ -21,7 +21,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
-from fmtransfer.study.records import RunRecord, Scores
+from fmtransfer.study import budget
+from fmtransfer.study.records import BASELINE_TRIAL, RunRecord, Scores
 
 TRIAL = "trial"
 
@@ -96,7 +97,8 @@ def select(records: list[RunRecord], trials: int) -> Selected:
                       "baseline_valid_accuracy": baselines[t_base].details.get("valid_accuracy"),
                       "steps": mine.result.details.get("steps"),
                       "baseline_steps": baselines[t_base].details.get("steps")}
-            chosen.append(replace(mine, baseline=baselines[t_base], predictions=predictions))
+            chosen.append(replace(mine, baseline=baselines[t_base], predictions=predictions,
+                                  extra={**mine.extra, BASELINE_TRIAL: t_base}))
             selected.choices.setdefault(cell, []).append(choice)
             selected.trials.setdefault(cell, {})[unit] = {t: (baselines[t], runs[t].result) for t in range(trials)}
     selected.records = chosen
@@ -121,4 +123,144 @@ def summary(selected: Selected, setting: tuple, name: str, tune: dict) -> dict[s
             "units_incomplete": selected.incomplete.get((setting, name), 0),
             "steps": mean("steps"), "baseline_steps": mean("baseline_steps"),
             "valid_accuracy": mean("valid_accuracy"), "baseline_valid_accuracy": mean("baseline_valid_accuracy"),
-            "selected": choices}
+            "selected": choices,
+            # Dodge's curves need independent trials: TPE's depend on those before them.
+            "budget": curves(selected, setting, name) if tune.get("sampler", "random") == "random" else None}
+
+
+def curves(selected: Selected, setting: tuple, name: str) -> dict[str, Any] | None:
+    """The cell's budget curves (`study.budget`), n = 1..N: the contender's and the baseline's
+    expected best validation accuracy and expected test accuracy of the validation-selected
+    trial, averaged over the units, and the tuned gain against n with where its sign changes."""
+    per_unit = selected.trials.get((setting, name), {})
+    if not per_unit:
+        return None
+    mine, theirs = [], []
+    for trials in per_unit.values():
+        order = sorted(trials)
+        for side, made in ((1, mine), (0, theirs)):
+            scores = [trials[t][side] for t in order]
+            made.append(budget.curve([s.details.get("valid_accuracy", 0.0) for s in scores],
+                                     [s.details.get("valid_loss") for s in scores], order,
+                                     [s.test_accuracy for s in scores]))
+    return {"contender": budget.cell_curve(mine).to_dict(), "baseline": budget.cell_curve(theirs).to_dict(),
+            "gain": budget.tuned_gain(mine, theirs).to_dict()}
+
+
+# ----------------------------------------------------------------------------- the trials' settings
+
+class Draws:
+    """What each trial of a study's runner is given to train with, {"baseline": {key: value},
+    "result": {...}} as its results line records it (`drawn`).
+
+    Random search (`tune.sampler` random): each trial's own draw (`RunKey.trial_settings`), a pure
+    function of its coordinates. TPE: Optuna's suggestion (`fmtransfer.sampler.suggest`) from
+    the (settings, validation accuracy) of the trials before it at the same point, for the
+    baseline (one stream per seed, pair, size and draw: one baseline serves every cell there) and
+    for each contender (one per cell), read from the study's records at first need and kept as
+    this runner adds its own; so a unit's trials run in order, and a resumed study suggests what
+    an uninterrupted one would. Each trial is also written to the shard's journal for
+    optuna-dashboard (`sampler.journal_path`).
+    """
+
+    def __init__(self, cfg, study_dir, records: Iterable[RunRecord] = (), journal=None):
+        self.cfg, self.study_dir, self.journal = cfg, study_dir, journal
+        self.history: dict[tuple, dict[int, tuple[dict, float | None]]] = {}
+        for r in records:
+            if r.key.values.get(TRIAL) is not None and r.drawn:
+                self.add(r.key, "baseline", r.drawn.get("baseline", {}), r.baseline)
+                self.add(r.key, r.contender, r.drawn.get("result", {}), r.result)
+
+    def _stream(self, key, name: str) -> tuple:
+        return (key.seed, key.stream("baseline" if name == "baseline" else "contender"), name)
+
+    def add(self, key, name: str, settings: dict, scores) -> None:
+        """Trial `key.trial` of `name` at `key`'s point trained with `settings` and scored `scores`."""
+        details = scores.details if isinstance(scores, Scores) else scores
+        value = None if "diverged" in details else details.get("valid_accuracy")
+        self.history.setdefault(self._stream(key, name), {})[key.trial] = (dict(settings), value)
+        if self.journal is not None and self.cfg.tune.sampler == "tpe":
+            from fmtransfer import sampler
+
+            sampler.record(self.journal, "/".join(map(str, self._stream(key, name))), self._space(name), settings,
+                           value, number=key.trial)
+
+    def _space(self, name: str) -> dict:
+        from fmtransfer import contenders
+
+        baseline = contenders.get("baseline").space(self.cfg)
+        return baseline if name == "baseline" else {
+            k: s for k, s in contenders.get(name).space(self.cfg).items() if k not in baseline}
+
+    def _suggested(self, key, name: str) -> dict:
+        from fmtransfer import sampler
+
+        past = self.history.get(self._stream(key, name), {})
+        if any(t not in past for t in range(key.trial)):
+            missing = min(t for t in range(key.trial) if t not in past)
+            raise RuntimeError(f"TPE's trial {key.trial} of {name} at {key.id} needs trial {missing} first")
+        stream = self._stream(key, name)
+        return sampler.suggest(self._space(name), [past[t] for t in range(key.trial)],
+                               seed=sampler.sampler_seed(key.seed, stream[1], name, key.trial))
+
+    def drawn(self, key, name: str) -> dict | None:
+        """What `name`'s run at `key` trains with (None untuned); "baseline" names the baseline's."""
+        if key.values.get(TRIAL) is None:
+            return None
+        if self.cfg.tune.sampler == "random":
+            both = key.trial_settings(self.cfg, name)
+            mine = set(self._space(name)) if name != "baseline" else set()
+            return {"baseline": {k: v for k, v in both.items() if k not in mine},
+                    "result": {k: v for k, v in both.items() if k in mine}}
+        base = self._suggested(key, "baseline")
+        return {"baseline": base, "result": {} if name == "baseline" else self._suggested(key, name)}
+
+
+# ----------------------------------------------------------------------------- said in a report
+
+def words(cell: dict, where: str) -> list[str]:
+    """A tuned cell (`Cell.to_dict()`) in sentences: how it was tuned and selected, the steps its
+    selected models used, and its tuned gain against the budget, with where the curves cross."""
+    t = cell.get("tuning")
+    if not t:
+        return []
+    on = "task B's validation images" if t["on"] == "valid" else f"{t['on'].partition(':')[2]}-fold cross-validation " \
+                                                                 "inside the labelled sample"
+    said = [f"{cell['title']}, {where}: tuned with {t['trials']} trials a unit ({t['sampler']} search), each unit's "
+            f"trial selected on {on}"]
+    if t.get("steps") is not None and t.get("baseline_steps") is not None:
+        said[0] += f"; its selected models took {t['steps']:.0f} SGD steps on task B, the baseline's {t['baseline_steps']:.0f}"
+    if t.get("units_incomplete"):
+        said[0] += f"; {t['units_incomplete']} unit(s) left out, their trials unfinished"
+    gain = (t.get("budget") or {}).get("gain")
+    if gain:
+        n, mean = gain["n"], gain["mean"]
+        shown = sorted({0, len(n) // 4, len(n) // 2, len(n) - 1})
+        said[0] += ("; expected tuned gain " + ", ".join(f"{100 * mean[i]:+.2f} pts at n={n[i]}" for i in shown))
+        if gain["crossings"]:
+            said[0] += (f"; the curves cross at n={', '.join(map(str, gain['crossings']))}, so which is better "
+                        "depends on the budget")
+    return [said[0] + "."]
+
+
+def budget_figures(cells: list, label) -> list[tuple[str, Any]]:
+    """(file name, figure) per setting of tuned cells with budget curves: each contender's and
+    the baseline's expected best validation and expected test of the selected trial against n.
+    `label(cell)`: the setting in words, for the title and the file name."""
+    by_setting: dict[tuple, dict[str, budget.Curve]] = {}
+    names: dict[tuple, str] = {}
+    for c in cells:
+        b = (c.tuning or {}).get("budget")
+        if not b:
+            continue
+        title, stem = label(c)
+        curves = by_setting.setdefault(c.setting, {})
+        curves.setdefault("baseline", budget.Curve(**{k: _tuple(v) for k, v in b["baseline"].items()}))
+        curves[c.title] = budget.Curve(**{k: _tuple(v) for k, v in b["contender"].items()})
+        names[c.setting] = (title, stem)
+    return [(f"budget-{names[s][1]}.png", budget.budget_figure(curves, f"Budget curves: {names[s][0]}"))
+            for s, curves in by_setting.items()]
+
+
+def _tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
