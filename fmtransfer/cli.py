@@ -499,8 +499,10 @@ def run(cfg, rd, reporter, wide):
 
     The default contenders are the book's pair: the baseline and transfer from model A.
     """
-    from fmtransfer import stages
+    from fmtransfer import pipeline, stages
 
+    if cfg.tune.tuned:  # the trials run as a one-seed study in RUN/tuning
+        return pipeline.run_tuned(cfg, rd.path, reporter), _compare_show(wide)
     return stages.run(cfg, rd, reporter), _compare_show(wide)
 
 

@@ -313,16 +313,27 @@ def compare_table(result: dict, width: int | None = None, wide: bool = False) ->
     notes = []
     if (result.get("model_a") or {}).get("test_accuracy") is not None:
         notes.append(f"model A (task A, 8 classes): test accuracy {pct(result['model_a']['test_accuracy'])}")
-    notes.append("  ".join(f"{k}={v}" for k, v in result["settings"].items()))
+    if not any(r.get("tuned") for r in result["contenders"].values()):  # tuned, each says its own below
+        notes.append("  ".join(f"{k}={v}" for k, v in result["settings"].items()))
     if any(s.get("linear_probe") is not None for s in result["contenders"].values()):
         notes.append("linear probe: test accuracy of a logistic regression on the frozen pretrained "
                      "features B starts from, before any training")
+    for title, r in result["contenders"].items():
+        if r.get("tuned"):
+            t = r["tuned"]
+            drawn = "  ".join(f"{k}={_setting(v)}" for k, v in t["settings"].items())
+            notes.append(f"{title}: trial {t['trial']} of {t['trials']}, selected on {t['on']} (validation accuracy "
+                         f"{pct(t['valid_accuracy'])}, {t['steps']} SGD steps): {drawn}")
     smoke = result.get("smoke") or []
     if smoke:
         notes.insert(0, smoke_note(smoke))
     return fitted(columns, list(result["contenders"].items()), width=width, wide=wide, notes=notes,
                   title=smoke_title(smoke) + f"Task B test set: {CLASS_NAMES[neg]} vs {CLASS_NAMES[pos]} "
                                              f"({result['b_train_size']} training images)")
+
+
+def _setting(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 SMOKE = "SMOKE TEST"

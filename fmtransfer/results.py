@@ -77,6 +77,8 @@ class ExperimentResult:
             if r.name != "baseline":
                 entry["error_rate_ratio"] = r.error_rate_ratio
                 entry["linear_probe"] = r.details.get("linear_probe")
+            if r.details.get("tuned") is not None:  # `run --tune N`: the trial validation selected
+                entry["tuned"] = r.details["tuned"]
             contenders[title] = entry
         d = {
             "stage": "compare",

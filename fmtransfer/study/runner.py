@@ -241,8 +241,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
                workers_lock: str = ".lock-workers", threads: tuple[int, int] | None = None,
                tensorboard: str | Path | None = None) -> StudyResult:
     threads = threads or runtime.training_threads(cfg.model.arch)
-    if cfg.tune.tuned and stacking(cfg) > 1:
-        raise ConfigError("study.stack", "a tuned study stacks its trials, not its seeds: leave --stack out")
+    check_tuning(cfg)
     check_study_dir(cfg, study_dir, threads[0])
     chosen = study_contenders(cfg)
     k = stacking(cfg)
@@ -275,6 +274,23 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
                 _run_workers(units, min(jobs, len(units)), cfg, chosen, study_dir, out, done, advance, workers_lock,
                              threads, tensorboard)
     return report(study_dir)
+
+
+def check_tuning(cfg: Config) -> None:
+    """What a tuned study needs, refused before anything trains: the sampler's library, and
+    under cv:K at least K images of each class in every labelled sample of the grid's sizes
+    (the book's first N images; a drawn sample's counts are checked when it is drawn)."""
+    if not cfg.tune.tuned:
+        return
+    if stacking(cfg) > 1:
+        raise ConfigError("study.stack", "a tuned study stacks its trials, not its seeds: leave --stack out")
+    if cfg.tune.sampler == "tpe" and not sampler.available():
+        raise ConfigError(sampler.KEY, sampler.MISSING)
+    folds = cfg.tune.folds
+    if folds and min(cfg.study_sizes) < 2 * folds:
+        raise ConfigError("tune.on", f"cv:{folds} needs at least {folds} training images of each class of task B, "
+                                     f"and a sample of {min(cfg.study_sizes)} images holds at most "
+                                     f"{min(cfg.study_sizes) // 2} of one; use fewer folds, or more images")
 
 
 def _board(tensorboard: str | Path | None):
