@@ -107,3 +107,22 @@ def test_contenders_lists_lwf_with_its_space():
     assert "--lwf-temperature 2" in block and "--lwf-weight 1" in block
     assert "lwf.temperature log-uniform 1..8" in block and "lwf.weight log-uniform 0.01..10" in block
     assert contenders.get("lwf").stack_unsupported
+
+
+def test_a_model_a_with_a_separate_softmax_layer_keeps_its_logits_and_one_without_a_softmax_is_refused():
+    from fmtransfer import models, training
+    from fmtransfer.contenders.lwf import softened
+    from fmtransfer.contenders.transfer import source_head
+    from fmtransfer.errors import DataError
+
+    keras, layers = models.keras, models.layers
+    split_softmax = keras.Sequential([keras.Input(models.INPUT_SHAPE), layers.Flatten(), layers.Dense(5),
+                                      layers.Dense(8), layers.Softmax()])
+    x = np.random.default_rng(1).uniform(size=(3, 28, 28)).astype(np.float32)
+    source, _ = source_head(models.build_b_on_a(split_softmax), split_softmax, 1)
+    np.testing.assert_allclose(softened(training.predict(source, x), 1.0), training.predict(split_softmax, x),
+                               atol=1e-6)
+    sigmoid = keras.Sequential([keras.Input(models.INPUT_SHAPE), layers.Flatten(), layers.Dense(5),
+                                layers.Dense(8, activation="sigmoid")])
+    with pytest.raises(DataError, match="not a softmax"):
+        source_head(models.build_b_on_a(sigmoid), sigmoid, 1)

@@ -31,7 +31,8 @@ class CoTuning(TransferFromA):
     artifact = "co_tuning"
     order = 53
     strengths = ("co_tuning.weight",)
-    stack_unsupported = "its kept head of model A and the soft labels per image are a batch term a stack has no slot for"
+    stack_unsupported = ("its kept head of model A and the soft labels per image are a batch term a stack has no "
+                         "slot for")
 
     @dataclass(frozen=True)
     class Settings(Section):

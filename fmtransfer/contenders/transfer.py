@@ -14,7 +14,7 @@ import time
 from fmtransfer import runtime
 from fmtransfer.config import reuse_count
 from fmtransfer.contenders.base import Contender, ContenderResult, Phase, register
-from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.errors import ConfigError, DataError, DivergedError
 from fmtransfer.needs import MODEL_A
 
 
@@ -161,7 +161,6 @@ def source_head(model, base, reused: int):
         DataError: model A's output is not a softmax over its classes, so it has no logits.
     """
     from fmtransfer import models
-    from fmtransfer.errors import DataError
 
     stem, hidden = models.blocks(base)
     below = len(stem) + sum(len(block) for block in hidden[:reused])
