@@ -61,10 +61,25 @@ def _itself(weight):
     return weight
 
 
+@dataclass(frozen=True)
+class Guide:
+    """A term of the loss that depends on the batch, not on the weights alone (a penalty's).
+
+    `loss(indices, x, y)` gives a scalar added to the batch's loss (the history reports the data
+    loss alone): `indices` are the batch's rows of the training set, so a guide can gather what
+    it recorded per training image before training (LwF's outputs of model A, Co-Tuning's soft
+    labels). `variables` train beside the model's own (a head kept from model A), at the same rate.
+    """
+
+    loss: Callable
+    variables: tuple = ()
+
+
 def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
         batch_size: int = 32, seed: int | list[int] = 42, validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch: EpochCallback | None = None, what: str = "training", key: str | None = None,
-        penalty: Callable | None = None, scales: list[float] | None = None) -> list[Epoch]:
+        penalty: Callable | None = None, scales: list[float] | None = None,
+        guide: Guide | None = None) -> list[Epoch]:
     """Train `model` in place with SGD; return one record per epoch (loss, accuracy, validation).
 
     Only the variables trainable now move: freeze or unfreeze layers before calling. A loss that
@@ -75,10 +90,14 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     data loss alone); `value(w)` is the tensor training moves for the model's weight `w`, here `w`
     itself (a stack passes its slice). `scales`, one per trainable variable, multiply its
     gradient: with plain SGD that is a per-variable learning rate, learning_rate * scale.
+    `guide` (`Guide`) adds its batch's term, and its variables move at the learning rate.
     """
     variables = model.trainable_variables
     if scales is not None and len(scales) != len(variables):
         raise ValueError(f"{len(scales)} gradient scales for {len(variables)} trainable variables")
+    if guide is not None:
+        scales = scales + [1.0] * len(guide.variables) if scales is not None else None
+        variables = [*variables, *guide.variables]
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
     optimizer.build(variables)
     loss_fn = task.loss()
@@ -91,6 +110,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
             pred = model(xb, training=True)
             loss = loss_fn(yb, pred)
             objective = loss + penalty(_itself) if penalty is not None else loss
+            if guide is not None:
+                objective += guide.loss(indices, xb, yb)
         gradients = tape.gradient(objective, variables)
         if scales is not None:
             gradients = [g * s for g, s in zip(gradients, scales)]
@@ -112,25 +133,27 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
 def fit_models(plain: list, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
                batch_size: int, seeds: list, validation: tuple | None = None, on_epoch: EpochCallback | None = None,
                what: str = "training", key: str | None = None, penalties: list | None = None,
-               scales: list | None = None) -> list[list[Epoch] | DivergedError]:
-    """`fit` for K models of one network, model k with `seeds[k]`, `penalties[k]`, `scales[k]`;
-    per model, its records or the DivergedError that stopped it.
+               scales: list | None = None, guides: list | None = None) -> list[list[Epoch] | DivergedError]:
+    """`fit` for K models of one network, model k with `seeds[k]`, `penalties[k]`, `scales[k]`,
+    `guides[k]`; per model, its records or the DivergedError that stopped it.
 
     One model trains by `fit` itself, so its numbers are the unstacked ones to the bit. More
-    train as one stacked graph when the network stacks (`stacked.stacks`), else one by one.
+    train as one stacked graph when the network stacks (`stacked.stacks`) and no model has a
+    guide (a stack has no per-seed batch term), else one by one.
     """
     penalties = penalties or [None] * len(plain)
     scales = scales or [None] * len(plain)
-    if len(plain) > 1 and all(stacked.stacks(m) for m in plain):
+    guides = guides or [None] * len(plain)
+    if len(plain) > 1 and all(stacked.stacks(m) for m in plain) and not any(guides):
         return stacked.fit(plain, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
                            batch_size=batch_size, seeds=seeds, validation=validation, on_epoch=on_epoch, what=what,
                            key=key, penalties=penalties, scales=scales)
     outcomes = []
-    for model, seed, penalty, scale in zip(plain, seeds, penalties, scales):
+    for model, seed, penalty, scale, guide in zip(plain, seeds, penalties, scales, guides):
         try:
             outcomes.append(fit(model, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
                                 batch_size=batch_size, seed=seed, validation=validation, on_epoch=on_epoch,
-                                what=what, key=key, penalty=penalty, scales=scale))
+                                what=what, key=key, penalty=penalty, scales=scale, guide=guide))
         except DivergedError as e:
             outcomes.append(e)
     return outcomes

@@ -3,7 +3,8 @@
 The fine-tuning recipe is a schedule of phases over one model, not a new model. A strategy that
 fine-tunes otherwise overrides one hook: `phases` (what trains, how long, how fast, per-layer
 rates), `prepare` (what happens to model B before the phases: fit the head, re-initialise a
-layer) or `penalty` (a term added to every batch's loss).
+layer), `penalty` (a term of the weights added to every batch's loss) or `guide` (a term of the
+batch: its images, labels and rows, e.g. on a head kept from model A beside B's, `source_head`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from fmtransfer import runtime
 from fmtransfer.config import reuse_count
 from fmtransfer.contenders.base import Contender, ContenderResult, Phase, register
-from fmtransfer.errors import ConfigError, DivergedError
+from fmtransfer.errors import ConfigError, DataError, DivergedError
 from fmtransfer.needs import MODEL_A
 
 
@@ -51,6 +52,14 @@ class TransferFromA(Contender):
         stack the seed's slice of it, so one penalty serves both; a stack adds every seed's."""
         return None
 
+    def guide(self, cfg, model, base, reused: int, data: tuple):
+        """A `training.Guide`, a term added to each batch's loss that depends on the batch, or None.
+
+        `base` is what model B was built on (model A; never changed), `data` the (images, labels)
+        of task B's training images in the order the guide's `indices` count them. A guide acts
+        in the phases that train the reused layers; a contender with one sets `stack_unsupported`."""
+        return None
+
     def fit(self, cfg, split, deps, reporter, source: str | None = None):
         """model B on a clone of `deps[needs[0]]`, which itself is never changed."""
         base = deps[self.needs[0]]  # may train it: seed after, so B's numbers never depend on how it came
@@ -73,7 +82,7 @@ class TransferFromA(Contender):
         x, y = training.scaled_part(split.b_train)
         valid = training.scaled_part(split.b_valid)
         x_test, y_test = training.scaled_part(split.b_test)
-        plain, reused, probed, steps, penalties = [], [], [], [], []
+        plain, reused, probed, steps, penalties, guides = [], [], [], [], [], []
         failed: list = [None] * len(cfgs)
         started = time.perf_counter()
         for k, (cfg, base) in enumerate(zip(cfgs, bases)):
@@ -92,6 +101,7 @@ class TransferFromA(Contender):
                 failed[k], prepared = e, []
             steps.append(prepared)
             penalties.append(self.penalty(cfg, model, reused[-1]))
+            guides.append(self.guide(cfg, model, base, reused[-1], (x, y)))
         phases = self.phases(cfgs[0], reused[0])
         if any(r != reused[0] or self.phases(c, r) != phases for c, r in zip(cfgs, reused)):
             raise ValueError("the seeds trained together must share their layers and phases")
@@ -111,6 +121,7 @@ class TransferFromA(Contender):
                                                on_epoch=on_epoch, what=f"{label}: {phase.name}",
                                                key=(phase.key, *self.strengths) if phase.key else self.strengths,
                                                penalties=[penalties[k] for k in going],
+                                               guides=[guides[k] if phase.trainable else None for k in going],
                                                scales=[_scales(plain[k], phase.rates) for k in going])
                 if len(cfgs) == 1:
                     training.raise_alone(outcomes)
@@ -139,6 +150,58 @@ def fine_tune_phase(t) -> Phase:
     unfrozen at the fine-tuning rate."""
     return Phase("fine-tune", t.fine_tune_epochs, t.fine_tune_learning_rate, trainable=True, top=t.unfreeze_top,
                  key="transfer.fine_tune_learning_rate")
+
+
+def source_head(model, base, reused: int):
+    """(source, head): model A's layers above the `reused` blocks and its output, cloned, as
+    `head`, giving logits (A's softmax dropped); `source` runs them on model B's reused layers
+    (shared with `model`, so training either moves both). LwF and Co-Tuning keep A's head so.
+
+    Raises:
+        DataError: model A's output is not a softmax over its classes, so it has no logits.
+    """
+    from fmtransfer import models
+
+    stem, hidden = models.blocks(base)
+    below = len(stem) + sum(len(block) for block in hidden[:reused])
+    above = models.clone_with_weights(base).layers[below:]
+    softmax = False  # a separate softmax layer above a linear output
+    while above and isinstance(above[-1], models.OUTPUT_TAILS):
+        tail = above.pop()
+        softmax = softmax or isinstance(tail, models.layers.Softmax) or (
+            isinstance(tail, models.layers.Activation) and tail.get_config()["activation"] == "softmax")
+    output = above.pop() if above else None
+    activation = output.get_config().get("activation") if output is not None else None
+    if not (isinstance(output, models.layers.Dense) and (activation == "softmax" or (activation == "linear"
+                                                                                      and softmax))):
+        raise DataError("model A's output is not a softmax over its classes, whose logits the kept head "
+                        "needs; use a model A trained by fmtransfer train-a")
+    logits = models.layers.Dense.from_config({**output.get_config(), "activation": "linear", "name": "kept_output"})
+    features = model.layers[:below]
+    shape = models.keras.Sequential([models.keras.Input(models.INPUT_SHAPE), *features]).compute_output_shape(
+        (None, *models.INPUT_SHAPE))[1:]
+    head = models.keras.Sequential([models.keras.Input(shape), *above, logits], name="kept_head_of_A")
+    logits.set_weights(output.get_weights())
+    source = models.keras.Sequential([models.keras.Input(models.INPUT_SHAPE), *features, *head.layers],
+                                     name="source")
+    return source, head
+
+
+def soft_label_guide(source, head, targets, temperature: float, weight: float):
+    """A guide adding `weight` times the cross-entropy between `targets` (one row of class
+    probabilities per training image) and the softmax of the kept head's logits divided by
+    `temperature`, averaged over the batch: -weight/B sum_i sum_j t_ij log softmax(z_i / T)_j."""
+    from fmtransfer import training
+    from fmtransfer.training import tf
+
+    recorded = tf.constant(targets, dtype=tf.float32)
+
+    def loss(indices, x, y):
+        wanted = tf.gather(recorded, indices)
+        log_p = tf.nn.log_softmax(source(x, training=True) / temperature, axis=-1)
+        return weight * tf.reduce_mean(-tf.reduce_sum(wanted * log_p, axis=-1))
+
+    return training.Guide(loss, tuple(head.trainable_variables))
 
 
 def _scales(model, rates: tuple[float, ...] | None) -> list[float] | None:
