@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from fmtransfer import contenders, data, runtime, stages
+from fmtransfer.study import load_records, run_study, tuning
 from fmtransfer.config import Config
 from fmtransfer.errors import check_argument
 from fmtransfer.needs import Encoder
@@ -91,8 +92,6 @@ def run_tuned(cfg: Config, run_dir: str | Path, reporter: Reporter | None = None
     prove what each trial was, and a second call resumes it. Each result's `details["tuned"]`
     says which trial was selected, with what settings, validation accuracy and SGD steps.
     """
-    from fmtransfer.study import load_records, run_study, tuning
-
     started = time.perf_counter()
     reporter = reporter or Reporter(quiet=True)
     one = cfg.replace(**{"study.seeds": [cfg.seed], "study.pairs": [], "study.b_train_sizes": [],

@@ -209,7 +209,10 @@ class RunRecord:
                    learning_rates=[t.frozen_learning_rate, t.fine_tune_learning_rate], settings=settings,
                    built_on=built_on, seconds=seconds, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                    fingerprint=fingerprint, b_indices_sha256=b_indices_sha256, trained_with=trained_with,
-                   predictions=predictions, drawn=drawn)
+                   predictions=predictions, drawn=drawn,
+                   # An axis with no value here (an untuned run's trial) is not written: the line
+                   # keeps the form it had before the axis existed.
+                   absent=tuple(name for name, value in key.items if value is None and axis(name).missing is None))
 
     @classmethod
     def from_dict(cls, line: Any) -> "RunRecord":

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
+from fmtransfer import contenders, sampler
 from fmtransfer.study import budget
 from fmtransfer.study.records import BASELINE_TRIAL, RunRecord, Scores
 
@@ -180,21 +181,15 @@ class Draws:
         value = None if "diverged" in details else details.get("valid_accuracy")
         self.history.setdefault(self._stream(key, name), {})[key.trial] = (dict(settings), value)
         if self.journal is not None and self.cfg.tune.sampler == "tpe":
-            from fmtransfer import sampler
-
             sampler.record(self.journal, "/".join(map(str, self._stream(key, name))), self._space(name), settings,
                            value, number=key.trial)
 
     def _space(self, name: str) -> dict:
-        from fmtransfer import contenders
-
         baseline = contenders.get("baseline").space(self.cfg)
         return baseline if name == "baseline" else {
             k: s for k, s in contenders.get(name).space(self.cfg).items() if k not in baseline}
 
     def _suggested(self, key, name: str) -> dict:
-        from fmtransfer import sampler
-
         past = self.history.get(self._stream(key, name), {})
         if any(t not in past for t in range(key.trial)):
             missing = min(t for t in range(key.trial) if t not in past)
