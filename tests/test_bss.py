@@ -82,15 +82,15 @@ def test_one_sgd_step_descends_the_data_loss_plus_the_shrinkage_of_the_batchs_fe
     with tf.GradientTape() as tape:
         hidden = model.layers[1](model.layers[0](tf.constant(x)))
         s_min = tf.linalg.svd(hidden, compute_uv=True)[0][-1]
-        loss = keras.losses.BinaryCrossentropy()(y, model.layers[2](hidden)) + eta * tf.square(s_min)
+        data_loss = keras.losses.BinaryCrossentropy()(y, model.layers[2](hidden))
+        loss = data_loss + eta * tf.square(s_min)
     assert float(s_min) == pytest.approx(np.linalg.svd(hidden.numpy(), compute_uv=False).min(), rel=1e-4)
     expected = [w - 0.1 * g.numpy() for w, g in zip(start, tape.gradient(loss, model.weights))]
     history = training.fit(model, x, y, task=training.BINARY, epochs=1, learning_rate=0.1, batch_size=4, seed=1,
                            feature_penalty=shrinkage(eta, 1))
     for got, want in zip(model.get_weights(), expected):
         np.testing.assert_allclose(got, want, atol=1e-6)
-    assert history[0].loss == pytest.approx(float(keras.losses.BinaryCrossentropy()(y, model.layers[2](hidden))),
-                                            rel=1e-5)  # the data loss alone, as for every penalty
+    assert history[0].loss == pytest.approx(float(data_loss), rel=1e-5)  # the data loss alone, as for every penalty
 
 
 def test_bss_at_eta_zero_is_transfer_from_a_to_the_bit(setup):
