@@ -196,15 +196,17 @@ def build_encoder(parts: tuple[list, list[list], list[list]]):
                              layers.Identity(name="code")], name="encoder")
 
 
-def set_reused_trainable(model, trainable: bool, top: int | None = None) -> None:
-    """Freeze (or unfreeze) the reused blocks; with `top`, unfreeze only the top `top` of them.
+def set_reused_trainable(model, trainable: bool, top: int | None = None,
+                         only: tuple[int, ...] | None = None) -> None:
+    """Freeze (or unfreeze) the reused blocks; with `top`, unfreeze only the top `top` of them;
+    with `only`, only those blocks (1 = the bottom one).
 
     Takes effect for Keras' own fit only after compiling again; fmtransfer's training loop reads
     `trainable_variables` afresh each phase.
     """
     _, hidden = blocks(model)
     for i, block in enumerate(hidden):
-        wanted = trainable and (top is None or i >= len(hidden) - top)
+        wanted = trainable and (i + 1 in only if only is not None else top is None or i >= len(hidden) - top)
         for layer in block:
             layer.trainable = wanted
 

@@ -91,13 +91,20 @@ class Stack:
 
     def __call__(self, x):
         """(K, B, 28, 28) images, one batch per seed, or (B, 28, 28) shared by every seed -> (K, B, out)."""
+        return self.features_and_output(x)[1]
+
+    def features_and_output(self, x):
+        """As `__call__`, with what the output layer takes in, (K, B, width): each seed's batch
+        features, as `training.features_and_output` gives one model's."""
         shape = tf.shape(x)
         h = tf.reshape(x, tf.concat([shape[:-2], [shape[-2] * shape[-1]]], 0))
         if x.shape.rank == 3:
             h = h[None]  # broadcast over seeds by the batched matmul
+        features = h
         for kernel, bias, activation in zip(self.kernels, self.biases, self.activations):
+            features = h
             h = activation(tf.matmul(h, kernel) + bias[:, None, :])
-        return h
+        return features, h
 
     def value_of(self, k: int):
         """For seed k, what `training.fit`'s penalties call `value`: a plain weight of model k ->
@@ -137,10 +144,11 @@ def _per_sample_loss(task):
 
 def fit(plain: list, x: np.ndarray, y: np.ndarray, *, task, epochs: int, learning_rate: float, batch_size: int,
         seeds: list, validation: tuple | None = None, on_epoch=None, what: str = "training", key: str | None = None,
-        penalties: list | None = None, scales: list | None = None) -> list:
+        penalties: list | None = None, scales: list | None = None, feature_penalties: list | None = None) -> list:
     """Train K plain models of one dense network as one stack, model k as `training.fit` trains
-    it with `seeds[k]`, `penalties[k]` and `scales[k]`, and write each slice back into its model;
-    per model, its records or the DivergedError that stopped it."""
+    it with `seeds[k]`, `penalties[k]`, `scales[k]` and `feature_penalties[k]` (on seed k's own
+    batch features), and write each slice back into its model; per model, its records or the
+    DivergedError that stopped it."""
     stack = Stack(plain)
     variables = stack.trainable_variables()
     scale = _shared_scales(scales, len(variables))
@@ -148,17 +156,20 @@ def fit(plain: list, x: np.ndarray, y: np.ndarray, *, task, epochs: int, learnin
     optimizer.build(variables)
     per_sample = _per_sample_loss(task)
     terms = [(p, stack.value_of(k)) for k, p in enumerate(penalties or []) if p is not None]
+    on_features = [(k, p) for k, p in enumerate(feature_penalties or []) if p is not None]
     x_all, y_all = tf.constant(x, dtype=tf.float32), tf.constant(y)
     with_accuracy = len(task.columns) > 1
 
     def step(indices, _, x_all, y_all):
         xb, yb = tf.gather(x_all, indices), tf.gather(y_all, indices)
         with tf.GradientTape() as tape:
-            pred = stack(xb)
+            features, pred = stack.features_and_output(xb)
             losses = tf.reduce_mean(per_sample(yb, pred), axis=1)
             total = tf.reduce_sum(losses)  # the sum, not the mean: each seed keeps its learning rate
             if terms:  # each seed's penalty on its own slices: their sum moves each slice by its own
                 total += tf.add_n([penalty(value) for penalty, value in terms])
+            if on_features:  # each seed's on its own batch's features
+                total += tf.add_n([penalty(features[k]) for k, penalty in on_features])
         gradients = tape.gradient(total, variables)
         if scale is not None:
             gradients = [g * s for g, s in zip(gradients, scale)]

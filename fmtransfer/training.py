@@ -79,7 +79,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
         batch_size: int = 32, seed: int | list[int] = 42, validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch: EpochCallback | None = None, what: str = "training", key: str | None = None,
         penalty: Callable | None = None, scales: list[float] | None = None,
-        guide: Guide | None = None) -> list[Epoch]:
+        guide: Guide | None = None, feature_penalty: Callable | None = None) -> list[Epoch]:
     """Train `model` in place with SGD; return one record per epoch (loss, accuracy, validation).
 
     Only the variables trainable now move: freeze or unfreeze layers before calling. A loss that
@@ -88,7 +88,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
 
     `penalty(value)`, a scalar tensor, is added to every batch's loss (the history reports the
     data loss alone); `value(w)` is the tensor training moves for the model's weight `w`, here `w`
-    itself (a stack passes its slice). `scales`, one per trainable variable, multiply its
+    itself (a stack passes its slice). `feature_penalty(features)`, a scalar tensor, is added
+    too, from the batch's features: the input of the model's last layer, batch x width (BSS
+    shrinks their singular values). `scales`, one per trainable variable, multiply its
     gradient: with plain SGD that is a per-variable learning rate, learning_rate * scale.
     `guide` (`Guide`) adds its batch's term, and its variables move at the learning rate.
     """
@@ -107,11 +109,16 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
     def step(indices, _, x_all, y_all):
         xb, yb = tf.gather(x_all, indices), tf.gather(y_all, indices)
         with tf.GradientTape() as tape:
-            pred = model(xb, training=True)
+            if feature_penalty is None:
+                pred = model(xb, training=True)
+            else:
+                features, pred = features_and_output(model, xb)
             loss = loss_fn(yb, pred)
             objective = loss + penalty(_itself) if penalty is not None else loss
             if guide is not None:
                 objective += guide.loss(indices, xb, yb)
+            if feature_penalty is not None:
+                objective += feature_penalty(features)
         gradients = tape.gradient(objective, variables)
         if scales is not None:
             gradients = [g * s for g, s in zip(gradients, scales)]
@@ -133,9 +140,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
 def fit_models(plain: list, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
                batch_size: int, seeds: list, validation: tuple | None = None, on_epoch: EpochCallback | None = None,
                what: str = "training", key: str | None = None, penalties: list | None = None,
-               scales: list | None = None, guides: list | None = None) -> list[list[Epoch] | DivergedError]:
+               scales: list | None = None, guides: list | None = None,
+               feature_penalties: list | None = None) -> list[list[Epoch] | DivergedError]:
     """`fit` for K models of one network, model k with `seeds[k]`, `penalties[k]`, `scales[k]`,
-    `guides[k]`; per model, its records or the DivergedError that stopped it.
+    `guides[k]`, `feature_penalties[k]`; per model, its records or the DivergedError that stopped it.
 
     One model trains by `fit` itself, so its numbers are the unstacked ones to the bit. More
     train as one stacked graph when the network stacks (`stacked.stacks`) and no model has a
@@ -144,19 +152,31 @@ def fit_models(plain: list, x: np.ndarray, y: np.ndarray, *, task: Task, epochs:
     penalties = penalties or [None] * len(plain)
     scales = scales or [None] * len(plain)
     guides = guides or [None] * len(plain)
+    feature_penalties = feature_penalties or [None] * len(plain)
     if len(plain) > 1 and all(stacked.stacks(m) for m in plain) and not any(guides):
         return stacked.fit(plain, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
                            batch_size=batch_size, seeds=seeds, validation=validation, on_epoch=on_epoch, what=what,
-                           key=key, penalties=penalties, scales=scales)
+                           key=key, penalties=penalties, scales=scales, feature_penalties=feature_penalties)
     outcomes = []
-    for model, seed, penalty, scale, guide in zip(plain, seeds, penalties, scales, guides):
+    for model, seed, penalty, scale, guide, on_features in zip(plain, seeds, penalties, scales, guides,
+                                                              feature_penalties):
         try:
             outcomes.append(fit(model, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
                                 batch_size=batch_size, seed=seed, validation=validation, on_epoch=on_epoch,
-                                what=what, key=key, penalty=penalty, scales=scale, guide=guide))
+                                what=what, key=key, penalty=penalty, scales=scale, guide=guide,
+                                feature_penalty=on_features))
         except DivergedError as e:
             outcomes.append(e)
     return outcomes
+
+
+def features_and_output(model, x, training: bool = True):
+    """(features, prediction) of a Sequential `model` on `x`: the features are what its last
+    layer (the head's output) takes in, computed once on the way to the prediction."""
+    h = x
+    for layer in model.layers[:-1]:
+        h = layer(h, training=training)
+    return h, model.layers[-1](h, training=training)
 
 
 def scaled_part(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

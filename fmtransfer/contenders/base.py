@@ -47,6 +47,8 @@ class Phase:
     `top` None with `trainable` True unfreezes every reused layer; K unfreezes the top K. `key`
     is the config key the learning rate came from, named if the phase diverges. `rates`, one per
     reused block from the bottom, multiply the learning rate of that block (discriminative rates).
+    `blocks`, with `trainable`, names the reused blocks that move (1 = the bottom one) in place
+    of `top`: the others stay frozen (surgical fine-tuning).
     """
 
     name: str
@@ -56,6 +58,7 @@ class Phase:
     top: int | None = None
     key: str | None = None
     rates: tuple[float, ...] | None = None
+    blocks: tuple[int, ...] | None = None
 
 
 @dataclass

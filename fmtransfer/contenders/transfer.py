@@ -3,8 +3,9 @@
 The fine-tuning recipe is a schedule of phases over one model, not a new model. A strategy that
 fine-tunes otherwise overrides one hook: `phases` (what trains, how long, how fast, per-layer
 rates), `prepare` (what happens to model B before the phases: fit the head, re-initialise a
-layer), `penalty` (a term of the weights added to every batch's loss) or `guide` (a term of the
-batch: its images, labels and rows, e.g. on a head kept from model A beside B's, `source_head`).
+layer), `penalty` (a term of the weights added to every batch's loss), `feature_penalty` (a
+term of each batch's features added to its loss) or `guide` (a term of the batch: its images,
+labels and rows, e.g. on a head kept from model A beside B's, `source_head`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ class TransferFromA(Contender):
         in the phases that train the reused layers; a contender with one sets `stack_unsupported`."""
         return None
 
+    def feature_penalty(self, cfg, model, reused: int):
+        """A callable `penalty(features)` giving a scalar added to each batch's loss, or None.
+
+        `features` is that batch's input to the head's output layer, batch x width, of this
+        seed's model alone (in a stack too, its own slice): a term that depends on the batch,
+        not on the weights alone (BSS). Called once per seed, before the phases."""
+        return None
+
     def fit(self, cfg, split, deps, reporter, source: str | None = None):
         """model B on a clone of `deps[needs[0]]`, which itself is never changed."""
         base = deps[self.needs[0]]  # may train it: seed after, so B's numbers never depend on how it came
@@ -82,7 +91,7 @@ class TransferFromA(Contender):
         x, y = training.scaled_part(split.b_train)
         valid = training.scaled_part(split.b_valid)
         x_test, y_test = training.scaled_part(split.b_test)
-        plain, reused, probed, steps, penalties, guides = [], [], [], [], [], []
+        plain, reused, probed, steps, penalties, guides, on_features = [], [], [], [], [], [], []
         failed: list = [None] * len(cfgs)
         started = time.perf_counter()
         for k, (cfg, base) in enumerate(zip(cfgs, bases)):
@@ -102,6 +111,7 @@ class TransferFromA(Contender):
             steps.append(prepared)
             penalties.append(self.penalty(cfg, model, reused[-1]))
             guides.append(self.guide(cfg, model, base, reused[-1], (x, y)))
+            on_features.append(self.feature_penalty(cfg, model, reused[-1]))
         phases = self.phases(cfgs[0], reused[0])
         if any(r != reused[0] or self.phases(c, r) != phases for c, r in zip(cfgs, reused)):
             raise ValueError("the seeds trained together must share their layers and phases")
@@ -110,9 +120,11 @@ class TransferFromA(Contender):
             if phase.top is not None and phase.top > reused[0]:
                 raise ConfigError("transfer.unfreeze", f"top:{phase.top} asks for more than the {reused[0]} reused "
                                                        f"layers of {source}")
+            if phase.blocks is not None and not all(1 <= b <= reused[0] for b in phase.blocks):
+                raise ValueError(f"phase {phase.name!r} trains blocks {list(phase.blocks)} of {reused[0]} reused")
             going = [k for k, f in enumerate(failed) if f is None]
             for k in going:
-                models.set_reused_trainable(plain[k], phase.trainable, phase.top)
+                models.set_reused_trainable(plain[k], phase.trainable, phase.top, phase.blocks)
             with reporter.training(f"{label}: {phase.name}", phase.epochs) as on_epoch:
                 outcomes = training.fit_models([plain[k] for k in going], x, y, task=training.BINARY,
                                                epochs=phase.epochs, learning_rate=phase.learning_rate,
@@ -122,6 +134,7 @@ class TransferFromA(Contender):
                                                key=(phase.key, *self.strengths) if phase.key else self.strengths,
                                                penalties=[penalties[k] for k in going],
                                                guides=[guides[k] if phase.trainable else None for k in going],
+                                               feature_penalties=[on_features[k] for k in going],
                                                scales=[_scales(plain[k], phase.rates) for k in going])
                 if len(cfgs) == 1:
                     training.raise_alone(outcomes)
