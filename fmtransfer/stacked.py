@@ -15,14 +15,25 @@ What keeps a stacked seed the same experiment as an unstacked one:
   (`fmtransfer.loop`) shuffles, checks and records a stack and a single model.
 - The loss is the sum over seeds of each seed's mean loss, plus each seed's penalty on its own
   slices, so slice k's gradient is seed k's own gradient (a mean over seeds would divide every
-  learning rate by K); per-layer gradient scales multiply a layer's stacked variable. Keras' SGD
-  then moves each element on its own. Nothing couples seeds: no shared norm, clipping or
+  learning rate by K); per-layer gradient scales multiply each seed's slice of a layer's stacked
+  variable. Keras' SGD then moves each element on its own. Nothing couples seeds: no shared norm, clipping or
   optimizer state.
 - After training each slice is written back into its plain model, which is evaluated, saved and
   reported exactly as unstacked. Histories, freezing and divergence are per seed; a seed whose loss
   stops being finite gets the same DivergedError as unstacked, and the others go on.
 Numbers agree with unstacked runs to float precision, not bit for bit: reductions run in another
 order. The unstacked path stays the reference (tests/test_stacked.py compares the two).
+
+Stacked trials. The slots of a stack may be the trials of a tuned study, of one seed or several:
+each slot has its own learning rate and epochs (`fit` takes one for all or a list), besides its
+own penalty and per-layer scales. The optimizer is SGD at rate 1, and slot k's slice of every
+gradient is multiplied by rate_k, a graph argument of each epoch, so one trace serves every rate:
+1 * (rate_k * g) is what SGD at rate_k subtracts, to the bit. The stack runs its slots' largest
+number of epochs; past its own, a slot's rate is 0 (as a diverged slot's), so it stays where it
+finished, its history holds its own epochs, and the permutation its generator still draws
+changes no other slot's batches. Configs whose phases differ in shape are grouped by the
+contenders that stack them (`TransferFromA.train`); tests/test_stacked_trials.py compares each
+stacked trial with the same trial alone.
 
 `training.fit_models` is the way in: it trains K plain models here when their network stacks
 (Flatten and Dense layers only), else one by one. Every contender that trains model B by phases
