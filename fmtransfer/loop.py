@@ -136,19 +136,26 @@ def run(step: Step, data: tuple, *, size: int, columns: Sequence[str], epochs: i
     return outcome
 
 
-def run_stacked(step: Step, data: tuple, *, size: int, columns: Sequence[str], epochs: int, batch_size: int,
-                seeds: Sequence, what: str, key: str | None = None, inputs: Inputs | None = None,
+def run_stacked(step: Step, data: tuple, *, size: int, columns: Sequence[str], epochs: int | Sequence[int],
+                batch_size: int, seeds: Sequence, what: str, key: str | None = None, inputs: Inputs | None = None,
                 guard: Callable | None = None, validate: Callable[[], Mapping[str, Sequence[float]]] | None = None,
                 on_diverged: Callable[[int], None] | None = None,
                 on_epoch: EpochCallback | None = None) -> list[list[Epoch] | DivergedError]:
     """`run` for K models trained as one graph, one per seed of `seeds`: the step gets (K, B)
     indices, row k from seed k's own shuffle, and returns (K,) sums per column.
 
+    `epochs` is one count for all, or one per model: the stack runs the largest, and model k's
+    history holds its own first `epochs[k]` only; past them nothing of it is checked or
+    recorded (the step must leave it in place: `stacked.fit` gives it a rate of 0). Every
+    generator draws its permutation every epoch, so a finished model changes no other's
+    batches, and its own batches were those it has alone. Seeds may repeat (the trials of one
+    seed): each model has a generator of its own.
+
     Divergence is per model: the first epoch at which model k's means or scores stop being
     finite ends its history with a DivergedError, `on_diverged(k)` is called (to silence its
     slice of the stack), and the others go on. `validate` gives K scores per name; `guard` a
-    scalar or (K,) booleans. Each record's seconds are the model's share of the stack's time;
-    `on_epoch` follows the first model still training.
+    scalar or (K,) booleans. Each record's seconds are the model's share of its epoch's time
+    among the models that epoch trains; `on_epoch` follows the first model still training.
 
     Returns:
         per model, its records or the DivergedError that stopped it.
@@ -163,6 +170,7 @@ def _run(step, data, *, size, columns, epochs, batch_size, seeds, stacked, what,
     import tensorflow as tf
 
     k_models = len(seeds)
+    own = per_model(epochs, k_models, "epochs")
     run_epoch = _epoch_function(step, size, batch_size, len(columns), [k_models] if stacked else [], guard)
     rngs = [np.random.default_rng(s) for s in seeds]
     histories: list[list[Epoch]] = [[] for _ in seeds]
@@ -173,34 +181,48 @@ def _run(step, data, *, size, columns, epochs, batch_size, seeds, stacked, what,
         if on_diverged is not None:
             on_diverged(k)
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, max(own, default=0) + 1):
         started = time.perf_counter()
         order = np.stack([rng.permutation(size) for rng in rngs]) if stacked else rngs[0].permutation(size)
         args, noted = inputs(epoch, rngs) if inputs is not None else ((), {})
         out = [np.atleast_1d(t.numpy()) for t in run_epoch(tf.constant(order, dtype=tf.int32), *data, *args)]
         means, fine = out[:len(columns)], (out[len(columns)] if guard is not None else None)
-        for k in _live(failed):
+
+        def training() -> list[int]:  # the models this epoch is one of their own, and still going
+            return [k for k in _live(failed) if epoch <= own[k]]
+
+        for k in training():
             ok = all(math.isfinite(m[k]) for m in means) and (fine is None or bool(fine[k if fine.size > 1 else 0]))
             if not ok:
                 fail(k, epoch)
-        if not _live(failed):
+        if not training():
             break
         scores = {name: np.atleast_1d(v) for name, v in validate().items()} if validate is not None else {}
-        for k in _live(failed):
+        for k in training():
             if not all(math.isfinite(v[k]) for v in scores.values()):
                 fail(k, epoch)
-        seconds = round((time.perf_counter() - started) / (k_models if stacked else 1), 4)
-        for k in _live(failed):
+        sharing = sum(epoch <= n for n in own) if stacked else 1
+        seconds = round((time.perf_counter() - started) / sharing, 4)
+        for k in training():
             values = {name: float(m[k]) for name, m in zip(columns, means)}
             values.update(noted)
             values.update({name: float(v[k]) for name, v in scores.items()})
             histories[k].append(Epoch.of(epoch, values, seconds))
-        live = _live(failed)
+        live = training()
         if not live:
             break
         if on_epoch is not None:
             on_epoch(epoch, histories[live[0]][-1])
     return [f if f is not None else h for f, h in zip(failed, histories)]
+
+
+def per_model(value, k_models: int, name: str) -> list:
+    """One value for each of `k_models` models: `value` itself K times, or its list as given."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != k_models:
+            raise ValueError(f"{len(value)} {name} for {k_models} models")
+        return list(value)
+    return [value] * k_models
 
 
 def check_finite(arrays, what: str, key: str | tuple[str, ...] | None, cause: str) -> None:

@@ -15,14 +15,25 @@ What keeps a stacked seed the same experiment as an unstacked one:
   (`fmtransfer.loop`) shuffles, checks and records a stack and a single model.
 - The loss is the sum over seeds of each seed's mean loss, plus each seed's penalty on its own
   slices, so slice k's gradient is seed k's own gradient (a mean over seeds would divide every
-  learning rate by K); per-layer gradient scales multiply a layer's stacked variable. Keras' SGD
-  then moves each element on its own. Nothing couples seeds: no shared norm, clipping or
+  learning rate by K); per-layer gradient scales multiply each seed's slice of a layer's stacked
+  variable. Keras' SGD then moves each element on its own. Nothing couples seeds: no shared norm, clipping or
   optimizer state.
 - After training each slice is written back into its plain model, which is evaluated, saved and
   reported exactly as unstacked. Histories, freezing and divergence are per seed; a seed whose loss
   stops being finite gets the same DivergedError as unstacked, and the others go on.
 Numbers agree with unstacked runs to float precision, not bit for bit: reductions run in another
 order. The unstacked path stays the reference (tests/test_stacked.py compares the two).
+
+Stacked trials. The slots of a stack may be the trials of a tuned study, of one seed or several:
+each slot has its own learning rate and epochs (`fit` takes one for all or a list), besides its
+own penalty and per-layer scales. The optimizer is SGD at rate 1, and slot k's slice of every
+gradient is multiplied by rate_k, a graph argument of each epoch, so one trace serves every rate:
+1 * (rate_k * g) is what SGD at rate_k subtracts, to the bit. The stack runs its slots' largest
+number of epochs; past its own, a slot's rate is 0 (as a diverged slot's), so it stays where it
+finished, its history holds its own epochs, and the permutation its generator still draws
+changes no other slot's batches. Configs whose phases differ in shape are grouped by the
+contenders that stack them (`TransferFromA.train`); tests/test_stacked_trials.py compares each
+stacked trial with the same trial alone.
 
 `training.fit_models` is the way in: it trains K plain models here when their network stacks
 (Flatten and Dense layers only), else one by one. Every contender that trains model B by phases
@@ -142,41 +153,67 @@ def _per_sample_loss(task):
     return lambda y, p: loss(y[..., None], p)
 
 
-def fit(plain: list, x: np.ndarray, y: np.ndarray, *, task, epochs: int, learning_rate: float, batch_size: int,
-        seeds: list, validation: tuple | None = None, on_epoch=None, what: str = "training", key: str | None = None,
-        penalties: list | None = None, scales: list | None = None, feature_penalties: list | None = None) -> list:
+def fit(plain: list, x: np.ndarray, y: np.ndarray, *, task, epochs: int | list[int], learning_rate: float | list[float],
+        batch_size: int, seeds: list, validation: tuple | None = None, on_epoch=None, what: str = "training",
+        key: str | None = None, penalties: list | None = None, scales: list | None = None,
+        feature_penalties: list | None = None) -> list:
     """Train K plain models of one dense network as one stack, model k as `training.fit` trains
-    it with `seeds[k]`, `penalties[k]`, `scales[k]` and `feature_penalties[k]` (on seed k's own
-    batch features), and write each slice back into its model; per model, its records or the
-    DivergedError that stopped it."""
+    it with `seeds[k]`, `epochs[k]`, `learning_rate[k]`, `penalties[k]`, `scales[k]` and
+    `feature_penalties[k]` (on slot k's own batch features; a single epochs or learning rate is
+    every model's), and write each slice back into its model; per model, its records or the
+    DivergedError that stopped it.
+
+    Slot k's update is rate_k * (scale * g_k), what SGD at learning rate rate_k makes of its
+    scaled gradient: the optimizer runs at rate 1 and each slot's slice of a gradient is
+    multiplied by its own rate, a graph argument of each epoch (so the traced epoch serves
+    every rate). Past its epochs a slot's rate is 0, and so is a diverged slot's: it stays put.
+    """
+    k_models = len(plain)
     stack = Stack(plain)
     variables = stack.trainable_variables()
-    scale = _shared_scales(scales, len(variables))
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
+    own_epochs = loop.per_model(epochs, k_models, "epochs")
+    rates = np.asarray(loop.per_model(learning_rate, k_models, "learning rates"), dtype=np.float32)
+    scale = _slot_scales(scales, k_models, variables)
+    # Rate 1: Keras' SGD subtracts 1 * (rate_k * g), which is rate_k * g to the bit.
+    optimizer = keras.optimizers.SGD(learning_rate=1.0)
     optimizer.build(variables)
     per_sample = _per_sample_loss(task)
     terms = [(p, stack.value_of(k)) for k, p in enumerate(penalties or []) if p is not None]
     on_features = [(k, p) for k, p in enumerate(feature_penalties or []) if p is not None]
     x_all, y_all = tf.constant(x, dtype=tf.float32), tf.constant(y)
     with_accuracy = len(task.columns) > 1
+    stopped = np.zeros(k_models, dtype=bool)  # diverged: silenced, never moved again
 
-    def step(indices, _, x_all, y_all):
+    def step(indices, _, x_all, y_all, rate):
         xb, yb = tf.gather(x_all, indices), tf.gather(y_all, indices)
         with tf.GradientTape() as tape:
             features, pred = stack.features_and_output(xb)
             losses = tf.reduce_mean(per_sample(yb, pred), axis=1)
-            total = tf.reduce_sum(losses)  # the sum, not the mean: each seed keeps its learning rate
-            if terms:  # each seed's penalty on its own slices: their sum moves each slice by its own
+            total = tf.reduce_sum(losses)  # the sum, not the mean: each slot keeps its own gradient
+            if terms:  # each slot's penalty on its own slices: their sum moves each slice by its own
                 total += tf.add_n([penalty(value) for penalty, value in terms])
             if on_features:  # each seed's on its own batch's features
                 total += tf.add_n([penalty(features[k]) for k, penalty in on_features])
         gradients = tape.gradient(total, variables)
         if scale is not None:
             gradients = [g * s for g, s in zip(gradients, scale)]
-        optimizer.apply(gradients, variables)
+        moved = []
+        for g in gradients:
+            r = tf.reshape(rate, [-1] + [1] * (len(g.shape) - 1))
+            # where, not a product alone: a resting slot's gradient may not be finite, and 0 * inf is NaN
+            moved.append(tf.where(r > 0, g * r, tf.zeros_like(g)))
+        optimizer.apply(moved, variables)
         size = tf.cast(tf.shape(indices)[1], tf.float32)
         sums = losses * size
         return (sums, tf.reduce_sum(task.correct(yb, pred), axis=1)) if with_accuracy else (sums,)
+
+    def epoch_rates(epoch, _rngs):
+        going = np.array([epoch <= n for n in own_epochs]) & ~stopped
+        return (tf.constant(np.where(going, rates, np.float32(0))),), {}
+
+    def diverged(k):
+        stopped[k] = True
+        stack.silence(k)
 
     valid = None
     if validation is not None and len(validation[0]):
@@ -187,23 +224,25 @@ def fit(plain: list, x: np.ndarray, y: np.ndarray, *, task, epochs: int, learnin
         loss, correct = (t.numpy().astype(np.float64) / len(validation[0]) for t in score(*valid))
         return {"val_loss": loss, "val_accuracy": correct} if with_accuracy else {"val_loss": loss}
 
-    outcomes = loop.run_stacked(step, (x_all, y_all), size=len(x), columns=task.columns, epochs=epochs,
-                                batch_size=batch_size, seeds=seeds, what=what, key=key,
-                                validate=validate if valid is not None else None, on_diverged=stack.silence,
+    outcomes = loop.run_stacked(step, (x_all, y_all), size=len(x), columns=task.columns, epochs=own_epochs,
+                                batch_size=batch_size, seeds=seeds, what=what, key=key, inputs=epoch_rates,
+                                validate=validate if valid is not None else None, on_diverged=diverged,
                                 on_epoch=on_epoch)
     stack.write_back()
     return outcomes
 
 
-def _shared_scales(scales: list | None, n_variables: int) -> list[float] | None:
-    """The seeds' per-variable gradient scales, which a stacked variable shares: they must agree."""
-    if not scales or all(s is None for s in scales):
+def _slot_scales(scales: list | None, k_models: int, variables: list) -> list | None:
+    """Per trainable variable, its slots' gradient scales as a (K, 1, ...) tensor, or None where
+    no slot scales: a slot without scales has 1 for every variable."""
+    per_slot = loop.per_model(scales if scales else None, k_models, "gradient scales")
+    if all(s is None for s in per_slot):
         return None
-    if any(s != scales[0] for s in scales):
-        raise ValueError("the seeds of a stack must share their gradient scales")
-    if len(scales[0]) != n_variables:
-        raise ValueError(f"{len(scales[0])} gradient scales for {n_variables} trainable variables")
-    return list(scales[0])
+    for s in per_slot:
+        if s is not None and len(s) != len(variables):
+            raise ValueError(f"{len(s)} gradient scales for {len(variables)} trainable variables")
+    table = np.array([s if s is not None else [1.0] * len(variables) for s in per_slot], dtype=np.float32)
+    return [tf.constant(table[:, i].reshape([k_models] + [1] * (len(v.shape) - 1))) for i, v in enumerate(variables)]
 
 
 def _scorer(stack: Stack, task, per_sample):

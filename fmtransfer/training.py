@@ -137,31 +137,35 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learnin
                     on_epoch=on_epoch)
 
 
-def fit_models(plain: list, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int, learning_rate: float,
-               batch_size: int, seeds: list, validation: tuple | None = None, on_epoch: EpochCallback | None = None,
-               what: str = "training", key: str | None = None, penalties: list | None = None,
-               scales: list | None = None, guides: list | None = None,
+def fit_models(plain: list, x: np.ndarray, y: np.ndarray, *, task: Task, epochs: int | list[int],
+               learning_rate: float | list[float], batch_size: int, seeds: list, validation: tuple | None = None,
+               on_epoch: EpochCallback | None = None, what: str = "training", key: str | None = None,
+               penalties: list | None = None, scales: list | None = None, guides: list | None = None,
                feature_penalties: list | None = None) -> list[list[Epoch] | DivergedError]:
-    """`fit` for K models of one network, model k with `seeds[k]`, `penalties[k]`, `scales[k]`,
-    `guides[k]`, `feature_penalties[k]`; per model, its records or the DivergedError that stopped it.
+    """`fit` for K models of one network, model k with `seeds[k]`, `epochs[k]`, `learning_rate[k]`,
+    `penalties[k]`, `scales[k]`, `guides[k]`, `feature_penalties[k]` (one epochs or learning rate
+    is every model's; seeds may repeat, as the trials of one seed do); per model, its records or
+    the DivergedError that stopped it.
 
     One model trains by `fit` itself, so its numbers are the unstacked ones to the bit. More
     train as one stacked graph when the network stacks (`stacked.stacks`) and no model has a
     guide (a stack has no per-seed batch term), else one by one.
     """
+    epochs = loop.per_model(epochs, len(plain), "epochs")
+    rates = loop.per_model(learning_rate, len(plain), "learning rates")
     penalties = penalties or [None] * len(plain)
     scales = scales or [None] * len(plain)
     guides = guides or [None] * len(plain)
     feature_penalties = feature_penalties or [None] * len(plain)
     if len(plain) > 1 and all(stacked.stacks(m) for m in plain) and not any(guides):
-        return stacked.fit(plain, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
+        return stacked.fit(plain, x, y, task=task, epochs=epochs, learning_rate=rates,
                            batch_size=batch_size, seeds=seeds, validation=validation, on_epoch=on_epoch, what=what,
                            key=key, penalties=penalties, scales=scales, feature_penalties=feature_penalties)
     outcomes = []
-    for model, seed, penalty, scale, guide, on_features in zip(plain, seeds, penalties, scales, guides,
-                                                              feature_penalties):
+    for model, seed, n, rate, penalty, scale, guide, on_features in zip(plain, seeds, epochs, rates, penalties,
+                                                                        scales, guides, feature_penalties):
         try:
-            outcomes.append(fit(model, x, y, task=task, epochs=epochs, learning_rate=learning_rate,
+            outcomes.append(fit(model, x, y, task=task, epochs=n, learning_rate=rate,
                                 batch_size=batch_size, seed=seed, validation=validation, on_epoch=on_epoch,
                                 what=what, key=key, penalty=penalty, scales=scale, guide=guide,
                                 feature_penalty=on_features))
@@ -179,6 +183,15 @@ def features_and_output(model, x, training: bool = True):
     return h, model.layers[-1](h, training=training)
 
 
+def groups(keys: list) -> list[list[int]]:
+    """The indices of `keys` grouped by equal key, each group in order, groups in order of first
+    appearance: which configs of one call can train as one stack."""
+    found: dict = {}
+    for i, key in enumerate(keys):
+        found.setdefault(key, []).append(i)
+    return list(found.values())
+
+
 def scaled_part(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """A split part's (uint8 images, labels) as (float32 images in [0, 1], labels)."""
     return part[0].astype(np.float32) / 255.0, part[1]
@@ -190,30 +203,43 @@ def train_from_scratch(cfgs: list, build: Callable, section, task: Task, parts: 
     at `section.learning_rate` (model A, the baseline), alone or stacked, then scored on the test
     part of `parts` (train, valid, test: split parts of uint8 images).
 
+    `section` is every config's, or a list of one per config: configs may differ in their seed,
+    their section's epochs and learning rate (the trials of a tuned study, which may share one
+    seed), and stack all the same; configs of another batch size train in a stack of their own.
+
     Per config: (model, phase record, test scores) or the DivergedError that stopped it; the
     phase record has the epochs, learning rate, history and seconds (a stacked model's share).
-    A model trained alone raises it, as `fit` does. The configs differ in their seed only.
+    A model trained alone raises it, as `fit` does.
     """
+    sections = loop.per_model(section, len(cfgs), "sections")
     plain = []
     for cfg in cfgs:
         runtime.seed_everything(cfg.seed)
         plain.append(build(cfg))
     train, valid, test = parts
-    started = time.perf_counter()
-    with reporter.training(label, section.epochs) as on_epoch:
-        outcomes = fit_models(plain, *scaled_part(train), task=task, epochs=section.epochs,
-                              learning_rate=section.learning_rate, batch_size=cfgs[0].batch_size,
-                              seeds=[c.seed for c in cfgs], validation=scaled_part(valid), on_epoch=on_epoch,
-                              what=label, key=f"{section.NAME}.learning_rate")
-        raise_alone(outcomes)
-    seconds = round((time.perf_counter() - started) / len(plain), 3)
-    made = []
-    for model, outcome in zip(plain, outcomes):
+    outcomes: list = [None] * len(cfgs)
+    seconds: list = [None] * len(cfgs)
+    for group in groups([c.batch_size for c in cfgs]):
+        started = time.perf_counter()
+        with reporter.training(label, max(sections[k].epochs for k in group)) as on_epoch:
+            made = fit_models([plain[k] for k in group], *scaled_part(train), task=task,
+                              epochs=[sections[k].epochs for k in group],
+                              learning_rate=[sections[k].learning_rate for k in group],
+                              batch_size=cfgs[group[0]].batch_size, seeds=[cfgs[k].seed for k in group],
+                              validation=scaled_part(valid), on_epoch=on_epoch, what=label,
+                              key=f"{sections[group[0]].NAME}.learning_rate")
+            if len(cfgs) == 1:
+                raise_alone(made)
+        share = round((time.perf_counter() - started) / len(group), 3)
+        for k, outcome in zip(group, made):
+            outcomes[k], seconds[k] = outcome, share
+    result = []
+    for model, outcome, sec, n in zip(plain, outcomes, sections, seconds):
         scores = outcome if isinstance(outcome, DivergedError) else evaluated(model, test, task)
-        made.append(scores if isinstance(scores, DivergedError) else
-                    (model, {"name": "train", "epochs": section.epochs, "learning_rate": section.learning_rate,
-                             "history": records(outcome), "seconds": seconds}, scores))
-    return made
+        result.append(scores if isinstance(scores, DivergedError) else
+                      (model, {"name": "train", "epochs": sec.epochs, "learning_rate": sec.learning_rate,
+                               "history": records(outcome), "seconds": n}, scores))
+    return result
 
 
 def raise_alone(outcomes: list) -> None:

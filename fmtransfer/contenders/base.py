@@ -172,10 +172,12 @@ class Contender:
         raise NotImplementedError
 
     def train(self, cfgs: list, split, bases: list, reporter) -> list:
-        """`fit` for each config's seed at once, config k on `bases[k]` (what `needs[0]` names,
-        None if it needs nothing): per seed (model, result) or the DivergedError that stopped it.
-        The configs differ in their seed only. One seed alone raises its DivergedError, as `fit`
-        does. Only where `stack_unsupported` is None."""
+        """`fit` for each config at once, config k on `bases[k]` (what `needs[0]` names, None if
+        it needs nothing): per config (model, result) or the DivergedError that stopped it. The
+        configs differ in their seed, or are trials (which may share one seed) that differ in
+        their tuned settings: the built-ins stack what a slot can hold on its own (learning
+        rates, epochs, penalty strengths) and group the rest (docs/speed.md). One config alone
+        raises its DivergedError, as `fit` does. Only where `stack_unsupported` is None."""
         raise NotImplementedError(f"{self.name} cannot stack: {self.stack_unsupported}")
 
     def fit_seeds(self, cfgs: list, split, bases: list, reporter) -> list:

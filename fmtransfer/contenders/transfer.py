@@ -78,12 +78,20 @@ class TransferFromA(Contender):
         return made
 
     def train(self, cfgs: list, split, bases: list, reporter, source: str | None = None) -> list:
-        """Model B for each config's seed on its base (`bases[k]`, cloned, never changed), through
-        this contender's phases: alone, or stacked where the network allows it. Per seed
-        (model, result) or the DivergedError that stopped it; one seed alone raises it.
+        """Model B for each config on its base (`bases[k]`, cloned, never changed), through this
+        contender's phases: alone, or stacked where the network allows it. Per config
+        (model, result) or the DivergedError that stopped it; one config alone raises it.
 
-        Per seed, in the order one seed alone takes: seed, build B on its base, probe, `prepare`,
-        `penalty`; then the phases, each trained for every seed still going.
+        The configs may differ in their seed and in anything a slot of a stack holds on its own:
+        each phase's learning rate, epochs and per-block rates, and the penalty or preparation
+        strengths (L2-SP's alpha and beta, LP-FT's C). They may share one seed (the trials of a
+        tuned study). Configs whose phases differ in `structure`, or in the layers reused or the
+        batch size (a reinit depth, gradual's schedule where it changes the phases), train in a
+        stack per group, in order of first appearance.
+
+        Per config, in the order one config alone takes: seed, build B on its base, probe,
+        `prepare`, `penalty`; then, group by group, the phases, each trained for every model of
+        the group still going.
         """
         from fmtransfer import models, probe, training
 
@@ -112,40 +120,13 @@ class TransferFromA(Contender):
             penalties.append(self.penalty(cfg, model, reused[-1]))
             guides.append(self.guide(cfg, model, base, reused[-1], (x, y)))
             on_features.append(self.feature_penalty(cfg, model, reused[-1]))
-        phases = self.phases(cfgs[0], reused[0])
-        if any(r != reused[0] or self.phases(c, r) != phases for c, r in zip(cfgs, reused)):
-            raise ValueError("the seeds trained together must share their layers and phases")
-        label = self.title  # what the tables call it
-        for i, phase in enumerate(phases):
-            if phase.top is not None and phase.top > reused[0]:
-                raise ConfigError("transfer.unfreeze", f"top:{phase.top} asks for more than the {reused[0]} reused "
-                                                       f"layers of {source}")
-            if phase.blocks is not None and not all(1 <= b <= reused[0] for b in phase.blocks):
-                raise ValueError(f"phase {phase.name!r} trains blocks {list(phase.blocks)} of {reused[0]} reused")
-            going = [k for k, f in enumerate(failed) if f is None]
-            for k in going:
-                models.set_reused_trainable(plain[k], phase.trainable, phase.top, phase.blocks)
-            with reporter.training(f"{label}: {phase.name}", phase.epochs) as on_epoch:
-                outcomes = training.fit_models([plain[k] for k in going], x, y, task=training.BINARY,
-                                               epochs=phase.epochs, learning_rate=phase.learning_rate,
-                                               batch_size=cfgs[0].batch_size,
-                                               seeds=[[cfgs[k].seed, i + 1] for k in going], validation=valid,
-                                               on_epoch=on_epoch, what=f"{label}: {phase.name}",
-                                               key=(phase.key, *self.strengths) if phase.key else self.strengths,
-                                               penalties=[penalties[k] for k in going],
-                                               guides=[guides[k] if phase.trainable else None for k in going],
-                                               feature_penalties=[on_features[k] for k in going],
-                                               scales=[_scales(plain[k], phase.rates) for k in going])
-                if len(cfgs) == 1:
-                    training.raise_alone(outcomes)
-            for k, outcome in zip(going, outcomes):
-                if isinstance(outcome, DivergedError):
-                    failed[k] = outcome
-                    continue
-                steps[k].append({"name": phase.name, "epochs": phase.epochs, "learning_rate": phase.learning_rate,
-                                 "trainable_weights": len(plain[k].trainable_weights),
-                                 "history": training.records(outcome),
-                                 **({"rates": list(phase.rates)} if phase.rates else {})})
+        phases = [self.phases(c, r) for c, r in zip(cfgs, reused)]
+        # What one stack must share: the layers reused and each phase's shape. Learning rates,
+        # epochs, per-block rates and penalty strengths are each slot's own.
+        for group in training.groups([(r, c.batch_size, structure(p)) for c, r, p in zip(cfgs, reused, phases)]):
+            self._phases(group, [phases[k] for k in group], cfgs, plain, reused[group[0]],
+                         (penalties, guides, on_features), failed, steps, (x, y), valid, reporter, source,
+                         alone=len(cfgs) == 1)
         seconds = round((time.perf_counter() - started) / len(cfgs), 3)
         made = []
         for k, (cfg, model) in enumerate(zip(cfgs, plain)):
@@ -156,6 +137,56 @@ class TransferFromA(Contender):
                                                 details={"reuse_layers": reused[k], "unfreeze": cfg.transfer.unfreeze,
                                                          "linear_probe": probed[k]})))
         return made
+
+    def _phases(self, group: list[int], phases: list[list[Phase]], cfgs: list, plain: list, reused: int,
+                terms: tuple, failed: list, steps: list, data: tuple, valid: tuple, reporter, source: str,
+                alone: bool) -> None:
+        """The phases of the configs `group` indexes (`phases[j]` those of config `group[j]`, all of
+        one `structure`), trained as one stack: each model's records go to `steps`, a divergence
+        to `failed`. `terms`: per config, its penalty, guide and feature penalty."""
+        penalties, guides, on_features = terms
+        from fmtransfer import models, training
+
+        label = self.title  # what the tables call it
+        for i, phase in enumerate(phases[0]):
+            if phase.top is not None and phase.top > reused:
+                raise ConfigError("transfer.unfreeze", f"top:{phase.top} asks for more than the {reused} reused "
+                                                       f"layers of {source}")
+            if phase.blocks is not None and not all(1 <= b <= reused for b in phase.blocks):
+                raise ValueError(f"phase {phase.name!r} trains blocks {list(phase.blocks)} of {reused} reused")
+            going = [j for j, k in enumerate(group) if failed[k] is None]
+            mine = {group[j]: phases[j][i] for j in going}  # each model's own version of this phase
+            for k in mine:
+                models.set_reused_trainable(plain[k], phase.trainable, phase.top, phase.blocks)
+            with reporter.training(f"{label}: {phase.name}", max(p.epochs for p in mine.values())) as on_epoch:
+                outcomes = training.fit_models([plain[k] for k in mine], *data, task=training.BINARY,
+                                               epochs=[p.epochs for p in mine.values()],
+                                               learning_rate=[p.learning_rate for p in mine.values()],
+                                               batch_size=cfgs[group[0]].batch_size,
+                                               seeds=[[cfgs[k].seed, i + 1] for k in mine], validation=valid,
+                                               on_epoch=on_epoch, what=f"{label}: {phase.name}",
+                                               key=(phase.key, *self.strengths) if phase.key else self.strengths,
+                                               penalties=[penalties[k] for k in mine],
+                                               guides=[guides[k] if phase.trainable else None for k in mine],
+                                               feature_penalties=[on_features[k] for k in mine],
+                                               scales=[_scales(plain[k], p.rates) for k, p in mine.items()])
+                if alone:
+                    training.raise_alone(outcomes)
+            for (k, p), outcome in zip(mine.items(), outcomes):
+                if isinstance(outcome, DivergedError):
+                    failed[k] = outcome
+                    continue
+                steps[k].append({"name": p.name, "epochs": p.epochs, "learning_rate": p.learning_rate,
+                                 "trainable_weights": len(plain[k].trainable_weights),
+                                 "history": training.records(outcome),
+                                 **({"rates": list(p.rates)} if p.rates else {})})
+
+
+def structure(phases: list[Phase]) -> tuple:
+    """What the models of one stack must share of their phases: the names, what trains (all
+    reused layers or the top K) and the learning rate's key, phase by phase. Epochs, learning
+    rates and per-block rates may differ: each slot has its own (`stacked.fit`)."""
+    return tuple((p.name, p.trainable, p.top, p.blocks, p.key) for p in phases)
 
 
 def fine_tune_phase(t) -> Phase:
