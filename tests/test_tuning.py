@@ -28,9 +28,11 @@ from fmtransfer.study.records import RunRecord, config_from, read_meta
 SPACE = "baseline.epochs=1..2,transfer.freeze_epochs=1..1,transfer.fine_tune_epochs=1..2"
 
 
-def tiny(tiny_data: Path, *more: str) -> list[str]:
+def tiny(tiny_data: Path, *more: str, run: bool = False) -> list[str]:
+    """Options that train a study (or with `run`, one experiment) on `tiny_data` in seconds."""
+    size = ["--b-train-size", "20"] if run else ["--b-train-sizes", "20", "--no-plots"]
     return ["--data-dir", str(tiny_data), "--valid-size", "100", "--no-verify", "--hidden", "16,8", "--a-epochs", "1",
-            "--b-train-size", "20", "--contenders", "transfer", "--no-plots", "--space", SPACE, *more]
+            *size, "--contenders", "transfer", "--space", SPACE, *more]
 
 
 def lines(study: Path) -> list[dict]:
@@ -197,7 +199,7 @@ def test_a_cv_tuned_study_scores_each_trial_on_the_folds_and_counts_their_steps(
 # ----------------------------------------------------------------------------- one tuned experiment
 
 def test_run_tune_prints_the_selected_settings_beside_the_test_table(tiny_data, tmp_path):
-    result = run_cli("run", "--run", tmp_path / "run", "--tune", "2", *tiny(tiny_data)[:-2], "--space", SPACE)
+    result = run_cli("run", "--run", tmp_path / "run", "--tune", "2", *tiny(tiny_data, run=True))
     assert result.code == 0, result.err
     assert "baseline: trial" in result.out and "transfer from A: trial" in result.out
     assert "selected on valid" in result.out
@@ -240,7 +242,7 @@ def test_a_tpe_study_resumed_suggests_what_an_uninterrupted_one_did_and_keeps_a_
     (["--tune", "2", "--tune-on", "cv:1"], "--tune-on"), (["--tune", "2", "--tune-on", "cv:x"], "--tune-on"),
     (["--tune", "2", "--tune-on", "cv:11"], "--tune-on"),  # 20 images: at most 10 of a class
     (["--tune", "2", "--presets", "book,notebook"], "--presets"),
-    (["--tune", "2", "--stack", "2"], "--stack"),
+    (["--tune", "2", "--sampler", "tpe", "--stack", "2"], "--stack"),  # TPE's trials run in order
     (["--tune", "2", "--space", "baseline.learning_rate=0.1..0.01"], "baseline.learning_rate"),
     (["--tune", "2", "--space", "baseline.learning_rate=0..0.1"], "baseline.learning_rate"),
 ])
@@ -253,3 +255,24 @@ def test_tpe_without_optuna_is_one_line_naming_the_sampler(tiny_data, tmp_path, 
     monkeypatch.setitem(sys.modules, "optuna", None)
     assert_usage_error(run_cli("study", "--run", tmp_path / "s", *tiny(tiny_data, "--tune", "2", "--sampler", "tpe")),
                        "--sampler")
+
+
+# ----------------------------------------------------------------------------- stacked trials
+
+def test_stacked_trials_give_each_trials_numbers_to_float_precision_and_the_same_selection(tuned, tiny_data, tmp_path):
+    """`--stack K` trains up to K trials of one seed as one graph, each with its own settings."""
+    study = tmp_path / "stacked"
+    result = run_cli("study", "--run", study, *tiny(tiny_data, "--seeds", "2", "--tune", "3", "--stack", "2", "--json"))
+    assert result.code == 0, result.err
+    alone = {line["id"]: line for line in lines(tuned[0])}
+    stacked = {line["id"]: line for line in lines(study)}
+    assert set(stacked) == set(alone)
+    for run_id, line in stacked.items():
+        assert line["drawn"] == alone[run_id]["drawn"]
+        assert line["trained_with"]["stack_slot"] == line["trial"] % 2
+        for side in ("baseline", "result"):
+            for score in ("test_accuracy", "valid_accuracy", "valid_loss"):
+                assert line[side][score] == pytest.approx(alone[run_id][side][score], abs=1e-5)
+    [cell] = result.json()["cells"]
+    assert [(c["trial"], c["baseline_trial"]) for c in cell["tuning"]["selected"]] == \
+           [(c["trial"], c["baseline_trial"]) for c in tuned[1]["cells"][0]["tuning"]["selected"]]

@@ -323,6 +323,10 @@ class RunKey:
             return cfg.replace(**(drawn or {}).get("baseline", {}), **(drawn or {}).get("result", {}))
         return cfg.replace(**self.trial_settings(cfg, contender))
 
+    def at_trial(self, trial: int) -> "RunKey":
+        """This point's key for another trial."""
+        return RunKey(tuple((name, trial if name == "trial" else value) for name, value in self.items))
+
     def stream(self, scope: str = "contender") -> str:
         """What names this point's trials apart from every other point's, but its seed and trial:
         the axes of `scope` and wider (`SCOPES`), e.g. pair5v6-n200-reuseall-book; "baseline" leaves

@@ -53,17 +53,18 @@ def slot(seed: int, stack: int) -> int:
     return seed % stack
 
 
-def how(cfg: Config, threads: int | None, contender: str, seed: int) -> fingerprints.How:
+def how(cfg: Config, threads: int | None, contender: str, seed: int, trial: int | None = None) -> fingerprints.How:
     """How the study trains `contender`'s run at `seed`: its threads, and in a stacked study the
-    seed's slot and what trains in the stack (model A, the baseline, and a contender that stacks;
-    never an encoder)."""
+    run's slot and what trains in the stack (model A, the baseline, and a contender that stacks;
+    never an encoder). A tuned study stacks the trials of one seed instead (`trial`, its slot
+    `trial % stack`), the baseline's and each contender's that stacks; model A trains alone."""
     k = stacking(cfg)
     if k == 1:
         return fingerprints.How(threads)
-    parts = {"model_a", "baseline"}
+    parts = {"baseline"} if trial is not None else {"model_a", "baseline"}
     if contender in contenders.names() and contenders.get(contender).stack_unsupported is None:
         parts.add(contender)
-    return fingerprints.How(threads, slot(seed, k), frozenset(parts))
+    return fingerprints.How(threads, slot(seed if trial is None else trial, k), frozenset(parts))
 
 
 def trained_with(h: fingerprints.How) -> dict[str, Any]:
@@ -327,7 +328,8 @@ def made_with(cfg: Config, sha256: dict[str, str] | None, threads: int | None = 
                     configs[point] = None
             run_config = configs[point]
             return run_config is not None and record.fingerprint == fingerprints.run(
-                run_config, sha256, record.contender, how(cfg, threads, record.contender, record.key.seed))
+                run_config, sha256, record.contender, how(cfg, threads, record.contender, record.key.seed,
+                                                          record.key.values.get("trial")))
         return record.settings is None or record.settings == run_fingerprint(cfg, record.contender)
 
     return same

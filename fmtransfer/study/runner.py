@@ -4,6 +4,7 @@ recorded as it finishes."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -282,8 +283,9 @@ def check_tuning(cfg: Config) -> None:
     (the book's first N images; a drawn sample's counts are checked when it is drawn)."""
     if not cfg.tune.tuned:
         return
-    if stacking(cfg) > 1:
-        raise ConfigError("study.stack", "a tuned study stacks its trials, not its seeds: leave --stack out")
+    if stacking(cfg) > 1 and cfg.tune.sampler != "random":
+        raise ConfigError("study.stack", f"{cfg.tune.sampler}'s trials depend on the trials before them, so they "
+                                         "cannot train as one stack: leave --stack out")
     if cfg.tune.sampler == "tpe" and not sampler.available():
         raise ConfigError(sampler.KEY, sampler.MISSING)
     folds = cfg.tune.folds
@@ -314,9 +316,11 @@ def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, 
     """A unit's seeds: stacked where the study stacks (`records.stacking`), each seed in its slot,
     even a seed alone (a stack of one seed and a filler); else one by one."""
     k = stacking(cfg)
-    together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k, said) if k > 1 else None
+    together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k, said) if k > 1 and not cfg.tune.tuned else None
+    trials = _Trials(cfg, k, draws or tuning.Draws(cfg, study_dir), said) if k > 1 and cfg.tune.tuned else None
     for _, runs in itertools.groupby(unit, key=lambda key: key.group):
-        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads, board, draws)
+        _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads, board, draws,
+                   trials)
 
 
 def _run_workers(units, jobs: int, cfg: Config, chosen, study_dir: Path, out: Path, done: set[str], advance,
@@ -418,34 +422,40 @@ def _validation_scores(model, part: tuple) -> dict:
     return {"valid_accuracy": scored["accuracy"], "valid_loss": scored["loss"]}
 
 
-def _trained(fit_on, split, name: str, cfg: Config) -> tuple[dict, Any, list | None]:
-    """`_fitted` of `fit_on(split)`, the run's model. In a tuned study (`cfg.tune`), with what
-    selects among the trials, measured on labelled images only: the model's scores on task B's
-    validation images (`tune.on` valid), or the mean over K models each trained on K-1 folds of
-    the labelled sample and scored on the fold left out (cv:K; the run's model is then trained on
-    the whole sample). `steps`: the SGD steps that made the run's model; under cv:K,
-    `tuning_steps` adds the folds' (a pretraining contender's encoder is counted apart, in its
-    record)."""
+def _trained(fits, split, name: str, cfg: Config) -> list[tuple[dict, Any, list | None]]:
+    """`_fitted` of each run `fits(part)` makes on `split`: per run (a trial of a stack, or the
+    one), a callable giving (model, result) or raising the DivergedError that stopped it. In a
+    tuned study (`cfg.tune`), with what selects among the trials, measured on labelled images
+    only: each model's scores on task B's validation images (`tune.on` valid), or the mean over
+    K models each trained on K-1 folds of the labelled sample and scored on the fold left out
+    (cv:K; the run's model is then trained on the whole sample). `steps`: the SGD steps that made
+    the run's model; under cv:K, `tuning_steps` adds the folds' (a pretraining contender's
+    encoder is counted apart, in its record)."""
     from fmtransfer import data
+
+    def on(part, score_on=None) -> list:
+        return [_fitted(fit, part, name, score_on=score_on) for fit in fits(part)]
 
     tune = cfg.tune
     if not tune.tuned:
-        return _fitted(lambda: fit_on(split), split, name)
+        return on(split)
     per_epoch = math.ceil(len(split.b_train[1]) / cfg.batch_size)
     if tune.folds is None:
-        scores, p, phases = _fitted(lambda: fit_on(split), split, name, score_on=split.b_valid)
-        return {**scores, "steps": _epochs(phases) * per_epoch}, p, phases
-    held, spent = [], 0
-    for fold in data.folds(split, tune.folds):
-        fold_scores, _, fold_phases = _fitted(lambda: fit_on(fold), fold, name, score_on=fold.b_valid)
-        held.append(fold_scores)
-        spent += _epochs(fold_phases) * math.ceil(len(fold.b_train[1]) / cfg.batch_size)
-    scores, p, phases = _fitted(lambda: fit_on(split), split, name)
-    losses = [s["valid_loss"] for s in held]
-    steps = _epochs(phases) * per_epoch
-    return {**scores, "valid_accuracy": float(np.mean([s["valid_accuracy"] for s in held])),
-            "valid_loss": None if None in losses else float(np.mean(losses)), "folds": tune.folds,
-            "steps": steps, "tuning_steps": steps + spent}, p, phases
+        return [({**scores, "steps": _epochs(phases) * per_epoch}, p, phases)
+                for scores, p, phases in on(split, split.b_valid)]
+    folds = data.folds(split, tune.folds)
+    held = [on(fold, fold.b_valid) for fold in folds]  # per fold, per run
+    made = []
+    for i, (scores, p, phases) in enumerate(on(split)):
+        mine = [runs[i][0] for runs in held]
+        spent = sum(_epochs(runs[i][2]) * math.ceil(len(fold.b_train[1]) / cfg.batch_size)
+                    for runs, fold in zip(held, folds))
+        losses = [s["valid_loss"] for s in mine]
+        steps = _epochs(phases) * per_epoch
+        made.append(({**scores, "valid_accuracy": float(np.mean([s["valid_accuracy"] for s in mine])),
+                      "valid_loss": None if None in losses else float(np.mean(losses)), "folds": tune.folds,
+                      "steps": steps, "tuning_steps": steps + spent}, p, phases))
+    return made
 
 
 def _epochs(phases: list | None) -> int:
@@ -455,7 +465,7 @@ def _epochs(phases: list | None) -> int:
 
 def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, study_dir: Path, out: Path,
                done: set[str], advance, together: "_Stacked | None" = None, threads: int | None = None,
-               board=None, draws: "tuning.Draws | None" = None) -> None:
+               board=None, draws: "tuning.Draws | None" = None, trials: "_Trials | None" = None) -> None:
     """The runs sharing one (seed, pair): model A and encoders made or loaded once (whatever the
     draw: neither sees task B's images), each baseline once per (size, draw), then every
     unfinished contender. `together`: the stack this seed trains in."""
@@ -479,16 +489,18 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
         base_config = here.config(cfg, "baseline", base_drawn)
         if together:
             base, base_seconds, base_p, base_phases = together.baseline(here, split)
+        elif trials is not None and trials.takes(contenders.get("baseline")):
+            base, base_seconds, base_p, base_phases = trials.run(here, contenders.get("baseline"), split, cache)
         else:
             started = time.perf_counter()
-            base, base_p, base_phases = _trained(lambda part: contenders.get("baseline").fit(
-                base_config, part, {}, quiet), split, "baseline", cfg)
+            ((base, base_p, base_phases),) = _trained(lambda part: [lambda: contenders.get("baseline").fit(
+                base_config, part, {}, quiet)], split, "baseline", cfg)
             base_seconds = round(time.perf_counter() - started, 2)
         if base_drawn is not None:
             draws.add(here, "baseline", base_drawn["baseline"], base)
         base_file = None
         if base_p is not None:  # once per group, for all its contenders; written before any line names it
-            base_how = how(cfg, threads, "baseline", here.seed)
+            base_how = how(cfg, threads, "baseline", here.seed, here.trial)
             base_file = write_baseline_predictions(
                 study_dir, here, fingerprint(fingerprints.contender(base_config, split.sha256, "baseline", {},
                                                                     base_how)), split.b_test[1], base_p)
@@ -501,12 +513,14 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                 run_config = key.config(cfg, name, drawn)
                 if together and together.takes(contender):
                     result, seconds, mine_p, phases = together.contender(key, contender, split)
+                elif trials is not None and trials.takes(contender):
+                    result, seconds, mine_p, phases = trials.run(key, contender, split, cache)
                 else:
                     started = time.perf_counter()
-                    result, mine_p, phases = _trained(lambda part: contender.fit(run_config, part, {
-                        need: cache[need] for need in contender.needs}, quiet), split, name, cfg)
+                    ((result, mine_p, phases),) = _trained(lambda part: [lambda: contender.fit(run_config, part, {
+                        need: cache[need] for need in contender.needs}, quiet)], split, name, cfg)
                     seconds = round(time.perf_counter() - started, 2)
-                trained = how(cfg, threads, name, key.seed)
+                trained = how(cfg, threads, name, key.seed, key.trial)
                 if drawn is not None:
                     draws.add(key, name, drawn["result"], result)
                 run_fp = fingerprints.run(run_config, split.sha256, name, trained)
@@ -530,6 +544,57 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                               {need: cache.made[need] for need in contender.needs if need in cache.made})
                 done.add(record.id)
                 advance(record.id)
+
+
+class _Trials:
+    """A tuned study's trials of one seed, stacked (`study.stack` K): trials u of the baseline, or
+    of a contender that stacks, at one point train as one graph of up to K slots, each with its
+    own settings (`Contender.train`), trial u in slot u % K of the stack of trials K * (u // K)
+    to K * (u // K) + K - 1, whichever of them are pending: a trial's numbers depend on its slot,
+    on nothing else of its stack, so they are the same with `--jobs`, `--shard`, on resuming and
+    with a grown budget. A stack of one trial gets a filler, a copy whose results are dropped.
+    An adaptive sampler's trials depend on those before them, and never stack (`check_tuning`).
+    """
+
+    def __init__(self, cfg: Config, stack: int, draws: "tuning.Draws", said: set | None = None):
+        self.cfg, self.stack, self.draws = cfg, stack, draws
+        self.said: set[str] = set() if said is None else said
+        self.made: dict[str, tuple] = {}  # run id -> (scores, seconds, predictions, phases)
+
+    def takes(self, contender) -> bool:
+        """Whether `contender`'s trials stack; where not, say so once (they train one by one)."""
+        if contender.stack_unsupported is None:
+            return True
+        if contender.name not in self.said:
+            self.said.add(contender.name)
+            warnings.warn(f"study.stack: {contender.name} trains one trial at a time, since "
+                          f"{contender.stack_unsupported}", stacklevel=2)
+        return False
+
+    def run(self, key: RunKey, contender, split, cache) -> tuple[dict, float, Any, list | None]:
+        """Trial `key.trial` of `contender` at `key`'s point: trained with its stack at first ask."""
+        name = contender.name
+        if key.run_id(name) not in self.made:
+            low = key.trial - key.trial % self.stack
+            chunk = [key.at_trial(u) for u in range(low, min(low + self.stack, self.cfg.tune.trials))]
+            cfgs = [k.config(self.cfg, name, self.draws.drawn(k, name)) for k in chunk]
+            slots = cfgs + cfgs[:1] * (len(cfgs) < 2)  # a filler: two slots at least, as every stack
+            started = time.perf_counter()
+            try:
+                base = cache[contender.needs[0]] if contender.needs else None
+            except DivergedError as e:  # every trial built on it diverged too, as unstacked
+                failure = e
+                made = _trained(lambda part: [functools.partial(_raised, failure)] * len(cfgs), split, name, self.cfg)
+            else:
+                def fits(part):
+                    return [functools.partial(_raised, o) for o in contender.train(
+                        slots, part, [base] * len(slots), Reporter(quiet=True))[:len(cfgs)]]
+
+                made = _trained(fits, split, name, self.cfg)
+            share = round((time.perf_counter() - started) / len(chunk), 2)
+            for k, (scores, predicted, phases) in zip(chunk, made):
+                self.made[k.run_id(name)] = (scores, share, predicted, phases)
+        return self.made.pop(key.run_id(name))
 
 
 def _raised(outcome):
