@@ -99,7 +99,7 @@ def test_each_contenders_options_are_in_a_group_of_their_own():
 
 def test_contenders_help_names_them_and_the_command_lists_them():
     help_text = run_cli("run", "--help").out
-    assert "fmtransfer contenders" in help_text
+    assert "fmtransfer contenders" in " ".join(help_text.split())  # wherever the list of names wraps it
     for name in contenders.names():
         assert contenders.get(name).description not in " ".join(help_text.split())
     listed = run_cli("contenders", "--json")
