@@ -84,6 +84,7 @@ def run_study(cfg: Config | None = None, study_dir: str | Path = "runs/study", *
     jobs = parse_jobs(jobs, cfg.model.arch)
     threads = runtime.training_threads(cfg.model.arch)
     check_grid(cfg)
+    check_tuning(cfg)  # before the study's folder is made
     if not study_contenders(cfg):  # a study of nothing would exit 0 having run nothing
         raise ConfigError("contenders", "a study pairs each contender with the baseline, which runs with every one; "
                                         "name at least one contender besides it, e.g. transfer")
@@ -242,7 +243,6 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
                workers_lock: str = ".lock-workers", threads: tuple[int, int] | None = None,
                tensorboard: str | Path | None = None) -> StudyResult:
     threads = threads or runtime.training_threads(cfg.model.arch)
-    check_tuning(cfg)
     check_study_dir(cfg, study_dir, threads[0])
     chosen = study_contenders(cfg)
     k = stacking(cfg)
