@@ -386,7 +386,8 @@ def budget_figure(curves: Mapping[str, Curve], title: str, *, option: str = "--p
             m, s = 100 * np.asarray(mean), 100 * np.asarray(sd)
             (line,) = ax.plot(n, m, marker="o", ms=3, label=name)
             # An accuracy lies in 0..100: the band of a spread near the ceiling stops there.
-            ax.fill_between(n, np.clip(m - s, 0, 100), np.clip(m + s, 0, 100), color=line.get_color(), alpha=0.15, lw=0)
+            ax.fill_between(n, np.clip(m - s, 0, 100), np.clip(m + s, 0, 100), color=line.get_color(), alpha=0.15,
+                            lw=0)
     left.set_title("expected best validation accuracy", fontsize=9)
     right.set_title("expected test accuracy of the trial validation selects", fontsize=9)
     for ax in (left, right):
