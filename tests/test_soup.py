@@ -211,3 +211,14 @@ def test_zero_ingredients_or_no_validation_images_is_one_line_and_exit_2_before_
     assert_usage_error(run_cli("run", "--run", run, "--contenders", "soup", "--valid-size", "0"),
                        "--valid-size", "validation images")
     assert not run.exists()
+
+
+def test_the_run_directorys_record_of_a_soup_of_one_says_it_is_the_transfer_model_itself(tiny_data, tmp_path):
+    run = tmp_path / "r"
+    result = run_cli("run", "--run", run, "--contenders", "soup", "--soup-ingredients", "1", "--data-dir", tiny_data,
+                     "--no-verify", "--valid-size", "100", "--b-train-size", "20", "--hidden", "16,8",
+                     "--a-epochs", "1", "--b-epochs", "1", "--freeze-epochs", "1", "--fine-tune-epochs", "1")
+    assert result.code == 0, result.err
+    record = json.loads((run / "transfer_soup.json").read_text())
+    assert record["details"] == {"soup": ONE, "ingredients": 1}
+    assert [p["name"] for p in record["phases"]] == ["frozen", "fine-tune"]

@@ -62,7 +62,8 @@ class Soup(Contender):
     def check_settings(self, cfg):
         _check_validation(cfg.soup.ingredients, cfg.data.valid_size)
 
-    def fit(self, cfg, split, deps, reporter):
+    def fit(self, cfg, split, deps, reporter, source: str | None = None):
+        """Its K ingredients on `deps[needs[0]]` (`source` names it, as for transfer), then the soup."""
         from fmtransfer import models, training
 
         started = time.perf_counter()
@@ -70,7 +71,9 @@ class Soup(Contender):
         valid = split.b_valid
         _check_validation(count, len(valid[1]))  # a split made elsewhere may hold none of task B's
         base = deps[self.needs[0]]
-        made = TransferFromA().train([cfg] * count, split, [base] * count, reporter, shuffles=list(range(count)))
+        maker = TransferFromA()
+        maker.title = self.title  # what its progress bars and a divergence call the phases
+        made = maker.train([cfg] * count, split, [base] * count, reporter, source, shuffles=list(range(count)))
         if count == 1:  # transfer from A itself, which raised if it diverged
             model, result = made[0]
             return model, dataclasses.replace(result, name=self.name, title=self.title,
