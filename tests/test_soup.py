@@ -163,6 +163,28 @@ def _untimed(phases: list[dict]) -> list[dict]:
     return [{**p, "history": [{k: v for k, v in e.items() if k != "seconds"} for e in p["history"]]} for p in phases]
 
 
+def test_a_diverged_ingredient_is_left_out_and_a_soup_whose_every_ingredient_diverged_diverges(setup, monkeypatch):
+    from fmtransfer.errors import DivergedError
+
+    cfg, split, model_a = setup
+    train = TransferFromA.train
+    failing: set = {1}
+
+    def diverging(self, *args, **kwargs):
+        made = train(self, *args, **kwargs)
+        return [DivergedError(f"ingredient {j}", 1) if j in failing else m for j, m in enumerate(made)]
+
+    monkeypatch.setattr(TransferFromA, "train", diverging)
+    _, result = _fit("soup", cfg, split, model_a)
+    d = result.details
+    assert d["diverged"] == [1] and d["ingredient_valid_accuracy"][1] is None
+    assert 1 not in d["tried"] and 1 not in d["kept"]
+    assert not any(p["name"].startswith("ingredient 1:") for p in result.phases)
+    failing.update({0, 2})
+    with pytest.raises(DivergedError, match="ingredient 0"):
+        _fit("soup", cfg, split, model_a)
+
+
 # ----------------------------------------------------------------------------- on the cnn
 
 def test_a_cnn_soup_trains_its_ingredients_one_by_one_and_averages_them(tiny_data, monkeypatch):

@@ -78,14 +78,16 @@ class Soup(Contender):
             model, result = made[0]
             return model, dataclasses.replace(result, name=self.name, title=self.title,
                                               details={**result.details, "soup": ONE, "ingredients": 1})
-        scores: list[float | None] = []
+        scores: list[float | None] = []  # None: diverged, in training or in its predictions
+        failures = []
         for outcome in made:
-            scored = None if isinstance(outcome, DivergedError) else training.evaluated(outcome[0], valid,
-                                                                                         training.BINARY)
-            scores.append(None if scored is None or isinstance(scored, DivergedError) else scored["accuracy"])
+            scored = outcome if isinstance(outcome, DivergedError) else training.evaluated(outcome[0], valid,
+                                                                                            training.BINARY)
+            failures += [scored] if isinstance(scored, DivergedError) else []
+            scores.append(None if isinstance(scored, DivergedError) else scored["accuracy"])
         grown = [j for j, s in enumerate(scores) if s is not None]
         if not grown:
-            raise next((m for m in made if isinstance(m, DivergedError)), DivergedError("every ingredient", 0))
+            raise failures[0]
         weights = {j: made[j][0].get_weights() for j in grown}
         soup = models.clone_with_weights(made[grown[0]][0])
 
