@@ -241,6 +241,8 @@ def transfer(cfg: Config, rd: RunDir, reporter: Reporter | None = None, contende
         "arch": models.arch_of(base), "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
         "phases": r.phases, "reuse_layers": r.details["reuse_layers"], "unfreeze": cfg.transfer.unfreeze,
         "linear_probe": r.details["linear_probe"],
+        # The rest of what the contender said of its model (a soup's ingredients), kept with it.
+        "details": {k: v for k, v in r.details.items() if k not in ("reuse_layers", "unfreeze", "linear_probe")},
         "pretrained_unchanged": models.weights_digest(base.get_weights()) == before,
         "pretrained_meta": base_meta, **_stamp(cfg, started, manifest),
     }

@@ -77,7 +77,8 @@ class TransferFromA(Contender):
             raise made
         return made
 
-    def train(self, cfgs: list, split, bases: list, reporter, source: str | None = None) -> list:
+    def train(self, cfgs: list, split, bases: list, reporter, source: str | None = None,
+              shuffles: list[int] | None = None) -> list:
         """Model B for each config on its base (`bases[k]`, cloned, never changed), through this
         contender's phases: alone, or stacked where the network allows it. Per config
         (model, result) or the DivergedError that stopped it; one config alone raises it.
@@ -87,7 +88,10 @@ class TransferFromA(Contender):
         strengths (L2-SP's alpha and beta, LP-FT's C). They may share one seed (the trials of a
         tuned study). Configs whose phases differ in `structure`, or in the layers reused or the
         batch size (a reinit depth, gradual's schedule where it changes the phases), train in a
-        stack per group, in order of first appearance.
+        stack per group, in order of first appearance. `shuffles[k]`, where given, picks config
+        k's shuffles of the training images: 0 (the default) its seed's own, j > 0 others, drawn
+        from (seed, phase, j), with all else its seed's, model B's initial weights included (the
+        ingredients of a greedy soup).
 
         Per config, in the order one config alone takes: seed, build B on its base, probe,
         `prepare`, `penalty`; then, group by group, the phases, each trained for every model of
@@ -126,7 +130,7 @@ class TransferFromA(Contender):
         for group in training.groups([(r, c.batch_size, structure(p)) for c, r, p in zip(cfgs, reused, phases)]):
             self._phases(group, [phases[k] for k in group], cfgs, plain, reused[group[0]],
                          (penalties, guides, on_features), failed, steps, (x, y), valid, reporter, source,
-                         alone=len(cfgs) == 1)
+                         alone=len(cfgs) == 1, shuffles=shuffles or [0] * len(cfgs))
         seconds = round((time.perf_counter() - started) / len(cfgs), 3)
         made = []
         for k, (cfg, model) in enumerate(zip(cfgs, plain)):
@@ -140,10 +144,11 @@ class TransferFromA(Contender):
 
     def _phases(self, group: list[int], phases: list[list[Phase]], cfgs: list, plain: list, reused: int,
                 terms: tuple, failed: list, steps: list, data: tuple, valid: tuple, reporter, source: str,
-                alone: bool) -> None:
+                alone: bool, shuffles: list[int]) -> None:
         """The phases of the configs `group` indexes (`phases[j]` those of config `group[j]`, all of
         one `structure`), trained as one stack: each model's records go to `steps`, a divergence
-        to `failed`. `terms`: per config, its penalty, guide and feature penalty."""
+        to `failed`. `terms`: per config, its penalty, guide and feature penalty; `shuffles`: per
+        config, which shuffle of its seed (`train`)."""
         penalties, guides, on_features = terms
         from fmtransfer import models, training
 
@@ -163,7 +168,9 @@ class TransferFromA(Contender):
                                                epochs=[p.epochs for p in mine.values()],
                                                learning_rate=[p.learning_rate for p in mine.values()],
                                                batch_size=cfgs[group[0]].batch_size,
-                                               seeds=[[cfgs[k].seed, i + 1] for k in mine], validation=valid,
+                                               # Shuffle 0 is the seed's own, as it always was.
+                                               seeds=[[cfgs[k].seed, i + 1, *([shuffles[k]] if shuffles[k] else [])]
+                                                      for k in mine], validation=valid,
                                                on_epoch=on_epoch, what=f"{label}: {phase.name}",
                                                key=(phase.key, *self.strengths) if phase.key else self.strengths,
                                                penalties=[penalties[k] for k in mine],
