@@ -369,3 +369,13 @@ def draw(space: Mapping[str, Space], seed) -> dict[str, Any]:
     return {key: s.sample(np.random.default_rng(
                 np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, _word(key)))))
             for key, s in space.items()}
+
+
+def capped(found: dict[str, Space], key: str, most: int) -> dict[str, Space]:
+    """`found` (key -> space) with the integer space of `key`, if any, drawing no more than `most`:
+    what a setting bounded by the rest of the config (a block or depth by the layers reused, k by
+    the batch) may draw in a trial."""
+    space = found.get(key)
+    if isinstance(space, IntRange) and space.high > most:
+        found = {**found, key: IntRange(min(space.low, most), most, space.log)}
+    return found

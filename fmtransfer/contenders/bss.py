@@ -16,7 +16,7 @@ from fmtransfer.config import MAX_UNITS, Bounds, Section, reuse_count, setting
 from fmtransfer.contenders.base import register
 from fmtransfer.contenders.transfer import TransferFromA
 from fmtransfer.errors import ConfigError
-from fmtransfer.space import IntRange, LogUniform
+from fmtransfer.space import IntRange, LogUniform, capped
 
 
 @register
@@ -47,12 +47,8 @@ class Bss(TransferFromA):
 
     def space(self, cfg):
         """Its space, with k drawn no larger than a batch or the features' width."""
-        found = super().space(cfg)
-        k = found.get("bss.k")
         most = min(cfg.batch_size, feature_width(cfg.model, reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks)))
-        if isinstance(k, IntRange) and k.high > most:
-            found["bss.k"] = IntRange(min(k.low, most), most, k.log)
-        return found
+        return capped(super().space(cfg), "bss.k", most)
 
     def check_settings(self, cfg):
         reused = reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks)

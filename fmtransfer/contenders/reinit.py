@@ -10,7 +10,7 @@ from fmtransfer.config import MAX_UNITS, Bounds, Section, reuse_count, setting
 from fmtransfer.contenders.base import Phase, register
 from fmtransfer.contenders.transfer import TransferFromA, fine_tune_phase
 from fmtransfer.errors import ConfigError
-from fmtransfer.space import IntRange
+from fmtransfer.space import IntRange, capped
 
 
 @register
@@ -36,12 +36,7 @@ class Reinit(TransferFromA):
 
     def space(self, cfg):
         """Its space, with the depth drawn no deeper than the layers reused."""
-        found = super().space(cfg)
-        depth = found.get("reinit.depth")
-        reused = reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks)
-        if isinstance(depth, IntRange) and depth.high > reused:
-            found["reinit.depth"] = IntRange(min(depth.low, reused), reused, depth.log)
-        return found
+        return capped(super().space(cfg), "reinit.depth", reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks))
 
     def check_settings(self, cfg):
         _check_depth(cfg.reinit.depth, reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks))

@@ -14,7 +14,7 @@ from fmtransfer.config import MAX_UNITS, Bounds, Section, reuse_count, setting
 from fmtransfer.contenders.base import Phase, register
 from fmtransfer.contenders.transfer import TransferFromA
 from fmtransfer.errors import ConfigError
-from fmtransfer.space import IntRange
+from fmtransfer.space import IntRange, capped
 
 
 @register
@@ -41,12 +41,7 @@ class Surgical(TransferFromA):
 
     def space(self, cfg):
         """Its space, with the block drawn no higher than the layers reused."""
-        found = super().space(cfg)
-        block = found.get("surgical.block")
-        reused = reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks)
-        if isinstance(block, IntRange) and block.high > reused:
-            found["surgical.block"] = IntRange(min(block.low, reused), reused, block.log)
-        return found
+        return capped(super().space(cfg), "surgical.block", reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks))
 
     def check_settings(self, cfg):
         _check_block(cfg.surgical.block, reuse_count(cfg.transfer.reuse_layers, cfg.model.blocks))

@@ -12,7 +12,7 @@ import functools
 import itertools
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 from fmtransfer import contenders
 from fmtransfer.config import LR_PRESETS, Config, check_unfreeze
@@ -360,12 +360,16 @@ def study_contenders(cfg: Config) -> tuple[str, ...]:
     return tuple(c for c in contenders.select(cfg) if c != "baseline")
 
 
-def planned_contenders(cfg: Config) -> tuple[str, ...]:
+def planned_contenders(cfg: Config, ran: Iterable[str] | None = None) -> tuple[str, ...]:
     """`study_contenders` as a report reads them from a study's stored config: with no contender's
     code needed, and none refused. A name no longer registered (an uninstalled plug-in's) stays
-    as recorded; `all` is what is registered now that builds the study's network."""
+    as recorded; `all` is what the study ran (`ran`, the contenders its study.json names), or
+    without it what is registered now that builds the study's network: a contender registered
+    after the study was made is no run it lacks."""
     chosen = cfg.contenders or ("transfer",)
-    if "all" in chosen:
+    if "all" in chosen and ran is not None:
+        chosen = [*ran, *(c for c in chosen if c != "all")]
+    elif "all" in chosen:
         known = contenders.names()
         every = [n for n in known if cfg.model.arch in contenders.get(n).archs]
         chosen = [*every, *(c for c in chosen if c != "all" and c not in known)]

@@ -120,7 +120,10 @@ def report(study_dir: str | Path, *, equivalence_margin: float | None = None) ->
     identity = [[c.point, c.contender] for c in summary]
     family = max_t_over_study(summary, by_seed, seed=mc_seed("study", identity))
     tied = best_sets(summary, by_seed, seed=mc_seed("best", identity))
-    in_grid = {k.run_id(c) for k in grid(config) for c in planned_contenders(config)}
+    # What the study ran: the contenders study.json names (a study of 0.5 or older names none) and
+    # those with records; `all` is these, not what is registered today.
+    ran = [*(meta["titles"] if isinstance(meta.get("titles"), dict) else {}), *(r.contender for r in results)]
+    in_grid = {k.run_id(c) for k in grid(config) for c in planned_contenders(config, dict.fromkeys(ran))}
     return StudyResult(str(study_dir), len(results), len(in_grid | {r.id for r in results}), summary,
                        meta["config"], skipped=skipped, max_t=family, best_sets=tied, equivalence_margin=margin,
                        by_seed=by_seed,

@@ -563,13 +563,7 @@ class _Trials:
 
     def takes(self, contender) -> bool:
         """Whether `contender`'s trials stack; where not, say so once (they train one by one)."""
-        if contender.stack_unsupported is None:
-            return True
-        if contender.name not in self.said:
-            self.said.add(contender.name)
-            warnings.warn(f"study.stack: {contender.name} trains one trial at a time, since "
-                          f"{contender.stack_unsupported}", stacklevel=2)
-        return False
+        return _stacks(contender, self.said, "trial")
 
     def run(self, key: RunKey, contender, split, cache) -> tuple[dict, float, Any, list | None]:
         """Trial `key.trial` of `contender` at `key`'s point: trained with its stack at first ask."""
@@ -595,6 +589,17 @@ class _Trials:
             for k, (scores, predicted, phases) in zip(chunk, made):
                 self.made[k.run_id(name)] = (scores, share, predicted, phases)
         return self.made.pop(key.run_id(name))
+
+
+def _stacks(contender, said: set[str], what: str) -> bool:
+    """Whether `contender` trains in a stack; where it cannot, say why once per study (or worker)."""
+    if contender.stack_unsupported is None:
+        return True
+    if contender.name not in said:
+        said.add(contender.name)
+        warnings.warn(f"study.stack: {contender.name} trains one {what} at a time, since "
+                      f"{contender.stack_unsupported}", stacklevel=3)
+    return False
 
 
 def _raised(outcome):
@@ -631,13 +636,7 @@ class _Stacked:
 
     def takes(self, contender) -> bool:
         """Whether `contender` stacks; where it cannot, say so once, and `_run_group` trains it unstacked."""
-        if contender.stack_unsupported is None:
-            return True
-        if contender.name not in self.said:
-            self.said.add(contender.name)
-            warnings.warn(f"study.stack: {contender.name} trains one seed at a time, since "
-                          f"{contender.stack_unsupported}", stacklevel=2)
-        return False
+        return _stacks(contender, self.said, "seed")
 
     def _seeds(self, keep) -> list[RunKey]:
         """The first key of each seed with a key that `keep` accepts, in seed order."""
