@@ -27,8 +27,7 @@ from fmtransfer.config import flatten
 from fmtransfer.errors import UsageError
 from fmtransfer.io import output_file, write_text_atomic
 from fmtransfer.report import SMOKE, plotting_available, smoke_note, smoke_title
-from fmtransfer.study.axes import cell_axes
-from fmtransfer.study.reporting import StudyResult, columns, notes, study_figures
+from fmtransfer.study.reporting import StudyResult, columns, notes, shown_axes, study_figures
 from fmtransfer.version import __version__
 
 PACKAGES = ("tensorflow", "keras", "numpy", "scipy", "matplotlib", "rich")
@@ -135,7 +134,7 @@ def page(result: StudyResult, study_dir: str | Path, plots: bool | None = None) 
     """The whole page as a string; `plots` None: embedded where matplotlib is installed."""
     summary = result.to_dict()
     cells = summary["cells"]
-    shown = [a for a in cell_axes() if any(a.name in c for c in cells)]
+    shown = shown_axes(cells)
     smoke = summary.get("smoke") or []
     parts = [f"<h1>{escape(smoke_title(smoke))}Study {escape(summary['study'])}</h1>",
              *([f'<p class="smoke"><strong>{escape(smoke_note(smoke))}.</strong></p>'] if smoke else []),

@@ -199,14 +199,21 @@ def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
 
 def _words(cell: Cell, sep: str = ", ", skip: tuple[str, ...] = ()) -> str:
     """A cell's grid point as the report's headings write it: "classes 5 vs 6, 200 images, ..."."""
-    return sep.join(a.words(a.from_json(cell.point[a.name])) for a in cell_axes()
-                    if a.name in cell.point and a.name not in skip)
+    return sep.join(a.words(a.from_json(cell.point[a.name])) for a in shown_axes([cell.to_dict()])
+                    if a.name not in skip)
 
 
 def _label(cell: Cell, skip: tuple[str, ...] = ()) -> str:
     """A cell's grid point in a short label: "5 vs 6, n=200, reuse all, book"."""
-    return ", ".join(a.short(a.from_json(cell.point[a.name])) for a in cell_axes()
-                     if a.name in cell.point and a.name not in skip)
+    return ", ".join(a.short(a.from_json(cell.point[a.name])) for a in shown_axes([cell.to_dict()])
+                     if a.name not in skip)
+
+
+def shown_axes(cells: list[dict]) -> list:
+    """The axes the report names the cells (`Cell.to_dict()`s) by: those they have, but the
+    learning-rate preset where every cell is tuned, since its trials draw the rates instead."""
+    tuned = bool(cells) and all(c.get("tuning") for c in cells)
+    return [a for a in cell_axes() if any(a.name in c for c in cells) and not (tuned and a.name == "preset")]
 
 
 def leaderboard(result: "StudyResult") -> list[Cell]:
@@ -374,7 +381,7 @@ def table(summary: dict, width: int | None = None, wide: bool = False):
     from rich.console import Group
     from rich.text import Text
 
-    shown = [a for a in cell_axes() if any(a.name in c for c in summary["cells"])]
+    shown = shown_axes(summary["cells"])
 
     def point(c: dict) -> tuple:
         return tuple(a.order(a.from_json(c[a.name])) if a.name in c else "" for a in shown)
