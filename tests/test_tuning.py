@@ -276,3 +276,22 @@ def test_stacked_trials_give_each_trials_numbers_to_float_precision_and_the_same
     [cell] = result.json()["cells"]
     assert [(c["trial"], c["baseline_trial"]) for c in cell["tuning"]["selected"]] == \
            [(c["trial"], c["baseline_trial"]) for c in tuned[1]["cells"][0]["tuning"]["selected"]]
+
+
+def test_what_a_trial_records_it_drew_is_what_its_run_trained_with_at_every_reuse_depth():
+    """A depth's space is capped by the point's reuse depth, not the study's first: the `drawn`
+    a results line keeps is the run config's, for every contender and depth."""
+    from fmtransfer.study.axes import grid
+
+    cfg = Config(tune={"trials": 4}, study={"reuse_layers": ("all", 1, 2)}, contenders=("reinit", "surgical", "bss"))
+    draws = tuning.Draws(cfg, Path("unused"))
+    for key in grid(cfg):
+        for name in ("reinit", "surgical", "bss"):
+            drawn = draws.drawn(key, name)
+            run = key.config(cfg, name, drawn).to_dict()
+            for k, v in {**drawn["baseline"], **drawn["result"]}.items():
+                section, _, setting = k.partition(".")
+                assert run[section][setting] == v, (key.id, name, k)
+            if key.reuse_layers != "all":
+                assert drawn["result"].get("reinit.depth", 1) <= key.reuse_layers
+                assert drawn["result"].get("surgical.block", 1) <= key.reuse_layers

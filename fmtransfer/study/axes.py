@@ -316,12 +316,17 @@ class RunKey:
         `contender`'s trial draws: `trial_settings`, or under an adaptive sampler (`tune.sampler`
         tpe, whose trials depend on those before them) `drawn`, what the trial was given,
         {"baseline": {key: value}, "result": {...}} as its results line records it."""
-        cfg = base.replace(**{k: v for a, value in self._axes() for k, v in a.settings(value).items()})
+        cfg = self.axes_config(base)
         if self.values.get("trial") is None:
             return cfg
         if cfg.tune.sampler != "random":
             return cfg.replace(**(drawn or {}).get("baseline", {}), **(drawn or {}).get("result", {}))
         return cfg.replace(**self.trial_settings(cfg, contender))
+
+    def axes_config(self, base: Config) -> Config:
+        """`base` with what each axis' value sets, before any trial's draw: what bounds a trial's
+        spaces (a reinit depth by this point's reuse depth)."""
+        return base.replace(**{k: v for a, value in self._axes() for k, v in a.settings(value).items()})
 
     def at_trial(self, trial: int) -> "RunKey":
         """This point's key for another trial."""

@@ -181,13 +181,16 @@ class Draws:
         value = None if "diverged" in details else details.get("valid_accuracy")
         self.history.setdefault(self._stream(key, name), {})[key.trial] = (dict(settings), value)
         if self.journal is not None and self.cfg.tune.sampler == "tpe":
-            sampler.record(self.journal, "/".join(map(str, self._stream(key, name))), self._space(name), settings,
-                           value, number=key.trial)
+            sampler.record(self.journal, "/".join(map(str, self._stream(key, name))), self._space(key, name),
+                           settings, value, number=key.trial)
 
-    def _space(self, name: str) -> dict:
-        baseline = contenders.get("baseline").space(self.cfg)
+    def _space(self, key, name: str) -> dict:
+        """What `name`'s trial at `key` draws: its spaces at this point (a depth capped by the
+        point's reuse depth), less the baseline's, which the baseline's trial draws."""
+        cfg = key.axes_config(self.cfg)
+        baseline = contenders.get("baseline").space(cfg)
         return baseline if name == "baseline" else {
-            k: s for k, s in contenders.get(name).space(self.cfg).items() if k not in baseline}
+            k: s for k, s in contenders.get(name).space(cfg).items() if k not in baseline}
 
     def _suggested(self, key, name: str) -> dict:
         past = self.history.get(self._stream(key, name), {})
@@ -195,7 +198,7 @@ class Draws:
             missing = min(t for t in range(key.trial) if t not in past)
             raise RuntimeError(f"TPE's trial {key.trial} of {name} at {key.id} needs trial {missing} first")
         stream = self._stream(key, name)
-        return sampler.suggest(self._space(name), [past[t] for t in range(key.trial)],
+        return sampler.suggest(self._space(key, name), [past[t] for t in range(key.trial)],
                                seed=sampler.sampler_seed(key.seed, stream[1], name, key.trial))
 
     def drawn(self, key, name: str) -> dict | None:
@@ -203,8 +206,8 @@ class Draws:
         if key.values.get(TRIAL) is None:
             return None
         if self.cfg.tune.sampler == "random":
-            both = key.trial_settings(self.cfg, name)
-            mine = set(self._space(name)) if name != "baseline" else set()
+            both = key.trial_settings(key.axes_config(self.cfg), name)
+            mine = set(self._space(key, name)) if name != "baseline" else set()
             return {"baseline": {k: v for k, v in both.items() if k not in mine},
                     "result": {k: v for k, v in both.items() if k in mine}}
         base = self._suggested(key, "baseline")
