@@ -297,8 +297,9 @@ class RunKey:
 
     @property
     def unit(self) -> tuple:
-        """The pooled axes' values, e.g. (42, 'first'): a cell's unit of pairing, (seed, data seed)."""
-        return tuple(v for a, v in self._axes() if a.pooled)
+        """The pooled axes' values, e.g. (42, 'first'): a cell's unit of pairing, (seed, data seed).
+        A tuned study's trial is pooled too, but it is no unit: a unit selects one of its trials."""
+        return tuple(v for a, v in self._axes() if a.pooled and a.name != "trial")
 
     @property
     def setting(self) -> tuple:
