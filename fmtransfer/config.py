@@ -589,7 +589,10 @@ class TuneConfig(Section):
         return int(m.group(1)) if m and m.group(1) else None
 
     def check(self) -> None:
-        m = TUNE_ON.fullmatch(self.on.strip()) if isinstance(self.on, str) else None
+        # Spaces around it, as typed, are no other protocol: kept without them, so that `folds`,
+        # fingerprints and a resume's comparison read the one form.
+        object.__setattr__(self, "on", self.on.strip())
+        m = TUNE_ON.fullmatch(self.on)
         self.fail_unless(m is not None, "on", f"must be valid or cv:K (K folds, e.g. cv:5), got {self.on!r}")
         if m.group(1):
             k = int(m.group(1))

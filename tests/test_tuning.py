@@ -185,6 +185,12 @@ def test_folds_split_the_labelled_sample_by_class_into_k_disjoint_parts(tiny_dat
     assert e.value.key == "tune.on"
 
 
+def test_the_protocol_as_typed_with_spaces_is_the_protocol_itself():
+    """A TOML file's on = " cv:5 " is cv:5, never a silent fall back to the validation images."""
+    tune = Config(tune={"trials": 2, "on": " cv:5 "}).tune
+    assert (tune.on, tune.folds) == ("cv:5", 5)
+
+
 def test_a_cv_tuned_study_scores_each_trial_on_the_folds_and_counts_their_steps(tiny_data, tmp_path):
     study = tmp_path / "cv"
     result = run_cli("study", "--run", study, *tiny(tiny_data, "--tune", "2", "--tune-on", "cv:2", "--json"))
