@@ -290,7 +290,7 @@ def test_what_a_trial_records_it_drew_is_what_its_run_trained_with_at_every_reus
     from fmtransfer.study.axes import grid
 
     cfg = Config(tune={"trials": 4}, study={"reuse_layers": ("all", 1, 2)}, contenders=("reinit", "surgical", "bss"))
-    draws = tuning.Draws(cfg, Path("unused"))
+    draws = tuning.Draws(cfg)
     for key in grid(cfg):
         for name in ("reinit", "surgical", "bss"):
             drawn = draws.drawn(key, name)

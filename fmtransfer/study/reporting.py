@@ -199,14 +199,20 @@ def _cells(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
 
 def _words(cell: Cell, sep: str = ", ", skip: tuple[str, ...] = ()) -> str:
     """A cell's grid point as the report's headings write it: "classes 5 vs 6, 200 images, ..."."""
-    return sep.join(a.words(a.from_json(cell.point[a.name])) for a in shown_axes([cell.to_dict()])
+    return sep.join(a.words(a.from_json(cell.point[a.name])) for a in shown_axes([_named(cell)])
                     if a.name not in skip)
 
 
 def _label(cell: Cell, skip: tuple[str, ...] = ()) -> str:
     """A cell's grid point in a short label: "5 vs 6, n=200, reuse all, book"."""
-    return ", ".join(a.short(a.from_json(cell.point[a.name])) for a in shown_axes([cell.to_dict()])
+    return ", ".join(a.short(a.from_json(cell.point[a.name])) for a in shown_axes([_named(cell)])
                      if a.name not in skip)
+
+
+def _named(cell: Cell) -> dict:
+    """What `shown_axes` reads of a cell: its point and whether it is tuned (not the whole
+    `to_dict`, a copy of every list of the cell, for each heading)."""
+    return {**cell.point, "tuning": cell.tuning}
 
 
 def shown_axes(cells: list[dict]) -> list:

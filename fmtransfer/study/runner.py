@@ -268,7 +268,7 @@ def _run_study(cfg: Config, study_dir: Path, index: int, count: int, reporter: R
             if jobs == 1:
                 said: set[str] = set()
                 board = _board(tensorboard)
-                draws = tuning.Draws(cfg, study_dir, recorded, sampler.journal_path(study_dir, index, count))
+                draws = tuning.Draws(cfg, recorded, sampler.journal_path(study_dir, index, count))
                 for unit in units:
                     _run_unit(unit, cfg, chosen, raw, study_dir, out, done, advance, threads[0], said, board, draws)
             else:
@@ -316,8 +316,9 @@ def _run_unit(unit: list[RunKey], cfg, chosen, raw, study_dir: Path, out: Path, 
     """A unit's seeds: stacked where the study stacks (`records.stacking`), each seed in its slot,
     even a seed alone (a stack of one seed and a filler); else one by one."""
     k = stacking(cfg)
+    draws = draws or tuning.Draws(cfg)
     together = _Stacked(unit, cfg, chosen, study_dir, done, threads, k, said) if k > 1 and not cfg.tune.tuned else None
-    trials = _Trials(cfg, k, draws or tuning.Draws(cfg, study_dir), said) if k > 1 and cfg.tune.tuned else None
+    trials = _Trials(cfg, k, draws, said) if k > 1 and cfg.tune.tuned else None
     for _, runs in itertools.groupby(unit, key=lambda key: key.group):
         _run_group(list(runs), cfg, chosen, raw, study_dir, out, done, advance, together, threads, board, draws,
                    trials)
@@ -346,11 +347,11 @@ def _prepare_worker(job: int, cfg: Config, chosen, study_dir: str, out: str, don
     """A worker's TensorFlow and dataset, once; its results go to its own file, `...-job{job}.jsonl`."""
     runtime.setup(**setup)
     out_path = Path(out)
-    journal = out_path.parent / sampler.journal_path(Path("."), 0, 1).parent / f"tpe-{out_path.stem}-job{job}.journal"
+    journal = sampler.journal_path(Path(study_dir)).with_name(f"tpe-{out_path.stem}-job{job}.journal")
     return {"cfg": cfg, "chosen": chosen, "raw": _checked_data(cfg), "study_dir": Path(study_dir),
             "out": out_path.with_name(f"{out_path.stem}-job{job}.jsonl"), "finished": set(done),
             "threads": runtime.training_threads(cfg.model.arch)[0], "said": set(), "board": _board(tensorboard),
-            "draws": tuning.Draws(cfg, Path(study_dir), load_records(Path(study_dir), cfg), journal)}
+            "draws": tuning.Draws(cfg, load_records(Path(study_dir), cfg), journal)}
 
 
 def _run_in_worker(state: dict, unit: list[RunKey], advance) -> None:
@@ -478,7 +479,7 @@ def _run_group(runs: list[RunKey], cfg: Config, chosen: tuple[str, ...], raw, st
                                                                  first.seed, how=how(cfg, threads, "baseline",
                                                                                      first.seed))
     quiet = Reporter(quiet=True)
-    draws = draws or tuning.Draws(cfg, study_dir)
+    draws = draws or tuning.Draws(cfg)
     for _, sized in itertools.groupby(runs, key=lambda k: k.baseline_group):
         sized = list(sized)
         here = sized[0]

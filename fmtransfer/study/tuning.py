@@ -164,8 +164,8 @@ class Draws:
     optuna-dashboard (`sampler.journal_path`).
     """
 
-    def __init__(self, cfg, study_dir, records: Iterable[RunRecord] = (), journal=None):
-        self.cfg, self.study_dir, self.journal = cfg, study_dir, journal
+    def __init__(self, cfg, records: Iterable[RunRecord] = (), journal=None):
+        self.cfg, self.journal = cfg, journal
         self.history: dict[tuple, dict[int, tuple[dict, float | None]]] = {}
         for r in records:
             if r.key.values.get(TRIAL) is not None and r.drawn:
@@ -193,11 +193,11 @@ class Draws:
             k: s for k, s in contenders.get(name).space(cfg).items() if k not in baseline}
 
     def _suggested(self, key, name: str) -> dict:
-        past = self.history.get(self._stream(key, name), {})
+        stream = self._stream(key, name)
+        past = self.history.get(stream, {})
         if any(t not in past for t in range(key.trial)):
             missing = min(t for t in range(key.trial) if t not in past)
             raise RuntimeError(f"TPE's trial {key.trial} of {name} at {key.id} needs trial {missing} first")
-        stream = self._stream(key, name)
         return sampler.suggest(self._space(key, name), [past[t] for t in range(key.trial)],
                                seed=sampler.sampler_seed(key.seed, stream[1], name, key.trial))
 
@@ -224,21 +224,21 @@ def words(cell: dict, where: str) -> list[str]:
         return []
     on = "task B's validation images" if t["on"] == "valid" else f"{t['on'].partition(':')[2]}-fold cross-validation " \
                                                                  "inside the labelled sample"
-    said = [f"{cell['title']}, {where}: tuned with {t['trials']} trials a unit ({t['sampler']} search), each unit's "
-            f"trial selected on {on}"]
+    said = (f"{cell['title']}, {where}: tuned with {t['trials']} trials a unit ({t['sampler']} search), each unit's "
+            f"trial selected on {on}")
     if t.get("steps") is not None and t.get("baseline_steps") is not None:
-        said[0] += f"; its selected models took {t['steps']:.0f} SGD steps on task B, the baseline's {t['baseline_steps']:.0f}"
+        said += f"; its selected models took {t['steps']:.0f} SGD steps on task B, the baseline's {t['baseline_steps']:.0f}"
     if t.get("units_incomplete"):
-        said[0] += f"; {t['units_incomplete']} unit(s) left out, their trials unfinished"
+        said += f"; {t['units_incomplete']} unit(s) left out, their trials unfinished"
     gain = (t.get("budget") or {}).get("gain")
     if gain:
         n, mean = gain["n"], gain["mean"]
         shown = sorted({0, len(n) // 4, len(n) // 2, len(n) - 1})
-        said[0] += ("; expected tuned gain " + ", ".join(f"{100 * mean[i]:+.2f} pts at n={n[i]}" for i in shown))
+        said += "; expected tuned gain " + ", ".join(f"{100 * mean[i]:+.2f} pts at n={n[i]}" for i in shown)
         if gain["crossings"]:
-            said[0] += (f"; the curves cross at n={', '.join(map(str, gain['crossings']))}, so which is better "
-                        "depends on the budget")
-    return [said[0] + "."]
+            said += (f"; the curves cross at n={', '.join(map(str, gain['crossings']))}, so which is better "
+                     "depends on the budget")
+    return [said + "."]
 
 
 def budget_figures(cells: list, label) -> list[tuple[str, Any]]:
@@ -246,7 +246,7 @@ def budget_figures(cells: list, label) -> list[tuple[str, Any]]:
     the baseline's expected best validation and expected test of the selected trial against n.
     `label(cell)`: the setting in words, for the title and the file name."""
     by_setting: dict[tuple, dict[str, budget.Curve]] = {}
-    names: dict[tuple, str] = {}
+    names: dict[tuple, tuple[str, str]] = {}
     for c in cells:
         b = (c.tuning or {}).get("budget")
         if not b:
