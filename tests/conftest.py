@@ -224,6 +224,24 @@ def tiny_data(tmp_path_factory) -> Path:
     return folder
 
 
+def beside_transfer(cfg, name: str, weight: str) -> tuple[list, tuple, list]:
+    """Transfer from A's weights, `name`'s (model, result) with its term's `weight` key at 0, and
+    `name`'s weights as `cfg` has it, all on one model A: what a contender that adds a term to
+    transfer's loss must be without it, and is not with it."""
+    from fmtransfer import contenders, data, pipeline
+    from fmtransfer.report import Reporter
+
+    split = data.split_of(data.load(cfg.data), cfg.data)
+    model_a, _ = pipeline.train_model_a(cfg, split)
+
+    def fit(contender, settings):
+        return contenders.get(contender).fit(settings, split, {"model_a": model_a}, Reporter(quiet=True))
+
+    plain = fit("transfer", cfg)[0].get_weights()
+    off = fit(name, cfg.replace(**{weight: 0.0}))
+    return plain, off, fit(name, cfg)[0].get_weights()
+
+
 def tiny_settings(tiny_data: Path) -> dict:
     """Settings that train everything in seconds on `tiny_data`."""
     return {"data.dir": str(tiny_data), "data.verify_checksums": False, "data.valid_size": 100,

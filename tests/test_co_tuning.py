@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import assert_usage_error, run_cli, tiny_settings
+from conftest import assert_usage_error, beside_transfer, run_cli, tiny_settings
 from fmtransfer import contenders, load_config
 
 pytestmark = pytest.mark.usefixtures("tensorflow_set_up")
@@ -65,25 +65,14 @@ def test_the_source_loss_is_lambda_times_the_cross_entropy_of_as_head_on_the_sof
 
 
 def test_co_tuning_trains_the_kept_head_on_a_partly_reused_dense_network_and_lambda_zero_is_transfer(tiny_data):
-    from fmtransfer import data, pipeline
-    from fmtransfer.report import Reporter
-
     cfg = load_config(None, {**tiny_settings(tiny_data), "transfer.reuse_layers": 1, "data.b_train_size": 40,
                              "batch_size": 8, "transfer.fine_tune_epochs": 2,
                              "transfer.fine_tune_learning_rate": 0.05})
-    split = data.split_of(data.load(cfg.data), cfg.data)
-    model_a, _ = pipeline.train_model_a(cfg, split)
-
-    def fit(name, cfg):
-        return contenders.get(name).fit(cfg, split, {"model_a": model_a}, Reporter(quiet=True))
-
-    plain = fit("transfer", cfg)[0].get_weights()
-    off, result = fit("co-tuning", cfg.replace(**{"co_tuning.weight": 0.0}))
+    plain, (off, result), on = beside_transfer(cfg, "co-tuning", "co_tuning.weight")
     for a, b in zip(plain, off.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert result.details["reuse_layers"] == 1
     # Unlike LwF's, the soft labels are not A's own outputs: the source term pulls from the first step.
-    on = fit("co-tuning", cfg)[0].get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(plain, on))
 
 

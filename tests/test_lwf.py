@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import assert_usage_error, run_cli, tiny_settings
+from conftest import assert_usage_error, beside_transfer, run_cli, tiny_settings
 from fmtransfer import contenders, load_config
 
 pytestmark = pytest.mark.usefixtures("tensorflow_set_up")
@@ -69,24 +69,13 @@ def test_the_kept_head_and_its_distillation_train_on_the_cnn_and_lambda_zero_is_
     """With lambda_o 0 the kept head changes nothing of model B; with lambda_o 1 it does. (At the
     first step the kept head gives what was recorded, where the distillation's gradient is zero:
     it pulls only once B has moved, so the fine-tuning takes a few steps.)"""
-    from fmtransfer import data, pipeline
-    from fmtransfer.report import Reporter
-
     cfg = load_config(None, {**tiny_settings(tiny_data), "model.arch": "cnn", "model.hidden": [2, 3],
                              "model.cnn_dense": 4, "transfer.fine_tune_learning_rate": 0.05,
                              "transfer.fine_tune_epochs": 4, "data.b_train_size": 40, "batch_size": 8})
-    split = data.split_of(data.load(cfg.data), cfg.data)
-    model_a, _ = pipeline.train_model_a(cfg, split)
-
-    def fit(name, cfg):
-        return contenders.get(name).fit(cfg, split, {"model_a": model_a}, Reporter(quiet=True))
-
-    plain = fit("transfer", cfg)[0].get_weights()
-    off, result = fit("lwf", cfg.replace(**{"lwf.weight": 0.0}))
+    plain, (off, result), on = beside_transfer(cfg, "lwf", "lwf.weight")
     for a, b in zip(plain, off.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert [p["name"] for p in result.phases] == ["frozen", "fine-tune"]
-    on = fit("lwf", cfg)[0].get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(plain, on))
 
 
